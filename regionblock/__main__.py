@@ -1,0 +1,5 @@
+"""``python -m regionblock``."""
+
+from regionblock.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,71 @@
+"""The command line: the front door that assembles every room's subcommands.
+
+Exit codes: 0 ok, 1 a check failed (SLO, threshold, reconciliation), 2 bad usage or bad input.
+A user's mistake is one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from collections.abc import Sequence
+
+from regionblock import commands
+from scenarios.errors import ScenarioError
+
+#: The order ``--help`` lists the subcommand modules found in ``regionblock.commands``.
+COMMAND_ORDER = ("scenario", "policy", "simulate", "sweep", "upstreams", "gateway", "loadtest",
+                 "report", "demo")
+
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (no usage dump) and exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="regionblock",
+                     description="Rehearse an API provider's region block: simulate it, enforce it "
+                                 "on a real gateway, load-test it, report on it.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name in command_modules():
+        importlib.import_module(f"regionblock.commands.{name}").register(sub)
+    return parser
+
+
+def command_modules() -> list[str]:
+    """Every subcommand module in ``regionblock.commands``, in COMMAND_ORDER, then by name."""
+    found = {m.name for m in pkgutil.iter_modules(commands.__path__) if not m.name.startswith("_")}
+    rank = {name: i for i, name in enumerate(COMMAND_ORDER)}
+    return sorted(found, key=lambda n: (rank.get(n, len(rank)), n))
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("regionblock")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0+unknown"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ScenarioError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `regionblock scenario show X | head`
+        return EXIT_OK

@@ -1,0 +1,60 @@
+"""The organisations of a scenario: who they are, where, in which segment, how busy.
+
+The simulator and the load test draw the same organisations from the same seed. An organisation's
+id encodes its home region and segment (``cn-startup-000042``), so the gateway can tell an
+organisation's home country from its API key alone, as a provider knows it from billing.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from scenarios.distributions import sample
+from scenarios.schema import Scenario
+
+_ORG_ID = re.compile(r"^([a-z]{2})-([a-z0-9][a-z0-9_.-]*)-(\d{6})$")
+
+
+@dataclass(frozen=True, slots=True)
+class Org:
+    id: str
+    region: str
+    segment: str
+    requests_per_hour: float
+
+
+def org_id(region: str, segment: str, index: int) -> str:
+    return f"{region.lower()}-{segment}-{index:06d}"
+
+
+def parse_org_id(text: str) -> tuple[str, str] | None:
+    """(home region, segment) of a scenario organisation id, or None for any other key."""
+    m = _ORG_ID.match(text)
+    return (m.group(1).upper(), m.group(2)) if m else None
+
+
+def segment_counts(total: int, shares: list[float]) -> list[int]:
+    """Split ``total`` by ``shares`` exactly (largest remainder), deterministically."""
+    raw = [total * s for s in shares]
+    counts = [int(x) for x in raw]
+    order = sorted(range(len(raw)), key=lambda i: (counts[i] - raw[i], i))
+    for i in order[: total - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+def build_population(s: Scenario, seed: int, *, scale: float = 1.0) -> list[Org]:
+    """Every organisation of the scenario (``scale`` < 1 keeps a proportional subset)."""
+    orgs: list[Org] = []
+    for ri, region in enumerate(s.regions):
+        total = round(region.organisations * scale)
+        counts = segment_counts(total, [seg.share.get(region.code, 0.0) for seg in s.segments])
+        for si, (seg, n) in enumerate(zip(s.segments, counts, strict=True)):
+            rng = np.random.default_rng([seed, ri, si])
+            rates = sample(seg.requests_per_hour, rng, n)
+            orgs += [Org(org_id(region.code, seg.name, i), region.code, seg.name, float(rates[i]))
+                     for i in range(n)]
+    return orgs

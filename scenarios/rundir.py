@@ -1,0 +1,248 @@
+"""The run directory: one format for every run (simulate, sweep, loadtest), read by ``report``.
+
+::
+
+    runs/<UTC-stamp>-<scenario>-<kind>/
+      meta.json        format, kind, scenario name + sha256, seed(s), versions, command, timings
+      scenario.yaml    the resolved scenario exactly as run
+      timeseries.csv   long format: time, replication, source, metric, region, provider, path, state, value
+      summary.json     headline figures, each {mean, p5, p95, unit, label}, plus waterfall and hot spots
+
+A run is staged in a hidden sibling directory and renamed into place only when complete, so an
+interrupted or failed run never leaves a half-written run directory behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime as dt
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scenarios.errors import RunDirError
+
+FORMAT = "regionblock-run"
+FORMAT_VERSION = 1
+KINDS = ("simulate", "sweep", "loadtest")
+SOURCES = ("sim", "loadtest")
+COLUMNS = ("time", "replication", "source", "metric", "region", "provider", "path", "state", "value")
+
+#: Metrics both engines write (DESIGN.md). ``orgs`` is split by ``state``.
+SHARED_METRICS = (
+    "requests", "allowed", "warned", "blocked", "failed", "retries", "tokens_in", "tokens_out",
+    "revenue_usd", "latency_ms_p50", "latency_ms_p95", "latency_ms_p99", "orgs",
+)
+#: Further metrics a run may write: the no-block counterfactual (sim), relay mark-up paid to
+#: resellers (not provider revenue), free tokens consumed, capacity use and 429s, streaming TTFT.
+EXTRA_METRICS = (
+    "baseline_requests", "baseline_revenue_usd", "relay_markup_usd", "free_tokens",
+    "utilisation", "rejected_429", "ttft_ms_p50", "ttft_ms_p95", "ttft_ms_p99",
+)
+ORG_STATES = ("direct", "circumventing", "migrating", "migrated", "churned")
+PATHS = ("direct", "relay", "failover")
+
+
+# ---------------------------------------------------------------- writing
+
+
+def stamp(now: dt.datetime) -> str:
+    return now.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def run_dir_name(now: dt.datetime, scenario: str, kind: str) -> str:
+    return f"{stamp(now)}-{scenario}-{kind}"
+
+
+@dataclass
+class Staging:
+    """A run being written: files go to ``path``; after a successful exit it lives at ``final``."""
+
+    path: Path
+    final: Path | None = None
+
+
+@contextlib.contextmanager
+def staged_run_dir(root: Path, name: str) -> Iterator[Staging]:
+    """Stage a run in a hidden directory; on success rename it to ``root/name`` (made unique)."""
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Staging(root / f".{name}.partial-{os.getpid()}")
+    if staging.path.exists():
+        shutil.rmtree(staging.path)
+    staging.path.mkdir()
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging.path, ignore_errors=True)
+        raise
+    staging.final = unique_path(root / name)
+    staging.path.rename(staging.final)
+
+
+def unique_path(path: Path) -> Path:
+    if not path.exists():
+        return path
+    for i in range(2, 10_000):
+        candidate = path.with_name(f"{path.name}-{i}")
+        if not candidate.exists():
+            return candidate
+    raise RunDirError(f"{path}: too many runs with this name")
+
+
+def fmt_value(value: float) -> str:
+    """A number as written to timeseries.csv: integers bare, others with 10 significant digits."""
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    v = float(value)
+    if math.isnan(v):
+        return "nan"
+    if v == int(v) and abs(v) < 1e15:
+        return str(int(v))
+    return f"{v:.10g}"
+
+
+def write_timeseries(path: Path, rows: Iterable[Sequence[Any]]) -> int:
+    """Write rows in COLUMNS order (value formatted by ``fmt_value``); returns the row count."""
+    n = 0
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(COLUMNS)
+        for row in rows:
+            w.writerow((*row[:-1], fmt_value(row[-1])))
+            n += 1
+    return n
+
+
+def write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n", encoding="utf-8")
+
+
+def band(values: Sequence[float] | np.ndarray, *, unit: str = "", label: str = "") -> dict[str, Any]:
+    """Mean and 5/95 % percentiles over replications (linear interpolation), rounded for output."""
+    arr = np.asarray(values, dtype=float)
+    out: dict[str, Any] = {
+        "mean": _round(float(arr.mean())) if arr.size else 0.0,
+        "p5": _round(float(np.percentile(arr, 5))) if arr.size else 0.0,
+        "p95": _round(float(np.percentile(arr, 95))) if arr.size else 0.0,
+        "n": int(arr.size),
+    }
+    if unit:
+        out["unit"] = unit
+    if label:
+        out["label"] = label
+    return out
+
+
+def _round(v: float) -> float:
+    return float(f"{v:.10g}") if math.isfinite(v) else 0.0
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ("regionblock", "numpy", "simpy", "aiohttp", "locust"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[dist] = metadata.version(dist)
+    return out
+
+
+def meta(*, kind: str, scenario: str, sha256: str, source: str, seeds: list[int] | None,
+         started: dt.datetime, finished: dt.datetime, **extra: Any) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "kind": kind,
+        "scenario": {"name": scenario, "sha256": sha256, "source": source},
+        "seeds": seeds or [],
+        "versions": versions(),
+        "command": sys.argv,
+        "timings": {
+            "started": started.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
+            "finished": finished.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
+            "wall_s": round((finished - started).total_seconds(), 3),
+        },
+        **extra,
+    }
+
+
+# ---------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run directory as read back: its meta, summary, and timeseries columns."""
+
+    path: Path
+    meta: dict[str, Any]
+    summary: dict[str, Any]
+    scenario_yaml: str
+
+    @property
+    def kind(self) -> str:
+        return str(self.meta["kind"])
+
+    def timeseries(self) -> dict[str, np.ndarray]:
+        return read_timeseries(self.path / "timeseries.csv")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunDirError(f"{path.parent}: not a run directory (no {path.name})") from None
+    except (OSError, ValueError) as exc:
+        raise RunDirError(f"{path}: unreadable: {exc}") from exc
+    if not isinstance(data, dict):
+        raise RunDirError(f"{path}: expected a JSON object")
+    return data
+
+
+def read_run(path: Path) -> Run:
+    """Read and check a run directory; RunDirError (one line) if it is not one this version reads."""
+    if not path.is_dir():
+        raise RunDirError(f"{path}: not a directory")
+    m = _read_json(path / "meta.json")
+    if m.get("format") != FORMAT:
+        raise RunDirError(f"{path}: meta.json: not a regionblock run (format {m.get('format')!r})")
+    if m.get("format_version") != FORMAT_VERSION:
+        raise RunDirError(f"{path}: meta.json: format_version {m.get('format_version')!r} is not "
+                          f"supported (this version reads {FORMAT_VERSION})")
+    if m.get("kind") not in KINDS:
+        raise RunDirError(f"{path}: meta.json: unknown kind {m.get('kind')!r}")
+    summary = _read_json(path / "summary.json")
+    scenario = path / "scenario.yaml"
+    if not scenario.is_file():
+        raise RunDirError(f"{path}: not a run directory (no scenario.yaml)")
+    if m["kind"] != "sweep" and not (path / "timeseries.csv").is_file():
+        raise RunDirError(f"{path}: not a run directory (no timeseries.csv)")
+    return Run(path=path, meta=m, summary=summary, scenario_yaml=scenario.read_text(encoding="utf-8"))
+
+
+def read_timeseries(path: Path) -> dict[str, np.ndarray]:
+    """The CSV as columns: strings for dimensions, int for replication, float for value."""
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None or tuple(header) != COLUMNS:
+            raise RunDirError(f"{path}: header must be {','.join(COLUMNS)}")
+        rows = list(reader)
+    cols = list(zip(*rows, strict=True)) if rows else [() for _ in COLUMNS]
+    out: dict[str, np.ndarray] = {}
+    for name, values in zip(COLUMNS, cols, strict=True):
+        if name == "replication":
+            out[name] = np.asarray(values, dtype=np.int64)
+        elif name == "value":
+            out[name] = np.asarray(values, dtype=float)
+        else:
+            out[name] = np.asarray(values, dtype=object)
+    return out

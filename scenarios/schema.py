@@ -1,0 +1,543 @@
+"""The scenario schema: validated, immutable value objects built from a scenario file.
+
+One module, one source of truth. The simulator, the gateway, the load tests and the reports all
+read a :class:`Scenario`; none keeps a second copy of any rule. Field-level rules (types, ranges)
+live on the fields; rules that relate fields to each other (dates in order, shares summing to one,
+references that must exist) live in :func:`semantic_problems`, which reports every problem at
+once with the dotted path of the field at fault.
+
+Units are in the field names: ``*_ms`` milliseconds, ``*_s`` seconds, ``*_days`` days, prices in
+USD per 1M tokens, rates per hour, percentages 0–100, fractions and probabilities 0–1.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+)
+
+from scenarios.countries import region_item_error
+from scenarios.distributions import Constant, Distribution
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+_SLUG = r"^[a-z0-9][a-z0-9_.-]*$"
+
+Action = Literal["allow", "warn", "throttle", "block"]
+Preset = Literal["openai_403", "google_400_location", "http_451", "cloudflare_1009", "openai_429"]
+OrgState = Literal["direct", "circumventing", "migrating", "migrated", "churned"]
+
+
+def _to_utc(value: Any) -> Any:
+    """Dates become midnight UTC; naive datetimes are read as UTC; aware ones are converted."""
+    if isinstance(value, dt.datetime):
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+    if isinstance(value, dt.date):
+        return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
+    if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
+        return dt.datetime.fromisoformat(value.strip()).replace(tzinfo=dt.UTC)
+    return value
+
+
+def _after_utc(value: dt.datetime) -> dt.datetime:
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+UtcDatetime = Annotated[dt.datetime, BeforeValidator(_to_utc)]
+Slug = Annotated[str, Field(pattern=_SLUG, min_length=1, max_length=64)]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+Percent = Annotated[float, Field(ge=0.0, le=100.0)]
+
+
+def _region_item(value: str) -> str:
+    problem = region_item_error(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+RegionItem = Annotated[str, BeforeValidator(lambda v: v if not isinstance(v, str) else v.strip())]
+CountryCode = Annotated[str, Field(min_length=2, max_length=2)]
+
+
+class _Model(BaseModel):
+    model_config = _FROZEN
+
+
+# ---------------------------------------------------------------- window and regions
+
+
+class Window(_Model):
+    """The scenario's time span (UTC) and the width of its output bins."""
+
+    start: UtcDatetime
+    end: UtcDatetime
+    bin: Literal["hour", "day"] = "day"
+
+    @property
+    def bin_seconds(self) -> int:
+        return 3600 if self.bin == "hour" else 86400
+
+    @property
+    def hours(self) -> float:
+        return (self.end - self.start).total_seconds() / 3600
+
+
+class PathRtt(_Model):
+    """Network round trip from a region to the providers, by path."""
+
+    direct: Distribution = Constant(dist="constant", value=0.0)
+    relay: Distribution = Constant(dist="constant", value=0.0)
+
+
+class Region(_Model):
+    """A client region: its developer organisations using the incumbent at the start."""
+
+    code: CountryCode
+    organisations: int = Field(ge=0)
+    utc_offset: float = Field(ge=-12, le=14)
+    rtt_ms: PathRtt = PathRtt()
+    note: str = ""
+
+    @field_validator("code")
+    @classmethod
+    def _iso_code(cls, v: str) -> str:
+        problem = region_item_error(v)
+        if problem or len(v) != 2:
+            raise ValueError(problem or f"{v!r} is not an ISO 3166-1 alpha-2 code")
+        return v
+
+
+# ---------------------------------------------------------------- segments
+
+
+class RetryPolicy(_Model):
+    """What a client library does with a failed request (the openai SDK: 2 retries on 408/409/429/5xx)."""
+
+    statuses: tuple[int, ...] = (408, 409, 429, 500, 502, 503, 504)
+    max_retries: int = Field(default=2, ge=0, le=20)
+    backoff_s: Distribution = Constant(dist="constant", value=1.0)
+
+    @field_validator("statuses")
+    @classmethod
+    def _http_statuses(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        bad = [s for s in v if not 100 <= s <= 599]
+        if bad:
+            raise ValueError(f"{bad[0]} is not an HTTP status code (100-599)")
+        return v
+
+
+class Propensity(_Model):
+    """Alternative-specific constants a segment adds to each choice's utility (logit scale)."""
+
+    wait: float = 0.0
+    circumvent: float = 0.0
+    migrate: float = 0.0
+    churn: float = 0.0
+
+
+class Segment(_Model):
+    """A kind of organisation (enterprise, startup, hobbyist...) and how it uses the API."""
+
+    name: Slug
+    share: dict[str, Fraction]
+    requests_per_hour: Distribution
+    tokens_in: Distribution
+    tokens_out: Distribution
+    model_mix: dict[str, Fraction]
+    stream_share: Fraction = 0.0
+    retry: RetryPolicy = RetryPolicy()
+    migration_days: Distribution = Constant(dist="constant", value=7.0)
+    propensity: Propensity = Propensity()
+
+
+# ---------------------------------------------------------------- providers
+
+
+class Model(_Model):
+    """A model a provider sells, with its list price (USD per 1M tokens) and a quality score."""
+
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    price_in: float = Field(ge=0)
+    price_out: float = Field(ge=0)
+    quality: float = Field(default=1.0, ge=0, le=1)
+    available_from: UtcDatetime | None = None
+
+
+class Latency(_Model):
+    """Service time: time to first token, then output tokens at a rate."""
+
+    ttft_ms: Distribution
+    tokens_per_s: Distribution
+
+
+class Capacity(_Model):
+    """Concurrent requests served; a queue beyond that; 429 beyond the queue limit."""
+
+    concurrency: int = Field(ge=1)
+    queue_limit: int = Field(ge=0)
+
+
+class Incentive(_Model):
+    """Free tokens a provider gives each migrating organisation, until a deadline."""
+
+    free_tokens: int = Field(ge=0)
+    deadline: UtcDatetime | None = None
+    note: str = ""
+
+
+class Faults(_Model):
+    """Fault injection for the mock upstream (Toxiproxy's kinds). Rates are per request."""
+
+    error_rate: Fraction = 0.0
+    error_status: int = Field(default=500, ge=400, le=599)
+    spike_rate: Fraction = 0.0
+    spike_ms: Distribution = Constant(dist="constant", value=0.0)
+    reset_rate: Fraction = 0.0
+    stall_rate: Fraction = 0.0
+    stall_s: float = Field(default=30.0, ge=0)
+
+
+class Provider(_Model):
+    """A model provider: the incumbent that blocks, or an alternative courting the migrants."""
+
+    name: Slug
+    label: str = ""
+    incumbent: bool = False
+    models: tuple[Model, ...] = Field(min_length=1)
+    substitutes: dict[str, str] = {}
+    latency: Latency
+    capacity: Capacity
+    serves: tuple[RegionItem, ...] = ("all",)
+    incentive: Incentive | None = None
+    faults: Faults = Faults()
+
+    @field_validator("serves")
+    @classmethod
+    def _serves_regions(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_region_item(x) for x in v)
+
+    def model(self, name: str) -> Model | None:
+        return next((m for m in self.models if m.name == name), None)
+
+    def substitute_for(self, incumbent_model: str) -> Model:
+        """The model of this provider a migrant uses in place of ``incumbent_model``."""
+        own = self.model(incumbent_model)
+        if own is not None:
+            return own
+        mapped = self.substitutes.get(incumbent_model)
+        return self.model(mapped) if mapped else self.models[0]  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------- policy
+
+
+class Response(_Model):
+    """The HTTP response an enforcement sends: a preset, or a custom status/headers/body."""
+
+    preset: Preset | None = None
+    status: int | None = Field(default=None, ge=100, le=599)
+    headers: dict[str, str] = {}
+    body: str | None = None
+
+
+class AllowList(_Model):
+    """Organisations or segments a stage does not apply to (the enterprise path)."""
+
+    orgs: tuple[str, ...] = ()
+    segments: tuple[str, ...] = ()
+
+
+class Stage(_Model):
+    """One step of a provider's rollout; the latest started stage that matches a request wins."""
+
+    name: Slug
+    start: UtcDatetime
+    end: UtcDatetime | None = None
+    regions: tuple[RegionItem, ...] = Field(min_length=1)
+    action: Action
+    percent: Percent = 100.0
+    salt: str | None = None
+    response: Response | None = None
+    allow_list: AllowList = AllowList()
+    retry_after_s: int = Field(default=60, ge=0)
+    throttle_fraction: Fraction = 1.0
+    message: str = ""
+
+    @field_validator("regions")
+    @classmethod
+    def _regions(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_region_item(x) for x in v)
+
+
+class Detection(_Model):
+    """Detection of circumvention: each day a relayed organisation is caught with ``per_day``."""
+
+    per_day: Fraction
+    signal: Literal["hosting_asn"] = "hosting_asn"
+    start: UtcDatetime | None = None
+    response: Response | None = None
+
+
+class ProviderPolicy(_Model):
+    stages: tuple[Stage, ...] = ()
+    detection: Detection | None = None
+    salt: str | None = None
+
+
+class FailoverRule(_Model):
+    """When ``from_`` refuses or fails an organisation, the gateway may route it to ``to``."""
+
+    from_: Slug = Field(alias="from")
+    to: tuple[Slug, ...] = Field(min_length=1)
+    when: tuple[Literal["block", "error"], ...] = ("block", "error")
+    segments: tuple[Slug, ...] = ()
+    orgs: tuple[str, ...] = ()
+
+
+class Routing(_Model):
+    failover: tuple[FailoverRule, ...] = ()
+
+
+# ---------------------------------------------------------------- behaviour
+
+
+class Bass(_Model):
+    """Bass diffusion per day: innovation ``p`` and imitation ``q``."""
+
+    p: float = Field(ge=0, le=1)
+    q: float = Field(ge=0, le=10)
+
+
+class Announcement(_Model):
+    """The incumbent tells affected organisations what is coming; some migrate in anticipation."""
+
+    provider: Slug
+    at: UtcDatetime
+    anticipation: Bass = Bass(p=0.0, q=0.0)
+
+
+class ChoiceCoefficients(_Model):
+    """Multinomial-logit utility coefficients for the choice an organisation makes when blocked.
+
+    Utilities (before the segment's propensity constants):
+    wait = asc_wait; churn = asc_churn;
+    circumvent = asc_circumvent + price·log(1 + markup) + latency·relay_extra_s;
+    migrate to k = asc_migrate + price·log(price_k / price_incumbent) + quality·(q_k − q_incumbent)
+                   + latency·(ttft_k − ttft_incumbent)_s + incentive·log1p(free_Mtokens_k)
+                   + switching_cost·migration_days + imitation·share_already_at_k.
+    """
+
+    asc_wait: float = 0.0
+    asc_circumvent: float = 0.0
+    asc_migrate: float = 0.0
+    asc_churn: float = -2.0
+    price: float = -1.0
+    quality: float = 2.0
+    latency: float = -0.5
+    incentive: float = 0.3
+    switching_cost: float = -0.05
+    imitation: float = 2.0
+
+
+class Relay(_Model):
+    """The circumvention path: a relay in a supported country, slower and marked up."""
+
+    extra_latency_ms: Distribution
+    markup: float = Field(ge=0, le=10)
+    country: CountryCode = "SG"
+    hosting: bool = True
+
+
+class Behaviour(_Model):
+    announcement: Announcement | None = None
+    choice: ChoiceCoefficients = ChoiceCoefficients()
+    relay: Relay
+    wait_days: Distribution = Constant(dist="constant", value=1.0)
+
+
+class Slos(_Model):
+    """Load-test thresholds for supported regions (like k6 thresholds)."""
+
+    p99_latency_ms: float = Field(gt=0)
+    error_rate: Fraction
+    regions: tuple[RegionItem, ...] = ()
+
+
+# ---------------------------------------------------------------- scenario
+
+
+class Scenario(_Model):
+    """A region-blocking rollout and the world it happens in."""
+
+    name: Slug
+    description: str = ""
+    version: Literal[1] = 1
+    window: Window
+    regions: tuple[Region, ...] = Field(min_length=1)
+    segments: tuple[Segment, ...] = Field(min_length=1)
+    providers: tuple[Provider, ...] = Field(min_length=1)
+    policy: dict[str, ProviderPolicy] = {}
+    routing: Routing = Routing()
+    behaviour: Behaviour
+    slos: Slos
+
+    def provider(self, name: str) -> Provider:
+        return next(p for p in self.providers if p.name == name)
+
+    def region(self, code: str) -> Region:
+        return next(r for r in self.regions if r.code == code)
+
+    def segment(self, name: str) -> Segment:
+        return next(s for s in self.segments if s.name == name)
+
+    @property
+    def incumbent(self) -> Provider:
+        return next(p for p in self.providers if p.incumbent)
+
+    @property
+    def alternatives(self) -> tuple[Provider, ...]:
+        return tuple(p for p in self.providers if not p.incumbent)
+
+
+# ---------------------------------------------------------------- cross-field rules
+
+SHARE_TOLERANCE = 1e-6
+
+Loc = tuple[str | int, ...]
+
+
+def semantic_problems(s: Scenario) -> list[tuple[Loc, str]]:
+    """Every rule that relates fields to each other, as (location, message) pairs."""
+    checks = (_window_rules, _region_rules, _segment_rules, _provider_rules, _policy_rules,
+              _routing_rules, _behaviour_rules)
+    return [problem for check in checks for problem in check(s)]
+
+
+def _window_rules(s: Scenario) -> list[tuple[Loc, str]]:
+    if s.window.end <= s.window.start:
+        return [(("window", "end"), f"must be after window.start ({s.window.start.isoformat()})")]
+    return []
+
+
+def _duplicates(names: list[str], loc: str, what: str) -> list[tuple[Loc, str]]:
+    seen: set[str] = set()
+    out: list[tuple[Loc, str]] = []
+    for i, n in enumerate(names):
+        if n in seen:
+            out.append(((loc, i, what), f"duplicate {what} {n!r}"))
+        seen.add(n)
+    return out
+
+
+def _region_rules(s: Scenario) -> list[tuple[Loc, str]]:
+    return _duplicates([r.code for r in s.regions], "regions", "code")
+
+
+def _segment_rules(s: Scenario) -> list[tuple[Loc, str]]:
+    out = _duplicates([g.name for g in s.segments], "segments", "name")
+    codes = {r.code for r in s.regions}
+    incumbent_models = {m.name for p in s.providers if p.incumbent for m in p.models}
+    for i, seg in enumerate(s.segments):
+        for code in seg.share:
+            if code not in codes:
+                out.append((("segments", i, "share", code), f"unknown region {code!r}"))
+        for model in seg.model_mix:
+            if incumbent_models and model not in incumbent_models:
+                known = ", ".join(sorted(incumbent_models))
+                out.append((("segments", i, "model_mix", model),
+                             f"unknown model {model!r} (the incumbent sells: {known})"))
+        total = sum(seg.model_mix.values())
+        if abs(total - 1.0) > SHARE_TOLERANCE:
+            out.append((("segments", i, "model_mix"), f"shares must sum to 1 (they sum to {total:g})"))
+    for r in s.regions:
+        total = sum(seg.share.get(r.code, 0.0) for seg in s.segments)
+        if abs(total - 1.0) > SHARE_TOLERANCE:
+            out.append((("segments",),
+                        f"shares for region {r.code} must sum to 1 over segments (they sum to {total:g})"))
+    return out
+
+
+def _provider_rules(s: Scenario) -> list[tuple[Loc, str]]:
+    out = _duplicates([p.name for p in s.providers], "providers", "name")
+    incumbents = [i for i, p in enumerate(s.providers) if p.incumbent]
+    if len(incumbents) != 1:
+        out.append((("providers",), f"exactly one provider must be the incumbent (found {len(incumbents)})"))
+    for i, p in enumerate(s.providers):
+        out += _duplicates([m.name for m in p.models], f"providers[{i}].models", "name")
+        for src, dst in p.substitutes.items():
+            if p.model(dst) is None:
+                out.append((("providers", i, "substitutes", src), f"{p.name} has no model {dst!r}"))
+        if p.incentive and p.incentive.deadline and p.incentive.deadline < s.window.start:
+            out.append((("providers", i, "incentive", "deadline"), "is before window.start"))
+    return out
+
+
+def _policy_rules(s: Scenario) -> list[tuple[Loc, str]]:
+    names = {p.name for p in s.providers}
+    segments = {g.name for g in s.segments}
+    out: list[tuple[Loc, str]] = []
+    for prov, pol in s.policy.items():
+        if prov not in names:
+            out.append((("policy", prov), f"unknown provider {prov!r}"))
+        out += _duplicates([st.name for st in pol.stages], f"policy.{prov}.stages", "name")
+        for j, st in enumerate(pol.stages):
+            loc: Loc = ("policy", prov, "stages", j)
+            if j > 0 and st.start <= pol.stages[j - 1].start:
+                out.append(((*loc, "start"), f"must be after stages[{j - 1}].start"))
+            if st.end is not None and st.end <= st.start:
+                out.append(((*loc, "end"), "must be after start"))
+            for k, seg in enumerate(st.allow_list.segments):
+                if seg not in segments:
+                    out.append(((*loc, "allow_list", "segments", k), f"unknown segment {seg!r}"))
+            if st.response is not None:
+                out += [((*loc, "response"), m) for m in _response_problems(st.response)]
+        if pol.detection and pol.detection.response:
+            out += [(("policy", prov, "detection", "response"), m)
+                    for m in _response_problems(pol.detection.response)]
+    return out
+
+
+def _response_problems(r: Response) -> list[str]:
+    if r.preset is None and (r.status is None or r.body is None):
+        return ["needs a preset, or both status and body"]
+    if r.preset is not None and (r.status is not None or r.body is not None):
+        return ["give either a preset or a custom status/body, not both"]
+    return []
+
+
+def _routing_rules(s: Scenario) -> list[tuple[Loc, str]]:
+    names = {p.name for p in s.providers}
+    segments = {g.name for g in s.segments}
+    out: list[tuple[Loc, str]] = []
+    for i, rule in enumerate(s.routing.failover):
+        loc: Loc = ("routing", "failover", i)
+        if rule.from_ not in names:
+            out.append(((*loc, "from"), f"unknown provider {rule.from_!r}"))
+        for k, to in enumerate(rule.to):
+            if to not in names:
+                out.append(((*loc, "to", k), f"unknown provider {to!r}"))
+            elif to == rule.from_:
+                out.append(((*loc, "to", k), "cannot fail over to the same provider"))
+        for k, seg in enumerate(rule.segments):
+            if seg not in segments:
+                out.append(((*loc, "segments", k), f"unknown segment {seg!r}"))
+    return out
+
+
+def _behaviour_rules(s: Scenario) -> list[tuple[Loc, str]]:
+    ann = s.behaviour.announcement
+    out: list[tuple[Loc, str]] = []
+    if ann is not None:
+        if ann.provider not in {p.name for p in s.providers}:
+            out.append((("behaviour", "announcement", "provider"), f"unknown provider {ann.provider!r}"))
+        if not s.window.start <= ann.at <= s.window.end:
+            out.append((("behaviour", "announcement", "at"), "must lie inside the window"))
+    return out
