@@ -172,6 +172,55 @@ def _child(node: Any, part: str | int, loc: Loc, original: str) -> Any:
     raise OverrideError(f"--set {original}: {format_loc(loc[:-1])} is not a mapping")
 
 
+# ---------------------------------------------------------------- inheritance
+
+
+def _inherit(data: Any, lines: dict[Loc, int], *, file: str, base_dir: Path | None,
+             seen: tuple[str, ...]) -> tuple[Any, dict[Loc, int]]:
+    """Resolve ``extends: BASE`` (deep-merged, lists replaced) and ``set: {PATH: VALUE}``."""
+    if not isinstance(data, dict) or "extends" not in data:
+        return data, lines
+    base_name = data.pop("extends")
+    edits = data.pop("set", None) or {}
+    if not isinstance(base_name, str):
+        raise ScenarioValidationError([Problem(file, lines.get(("extends",)), "extends",
+                                               "must be a scenario name or path")])
+    base_path = _base_path(base_name, base_dir, file, lines)
+    if base_path.name in seen:
+        raise ScenarioValidationError([Problem(file, lines.get(("extends",)), "extends",
+                                               f"circular: {' -> '.join((*seen, base_path.name))}")])
+    base, base_lines = read_yaml(base_path.read_text(encoding="utf-8"), base_path.name)
+    base, base_lines = _inherit(base, base_lines, file=base_path.name, base_dir=base_path.parent,
+                                seen=(*seen, base_path.name))
+    merged = _deep_merge(base, data)
+    if not isinstance(edits, dict):
+        raise ScenarioValidationError([Problem(file, lines.get(("set",)), "set",
+                                               "must map field paths to values")])
+    for path, value in edits.items():
+        loc = parse_path(str(path))
+        apply_override(merged, loc, value, f"{path} (in {file})")
+    return merged, {**base_lines, **lines}
+
+
+def _base_path(name: str, base_dir: Path | None, file: str, lines: dict[Loc, int]) -> Path:
+    if base_dir is not None and (base_dir / name).is_file():
+        return base_dir / name
+    try:
+        return resolve_path(name)
+    except ScenarioNotFoundError:
+        raise ScenarioValidationError([Problem(file, lines.get(("extends",)), "extends",
+                                               f"no scenario {name!r}")]) from None
+
+
+def _deep_merge(base: Any, child: Any) -> Any:
+    if isinstance(base, dict) and isinstance(child, dict):
+        out = dict(base)
+        for key, value in child.items():
+            out[key] = _deep_merge(base[key], value) if key in base else value
+        return out
+    return child
+
+
 # ---------------------------------------------------------------- validation
 
 
@@ -225,21 +274,30 @@ def _message(err: dict[str, Any]) -> str:
     return msg
 
 
-def validate(data: Any, *, file: str, lines: dict[Loc, int] | None = None) -> Scenario:
-    """Build the scenario from raw data, or raise with every problem found."""
+def validate(data: Any, *, file: str, lines: dict[Loc, int] | None = None,
+             overridden: dict[Loc, str] | None = None) -> Scenario:
+    """Build the scenario from raw data, or raise with every problem found.
+
+    ``overridden`` maps locations set by ``--set`` to the override text, so a problem in an
+    overridden value names the override rather than a line of the file.
+    """
     lines = lines or {}
+    overridden = overridden or {}
+
+    def problem(loc: Loc, message: str) -> Problem:
+        for prefix, item in overridden.items():
+            if loc[: len(prefix)] == prefix:
+                return Problem(f"{file} (--set {item})", None, format_loc(loc), message)
+        return Problem(file, _line_for(lines, loc), format_loc(loc), message)
+
     if not isinstance(data, dict):
         raise ScenarioValidationError([Problem(file, 1, "", "a scenario must be a YAML mapping")])
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc = _data_loc(data, err["loc"])
-            problems.append(Problem(file, _line_for(lines, loc), format_loc(loc), _message(err)))
+        problems = [problem(_data_loc(data, err["loc"]), _message(err)) for err in exc.errors()]
         raise ScenarioValidationError(_sorted(problems)) from None
-    semantic = [Problem(file, _line_for(lines, loc), format_loc(loc), msg)
-                for loc, msg in semantic_problems(scenario)]
+    semantic = [problem(loc, msg) for loc, msg in semantic_problems(scenario)]
     if semantic:
         raise ScenarioValidationError(_sorted(semantic))
     return scenario
@@ -258,15 +316,19 @@ def load(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> Load
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ScenarioNotFoundError(f"{file}: cannot read: {exc}") from exc
-    return load_text(text, file=file, overrides=overrides)
+    return load_text(text, file=file, overrides=overrides, base_dir=path.parent)
 
 
-def load_text(text: str, *, file: str, overrides: list[str] | tuple[str, ...] = ()) -> Loaded:
+def load_text(text: str, *, file: str, overrides: list[str] | tuple[str, ...] = (),
+              base_dir: Path | None = None) -> Loaded:
     data, lines = read_yaml(text, file)
+    data, lines = _inherit(data, lines, file=file, base_dir=base_dir, seen=(file,))
+    overridden: dict[Loc, str] = {}
     for item in overrides:
         loc, value = parse_override(item)
         apply_override(data, loc, value, item)
-    scenario = validate(data, file=file, lines=lines)
+        overridden[loc] = item
+    scenario = validate(data, file=file, lines=lines, overridden=overridden)
     return Loaded(scenario=scenario, source=file, sha256=scenario_sha256(scenario))
 
 
