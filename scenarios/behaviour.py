@@ -63,7 +63,10 @@ def incentive_mtokens(provider: Provider, now: dt.datetime) -> float:
 def utilities(s: Scenario, *, segment: str, region: str, now: dt.datetime,
               migrated_share: Mapping[str, float], exclude: frozenset[str] = frozenset(),
               relay_extra_ms: float | None = None) -> dict[str, float]:
-    """Utility of each alternative open to a blocked organisation (order: wait, circumvent, churn, providers)."""
+    """Utility of each alternative open to a blocked organisation.
+
+    Order: wait, circumvent, churn, then the alternative providers in scenario order.
+    """
     c = s.behaviour.choice
     seg = s.segment(segment)
     prop = seg.propensity

@@ -15,6 +15,7 @@ and sampled through :func:`sample` with an explicit ``numpy.random.Generator`` (
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Annotated, Literal
 
@@ -90,15 +91,14 @@ class Empirical(BaseModel):
         if len(probs) < 2 or probs[0] != 0.0 or probs[-1] != 1.0:
             raise ValueError("needs at least the probabilities 0.0 and 1.0")
         values = [q[p] for p in probs]
-        if any(b < a for a, b in zip(values, values[1:], strict=False)):
+        if any(b < a for a, b in itertools.pairwise(values)):
             raise ValueError("values must not decrease as the probability grows")
         return {p: q[p] for p in probs}
 
     def mean(self) -> float:
-        probs = list(self.quantiles)
-        values = list(self.quantiles.values())
-        return float(sum((p1 - p0) * (v0 + v1) / 2 for p0, p1, v0, v1 in
-                         zip(probs, probs[1:], values, values[1:], strict=False)))
+        probs, values = list(self.quantiles), list(self.quantiles.values())
+        pairs = zip(itertools.pairwise(probs), itertools.pairwise(values), strict=True)
+        return float(sum((p1 - p0) * (v0 + v1) / 2 for (p0, p1), (v0, v1) in pairs))
 
 
 Distribution = Annotated[

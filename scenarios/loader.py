@@ -256,7 +256,7 @@ def _data_loc(data: Any, loc: tuple[Any, ...]) -> Loc:
 _TAGS = {"lognormal", "exponential", "constant", "uniform", "pareto", "empirical"}
 
 
-def _message(err: dict[str, Any]) -> str:
+def _message(err: Any) -> str:
     kind = err["type"]
     if kind == "missing":
         return "required field is missing"

@@ -230,7 +230,8 @@ class Policy:
         detected = self._detection(pol, now, request)
         if detected is not None:
             return detected
-        return Decision("allow", "", f"no stage of {pol.name} applies to {request.country or 'unknown country'}")
+        where = request.country or "unknown country"
+        return Decision("allow", "", f"no stage of {pol.name} applies to {where}")
 
     def change_points(self, provider: str) -> tuple[dt.datetime, ...]:
         """Instants at which a decision for ``provider`` may change (stage starts and ends)."""
@@ -263,8 +264,8 @@ class Policy:
             if (spec.end is not None and now >= spec.end) or country not in st.countries:
                 continue
             if req.org in st.allow_orgs or req.segment in st.allow_segments:
-                return Decision("allow", spec.name, f"allow-listed: stage {spec.name} exempts "
-                                f"{'organisation ' + req.org if req.org in st.allow_orgs else 'segment ' + req.segment}")
+                who = f"organisation {req.org}" if req.org in st.allow_orgs else f"segment {req.segment}"
+                return Decision("allow", spec.name, f"allow-listed: stage {spec.name} exempts {who}")
             if spec.percent < 100.0 and bucket(st.salt, req.org) >= spec.percent:
                 continue
             if spec.action == "throttle" and spec.throttle_fraction < 1.0 \
@@ -299,7 +300,8 @@ class Policy:
                                                           retry_after_s=retry_after_s)
         return cached
 
-    def _detection(self, pol: _ProviderPolicy, now: dt.datetime, req: PolicyRequest) -> Decision | None:
+    def _detection(self, pol: _ProviderPolicy, now: dt.datetime,
+                   req: PolicyRequest) -> Decision | None:
         det = pol.detection
         if det is None or pol.detection_start is None or not req.hosting or not req.home_country:
             return None

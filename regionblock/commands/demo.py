@@ -12,7 +12,7 @@ from scenarios.policy import Policy, PolicyRequest
 DEFAULT_SCENARIO = "openai-2024-cn-hk"
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the main job on the default scenario",
                        description="Validate the default scenario and show its policy at work.")
     p.add_argument("--out", type=str, default=str(default_runs_dir()), metavar="DIR",

@@ -1,4 +1,4 @@
-"""``regionblock policy explain SCENARIO --at WHEN (--ip IP | --country CC) [--org ID] [--provider P] [--json]``."""
+"""``regionblock policy explain SCENARIO --at WHEN (--ip IP | --country CC) [--org ID] [--json]``."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from scenarios.schema import Scenario
 DEFAULT_ORG = "example-org"
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("policy", help="explain the policy's decision for a request",
                        description="Ask the policy engine what it decides, and why.")
     actions = p.add_subparsers(dest="action", metavar="ACTION")
@@ -95,7 +95,8 @@ def _as_text(at: Any, client: IpInfo, req: PolicyRequest, d: Decision) -> str:
     for name, value in d.headers:
         lines.append(f"header    {name}: {value}")
     if d.response is None:
-        lines.append("response  forwarded to the provider" + (" (with the headers above)" if d.headers else ""))
+        extra = " (with the headers above)" if d.headers else ""
+        lines.append(f"response  forwarded to the provider{extra}")
     else:
         lines.append(f"response  HTTP {d.response.status}")
         lines += [f"          {k}: {v}" for k, v in d.response.headers]

@@ -12,13 +12,14 @@ from scenarios.loader import description_line, load, resolved_yaml, shipped
 from scenarios.schema import Scenario
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("scenario", help="list, validate, show scenarios; print the JSON Schema",
                        description="Work with scenario files.")
     actions = p.add_subparsers(dest="action", metavar="ACTION")
     actions.required = True
 
-    actions.add_parser("list", help="shipped scenarios with one-line descriptions").set_defaults(func=run_list)
+    actions.add_parser("list", help="shipped scenarios with one-line descriptions").set_defaults(
+        func=run_list)
 
     v = actions.add_parser("validate", help="check scenario files; every problem is reported")
     v.add_argument("paths", nargs="+", metavar="PATH", help="scenario files or shipped names")
