@@ -1,0 +1,97 @@
+"""Build a report from run directories: charts (PNG + SVG), report.html, summary.md.
+
+Everything is written to a hidden staging directory next to the destination and renamed into
+place at the end, so a failure never leaves a half-written report behind.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+
+from reports import html, markdown, style
+from reports.charts import (
+    capacity,
+    compare,
+    headline,
+    latency,
+    orgs,
+    outcomes,
+    revenue,
+    sweep,
+    waterfall,
+)
+from reports.charts.common import Context, Section
+from reports.data import RunData, load_runs
+from reports.errors import ReportInputError
+
+SECTIONS: tuple[ModuleType, ...] = (headline, revenue, waterfall, orgs, latency, outcomes,
+                                    capacity, compare, sweep)
+MARKERS = ("report.html", "summary.md", "charts.json")
+
+
+def build_report(run_dirs: list[Path], out: Path | None = None, *,
+                 now: dt.datetime | None = None) -> Path:
+    """Read ``run_dirs`` and write the report to ``out`` (default ``<first run>/report``).
+
+    Returns the path of report.html. Raises RunDirError for a directory that is not a run, and
+    ReportInputError when ``out`` exists and is not a previous report.
+    """
+    runs = load_runs(run_dirs)
+    final = out if out is not None else run_dirs[0] / "report"
+    check_destination(final)
+    staging = final.parent / f".{final.name}.partial-{os.getpid()}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    try:
+        write(runs, staging, now or dt.datetime.now(dt.UTC))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    replace(staging, final)
+    return final / "report.html"
+
+
+def check_destination(final: Path) -> None:
+    """Refuse to replace anything that is not a report this module wrote."""
+    if final.exists() and not final.is_dir():
+        raise ReportInputError(f"--out {final}: exists and is not a directory")
+    if final.is_dir() and any(final.iterdir()) and not (final / "charts.json").is_file():
+        raise ReportInputError(f"--out {final}: exists and is not a report directory "
+                               "(choose an empty or new directory)")
+
+
+def replace(staging: Path, final: Path) -> None:
+    if final.exists():
+        old = final.parent / f".{final.name}.old-{os.getpid()}"
+        final.rename(old)
+        staging.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        staging.rename(final)
+
+
+def sections(runs: Sequence[RunData], out: Path) -> list[Section]:
+    ctx = Context(runs=list(runs), palette=style.palette([r.scenario for r in runs]), out=out)
+    return [module.section(ctx) for module in SECTIONS]
+
+
+def write(runs: Sequence[RunData], out: Path, now: dt.datetime) -> None:
+    secs = sections(runs, out)
+    (out / "summary.md").write_text(markdown.render(runs, secs), encoding="utf-8")
+    stamp = now.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    (out / "report.html").write_text(html.render(runs, secs, out, stamp), encoding="utf-8")
+    (out / "charts.json").write_text(json.dumps(manifest(secs), indent=2) + "\n", encoding="utf-8")
+
+
+def manifest(secs: Sequence[Section]) -> list[dict[str, object]]:
+    """Every chart written: file stem, title, caption and pixel size (tests and tools read it)."""
+    return [{"section": s.title, "name": c.name, "title": c.title, "caption": c.caption,
+             "png": f"{c.name}.png", "svg": f"{c.name}.svg", "width": c.size_px[0],
+             "height": c.size_px[1]} for s in secs for c in s.charts]

@@ -1,0 +1,1 @@
+"""One module per chart family; each exposes ``section(ctx) -> Section``."""

@@ -1,0 +1,284 @@
+"""Run directories as the report sees them, and timeseries aggregation.
+
+A run's ``timeseries.csv`` is read once into a :class:`Table` of factorised columns (an integer
+code per row for each dimension plus the list of labels), so every chart's query is a mask and a
+``numpy.bincount``: sum over the dimensions a chart does not show, per replication and time bin,
+then mean and 5/95 % percentiles across replications (:class:`Cube`, :func:`bands`).
+
+Counts and money are summed (a missing row is a zero); percentiles and utilisation are averaged
+over the dimensions a chart does not show (a missing row is no data).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from reports.errors import ReportInputError
+from scenarios.countries import expand_regions
+from scenarios.loader import load_text
+from scenarios.rundir import COLUMNS, Run, read_run, read_timeseries
+from scenarios.schema import Scenario
+
+DIMENSIONS = ("source", "metric", "region", "provider", "path", "state")
+#: Metrics that are levels, not flows: combined by averaging, never by summing.
+MEAN_METRICS = frozenset({"latency_ms_p50", "latency_ms_p95", "latency_ms_p99", "utilisation",
+                          "ttft_ms_p50", "ttft_ms_p95", "ttft_ms_p99"})
+#: ``orgs`` is a stock: summed over dimensions within a bin, never over time.
+STOCK_METRICS = frozenset({"orgs"})
+
+
+# ---------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class Table:
+    """A timeseries as factorised columns."""
+
+    times: np.ndarray                    # datetime64[s], sorted unique bin starts
+    time_idx: np.ndarray                 # per row: index into ``times``
+    reps: np.ndarray                     # sorted unique replication numbers
+    rep_idx: np.ndarray                  # per row: index into ``reps``
+    codes: dict[str, np.ndarray]         # per dimension: per-row code
+    labels: dict[str, tuple[str, ...]]   # per dimension: code → label
+    value: np.ndarray                    # float per row
+
+    @property
+    def datetimes(self) -> list[dt.datetime]:
+        return [t.astype("datetime64[s]").item().replace(tzinfo=dt.UTC) for t in self.times]
+
+    def has(self, metric: str) -> bool:
+        return metric in self.labels["metric"] and bool(np.any(self.mask(metric)))
+
+    def values_of(self, dim: str, metric: str | None = None) -> list[str]:
+        """Labels of ``dim`` that occur (for ``metric`` if given), in first-seen order."""
+        codes = self.codes[dim] if metric is None else self.codes[dim][self.mask(metric)]
+        return [self.labels[dim][c] for c in sorted(set(np.unique(codes).tolist()))]
+
+    def mask(self, metric: str, where: Mapping[str, str | Sequence[str]] | None = None) -> np.ndarray:
+        out = self.codes["metric"] == self._code("metric", metric)
+        for dim, want in (where or {}).items():
+            wanted = [want] if isinstance(want, str) else list(want)
+            out &= np.isin(self.codes[dim], [self._code(dim, w) for w in wanted])
+        return out
+
+    def _code(self, dim: str, label: str) -> int:
+        try:
+            return self.labels[dim].index(label)
+        except ValueError:
+            return -1
+
+
+def read_table(path: Path) -> Table:
+    """Read ``timeseries.csv`` quickly; fields with quotes fall back to the csv module."""
+    text = path.read_text(encoding="utf-8")
+    header, _, body = text.partition("\n")
+    if tuple(header.strip().split(",")) != COLUMNS:
+        raise ReportInputError(f"{path}: header must be {','.join(COLUMNS)}")
+    if '"' in body:
+        return _table_from_columns(path, read_timeseries(path))
+    # why: every field is an ISO time, a number or a slug (no commas, no quotes), so one C-level
+    # split of the whole text is ~5x faster than csv.reader for million-row simulations
+    fields = body.replace("\r", "").replace("\n", ",").split(",")
+    if fields and fields[-1] == "":
+        fields.pop()
+    n = len(COLUMNS)
+    if len(fields) % n:
+        raise ReportInputError(f"{path}: every row must have {n} fields")
+    return _table_from_columns(path, {name: fields[i::n] for i, name in enumerate(COLUMNS)})
+
+
+def _table_from_columns(path: Path, cols: Mapping[str, Any]) -> Table:
+    try:
+        value = np.asarray(cols["value"], dtype=float)
+        rep_codes, rep_labels = _factorise(cols["replication"])
+        reps = np.asarray([int(r) for r in rep_labels], dtype=np.int64)
+        time_codes, time_labels = _factorise(cols["time"])
+        times = np.asarray([_parse_time(t) for t in time_labels], dtype="datetime64[s]")
+    except ValueError as exc:
+        raise ReportInputError(f"{path}: {exc}") from exc
+    codes, labels = {}, {}
+    for dim in DIMENSIONS:
+        codes[dim], labels[dim] = _factorise(cols[dim])
+    t_order, r_order = np.argsort(times, kind="stable"), np.argsort(reps, kind="stable")
+    return Table(times=times[t_order], time_idx=_recode(time_codes, t_order),
+                 reps=reps[r_order], rep_idx=_recode(rep_codes, r_order),
+                 codes=codes, labels=labels, value=value)
+
+
+def _factorise(values: Sequence[Any] | np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
+    seen: dict[str, int] = {}
+    codes = np.fromiter((seen.setdefault(str(v), len(seen)) for v in values), dtype=np.int32,
+                        count=len(values))
+    return codes, tuple(seen)
+
+
+def _recode(codes: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """Codes into an unsorted label list → codes into the list sorted by ``order``."""
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    return rank[codes] if codes.size else codes
+
+
+def _parse_time(text: str) -> np.datetime64:
+    try:
+        t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"time {text!r} is not an ISO-8601 instant") from None
+    if t.tzinfo is not None:
+        t = t.astimezone(dt.UTC).replace(tzinfo=None)
+    return np.datetime64(t, "s")
+
+
+# ---------------------------------------------------------------- aggregation
+
+
+@dataclass(frozen=True)
+class Cube:
+    """One metric by (replication, time bin, key), keys being label tuples of the ``by`` dims."""
+
+    times: np.ndarray
+    keys: list[tuple[str, ...]]
+    data: np.ndarray  # shape (replications, times, keys); NaN where a mean metric has no rows
+
+    def key_index(self, key: tuple[str, ...]) -> int:
+        return self.keys.index(key)
+
+    def total(self) -> np.ndarray:
+        """Summed over keys: (replications, times)."""
+        return np.nansum(self.data, axis=2)
+
+    def series(self, key: tuple[str, ...]) -> np.ndarray:
+        return self.data[:, :, self.key_index(key)]
+
+
+def cube(table: Table, metric: str, by: Sequence[str] = (),
+         where: Mapping[str, str | Sequence[str]] | None = None) -> Cube | None:
+    """``metric`` per replication, time bin and ``by`` key; None when there are no such rows."""
+    m = table.mask(metric, where)
+    if not np.any(m):
+        return None
+    key_codes, keys = _combine([table.codes[d][m] for d in by], [table.labels[d] for d in by],
+                               int(np.count_nonzero(m)))
+    n_r, n_t, n_k = table.reps.size, table.times.size, len(keys)
+    flat = (table.rep_idx[m] * n_t + table.time_idx[m]) * n_k + key_codes
+    size = n_r * n_t * n_k
+    total = np.bincount(flat, weights=table.value[m], minlength=size)
+    if metric in MEAN_METRICS:
+        count = np.bincount(flat, minlength=size)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            total = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    return Cube(times=table.times, keys=keys, data=total.reshape(n_r, n_t, n_k))
+
+
+def _combine(columns: list[np.ndarray], labels: list[tuple[str, ...]], rows: int
+             ) -> tuple[np.ndarray, list[tuple[str, ...]]]:
+    """Rows' codes in several dimensions → one code per distinct combination that occurs."""
+    if not columns:
+        return np.zeros(rows, dtype=np.int64), [()]
+    stacked = np.stack(columns, axis=1)
+    uniq, inverse = np.unique(stacked, axis=0, return_inverse=True)
+    keys = [tuple(labels[d][int(c)] for d, c in enumerate(row)) for row in uniq]
+    return inverse.reshape(-1).astype(np.int64), keys
+
+
+@dataclass(frozen=True)
+class Bands:
+    """Mean and 5/95 % percentiles across replications (linear interpolation, as summary.json)."""
+
+    mean: np.ndarray
+    p5: np.ndarray
+    p95: np.ndarray
+
+
+def bands(per_rep: np.ndarray) -> Bands:
+    """Across axis 0 (replications), ignoring NaN; all-NaN positions stay NaN."""
+    arr = np.asarray(per_rep, dtype=float)
+    with warnings.catch_warnings():
+        # why: a bin without data in any replication is expected (NaN), not a problem to report
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return Bands(mean=np.nanmean(arr, axis=0), p5=np.nanpercentile(arr, 5, axis=0),
+                     p95=np.nanpercentile(arr, 95, axis=0))
+
+
+def ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num / den elementwise, NaN where den is 0."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+
+
+# ---------------------------------------------------------------- runs
+
+
+@dataclass(frozen=True)
+class RunData:
+    """A run directory with its scenario and (except for sweeps) its timeseries."""
+
+    key: str            # short unique name used in file names and headings: sim, loadtest-2...
+    run: Run
+    scenario: Scenario
+    table: Table | None = field(default=None, repr=False)
+
+    @property
+    def kind(self) -> str:
+        return self.run.kind
+
+    @property
+    def name(self) -> str:
+        return self.run.path.name
+
+    @property
+    def headline(self) -> dict[str, dict[str, Any]]:
+        h = self.run.summary.get("headline", {})
+        return h if isinstance(h, dict) else {}
+
+    @property
+    def source(self) -> str:
+        return "loadtest" if self.kind == "loadtest" else "sim"
+
+
+KIND_KEYS = {"simulate": "sim", "loadtest": "loadtest", "sweep": "sweep"}
+
+
+def load_runs(paths: Sequence[Path]) -> list[RunData]:
+    """Read every run directory (RunDirError on the first bad one), keys unique by kind."""
+    if not paths:
+        raise ReportInputError("report: give at least one run directory")
+    out: list[RunData] = []
+    seen: dict[str, int] = {}
+    for path in paths:
+        run = read_run(path)
+        scenario = load_text(run.scenario_yaml, file=str(path / "scenario.yaml")).scenario
+        base = KIND_KEYS[run.kind]
+        seen[base] = seen.get(base, 0) + 1
+        key = base if seen[base] == 1 else f"{base}-{seen[base]}"
+        table = None if run.kind == "sweep" else read_table(path / "timeseries.csv")
+        out.append(RunData(key=key, run=run, scenario=scenario, table=table))
+    return out
+
+
+def block_start(s: Scenario) -> dt.datetime | None:
+    """The first start of a stage that blocks or throttles, on the incumbent's policy."""
+    pol = s.policy.get(s.incumbent.name)
+    starts = [st.start for st in (pol.stages if pol else ()) if st.action in ("block", "throttle")]
+    return min(starts) if starts else None
+
+
+def blocked_regions(s: Scenario) -> list[str]:
+    """The scenario's regions any blocking stage of the incumbent applies to, in scenario order."""
+    pol = s.policy.get(s.incumbent.name)
+    targeted: frozenset[str] = frozenset()
+    for st in pol.stages if pol else ():
+        if st.action in ("block", "throttle"):
+            targeted |= expand_regions(st.regions)
+    return [r.code for r in s.regions if r.code in targeted]
+
+
+def as_datetime64(when: dt.datetime) -> np.datetime64:
+    return np.datetime64(when.astimezone(dt.UTC).replace(tzinfo=None), "s")
