@@ -1,0 +1,406 @@
+"""Mock OpenAI-compatible providers: real aiohttp servers with latency, capacity and faults.
+
+One app per scenario provider (:func:`make_upstream_app`):
+
+* ``POST /v1/chat/completions`` — validates the JSON and the model (OpenAI-style 400/404), then,
+  after fault injection (:mod:`gateway.faults`) and admission (:mod:`gateway.mock_upstream_capacity`:
+  ``capacity.concurrency`` in service, a FIFO queue of ``capacity.queue_limit``, 429 beyond),
+  answers after the provider's latency: time to first token ``ttft_ms`` and ``tokens_per_s``, both
+  sampled per request from a seeded generator, all divided by the time scale. Non-streamed, the
+  whole ``chat.completion`` arrives after ``ttft + n / tps``; streamed, the headers and the first
+  token arrive after ``ttft``, token ``k`` is ready ``k / tps`` later, and ready tokens are batched
+  so a chunk goes out at most every :data:`MIN_CHUNK_INTERVAL_S`; then a chunk with
+  ``finish_reason``, the usage chunk if ``stream_options.include_usage``, and ``data: [DONE]``.
+  Token counts follow the rule in :mod:`gateway.mock_upstream_wire` (exact, documented).
+* ``GET /v1/models``, ``GET /healthz``, ``GET/PUT /admin/faults``, ``GET /admin/stats``; any
+  other path or method is the API's 404 ``Invalid URL (METHOD /path)``.
+
+Faults act before admission: an injected error, reset or stall answers at once (or after the stall)
+without taking a capacity slot, as a failing front end would; a latency spike lengthens the service
+of an admitted request. Stall and spike durations are divided by the time scale too.
+
+:func:`start_upstreams` runs every provider of a scenario plus the relay (:mod:`gateway.relay`)
+on consecutive ports in the running event loop, as an async context manager.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import functools
+import json
+import socket
+import struct
+import time
+import zlib
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from aiohttp import web
+
+from gateway.faults import FaultPlan, FaultSettings, injected_error_body, plan_fault
+from gateway.mock_upstream_capacity import CapacityLimiter, QueueFull
+from gateway.mock_upstream_errors import FaultSettingsError, ListenError
+from gateway.mock_upstream_wire import (
+    DONE_EVENT,
+    ChatRequest,
+    Reply,
+    RequestError,
+    error_body,
+    filler,
+    models_body,
+    parse_chat_request,
+)
+from gateway.relay import DEFAULT_RELAY_TARGET, RelayConfig, make_relay_app
+from scenarios.distributions import sample_one
+from scenarios.geo import Geo
+from scenarios.schema import Provider, Scenario
+
+DEFAULT_BASE_PORT = 18100
+#: Streamed tokens that become ready closer together than this share one chunk.
+MIN_CHUNK_INTERVAL_S = 0.020
+#: A sampled tokens/s below this is raised to it (a zero rate would never finish).
+MIN_TOKENS_PER_S = 0.1
+#: On shutdown, requests still in flight (long streams, stalls) get this long, then are cancelled.
+SHUTDOWN_GRACE_S = 1.0
+RATE_LIMIT_BODY = error_body("Rate limit reached for requests: the provider's queue is full. "
+                             "Please try again later.", kind="requests",
+                             code="rate_limit_exceeded")
+
+# Independent random streams per upstream, so switching faults on does not shift latencies.
+_LATENCY_STREAM, _FAULT_STREAM = 1, 2
+
+
+@dataclass(slots=True)
+class FaultCounts:
+    """Requests each injected fault has hit since start."""
+
+    error: int = 0
+    reset: int = 0
+    stall: int = 0
+    spike: int = 0
+
+
+@dataclass(slots=True)
+class UpstreamState:
+    """Everything one mock upstream keeps between requests (one per app; no module state)."""
+
+    provider: Provider
+    time_scale: float
+    faults: FaultSettings
+    limiter: CapacityLimiter
+    latency_rng: np.random.Generator
+    fault_rng: np.random.Generator
+    model_names: tuple[str, ...]
+    served: int = 0
+    counter: int = 0
+    fault_counts: FaultCounts = field(default_factory=FaultCounts)
+
+    def next_ids(self) -> tuple[str, str]:
+        """(x-request-id, completion id) for a new request: unique and deterministic."""
+        self.counter += 1
+        return f"req_{self.provider.name}_{self.counter:010d}", f"chatcmpl-{self.counter:010d}"
+
+
+UPSTREAM = web.AppKey("upstream", UpstreamState)
+
+
+def provider_rng(seed: int, provider: str, stream: int) -> np.random.Generator:
+    """A generator for one provider and purpose, stable across runs and processes."""
+    return np.random.default_rng([seed, zlib.crc32(provider.encode()), stream])
+
+
+def make_upstream_app(provider: Provider, *, time_scale: float = 1.0, seed: int = 0,
+                      faults: FaultSettings | None = None) -> web.Application:
+    """The aiohttp app of one mock provider (faults default to the scenario's ``provider.faults``)."""
+    if not time_scale > 0:
+        raise ValueError(f"time_scale ({time_scale}) must be > 0")
+    app = web.Application()
+    app[UPSTREAM] = UpstreamState(
+        provider=provider, time_scale=time_scale,
+        faults=faults if faults is not None else FaultSettings.from_scenario(provider.faults),
+        limiter=CapacityLimiter(provider.capacity.concurrency, provider.capacity.queue_limit),
+        latency_rng=provider_rng(seed, provider.name, _LATENCY_STREAM),
+        fault_rng=provider_rng(seed, provider.name, _FAULT_STREAM),
+        model_names=tuple(m.name for m in provider.models))
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/admin/faults", get_faults)
+    app.router.add_put("/admin/faults", put_faults)
+    app.router.add_get("/admin/stats", get_stats)
+    app.router.add_route("*", "/{tail:.*}", invalid_url)  # last: only what nothing else matched
+    return app
+
+
+# ---------------------------------------------------------------- chat completions
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    state = request.app[UPSTREAM]
+    started = time.monotonic()
+    try:
+        req = parse_chat_request(await request.read(), state.model_names)
+    except RequestError as exc:
+        return _json(exc.body(), status=exc.status)
+    plan = plan_fault(state.faults, state.fault_rng)
+    if plan.kind != "none":
+        return await _inject(request, state, plan)
+    if plan.spike_s:
+        state.fault_counts.spike += 1
+    try:
+        async with state.limiter.slot():
+            response = await _serve(request, state, req, plan, started)
+    except QueueFull:
+        return _json(RATE_LIMIT_BODY, status=429)
+    state.served += 1
+    return response
+
+
+async def _inject(request: web.Request, state: UpstreamState, plan: FaultPlan) -> web.StreamResponse:
+    """A reset, a stall or an error response, decided before the request is admitted."""
+    settings = state.faults
+    if plan.kind == "error":
+        state.fault_counts.error += 1
+        return _json(injected_error_body(settings.error_status), status=settings.error_status)
+    if plan.kind == "stall":
+        state.fault_counts.stall += 1
+        await asyncio.sleep(settings.stall_s / state.time_scale)
+        _close(request, reset=False)
+    else:
+        state.fault_counts.reset += 1
+        _close(request, reset=True)
+    # The transport is gone: aiohttp's attempt to send this fails quietly as a client disconnect.
+    return web.Response(status=500)
+
+
+def _close(request: web.Request, *, reset: bool) -> None:
+    """Drop the connection without a response; with ``reset`` the peer gets a TCP RST."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if reset and sock is not None:
+        # Linger on, timeout 0: close() sends RST instead of FIN (Toxiproxy's reset_peer).
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    if reset:
+        transport.abort()
+    else:
+        transport.close()
+
+
+@dataclass(frozen=True, slots=True)
+class _Timing:
+    """One request's service times in wall seconds (already divided by the time scale)."""
+
+    ttft_s: float
+    per_token_s: float
+
+
+def _timing(state: UpstreamState, plan: FaultPlan) -> _Timing:
+    latency = state.provider.latency
+    ttft_ms = max(0.0, sample_one(latency.ttft_ms, state.latency_rng))
+    tps = max(MIN_TOKENS_PER_S, sample_one(latency.tokens_per_s, state.latency_rng))
+    return _Timing(ttft_s=(ttft_ms / 1000.0 + plan.spike_s) / state.time_scale,
+                   per_token_s=1.0 / (tps * state.time_scale))
+
+
+async def _serve(request: web.Request, state: UpstreamState, req: ChatRequest, plan: FaultPlan,
+                 started: float) -> web.StreamResponse:
+    timing = _timing(state, plan)
+    request_id, completion_id = state.next_ids()
+    reply = Reply(req=req, completion_id=completion_id, created=int(time.time()))
+    headers = {"x-request-id": request_id, "openai-version": "2020-10-01"}
+    if req.stream:
+        return await _stream(request, reply, timing, started, headers)
+    await asyncio.sleep(timing.ttft_s + req.completion_tokens * timing.per_token_s)
+    return _json(reply.completion(), headers={**headers, **_processing_ms(started)})
+
+
+async def _stream(request: web.Request, reply: Reply, timing: _Timing, started: float,
+                  headers: Mapping[str, str]) -> web.StreamResponse:
+    await asyncio.sleep(timing.ttft_s)
+    response = web.StreamResponse(headers={
+        "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
+        **headers, **_processing_ms(started)})
+    n = reply.req.completion_tokens
+    try:
+        await response.prepare(request)
+        first_at = asyncio.get_running_loop().time()
+        await response.write(reply.chunk({"role": "assistant", "content": filler(0, 1)}))
+        await _stream_tokens(response, reply, timing, first_at)
+        await _sleep_until(first_at + n * timing.per_token_s)
+        await response.write(reply.chunk({}, finish_reason="stop"))
+        if reply.req.include_usage:
+            await response.write(reply.usage_chunk())
+        await response.write(DONE_EVENT)
+        await response.write_eof()
+    except ConnectionResetError:
+        pass  # the client went away mid-stream; nothing left to send it
+    return response
+
+
+async def _stream_tokens(response: web.StreamResponse, reply: Reply, timing: _Timing,
+                         first_at: float) -> None:
+    """Tokens 1..n-1: token k is ready at first_at + k·per_token; ready tokens share a chunk."""
+    loop = asyncio.get_running_loop()
+    n = reply.req.completion_tokens
+    sent, last_emit = 1, first_at
+    while sent < n:
+        await _sleep_until(max(first_at + sent * timing.per_token_s, last_emit + MIN_CHUNK_INTERVAL_S))
+        last_emit = loop.time()
+        ready = min(n, max(int((last_emit - first_at) / timing.per_token_s) + 1, sent + 1))
+        await response.write(reply.chunk({"content": filler(sent, ready - sent)}))
+        sent = ready
+
+
+async def _sleep_until(deadline: float) -> None:
+    delay = deadline - asyncio.get_running_loop().time()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+def _processing_ms(started: float) -> dict[str, str]:
+    """The real API's header: milliseconds from arrival to the response headers."""
+    return {"openai-processing-ms": str(round((time.monotonic() - started) * 1000))}
+
+
+def _json(body: Mapping[str, Any], *, status: int = 200,
+          headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.Response(text=json.dumps(body, separators=(",", ":")), status=status,
+                        content_type="application/json", headers=headers)
+
+
+# ---------------------------------------------------------------- models, health, admin
+
+
+async def list_models(request: web.Request) -> web.Response:
+    state = request.app[UPSTREAM]
+    return _json(models_body(state.model_names, owner=state.provider.name, created=0))
+
+
+async def invalid_url(request: web.Request) -> web.Response:
+    """What the real API answers for a path or method it does not serve."""
+    message = f"Invalid URL ({request.method} {request.path})"
+    return _json(error_body(message, kind="invalid_request_error"), status=404)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return _json({"status": "ok", "provider": request.app[UPSTREAM].provider.name})
+
+
+async def get_faults(request: web.Request) -> web.Response:
+    return _json(request.app[UPSTREAM].faults.to_json())
+
+
+async def put_faults(request: web.Request) -> web.Response:
+    """Merge a JSON object of fault settings into the current ones (all-or-nothing)."""
+    state = request.app[UPSTREAM]
+    try:
+        patch = json.loads(await request.read())
+        state.faults = state.faults.merged(patch)
+    except ValueError as exc:  # FaultSettingsError is a ValueError, as is a JSON syntax error
+        param = exc.param if isinstance(exc, FaultSettingsError) else None
+        message = str(exc) if isinstance(exc, FaultSettingsError) else f"invalid JSON: {exc}"
+        return _json(error_body(message, kind="invalid_request_error", param=param or None),
+                     status=400)
+    return _json(state.faults.to_json())
+
+
+async def get_stats(request: web.Request) -> web.Response:
+    state = request.app[UPSTREAM]
+    limiter = state.limiter
+    return _json({
+        "provider": state.provider.name, "served": state.served, "queued": limiter.queued,
+        "queued_total": limiter.stats.queued_total, "rejected": limiter.stats.rejected,
+        "concurrency": limiter.in_service, "admitted": limiter.stats.admitted,
+        "capacity": {"concurrency": limiter.concurrency, "queue_limit": limiter.queue_limit},
+        "faults": {"error": state.fault_counts.error, "reset": state.fault_counts.reset,
+                   "stall": state.fault_counts.stall, "spike": state.fault_counts.spike},
+    })
+
+
+# ---------------------------------------------------------------- running them all
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    """One running server: its name, base URL, what it serves, and its app (for tests)."""
+
+    name: str
+    url: str
+    detail: str
+    app: web.Application
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+
+@dataclass(frozen=True, slots=True)
+class Running:
+    """The servers :func:`start_upstreams` started: the upstreams in scenario order, the relay."""
+
+    upstreams: tuple[Server, ...]
+    relay: Server
+
+    def upstream(self, name: str) -> Server:
+        return next(s for s in self.upstreams if s.name == name)
+
+    @property
+    def servers(self) -> tuple[Server, ...]:
+        return (*self.upstreams, self.relay)
+
+
+@asynccontextmanager
+async def start_upstreams(scenario: Scenario, *, host: str = "127.0.0.1",
+                          base_port: int = DEFAULT_BASE_PORT, time_scale: float = 1.0,
+                          seed: int = 0, relay_target: str = DEFAULT_RELAY_TARGET,
+                          geo: Geo | None = None) -> AsyncIterator[Running]:
+    """Serve every provider on base_port+i and the relay on base_port+len(providers).
+
+    ``base_port=0`` binds every server to a free port of the system's choosing (for tests).
+    Raises ListenError, having closed anything already opened, if a port is taken.
+    """
+    relay_config = RelayConfig.from_scenario(scenario, target=relay_target,
+                                             time_scale=time_scale, seed=seed)
+    # Each app is built just before it binds, so a taken port fails before the relay loads GeoIP.
+    apps: list[tuple[str, str, Callable[[], web.Application]]] = [
+        (p.name, ", ".join(m.name for m in p.models),
+         functools.partial(make_upstream_app, p, time_scale=time_scale, seed=seed))
+        for p in scenario.providers]
+    apps.append(("relay", f"-> {relay_target}", functools.partial(make_relay_app, relay_config, geo=geo)))
+    runners: list[web.AppRunner] = []
+    try:
+        servers = []
+        for i, (name, detail, make_app) in enumerate(apps):
+            app = make_app()
+            runner = await _serve_app(app, host, base_port + i if base_port else 0, name)
+            runners.append(runner)
+            servers.append(Server(name, _url(host, runner.addresses[0][1]), detail, app))
+        yield Running(upstreams=tuple(servers[:-1]), relay=servers[-1])
+    finally:
+        await asyncio.gather(*(runner.cleanup() for runner in runners))
+
+
+async def _serve_app(app: web.Application, host: str, port: int, name: str) -> web.AppRunner:
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        if exc.errno == errno.EADDRINUSE:
+            raise ListenError(f"{host}:{port} ({name}) is already in use; "
+                                 "choose another --base-port") from exc
+        raise ListenError(f"{host}:{port} ({name}): cannot listen: {exc.strerror}") from exc
+    return runner
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"

@@ -1,0 +1,99 @@
+"""``regionblock upstreams SCENARIO``: mock providers on consecutive ports, and the relay.
+
+Provider i of the scenario's ``providers`` list listens on BASE_PORT+i, the relay on
+BASE_PORT+len(providers). Everything runs in one process and one event loop (uvloop when
+installed) until SIGINT or SIGTERM, then shuts down cleanly and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from gateway.mock_upstream import DEFAULT_BASE_PORT, Running, start_upstreams
+from gateway.mock_upstream_errors import ListenError
+from gateway.relay import DEFAULT_RELAY_TARGET
+from regionblock.common import add_scenario_arg, load_scenario, stderr_console
+from scenarios.errors import UsageError
+from scenarios.schema import Scenario
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "upstreams", help="run mock OpenAI-compatible providers and the relay",
+        description="Serve one mock OpenAI-compatible provider per scenario provider (its latency, "
+                    "capacity and faults) on consecutive loopback ports, and the relay "
+                    "(the circumvention path) on the next port, until interrupted.")
+    add_scenario_arg(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--base-port", type=int, default=DEFAULT_BASE_PORT, metavar="P",
+                   help=f"provider i listens on P+i, the relay after them (default {DEFAULT_BASE_PORT})")
+    p.add_argument("--time-scale", type=float, default=1.0, metavar="X",
+                   help="divide every simulated latency by X (default 1: real time)")
+    p.add_argument("--relay-target", default=DEFAULT_RELAY_TARGET, metavar="URL",
+                   help=f"where the relay forwards to (default {DEFAULT_RELAY_TARGET}, the gateway)")
+    p.add_argument("--seed", type=int, default=0, metavar="S",
+                   help="seed of the latency, fault and relay-address draws (default 0)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    scenario = load_scenario(args).scenario
+    _check_args(args, scenario)
+    return _run_in_loop(lambda: _serve(scenario, args))
+
+
+def _check_args(args: argparse.Namespace, scenario: Scenario) -> None:
+    last = args.base_port + len(scenario.providers)
+    if args.base_port < 1 or last > 65535:
+        raise UsageError(f"--base-port: {args.base_port} leaves no room for "
+                         f"{len(scenario.providers) + 1} ports (P..P+{len(scenario.providers)} "
+                         "must lie in 1-65535)")
+    if not args.time_scale > 0:
+        raise UsageError(f"--time-scale: must be > 0 (got {args.time_scale:g})")
+    if not args.relay_target.startswith(("http://", "https://")):
+        raise UsageError(f"--relay-target: {args.relay_target!r} is not an http:// or https:// URL")
+
+
+def _run_in_loop(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
+        return asyncio.run(main())
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main())
+
+
+async def _serve(scenario: Scenario, args: argparse.Namespace) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with start_upstreams(scenario, host=args.host, base_port=args.base_port,
+                                   time_scale=args.time_scale, seed=args.seed,
+                                   relay_target=args.relay_target) as running:
+            _announce(running, scenario, args)
+            await stop.wait()
+    except ListenError as exc:
+        raise UsageError(f"upstreams: {exc}") from exc
+    stderr_console().print("upstreams: stopped")
+    return 0
+
+
+def _announce(running: Running, scenario: Scenario, args: argparse.Namespace) -> None:
+    """One line per server on stdout (flushed: scripts wait for it), a notice on stderr."""
+    width = max(len(s.name) for s in running.servers)
+    for server in running.upstreams:
+        print(f"{server.name:<{width}}  {server.url}  ({server.detail})")
+    relay = scenario.behaviour.relay
+    print(f"{running.relay.name:<{width}}  {running.relay.url}  -> {args.relay_target}  "
+          f"(exit {relay.country}{' hosting' if relay.hosting else ''}, "
+          f"+{relay.extra_latency_ms.mean():.0f} ms mean)")
+    sys.stdout.flush()
+    stderr_console().print(f"time scale {args.time_scale:g}x, seed {args.seed}; "
+                           "Ctrl-C or SIGTERM to stop")

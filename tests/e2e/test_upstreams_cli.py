@@ -1,0 +1,140 @@
+"""``regionblock upstreams`` as a real process, driven by the official openai SDK."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from openai import APIConnectionError, OpenAI
+from openai.types.chat import ChatCompletionMessageParam
+
+from gateway.mock_upstream_wire import filler
+from regionblock import cli
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+SCENARIO = "openai-2024-cn-hk"
+SERVERS = 7  # six providers and the relay
+DEADLINE_S = 30.0
+
+
+def _free_run(n: int) -> int:
+    """A base port with ``n`` consecutive free ports after it (bound and released to check)."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        if base + n <= 65535 and all(_is_free(base + i) for i in range(n)):
+            return base
+    raise RuntimeError(f"no run of {n} free ports found")
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"upstreams exited early: {proc.stderr.read() if proc.stderr else ''}"
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.05)  # polling interval of a readiness check, not a wait for behaviour
+    raise AssertionError(f"{url} not healthy within {DEADLINE_S} s")
+
+
+@pytest.fixture
+def upstreams() -> Iterator[tuple[int, subprocess.Popen[str]]]:
+    base = _free_run(SERVERS)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "regionblock", "upstreams", SCENARIO, "--base-port", str(base),
+         "--time-scale", "1000", "--relay-target", f"http://127.0.0.1:{base}"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        _wait_healthy(f"http://127.0.0.1:{base}/healthz", proc)
+        _wait_healthy(f"http://127.0.0.1:{base + SERVERS - 1}/__relay/healthz", proc)
+        yield base, proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_openai_sdk_against_a_mock_upstream(upstreams: tuple[int, subprocess.Popen[str]]) -> None:
+    base, proc = upstreams
+    client = OpenAI(base_url=f"http://127.0.0.1:{base}/v1", api_key="sk-us-startup-000001",
+                    max_retries=0, timeout=10)
+    # 30 characters: ceil(30 / 4) = 8 prompt tokens
+    messages: list[ChatCompletionMessageParam] = [
+        {"role": "user", "content": "What is the capital of France?"}]
+
+    completion = client.chat.completions.create(model="gpt-4o", messages=messages, max_tokens=12)
+    assert completion.choices[0].message.content == filler(0, 12)
+    assert completion.usage is not None
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens,
+            completion.usage.total_tokens) == (8, 12, 20)
+
+    stream = client.chat.completions.create(model="gpt-4o-mini", messages=messages, max_tokens=40,
+                                            stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == filler(0, 40)
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (8, 40)
+
+    # Through the relay (pointed at the openai upstream itself): the same stream, intact.
+    via_relay = OpenAI(base_url=f"http://127.0.0.1:{base + SERVERS - 1}/v1",
+                       api_key="sk-cn-startup-000001", max_retries=0, timeout=10)
+    relayed = list(via_relay.chat.completions.create(
+        model="gpt-4o", messages=messages, max_tokens=25, stream=True,
+        stream_options={"include_usage": True}))
+    assert "".join(c.choices[0].delta.content or "" for c in relayed if c.choices) == filler(0, 25)
+    assert relayed[-1].usage is not None and relayed[-1].usage.completion_tokens == 25
+
+    # Runtime fault injection: every request now ends in a TCP reset.
+    put = urllib.request.Request(f"http://127.0.0.1:{base}/admin/faults", method="PUT",
+                                 data=b'{"reset_rate": 1.0}')
+    with urllib.request.urlopen(put, timeout=5) as resp:
+        assert resp.status == 200
+    with pytest.raises(APIConnectionError):
+        client.chat.completions.create(model="gpt-4o", messages=messages, max_tokens=1)
+
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=DEADLINE_S) == 0
+    out = proc.stdout.read() if proc.stdout else ""
+    lines = out.splitlines()
+    assert lines[0] == f"openai    http://127.0.0.1:{base}  (gpt-4o, gpt-4-turbo, gpt-3.5-turbo, gpt-4o-mini)"
+    assert lines[6].startswith(f"relay     http://127.0.0.1:{base + 6}  -> http://127.0.0.1:{base}  ")
+    assert len(lines) == SERVERS
+
+
+def test_a_taken_port_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert cli.main(["upstreams", SCENARIO, "--base-port", str(port)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (f"upstreams: 127.0.0.1:{port} (openai) is already in use; "
+                            "choose another --base-port\n")
