@@ -29,14 +29,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``only``, just that subcommand's module is imported (fast start-up:
+    the rooms import heavy libraries — locust, matplotlib, aiohttp — that other commands don't need)."""
     parser = _Parser(prog="regionblock",
                      description="Rehearse an API provider's region block: simulate it, enforce it "
                                  "on a real gateway, load-test it, report on it.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for name in command_modules():
+    for name in [only] if only else command_modules():
         importlib.import_module(f"regionblock.commands.{name}").register(sub)
     return parser
 
@@ -58,7 +60,10 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    first = next((a for a in argv if not a.startswith("-")), None)
+    only = first if first in command_modules() else None
+    args = build_parser(only).parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except ScenarioError as exc:
