@@ -1,0 +1,214 @@
+"""The metering ledger: one row per request, durable before the client gets its response.
+
+SQLite in WAL mode, one file (shard) per gateway process, written in groups (group commit): every
+record submitted during one turn of the event loop is inserted in one transaction, and then each
+record's future is resolved. A handler awaits that future before it completes its response (for a
+stream: before ``data: [DONE]``), so after ``kill -9`` every response a client fully received has
+its row. ``synchronous=NORMAL`` (the default) makes a commit durable across a process crash (the
+WAL write reached the OS, no fsync): such a commit takes tens of microseconds, so it runs on the
+event loop itself, at the end of the turn — cheaper and faster than handing rows to a thread and
+waking the loop back. ``full`` also fsyncs (durable across power loss); fsyncs take milliseconds,
+so then a dedicated writer thread commits and resolves the futures with ``call_soon_threadsafe``.
+
+Schema (the shared contract; loadtests read it with plain sqlite3)::
+
+    requests(request_id TEXT PRIMARY KEY, wall_time REAL, scenario_time TEXT, org TEXT,
+             home_region TEXT, country TEXT, asn INTEGER NULL, asn_class TEXT, provider TEXT,
+             model TEXT, decision TEXT, stage TEXT, status INTEGER, tokens_in INTEGER,
+             tokens_out INTEGER, revenue_usd REAL, upstream_ms REAL NULL, total_ms REAL,
+             ttft_ms REAL NULL, path TEXT, stream INTEGER, error TEXT)
+    meta(key TEXT PRIMARY KEY, value TEXT)   -- scenario, scenario_sha256, gateway_pid, clock
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from gateway.errors import LedgerError
+
+COLUMNS = (
+    ("request_id", "TEXT PRIMARY KEY"), ("wall_time", "REAL"), ("scenario_time", "TEXT"),
+    ("org", "TEXT"), ("home_region", "TEXT"), ("country", "TEXT"), ("asn", "INTEGER"),
+    ("asn_class", "TEXT"), ("provider", "TEXT"), ("model", "TEXT"), ("decision", "TEXT"),
+    ("stage", "TEXT"), ("status", "INTEGER"), ("tokens_in", "INTEGER"), ("tokens_out", "INTEGER"),
+    ("revenue_usd", "REAL"), ("upstream_ms", "REAL"), ("total_ms", "REAL"), ("ttft_ms", "REAL"),
+    ("path", "TEXT"), ("stream", "INTEGER"), ("error", "TEXT"),
+)
+COLUMN_NAMES = tuple(name for name, _ in COLUMNS)
+_CREATE = ("CREATE TABLE IF NOT EXISTS requests ("
+           + ", ".join(f"{n} {t}" for n, t in COLUMNS) + ")")
+_INSERT = (f"INSERT OR REPLACE INTO requests ({', '.join(COLUMN_NAMES)}) "
+           f"VALUES ({', '.join('?' * len(COLUMNS))})")
+_MAX_BATCH = 4096
+
+Row = tuple[Any, ...]
+_Item = tuple[Row, "asyncio.Future[None] | None", float]
+
+
+class Ledger:
+    """Group-committing SQLite writer. ``submit`` from the event loop; ``await`` the result."""
+
+    def __init__(self, path: Path, *, meta: Mapping[str, str], sync: str = "normal") -> None:
+        if sync not in ("normal", "full"):
+            raise ValueError(f"sync ({sync!r}) must be 'normal' or 'full'")
+        self.path = path
+        self._sync = sync.upper()
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._inline = sync == "normal"
+        self._db: sqlite3.Connection | None = None
+        self._pending: list[_Item] = []
+        self.queued = 0
+        self.written = 0
+        self.last_lag_s = 0.0  # enqueue → commit of the latest group
+        self.failed: BaseException | None = None
+        self._init_file(meta)
+
+    # ------------------------------------------------------------------ setup
+
+    def _init_file(self, meta: Mapping[str, str]) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = self._open()
+            try:
+                with db:
+                    db.execute(_CREATE)
+                    db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+                    db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", sorted(meta.items()))
+                found = tuple(r[1] for r in db.execute("PRAGMA table_info(requests)"))
+            finally:
+                db.close()
+        except (sqlite3.Error, OSError) as exc:
+            raise LedgerError(f"{self.path}: cannot open the ledger: {exc}") from exc
+        if found != COLUMN_NAMES:
+            raise LedgerError(f"{self.path}: an existing ledger has other columns: {', '.join(found)}")
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={self._sync}")
+        return db
+
+    def set_meta(self, items: Mapping[str, str]) -> None:
+        """Update meta rows (e.g. after a scenario reload), from the event loop thread."""
+        db = self._open()
+        try:
+            with db:
+                db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", sorted(items.items()))
+        finally:
+            db.close()
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        if self._inline:
+            self._db = self._open()
+            return
+        self._thread = threading.Thread(target=self._writer, name="ledger-writer", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ the event loop side
+
+    def submit(self, row: Row) -> asyncio.Future[None]:
+        """Queue a row; the future completes once its group is committed."""
+        assert self._loop is not None, "Ledger.start() first"
+        fut: asyncio.Future[None] = self._loop.create_future()
+        if self.failed is not None:
+            fut.set_exception(LedgerError(f"ledger writer failed: {self.failed}"))
+            return fut
+        self.queued += 1
+        if self._inline:
+            if not self._pending:
+                self._loop.call_soon(self._flush)  # runs after this turn's callbacks: one group
+            self._pending.append((row, fut, time.monotonic()))
+        else:
+            self._queue.put((row, fut, time.monotonic()))
+        return fut
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        if batch and self._db is not None:
+            self._commit(self._db, batch)
+
+    @property
+    def backlog(self) -> int:
+        return self.queued - self.written
+
+    async def close(self) -> None:
+        """Flush every queued row and stop the writer."""
+        if self._db is not None:
+            self._flush()
+            self._db.close()
+            self._db = None
+        if self._thread is None:
+            return
+        self._queue.put(None)
+        thread = self._thread
+        self._thread = None
+        await asyncio.get_running_loop().run_in_executor(None, thread.join)
+
+    # ------------------------------------------------------------------ the writer thread
+
+    def _writer(self) -> None:
+        db = self._open()
+        try:
+            stop = False
+            while not stop:
+                batch, stop = self._next_batch()
+                if batch:
+                    self._commit(db, batch)
+        finally:
+            db.close()
+
+    def _next_batch(self) -> tuple[list[_Item], bool]:
+        first = self._queue.get()
+        if first is None:
+            return [], True
+        batch = [first]
+        while len(batch) < _MAX_BATCH:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                return batch, True
+            batch.append(item)
+        return batch, False
+
+    def _commit(self, db: sqlite3.Connection, batch: list[_Item]) -> None:
+        error: BaseException | None = None
+        try:
+            db.execute("BEGIN")
+            db.executemany(_INSERT, [row for row, _, _ in batch])
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            error = self.failed = exc
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+        self.written += len(batch)
+        self.last_lag_s = time.monotonic() - batch[0][2]
+        futures = [fut for _, fut, _ in batch if fut is not None]
+        if self._inline:
+            _resolve(futures, error)
+        elif futures and self._loop is not None and not self._loop.is_closed():
+            # RuntimeError: the loop closed meanwhile, and nobody is waiting any more.
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(_resolve, futures, error)
+
+
+def _resolve(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    for fut in futures:
+        if fut.done():
+            continue
+        if error is None:
+            fut.set_result(None)
+        else:
+            fut.set_exception(LedgerError(f"ledger write failed: {error}"))

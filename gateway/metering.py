@@ -1,0 +1,125 @@
+"""Metering: exact token usage from the upstream's answer, revenue at list price, ledger rows.
+
+Non-streamed answers carry ``usage`` in their JSON body. Streamed answers carry it in a final
+chunk when ``stream_options.include_usage`` is set — the gateway always sets it upstream and, if
+the client did not ask for it, removes that chunk from the client's stream. ``SseMeter`` reads
+the event stream as it passes: it finds the usage chunk, holds back ``data: [DONE]`` (so the
+ledger row is durable before the client sees the end), and notes the time of the first event.
+If an upstream sends no usage at all, output tokens are counted from the content chunks and the
+row's ``error`` says ``usage_missing`` — never a silent zero.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from scenarios.schema import Model
+
+_DONE = b"data: [DONE]"
+_USAGE = b'"usage"'
+_NULL_USAGE = (b'"usage":null', b'"usage": null')
+
+
+def revenue_usd(model: Model | None, tokens_in: int, tokens_out: int) -> float:
+    """Tokens at the served model's list price (USD per 1M tokens)."""
+    if model is None:
+        return 0.0
+    return tokens_in * model.price_in / 1e6 + tokens_out * model.price_out / 1e6
+
+
+def usage_from(obj: Any) -> tuple[int, int] | None:
+    """(prompt_tokens, completion_tokens) of an OpenAI ``usage`` object, if well-formed."""
+    usage = obj.get("usage") if isinstance(obj, dict) else None
+    if not isinstance(usage, dict):
+        return None
+    tin, tout = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    if isinstance(tin, int) and isinstance(tout, int) and tin >= 0 and tout >= 0:
+        return tin, tout
+    return None
+
+
+def usage_of_body(body: bytes) -> tuple[int, int] | None:
+    """The usage of a whole chat.completion body. Only the ``usage`` object is decoded when it can
+    be found on its own (it is one flat object near the end), which is cheaper than the whole body."""
+    at = body.rfind(_USAGE)
+    if at >= 0:
+        start = body.find(b"{", at)
+        end = body.find(b"}", start)
+        if 0 <= start < end and start - at < 16:
+            try:
+                return usage_from({"usage": json.loads(body[start:end + 1])})
+            except ValueError:
+                pass
+    try:
+        return usage_from(json.loads(body))
+    except (ValueError, RecursionError):
+        return None
+
+
+@dataclass(slots=True)
+class SseMeter:
+    """Passes server-sent events through, watching for usage and the end of the stream."""
+
+    keep_usage_chunk: bool
+    usage: tuple[int, int] | None = None
+    done: bool = False
+    events: int = 0  # data events with choices seen (for the usage_missing fallback)
+    _pending: bytes = b""
+
+    def feed(self, data: bytes) -> bytes:
+        """Bytes to forward to the client now (whole events only; [DONE] is held back)."""
+        if self.done:
+            return b""
+        buf = self._pending + data if self._pending else data
+        cut = buf.rfind(b"\n\n")
+        if cut < 0:
+            self._pending = buf
+            return b""
+        complete, self._pending = buf[:cut + 2], buf[cut + 2:]
+        if _DONE not in complete and _USAGE not in complete:
+            self.events += complete.count(b"data:")
+            return complete
+        return self._slow(complete)
+
+    def _slow(self, complete: bytes) -> bytes:
+        out: list[bytes] = []
+        for event in complete.split(b"\n\n")[:-1]:
+            payload = _data_of(event)
+            if payload == b"[DONE]":
+                self.done = True
+                break
+            if payload is not None and _USAGE in payload and not any(n in payload for n in _NULL_USAGE):
+                found = _usage_of_chunk(payload)
+                if found is not None:
+                    self.usage = found
+                    if not self.keep_usage_chunk and _has_no_choices(payload):
+                        continue
+            if payload is not None:
+                self.events += 1
+            out.append(event + b"\n\n")
+        return b"".join(out)
+
+
+def _data_of(event: bytes) -> bytes | None:
+    """The data of an event (one ``data:`` line, as OpenAI sends); None for comments etc."""
+    for line in event.split(b"\n"):
+        if line.startswith(b"data:"):
+            return line[5:].strip()
+    return None
+
+
+def _usage_of_chunk(payload: bytes) -> tuple[int, int] | None:
+    try:
+        return usage_from(json.loads(payload))
+    except ValueError:
+        return None
+
+
+def _has_no_choices(payload: bytes) -> bool:
+    try:
+        obj = json.loads(payload)
+    except ValueError:
+        return False
+    return isinstance(obj, dict) and not obj.get("choices")

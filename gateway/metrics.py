@@ -1,0 +1,137 @@
+"""Prometheus metrics: counted in plain dicts on the hot path, exposed by prometheus-client.
+
+prometheus-client's own ``Counter.labels(...).inc()`` takes a lock and a label lookup per call;
+the gateway instead keeps its counts in dicts keyed by label tuples (one event loop thread, no
+lock needed) and a custom collector turns them into metric families at scrape time, in a
+registry of its own (no process-global state).
+
+Metrics:
+  regionblock_gateway_requests_total{country,provider,decision,status}
+  regionblock_gateway_request_duration_seconds{provider,decision}        histogram (total time)
+  regionblock_gateway_upstream_duration_seconds{provider}                histogram
+  regionblock_gateway_ledger_lag_seconds / _ledger_backlog / _ledger_rows_total
+  regionblock_gateway_upstream_up{provider} (1 closed, 0.5 half-open, 0 open circuit)
+  regionblock_gateway_upstream_failures_total{provider,error}
+  regionblock_gateway_inflight, regionblock_gateway_rejected_total{reason}
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+           30.0, 60.0)
+PREFIX = "regionblock_gateway_"
+
+
+class Histogram:
+    """Cumulative-at-scrape bucket counts for one label set."""
+
+    __slots__ = ("counts", "sum")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(BUCKETS) + 1)
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(BUCKETS, seconds)] += 1
+        self.sum += seconds
+
+    def buckets(self) -> list[tuple[str, float]]:
+        out: list[tuple[str, float]] = []
+        running = 0
+        for bound, count in zip((*BUCKETS, float("inf")), self.counts, strict=True):
+            running += count
+            out.append(("+Inf" if bound == float("inf") else repr(bound), running))
+        return out
+
+
+class Metrics:
+    """The gateway's counters; ``gauges`` callbacks are read at scrape time."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, str, str, str], int] = {}
+        self.durations: dict[tuple[str, str], Histogram] = {}
+        self.upstream: dict[str, Histogram] = {}
+        self.upstream_failures: dict[tuple[str, str], int] = {}
+        self.rejected: dict[str, int] = {}
+        self.gauges: dict[str, tuple[str, Callable[[], float]]] = {}
+        self.labelled_gauges: dict[str, tuple[str, str, Callable[[], dict[str, float]]]] = {}
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Collector(self))
+
+    def request(self, country: str, provider: str, decision: str, status: int, seconds: float) -> None:
+        key = (country, provider, decision, str(status))
+        self.requests[key] = self.requests.get(key, 0) + 1
+        hkey = (provider, decision)
+        hist = self.durations.get(hkey)
+        if hist is None:
+            hist = self.durations[hkey] = Histogram()
+        hist.observe(seconds)
+
+    def upstream_time(self, provider: str, seconds: float) -> None:
+        hist = self.upstream.get(provider)
+        if hist is None:
+            hist = self.upstream[provider] = Histogram()
+        hist.observe(seconds)
+
+    def upstream_failure(self, provider: str, error: str) -> None:
+        key = (provider, error)
+        self.upstream_failures[key] = self.upstream_failures.get(key, 0) + 1
+
+    def reject(self, reason: str) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _Collector:
+    def __init__(self, metrics: Metrics) -> None:
+        self.m = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.m
+        requests = CounterMetricFamily(PREFIX + "requests", "Chat completion requests",
+                                       labels=["country", "provider", "decision", "status"])
+        for key, n in sorted(m.requests.items()):
+            requests.add_metric(list(key), n)
+        yield requests
+        yield _histograms(PREFIX + "request_duration_seconds", "Time from arrival to the response's end",
+                          ["provider", "decision"], {k: h for k, h in m.durations.items()})
+        yield _histograms(PREFIX + "upstream_duration_seconds", "Time spent waiting on upstreams",
+                          ["provider"], {(k,): h for k, h in m.upstream.items()})
+        failures = CounterMetricFamily(PREFIX + "upstream_failures", "Failed upstream attempts",
+                                       labels=["provider", "error"])
+        for fkey, n in sorted(m.upstream_failures.items()):
+            failures.add_metric(list(fkey), n)
+        yield failures
+        rejected = CounterMetricFamily(PREFIX + "rejected", "Requests refused by hardening limits",
+                                       labels=["reason"])
+        for reason, n in sorted(m.rejected.items()):
+            rejected.add_metric([reason], n)
+        yield rejected
+        for name, (doc, read) in m.gauges.items():
+            yield GaugeMetricFamily(PREFIX + name, doc, value=read())
+        for name, (doc, label, read_all) in m.labelled_gauges.items():
+            gauge = GaugeMetricFamily(PREFIX + name, doc, labels=[label])
+            for value_label, value in sorted(read_all().items()):
+                gauge.add_metric([value_label], value)
+            yield gauge
+
+
+def _histograms(name: str, doc: str, labels: list[str],
+                hists: dict[tuple[str, ...], Histogram]) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, doc, labels=labels)
+    for key, hist in sorted(hists.items()):
+        family.add_metric(list(key), hist.buckets(), hist.sum)
+    return family

@@ -1,0 +1,68 @@
+"""Routing: model → provider, and the scenario's failover rules.
+
+The model named in a request selects the provider that sells it (the first in the scenario's
+provider list, so the incumbent wins a name two providers share). When a provider refuses an
+organisation (``block``) or fails it (``error``), a ``routing.failover`` rule may send the request
+to an alternative: for that rule's segments/orgs (none listed: everyone), to the first of its
+``to`` providers that serves the client's country and sells a substitute model
+(``Provider.substitute_for``). The policy is then checked again for the alternative.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from gateway.identity import Identity
+from scenarios.behaviour import serves
+from scenarios.schema import Model, Provider, Scenario
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    provider: Provider
+    model: Model
+
+
+class Catalog:
+    """Which provider sells which model, compiled once per scenario."""
+
+    def __init__(self, scenario: Scenario) -> None:
+        self._by_model: dict[str, Target] = {}
+        for provider in scenario.providers:
+            for model in provider.models:
+                self._by_model.setdefault(model.name, Target(provider, model))
+        self._scenario = scenario
+
+    def lookup(self, model: str, now: dt.datetime) -> Target | None:
+        """The target selling ``model`` at scenario time ``now`` (None: unknown or not yet out)."""
+        target = self._by_model.get(model)
+        if target is None:
+            return None
+        released = target.model.available_from
+        return target if released is None or released <= now else None
+
+    def models(self, now: dt.datetime) -> list[Target]:
+        return [t for t in self._by_model.values()
+                if t.model.available_from is None or t.model.available_from <= now]
+
+    def failover(self, origin: Target, when: str, who: Identity, country: str,
+                 now: dt.datetime) -> list[Target]:
+        """Alternatives a failover rule allows for this organisation, in rule order."""
+        out: list[Target] = []
+        for rule in self._scenario.routing.failover:
+            if rule.from_ != origin.provider.name or when not in rule.when:
+                continue
+            if (rule.segments or rule.orgs) and who.segment not in rule.segments \
+                    and who.org not in rule.orgs:
+                continue
+            for name in rule.to:
+                alt = self._scenario.provider(name)
+                if country and not serves(alt, country):
+                    continue
+                model = alt.substitute_for(origin.model.name)
+                if model.available_from is not None and model.available_from > now:
+                    continue
+                if all(t.provider.name != alt.name for t in out):
+                    out.append(Target(alt, model))
+        return out

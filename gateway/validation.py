@@ -1,0 +1,130 @@
+"""Request validation: the chat-completions body, checked like OpenAI checks it (400s).
+
+Only what the gateway relies on, plus the common parameters whose wrong type would otherwise
+reach the upstream: a JSON object; ``model`` a non-empty string; ``messages`` a non-empty array
+of objects with a known ``role``; ``stream`` a boolean; ``stream_options`` an object, only with
+``stream``; token limits positive integers; ``n``, ``temperature``, ``top_p`` in range.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.errors import BadRequest
+
+ROLES = frozenset({"system", "user", "assistant", "tool", "function", "developer"})
+JSON_MESSAGE = (
+    "We could not parse the JSON body of your request. (HINT: This likely means you aren't using "
+    "your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not "
+    "valid JSON. If you have trouble figuring out how to fix this, please contact us through our "
+    "help center at help.openai.com.)"
+)
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean",
+               list: "an array", dict: "an object", type(None): "null"}
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    body: dict[str, Any]
+    model: str
+    stream: bool
+    include_usage: bool  # the client itself asked for the usage chunk
+
+
+def parse_chat(raw: bytes) -> ChatRequest:
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise BadRequest(JSON_MESSAGE) from None
+    if not isinstance(body, dict):
+        raise BadRequest(f"Invalid type for request body: expected an object, but got "
+                         f"{_kind(body)} instead.", code="invalid_type")
+    model = _required(body, "model", str)
+    if not model:
+        raise BadRequest("you must provide a model parameter", param="model")
+    _messages(_required(body, "messages", list))
+    stream = _optional(body, "stream", bool, False)
+    options = _optional(body, "stream_options", dict, None)
+    if options is not None and not stream:
+        raise BadRequest("The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+                         param="stream_options", code="invalid_value")
+    include = bool(options and _optional(options, "include_usage", bool, False, "stream_options."))
+    for name in ("max_tokens", "max_completion_tokens"):
+        _positive_int(body, name)
+    _range(body, "n", 1, 128, integer=True)
+    _range(body, "temperature", 0.0, 2.0)
+    _range(body, "top_p", 0.0, 1.0)
+    return ChatRequest(body, model, stream, include)
+
+
+def _kind(value: Any) -> str:
+    return _TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+def _required(body: dict[str, Any], name: str, kind: type) -> Any:
+    if name not in body:
+        raise BadRequest(f"Missing required parameter: '{name}'.", param=name,
+                         code="missing_required_parameter")
+    return _typed(body[name], name, kind)
+
+
+def _optional(body: dict[str, Any], name: str, kind: type, default: Any, prefix: str = "") -> Any:
+    value = body.get(name)
+    return default if value is None else _typed(value, prefix + name, kind)
+
+
+def _typed(value: Any, name: str, kind: type) -> Any:
+    ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+    if not ok:
+        raise BadRequest(f"Invalid type for '{name}': expected {_TYPE_NAMES[kind]}, but got "
+                         f"{_kind(value)} instead.", param=name, code="invalid_type")
+    return value
+
+
+def _messages(messages: list[Any]) -> None:
+    if not messages:
+        raise BadRequest("Invalid 'messages': empty array. Expected an array with minimum length 1, "
+                         "but got an empty array instead.", param="messages",
+                         code="empty_array")
+    for i, message in enumerate(messages):
+        where = f"messages[{i}]"
+        _typed(message, where, dict)
+        role = _required_in(message, "role", where)
+        if not isinstance(role, str) or role not in ROLES:
+            raise BadRequest(f"Invalid value for '{where}.role': {json.dumps(role)[:80]}. Supported "
+                             f"values are: {', '.join(sorted(ROLES))}.", param=f"{where}.role",
+                             code="invalid_value")
+        content = message.get("content")
+        if content is not None and not isinstance(content, str | list):
+            raise BadRequest(f"Invalid type for '{where}.content': expected a string or an array, "
+                             f"but got {_kind(content)} instead.", param=f"{where}.content",
+                             code="invalid_type")
+
+
+def _required_in(obj: dict[str, Any], name: str, where: str) -> Any:
+    if name not in obj:
+        raise BadRequest(f"Missing required parameter: '{where}.{name}'.", param=f"{where}.{name}",
+                         code="missing_required_parameter")
+    return obj[name]
+
+
+def _positive_int(body: dict[str, Any], name: str) -> None:
+    value = _optional(body, name, int, None)
+    if value is not None and value < 1:
+        raise BadRequest(f"Invalid '{name}': integer below minimum value. Expected a value >= 1, "
+                         f"but got {value} instead.", param=name, code="integer_below_min_value")
+
+
+def _range(body: dict[str, Any], name: str, low: float, high: float, *, integer: bool = False) -> None:
+    value = body.get(name)
+    if value is None:
+        return
+    wrong_type = isinstance(value, bool) or not isinstance(value, int | float)
+    if wrong_type or (integer and not isinstance(value, int)):
+        raise BadRequest(f"Invalid type for '{name}': expected {'an integer' if integer else 'a number'},"
+                         f" but got {_kind(value)} instead.", param=name, code="invalid_type")
+    if not low <= value <= high:
+        raise BadRequest(f"Invalid '{name}': expected a value between {low:g} and {high:g}, but got "
+                         f"{value} instead.", param=name, code="invalid_value")

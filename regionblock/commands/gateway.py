@@ -1,0 +1,154 @@
+"""``regionblock gateway SCENARIO ...``: the OpenAI-compatible gateway that enforces the scenario."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from gateway.config import (
+    GatewayConfig,
+    Limits,
+    UpstreamPolicy,
+    admin_token_from,
+    default_ledger_path,
+    parse_country,
+    parse_networks,
+    parse_port,
+    parse_upstreams,
+)
+from regionblock.common import add_scenario_arg, default_runs_dir, load_scenario
+from scenarios.errors import UsageError
+from scenarios.loader import Loaded
+
+DESCRIPTION = """\
+Serve an OpenAI-compatible API (POST /v1/chat/completions, GET /v1/models, /healthz, /readyz,
+/metrics, /admin/*) that enforces the scenario's region policy at the gateway's clock time,
+routes each model to the provider selling it (with retries, circuit breakers and the scenario's
+failover rules), and meters every request into a SQLite ledger.
+
+Client address: the TCP peer, or X-Forwarded-For walked right to left past --trusted-proxy
+networks (nginx real_ip_recursive). Private and unknown addresses have no country by default,
+so no policy stage applies to them (they are allowed); --unknown-country CC treats them as CC.
+
+Ledger: one SQLite file per gateway process, runs/ledger-<pid>.sqlite unless --ledger is given.
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("gateway", help="run the enforcing OpenAI-compatible gateway",
+                       description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_scenario_arg(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=18080, help="port to listen on (default 18080; 0: any)")
+    p.add_argument("--upstream", action="append", default=[], metavar="NAME=URL",
+                   help="where provider NAME is served (default http://127.0.0.1:BASE+i)")
+    p.add_argument("--upstream-base-port", type=int, default=18100, metavar="P",
+                   help="provider i of the scenario is on P+i unless --upstream says (default 18100)")
+    p.add_argument("--trusted-proxy", action="append", default=[], metavar="CIDR",
+                   help="trust X-Forwarded-For (and CF-IPCountry) from these peers; repeatable")
+    p.add_argument("--trust-cf-ipcountry", action="store_true",
+                   help="take the country from CF-IPCountry when sent by a trusted proxy")
+    p.add_argument("--unknown-country", metavar="CC", default="",
+                   help="country for private/unknown addresses (default: none, i.e. allowed)")
+    clock = p.add_mutually_exclusive_group()
+    clock.add_argument("--clock", choices=["real"], help="scenario time is wall time (default)")
+    clock.add_argument("--at", metavar="WHEN", help="pin scenario time at WHEN (date or ISO instant)")
+    clock.add_argument("--compress", metavar="DURATION[@EPOCH]",
+                       help="replay the scenario window over DURATION of wall time from EPOCH")
+    p.add_argument("--ledger", type=Path, metavar="PATH",
+                   help="SQLite ledger file (default runs/ledger-<pid>.sqlite)")
+    p.add_argument("--ledger-sync", choices=["normal", "full"], default="normal",
+                   help="normal: durable across a crash of the process (default); full: fsync too")
+    p.add_argument("--geoip-db", type=Path, metavar="MMDB",
+                   help="MaxMind MMDB file (default: the GeoLite2 data embedded in geoip2fast)")
+    p.add_argument("--admin-token", metavar="TOKEN",
+                   help="bearer token of the admin API (or env REGIONBLOCK_ADMIN_TOKEN; none: off)")
+    limits = p.add_argument_group("limits")
+    limits.add_argument("--max-inflight", type=int, default=1024, metavar="N",
+                        help="requests in progress beyond N are answered 503 at once (default 1024)")
+    limits.add_argument("--max-body", type=int, default=4 * 1024 * 1024, metavar="BYTES",
+                        help="request body limit (default 4 MiB)")
+    limits.add_argument("--header-timeout", type=float, default=10.0, metavar="S",
+                        help="time allowed to send a request head (default 10)")
+    limits.add_argument("--body-timeout", type=float, default=30.0, metavar="S",
+                        help="time allowed to send a request body (default 30)")
+    limits.add_argument("--upstream-timeout", type=float, default=60.0, metavar="S",
+                        help="upstream response head / between body chunks (default 60)")
+    limits.add_argument("--retries", type=int, default=2, metavar="N",
+                        help="retries on upstream 5xx or connection errors (default 2)")
+    limits.add_argument("--breaker-failures", type=int, default=5, metavar="N",
+                        help="consecutive upstream failures that open its circuit (default 5)")
+    limits.add_argument("--breaker-cooldown", type=float, default=10.0, metavar="S",
+                        help="seconds an open circuit fails fast before a probe (default 10)")
+    limits.add_argument("--drain-timeout", type=float, default=30.0, metavar="S",
+                        help="on SIGTERM, time for in-flight requests to finish (default 30)")
+    p.set_defaults(func=run)
+
+
+def clock_spec(args: argparse.Namespace) -> str:
+    if args.at:
+        return f"at:{args.at}"
+    if args.compress:
+        return f"compress:{args.compress}"
+    return "real"
+
+
+def build_config(args: argparse.Namespace, loaded: Loaded) -> GatewayConfig:
+    """The validated GatewayConfig for these arguments (UsageError naming the flag if not)."""
+    for flag, value in (("--max-inflight", args.max_inflight), ("--max-body", args.max_body),
+                        ("--breaker-failures", args.breaker_failures)):
+        if value < 1:
+            raise UsageError(f"{flag}: {value} must be at least 1")
+    for flag, seconds in (("--header-timeout", args.header_timeout),
+                          ("--body-timeout", args.body_timeout),
+                          ("--upstream-timeout", args.upstream_timeout),
+                          ("--breaker-cooldown", args.breaker_cooldown),
+                          ("--drain-timeout", args.drain_timeout)):
+        if not seconds > 0:
+            raise UsageError(f"{flag}: {seconds} must be greater than zero")
+    if args.retries < 0:
+        raise UsageError(f"--retries: {args.retries} must not be negative")
+    base = parse_port(args.upstream_base_port, what="--upstream-base-port")
+    return GatewayConfig(
+        scenario_ref=args.scenario,
+        scenario_overrides=tuple(args.overrides),
+        host=args.host,
+        port=parse_port(args.port, what="--port"),
+        upstreams=parse_upstreams(args.upstream, loaded.scenario, base_port=base),
+        upstream_base_port=base,
+        trusted_proxies=parse_networks(args.trusted_proxy, what="--trusted-proxy"),
+        trust_cf_ipcountry=args.trust_cf_ipcountry,
+        unknown_country=parse_country(args.unknown_country, what="--unknown-country")
+        if args.unknown_country else "",
+        clock=clock_spec(args),
+        ledger_path=args.ledger or default_ledger_path(default_runs_dir()),
+        ledger_sync=args.ledger_sync,
+        geoip_db=args.geoip_db,
+        admin_token=admin_token_from(args.admin_token),
+        limits=Limits(max_body_bytes=args.max_body, header_timeout_s=args.header_timeout,
+                      body_timeout_s=args.body_timeout, max_inflight=args.max_inflight,
+                      drain_timeout_s=args.drain_timeout),
+        upstream=UpstreamPolicy(response_timeout_s=args.upstream_timeout,
+                                read_timeout_s=args.upstream_timeout, retries=args.retries,
+                                breaker_failures=args.breaker_failures,
+                                breaker_cooldown_s=args.breaker_cooldown),
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from gateway.errors import LedgerError
+    from gateway.server import run as serve
+    from scenarios.clock import parse_clock
+
+    loaded = load_scenario(args)
+    config = build_config(args, loaded)
+    window = loaded.scenario.window
+    try:  # a bad --at/--compress is a usage error before anything listens
+        parse_clock(config.clock, window_start=window.start, window_end=window.end, now_wall=0.0)
+    except ValueError as exc:
+        raise UsageError(f"--compress: {exc}") from None
+    try:
+        return serve(config, loaded, announce=lambda line: print(line, file=sys.stderr, flush=True))
+    except LedgerError as exc:
+        raise UsageError(f"--ledger: {exc}") from None
