@@ -74,14 +74,26 @@ def _construct_with_lines(loader: _LineLoader, node: yaml.Node, path: Loc, lines
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
+            if not isinstance(key_node, yaml.ScalarNode):  # `[a, b]: 1` would make an unhashable key
+                raise yaml.constructor.ConstructorError(None, None, "found unhashable key",
+                                                        key_node.start_mark)
+            key = _scalar(loader, key_node)
             lines[(*path, key)] = key_node.start_mark.line + 1
             out[key] = _construct_with_lines(loader, value_node, (*path, key), lines)
             lines[(*path, key)] = key_node.start_mark.line + 1
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_construct_with_lines(loader, n, (*path, i), lines) for i, n in enumerate(node.value)]
-    return loader.construct_object(node, deep=True)
+    return _scalar(loader, node)
+
+
+def _scalar(loader: _LineLoader, node: yaml.Node) -> Any:
+    try:
+        return loader.construct_object(node, deep=True)
+    except ValueError:
+        # YAML resolves 2024-13-01 as a timestamp but cannot build it; keep the text so the
+        # schema reports the problem against its field and line instead of a traceback.
+        return node.value
 
 
 def read_yaml(text: str, file: str) -> tuple[Any, dict[Loc, int]]:
@@ -92,7 +104,11 @@ def read_yaml(text: str, file: str) -> tuple[Any, dict[Loc, int]]:
         if node is None:
             raise ScenarioValidationError([Problem(file, None, "", "file is empty")])
         lines: dict[Loc, int] = {}
-        return _construct_with_lines(loader, node, (), lines), lines
+        try:
+            return _construct_with_lines(loader, node, (), lines), lines
+        except RecursionError:  # an alias inside its own anchor: `a: &x [*x]`
+            raise ScenarioValidationError([Problem(file, None, "", "invalid YAML: a recursive alias "
+                                                   "(or nesting too deep)")]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -196,10 +212,21 @@ def _inherit(data: Any, lines: dict[Loc, int], *, file: str, base_dir: Path | No
     if not isinstance(edits, dict):
         raise ScenarioValidationError([Problem(file, lines.get(("set",)), "set",
                                                "must map field paths to values")])
+    # Line numbers of the base file mean nothing in this one: a problem in an inherited field
+    # points at `extends:`, one in a field set here at its `set:` entry.
+    merged_lines = {loc: lines.get(("extends",), 1) for loc in base_lines} | lines
     for path, value in edits.items():
-        loc = parse_path(str(path))
-        apply_override(merged, loc, value, f"{path} (in {file})")
-    return merged, {**base_lines, **lines}
+        line = lines.get(("set", path))
+        try:
+            loc = parse_path(str(path))
+            apply_override(merged, loc, value, str(path))
+        except OverrideError as exc:
+            raise ScenarioValidationError([Problem(file, line, "set", str(exc).removeprefix("--set "))
+                                           ]) from None
+        for known in [k for k in merged_lines if k[: len(loc)] == loc]:
+            merged_lines[known] = line or 1
+        merged_lines[loc] = line or 1
+    return merged, merged_lines
 
 
 def _base_path(name: str, base_dir: Path | None, file: str, lines: dict[Loc, int]) -> Path:
@@ -322,7 +349,7 @@ def load(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> Load
 def load_text(text: str, *, file: str, overrides: list[str] | tuple[str, ...] = (),
               base_dir: Path | None = None) -> Loaded:
     data, lines = read_yaml(text, file)
-    data, lines = _inherit(data, lines, file=file, base_dir=base_dir, seen=(file,))
+    data, lines = _inherit(data, lines, file=file, base_dir=base_dir, seen=(Path(file).name,))
     overridden: dict[Loc, str] = {}
     for item in overrides:
         loc, value = parse_override(item)

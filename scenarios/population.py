@@ -41,8 +41,17 @@ def segment_counts(total: int, shares: list[float]) -> list[int]:
     raw = [total * s for s in shares]
     counts = [int(x) for x in raw]
     order = sorted(range(len(raw)), key=lambda i: (counts[i] - raw[i], i))
-    for i in order[: total - sum(counts)]:
-        counts[i] += 1
+    leftover = total - sum(counts)
+    # Shares may sum to 1 ± 1e-6 (the schema's tolerance), so with millions of organisations the
+    # floors can miss the total by more than one per segment, or overshoot it: hand out (or take
+    # back, smallest remainders first) in rounds until the counts add up to ``total``.
+    step = 1 if leftover > 0 else -1
+    ranked = order if leftover > 0 else order[::-1]
+    while leftover:
+        for i in ranked:
+            if leftover and counts[i] + step >= 0:
+                counts[i] += step
+                leftover -= step
     return counts
 
 

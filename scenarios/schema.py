@@ -63,6 +63,13 @@ def _region_item(value: str) -> str:
     return value
 
 
+def _iso_country(v: str) -> str:
+    problem = region_item_error(v)
+    if problem or len(v) != 2:
+        raise ValueError(problem or f"{v!r} is not an ISO 3166-1 alpha-2 code")
+    return v
+
+
 RegionItem = Annotated[str, BeforeValidator(lambda v: v if not isinstance(v, str) else v.strip())]
 CountryCode = Annotated[str, Field(min_length=2, max_length=2)]
 
@@ -109,10 +116,7 @@ class Region(_Model):
     @field_validator("code")
     @classmethod
     def _iso_code(cls, v: str) -> str:
-        problem = region_item_error(v)
-        if problem or len(v) != 2:
-            raise ValueError(problem or f"{v!r} is not an ISO 3166-1 alpha-2 code")
-        return v
+        return _iso_country(v)
 
 
 # ---------------------------------------------------------------- segments
@@ -327,12 +331,14 @@ class Announcement(_Model):
 class ChoiceCoefficients(_Model):
     """Multinomial-logit utility coefficients for the choice an organisation makes when blocked.
 
-    Utilities (before the segment's propensity constants):
+    Utilities (each plus the segment's propensity constant; see scenarios.behaviour.utilities):
     wait = asc_wait; churn = asc_churn;
-    circumvent = asc_circumvent + price·log(1 + markup) + latency·relay_extra_s;
-    migrate to k = asc_migrate + price·log(price_k / price_incumbent) + quality·(q_k − q_incumbent)
-                   + latency·(ttft_k − ttft_incumbent)_s + incentive·log1p(free_Mtokens_k)
-                   + switching_cost·migration_days + imitation·share_already_at_k.
+    circumvent = asc_circumvent + price·markup + latency·relay_extra_s;
+    migrate to k = asc_migrate + price·(cost_k / cost_incumbent − 1) + quality·(q_k − q_incumbent)
+                   + latency·(latency_k − latency_incumbent)_s + incentive·log1p(free_Mtokens_k)
+                   + switching_cost·migration_days + imitation·share_already_at_k,
+    cost = expected USD per request of the segment's model mix (substitutes applied), quality the
+    mix-weighted model quality, latency = typical TTFT + mean output tokens / typical tokens/s.
     """
 
     asc_wait: float = 0.0
@@ -355,6 +361,11 @@ class Relay(_Model):
     country: CountryCode = "SG"
     hosting: bool = True
 
+    @field_validator("country")
+    @classmethod
+    def _iso_code(cls, v: str) -> str:
+        return _iso_country(v)
+
 
 class Behaviour(_Model):
     announcement: Announcement | None = None
@@ -369,6 +380,11 @@ class Slos(_Model):
     p99_latency_ms: float = Field(gt=0)
     error_rate: Fraction
     regions: tuple[RegionItem, ...] = ()
+
+    @field_validator("regions")
+    @classmethod
+    def _regions(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_region_item(x) for x in v)
 
 
 # ---------------------------------------------------------------- scenario
@@ -427,22 +443,22 @@ def _window_rules(s: Scenario) -> list[tuple[Loc, str]]:
     return []
 
 
-def _duplicates(names: list[str], loc: str, what: str) -> list[tuple[Loc, str]]:
+def _duplicates(names: list[str], loc: Loc, what: str) -> list[tuple[Loc, str]]:
     seen: set[str] = set()
     out: list[tuple[Loc, str]] = []
     for i, n in enumerate(names):
         if n in seen:
-            out.append(((loc, i, what), f"duplicate {what} {n!r}"))
+            out.append(((*loc, i, what), f"duplicate {what} {n!r}"))
         seen.add(n)
     return out
 
 
 def _region_rules(s: Scenario) -> list[tuple[Loc, str]]:
-    return _duplicates([r.code for r in s.regions], "regions", "code")
+    return _duplicates([r.code for r in s.regions], ("regions",), "code")
 
 
 def _segment_rules(s: Scenario) -> list[tuple[Loc, str]]:
-    out = _duplicates([g.name for g in s.segments], "segments", "name")
+    out = _duplicates([g.name for g in s.segments], ("segments",), "name")
     codes = {r.code for r in s.regions}
     incumbent_models = {m.name for p in s.providers if p.incumbent for m in p.models}
     for i, seg in enumerate(s.segments):
@@ -456,22 +472,22 @@ def _segment_rules(s: Scenario) -> list[tuple[Loc, str]]:
                              f"unknown model {model!r} (the incumbent sells: {known})"))
         total = sum(seg.model_mix.values())
         if abs(total - 1.0) > SHARE_TOLERANCE:
-            out.append((("segments", i, "model_mix"), f"shares must sum to 1 (they sum to {total:g})"))
+            out.append((("segments", i, "model_mix"), f"shares must sum to 1 (they sum to {total:.10g})"))
     for r in s.regions:
         total = sum(seg.share.get(r.code, 0.0) for seg in s.segments)
         if abs(total - 1.0) > SHARE_TOLERANCE:
             out.append((("segments",),
-                        f"shares for region {r.code} must sum to 1 over segments (they sum to {total:g})"))
+                        f"shares for region {r.code} must sum to 1 over segments (they sum to {total:.10g})"))
     return out
 
 
 def _provider_rules(s: Scenario) -> list[tuple[Loc, str]]:
-    out = _duplicates([p.name for p in s.providers], "providers", "name")
+    out = _duplicates([p.name for p in s.providers], ("providers",), "name")
     incumbents = [i for i, p in enumerate(s.providers) if p.incumbent]
     if len(incumbents) != 1:
         out.append((("providers",), f"exactly one provider must be the incumbent (found {len(incumbents)})"))
     for i, p in enumerate(s.providers):
-        out += _duplicates([m.name for m in p.models], f"providers[{i}].models", "name")
+        out += _duplicates([m.name for m in p.models], ("providers", i, "models"), "name")
         for src, dst in p.substitutes.items():
             if p.model(dst) is None:
                 out.append((("providers", i, "substitutes", src), f"{p.name} has no model {dst!r}"))
@@ -487,7 +503,7 @@ def _policy_rules(s: Scenario) -> list[tuple[Loc, str]]:
     for prov, pol in s.policy.items():
         if prov not in names:
             out.append((("policy", prov), f"unknown provider {prov!r}"))
-        out += _duplicates([st.name for st in pol.stages], f"policy.{prov}.stages", "name")
+        out += _duplicates([st.name for st in pol.stages], ("policy", prov, "stages"), "name")
         for j, st in enumerate(pol.stages):
             loc: Loc = ("policy", prov, "stages", j)
             if j > 0 and st.start <= pol.stages[j - 1].start:

@@ -8,7 +8,7 @@ from typing import Any
 
 from regionblock.common import add_scenario_arg, load_scenario
 from scenarios.clock import format_instant, parse_when
-from scenarios.errors import UsageError
+from scenarios.errors import GeoError, UsageError
 from scenarios.geo import Geo, IpInfo, default_geo
 from scenarios.policy import Decision, Policy, PolicyRequest, response_json
 from scenarios.population import parse_org_id
@@ -40,7 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _client(args: argparse.Namespace) -> IpInfo:
     if args.ip is not None:
         geo = Geo(args.geoip_db) if args.geoip_db else default_geo()
-        return geo.lookup(args.ip)
+        try:
+            return geo.lookup(args.ip)
+        except GeoError as exc:
+            raise UsageError(f"--ip: {exc}") from None
     cc = args.country.strip().upper()
     from scenarios.countries import ISO_ALPHA2
 
