@@ -152,6 +152,7 @@ def bucket(salt: str, org: str) -> float:
     return unit_hash(salt, org) * 100.0
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def detection_delay_days(salt: str, org: str, since: dt.datetime, per_day: float) -> float:
     """Days from ``since`` until the organisation's relayed traffic is detected (inf if never)."""
     if per_day <= 0.0:
@@ -230,8 +231,12 @@ class Policy:
         detected = self._detection(pol, now, request)
         if detected is not None:
             return detected
-        where = request.country or "unknown country"
-        return Decision("allow", "", f"no stage of {pol.name} applies to {where}")
+        cached = pol._decisions.get((-1, request.country))
+        if cached is None:
+            where = request.country or "unknown country"
+            cached = pol._decisions[(-1, request.country)] = Decision(
+                "allow", "", f"no stage of {pol.name} applies to {where}")
+        return cached
 
     def change_points(self, provider: str) -> tuple[dt.datetime, ...]:
         """Instants at which a decision for ``provider`` may change (stage starts and ends)."""
