@@ -1,0 +1,516 @@
+"""After the run: reconcile client and ledger, check SLOs, build timeseries.csv and summary.json.
+
+Inputs are the users' event records (what Locust sent and saw), the gateway's ledger (what the
+gateway decided and billed) and the plan (what was meant to be sent). Joined on the gateway's
+``x-request-id``, each request gets its dimensions from the ledger when it has a row there
+(scenario time of arrival, the provider that served it after any failover, the path) and from
+the client otherwise.
+
+Timeseries rows (``source=loadtest``, replication 0), per window bin (by scenario time) and per
+(home region, provider, path): ``requests, allowed, warned, blocked`` (throttles included)
+``, failed, retries, tokens_in, tokens_out, revenue_usd``, latency percentiles of *served*
+requests measured from their intended send instant, ``ttft_ms_*`` of served streams,
+``relay_markup_usd``; ``baseline_requests``/``baseline_revenue_usd`` (every planned request at
+the incumbent's price, as if nothing were blocked); ``rejected_429`` per provider; ``orgs`` by
+state at the end of each bin, weighted by the organisations each user stands for.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from loadtests.agent import first_block
+from loadtests.events import RequestRecord, StateRecord
+from loadtests.ledger import LedgerRow
+from loadtests.plan import Plan
+from loadtests.wire import DECISIONS
+from scenarios.clock import format_instant
+from scenarios.countries import expand_regions
+from scenarios.rundir import ORG_STATES, band
+from scenarios.schema import Scenario
+
+SERVED = ("allow", "warn")
+PCTS = (50, 95, 99)
+ORDER = {d: i for i, d in enumerate(DECISIONS)}
+#: Per-day achieved/target comparisons need this many planned sends in the day to mean much.
+RATE_MIN_PER_DAY = 50
+RATE_TOLERANCE = 0.05
+
+
+# ---------------------------------------------------------------- the joined requests
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    rec: RequestRecord | None
+    row: LedgerRow | None
+
+    @property
+    def decision(self) -> str:
+        return self.row.decision if self.row else self.rec.decision  # type: ignore[union-attr]
+
+
+def join(requests: Sequence[RequestRecord], ledger: Sequence[LedgerRow] | None) -> list[Joined]:
+    by_id = {r.request_id: r for r in ledger or ()}
+    out = [Joined(rec, by_id.pop(rec.id, None) if rec.id else None) for rec in requests]
+    out += [Joined(None, row) for row in by_id.values()]
+    return out
+
+
+# ---------------------------------------------------------------- checks
+
+
+def reconcile(requests: Sequence[RequestRecord], ledger: Sequence[LedgerRow]) -> dict[str, Any]:
+    """The requests Locust sent against the ledger's rows: by decision, and request by request."""
+    client = Counter(r.decision for r in requests)
+    booked = Counter(r.decision for r in ledger)
+    ids = {r.request_id: r for r in ledger}
+    unmatched_client = [r.client_id for r in requests if r.id not in ids]
+    seen = {r.id for r in requests}
+    unmatched_ledger = [r.request_id for r in ledger if r.request_id not in seen]
+    mismatched = [(r.client_id, r.decision, ids[r.id].decision) for r in requests
+                  if r.id in ids and ids[r.id].decision != r.decision]
+    decisions = sorted(set(client) | set(booked), key=lambda d: ORDER.get(d, 99))
+    by = {d: {"locust": client.get(d, 0), "ledger": booked.get(d, 0)} for d in decisions}
+    passed = (client == booked and not unmatched_client and not unmatched_ledger
+              and not mismatched)
+    return {
+        "passed": passed,
+        "locust_requests": len(requests), "ledger_rows": len(ledger),
+        "by_decision": by,
+        "unmatched_locust": len(unmatched_client), "unmatched_ledger": len(unmatched_ledger),
+        "decision_mismatches": len(mismatched),
+        "examples": {"unmatched_locust": unmatched_client[:5],
+                     "unmatched_ledger": unmatched_ledger[:5],
+                     "decision_mismatches": [list(m) for m in mismatched[:5]]},
+    }
+
+
+def revenue_check(s: Scenario, ledger: Sequence[LedgerRow]) -> dict[str, Any]:
+    """Every ledger row: revenue_usd = tokens_in·price_in/1e6 + tokens_out·price_out/1e6."""
+    prices = {(p.name, m.name): (m.price_in, m.price_out) for p in s.providers for m in p.models}
+    bad: list[dict[str, Any]] = []
+    total = expected_total = 0.0
+    for row in ledger:
+        price = prices.get((row.provider, row.model))
+        expected = (row.tokens_in * price[0] / 1e6 + row.tokens_out * price[1] / 1e6) if price \
+            else 0.0
+        total += row.revenue_usd
+        expected_total += expected
+        # Bit-for-bit when computed in the contract's order; 1e-12 relative absorbs a different
+        # but equally valid order of the same two products (a zero price must give exactly 0).
+        if not math.isclose(row.revenue_usd, expected, rel_tol=1e-12, abs_tol=0.0):
+            bad.append({"request_id": row.request_id, "provider": row.provider,
+                        "model": row.model, "tokens_in": row.tokens_in,
+                        "tokens_out": row.tokens_out, "revenue_usd": row.revenue_usd,
+                        "expected_usd": expected})
+    return {"passed": not bad, "rows": len(ledger), "mismatches": len(bad), "examples": bad[:5],
+            "revenue_usd": total, "expected_usd": expected_total}
+
+
+def token_check(joined: Sequence[Joined]) -> dict[str, Any]:
+    """Served requests: the ledger's tokens are the ones the client asked for and was told."""
+    bad = [j.rec.client_id for j in joined if j.rec and j.row and j.row.decision in SERVED
+           and (j.row.tokens_in, j.row.tokens_out) != (j.rec.usage_in, j.rec.usage_out)]
+    return {"passed": not bad, "mismatches": len(bad), "examples": bad[:5]}
+
+
+def slo_check(s: Scenario, joined: Sequence[Joined]) -> dict[str, Any]:
+    """k6-style thresholds: p99 latency and error rate of the SLO regions' requests."""
+    regions = sorted(expand_regions(s.slos.regions) & {r.code for r in s.regions})
+    per: dict[str, Any] = {}
+    all_lat: list[float] = []
+    all_n = all_failed = 0
+    for region in regions:
+        reqs = [j for j in joined if j.rec and j.rec.region == region]
+        lat = [j.rec.latency_ms for j in reqs if j.rec and j.decision in SERVED]
+        failed = sum(1 for j in reqs if j.decision == "failed")
+        per[region] = _slo_entry(s, lat, len(reqs), failed)
+        all_lat += lat
+        all_n += len(reqs)
+        all_failed += failed
+    overall = _slo_entry(s, all_lat, all_n, all_failed)
+    passed = overall["passed"] and all(v["passed"] for v in per.values())
+    return {"passed": passed, "regions": regions, "p99_latency_ms_max": s.slos.p99_latency_ms,
+            "error_rate_max": s.slos.error_rate, "overall": overall, "by_region": per}
+
+
+def _slo_entry(s: Scenario, latencies: list[float], n: int, failed: int) -> dict[str, Any]:
+    p99 = float(np.percentile(latencies, 99)) if latencies else 0.0
+    rate = failed / n if n else 0.0
+    return {"requests": n, "failed": failed, "error_rate": rate, "p99_latency_ms": p99,
+            "passed": p99 <= s.slos.p99_latency_ms and rate <= s.slos.error_rate}
+
+
+def rate_accuracy(plan: Plan, requests: Sequence[RequestRecord]) -> dict[str, Any]:
+    """Per scenario day: requests actually sent against those meant to be sent (open model).
+
+    The target of a day is the number of sends whose intended instant falls in it (the rate
+    curve as drawn, thinned by churn, plus retries); achieved counts actual send instants. Days
+    with fewer than RATE_MIN_PER_DAY targets are listed but not judged (±1 request is >2 %).
+    """
+    day = 86400.0
+    start = plan.scenario.window.start
+
+    def day_of(wall: float) -> int:
+        return int((plan.scenario_at(wall) - start).total_seconds() // day)
+
+    target = Counter(day_of(r.intended) for r in requests)
+    achieved = Counter(day_of(r.sent) for r in requests)
+    days = []
+    worst = 0.0
+    for d in sorted(target):
+        t, a = target[d], achieved.get(d, 0)
+        err = (a - t) / t
+        judged = t >= RATE_MIN_PER_DAY
+        if judged:
+            worst = max(worst, abs(err))
+        days.append({"day": format_instant(start + dt.timedelta(days=d)), "target": t,
+                     "achieved": a, "error": round(err, 6), "judged": judged})
+    lateness = np.array([(r.sent - r.intended) * 1000 for r in requests]) if requests else \
+        np.zeros(1)
+    expected = plan.target_curve().sum() * plan.step_wall_s
+    planned = sum(len(plan.schedule(u)) for u in plan.users)
+    return {
+        "passed": worst <= RATE_TOLERANCE, "tolerance": RATE_TOLERANCE,
+        "judged_days": sum(1 for x in days if x["judged"]), "worst_error": worst,
+        "send_lateness_ms": {"p50": float(np.percentile(lateness, 50)),
+                             "p99": float(np.percentile(lateness, 99)),
+                             "max": float(lateness.max())},
+        "planned_requests": planned, "expected_requests": float(expected),
+        "planned_vs_expected": (planned - expected) / expected if expected else 0.0,
+        "planned_poisson_sd": 1 / math.sqrt(expected) if expected else 0.0,
+        "days": days,
+    }
+
+
+# ---------------------------------------------------------------- timeseries
+
+
+@dataclass
+class Binner:
+    start: dt.datetime
+    bin_s: int
+    n: int
+
+    @classmethod
+    def of(cls, s: Scenario) -> Binner:
+        w = s.window
+        return cls(w.start, w.bin_seconds, math.ceil((w.end - w.start).total_seconds() / w.bin_seconds))
+
+    def index(self, t: dt.datetime) -> int:
+        i = int((t - self.start).total_seconds() // self.bin_s)
+        return min(max(i, 0), self.n - 1)
+
+    def label(self, i: int) -> str:
+        return format_instant(self.start + dt.timedelta(seconds=i * self.bin_s))
+
+    def end(self, i: int) -> dt.datetime:
+        return self.start + dt.timedelta(seconds=(i + 1) * self.bin_s)
+
+
+Key = tuple[int, str, str, str]  # bin, region, provider, path
+
+
+@dataclass
+class Cell:
+    counts: Counter[str] = field(default_factory=Counter)
+    sums: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
+    latency: list[float] = field(default_factory=list)
+    ttft: list[float] = field(default_factory=list)
+
+
+def _parse_instant(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def cells(plan: Plan, joined: Iterable[Joined]) -> dict[Key, Cell]:
+    s, binner = plan.scenario, Binner.of(plan.scenario)
+    markup = s.behaviour.relay.markup
+    out: dict[Key, Cell] = defaultdict(Cell)
+    for j in joined:
+        rec, row = j.rec, j.row
+        when = _parse_instant(row.scenario_time) if row else plan.scenario_at(rec.sent)  # type: ignore[union-attr]
+        region = rec.region if rec else (row.home_region if row else "")
+        provider = row.provider if row and row.provider else (rec.provider if rec else "")
+        path = row.path if row else rec.path  # type: ignore[union-attr]
+        cell = out[(binner.index(when), region, provider, path)]
+        decision = j.decision
+        cell.counts["requests"] += 1
+        metric = {"allow": "allowed", "warn": "warned", "block": "blocked", "throttle": "blocked",
+                  "failed": "failed"}.get(decision, "failed")
+        cell.counts[metric] += 1
+        if rec and rec.attempt > 0:
+            cell.counts["retries"] += 1
+        if row:
+            cell.sums["tokens_in"] += row.tokens_in
+            cell.sums["tokens_out"] += row.tokens_out
+            cell.sums["revenue_usd"] += row.revenue_usd
+            if row.path == "relay":
+                cell.sums["relay_markup_usd"] += row.revenue_usd * markup
+            if row.status == 429 and row.decision == "failed":
+                cell.counts["rejected_429"] += 1
+        if rec and decision in SERVED:
+            cell.latency.append(rec.latency_ms)
+            if rec.ttft_ms is not None:
+                cell.ttft.append(rec.ttft_ms)
+    return out
+
+
+def baseline(plan: Plan) -> dict[tuple[int, str], tuple[int, float]]:
+    """(bin, region) → (planned requests, their revenue at the incumbent's list prices)."""
+    s, binner = plan.scenario, Binner.of(plan.scenario)
+    inc = s.incumbent
+    out: dict[tuple[int, str], tuple[int, float]] = {}
+    for u in plan.users:
+        sch = plan.schedule(u)
+        for k in range(len(sch)):
+            m = inc.model(sch.models[k])
+            usd = (int(sch.tokens_in[k]) * m.price_in / 1e6
+                   + int(sch.tokens_out[k]) * m.price_out / 1e6) if m else 0.0
+            key = (binner.index(plan.scenario_at(plan.config.epoch + float(sch.offsets[k]))),
+                   u.org.region)
+            n, total = out.get(key, (0, 0.0))
+            out[key] = (n + 1, total + usd)
+    return out
+
+
+def org_states(plan: Plan, states: Sequence[StateRecord]) -> list[tuple[int, str, str, str, float]]:
+    """(bin, region, state, provider, weighted organisations) at the end of every bin."""
+    binner = Binner.of(plan.scenario)
+    logs: dict[int, list[tuple[dt.datetime, str, str]]] = defaultdict(list)
+    for st in states:
+        logs[st.user].append((_parse_instant(st.at), st.state, st.provider))
+    out: defaultdict[tuple[int, str, str, str], float] = defaultdict(float)
+    for u in plan.users:
+        log = sorted(logs.get(u.index) or [(plan.scenario.window.start, "direct", "")],
+                     key=lambda x: x[0])
+        k = 0
+        state, provider = "direct", ""
+        for i in range(binner.n):
+            end = binner.end(i)
+            while k < len(log) and log[k][0] < end:
+                _, state, provider = log[k]
+                k += 1
+            out[(i, u.org.region, state, provider if state in ("migrating", "migrated") else "")] \
+                += u.weight
+    return [(i, r, st, p, w) for (i, r, st, p), w in sorted(out.items())]
+
+
+def timeseries_rows(plan: Plan, joined: Sequence[Joined],
+                    states: Sequence[StateRecord]) -> list[tuple[Any, ...]]:
+    binner = Binner.of(plan.scenario)
+    rows: list[tuple[Any, ...]] = []
+
+    def add(i: int, metric: str, region: str, provider: str, path: str, state: str,
+            value: float) -> None:
+        rows.append((binner.label(i), 0, "loadtest", metric, region, provider, path, state, value))
+
+    for (i, region, provider, path), cell in sorted(cells(plan, joined).items()):
+        for metric in ("requests", "allowed", "warned", "blocked", "failed", "retries"):
+            add(i, metric, region, provider, path, "", cell.counts.get(metric, 0))
+        for metric in ("tokens_in", "tokens_out", "revenue_usd"):
+            add(i, metric, region, provider, path, "", cell.sums.get(metric, 0.0))
+        if path == "relay":
+            add(i, "relay_markup_usd", region, provider, path, "", cell.sums["relay_markup_usd"])
+        for name, values in (("latency_ms", cell.latency), ("ttft_ms", cell.ttft)):
+            if values:
+                for p, v in zip(PCTS, np.percentile(values, PCTS), strict=True):
+                    add(i, f"{name}_p{p}", region, provider, path, "", float(v))
+    inc = plan.scenario.incumbent.name
+    for (i, region), (n, usd) in sorted(baseline(plan).items()):
+        add(i, "baseline_requests", region, inc, "direct", "", n)
+        add(i, "baseline_revenue_usd", region, inc, "direct", "", usd)
+    rejected: Counter[tuple[int, str]] = Counter()
+    for (i, _, provider, _), cell in cells(plan, joined).items():
+        rejected[(i, provider)] += cell.counts.get("rejected_429", 0)
+    for (i, provider), n in sorted(rejected.items()):
+        if n:
+            add(i, "rejected_429", "", provider, "", "", n)
+    for i, region, state, provider, weight in org_states(plan, states):
+        add(i, "orgs", region, provider, "", state, weight)
+    return rows
+
+
+# ---------------------------------------------------------------- summary
+
+
+def blocked_regions(s: Scenario) -> frozenset[str]:
+    pol = s.policy.get(s.incumbent.name)
+    codes = {r.code for r in s.regions}
+    if pol is None:
+        return frozenset()
+    return frozenset(c for st in pol.stages if st.action == "block"
+                     for c in expand_regions(st.regions) if c in codes)
+
+
+def allow_listed(s: Scenario) -> frozenset[str]:
+    pol = s.policy.get(s.incumbent.name)
+    return frozenset(g for st in (pol.stages if pol else ()) for g in st.allow_list.segments)
+
+
+def _when(plan: Plan, j: Joined) -> dt.datetime:
+    if j.row:
+        return _parse_instant(j.row.scenario_time)
+    assert j.rec is not None
+    return plan.scenario_at(j.rec.sent)
+
+
+def headline(plan: Plan, joined: Sequence[Joined], states: Sequence[StateRecord],
+             ledger_available: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    s = plan.scenario
+    inc = s.incumbent.name
+    block_at = first_block(s, inc)
+    base = baseline(plan)
+    base_total = sum(usd for _, usd in base.values())
+    rev: defaultdict[str, float] = defaultdict(float)
+    for j in joined:
+        if j.row:
+            rev[j.row.provider] += j.row.revenue_usd
+    h: dict[str, Any] = {}
+    usd = "usd"
+    if ledger_available:
+        actual = rev.get(inc, 0.0)
+        lost = base_total - actual
+        h["incumbent_revenue_usd"] = band([actual], unit=usd, label="incumbent revenue (load test)")
+        h["incumbent_revenue_lost_usd"] = band([lost], unit=usd, label="incumbent revenue lost")
+        h["incumbent_revenue_lost_pct"] = band([100 * lost / base_total if base_total else 0.0],
+                                               unit="pct", label="incumbent revenue lost")
+        for p in s.alternatives:
+            h[f"alt_revenue_gained_usd.{p.name}"] = band([rev.get(p.name, 0.0)], unit=usd,
+                                                         label=f"revenue gained by {p.name}")
+        markup = s.behaviour.relay.markup
+        h["relay_markup_usd"] = band([sum(j.row.revenue_usd * markup for j in joined
+                                          if j.row and j.row.path == "relay")], unit=usd,
+                                     label="mark-up paid to relays")
+    h["incumbent_baseline_revenue_usd"] = band([base_total], unit=usd,
+                                               label="incumbent revenue without the block")
+    final = org_states(plan, states)
+    last = max((i for i, *_ in final), default=0)
+    by_state: defaultdict[str, float] = defaultdict(float)
+    by_provider: defaultdict[str, float] = defaultdict(float)
+    for i, _, state, provider, w in final:
+        if i == last:
+            by_state[state] += w
+            if state == "migrated":
+                by_provider[provider] += w
+    for state in ORG_STATES:
+        h[f"orgs_final.{state}"] = band([by_state.get(state, 0.0)], unit="orgs",
+                                        label=f"organisations {state} at the end (weighted)")
+    for p in s.alternatives:
+        h[f"orgs_migrated.{p.name}"] = band([by_provider.get(p.name, 0.0)], unit="orgs",
+                                            label=f"organisations migrated to {p.name}")
+    h.update(_latency_headline(plan, joined, block_at))
+    firsts = sum(1 for j in joined if j.rec and j.rec.attempt == 0)
+    total = sum(1 for j in joined if j.rec)
+    h["retry_amplification"] = band([total / firsts if firsts else 1.0], unit="ratio",
+                                    label="requests sent per first attempt")
+    for region in (r.code for r in s.regions):
+        mine = [j for j in joined if j.rec and j.rec.region == region and j.rec.provider == inc
+                and (block_at is None or _when(plan, j) >= block_at)]
+        blocked = sum(1 for j in mine if j.decision in ("block", "throttle"))
+        h[f"block_rate.{region}"] = band([blocked / len(mine) if mine else 0.0], unit="ratio",
+                                         label=f"incumbent requests from {region} blocked after "
+                                               "the block start")
+    waterfall = _waterfall(plan, joined, states, base, block_at) if ledger_available else []
+    return h, waterfall
+
+
+def _latency_headline(plan: Plan, joined: Sequence[Joined],
+                      block_at: dt.datetime | None) -> dict[str, Any]:
+    groups: defaultdict[tuple[str, str], list[float]] = defaultdict(list)
+    for j in joined:
+        if j.rec is None or j.decision not in SERVED:
+            continue
+        path = j.row.path if j.row else j.rec.path
+        when = "after" if block_at is not None and _when(plan, j) >= block_at else "before"
+        groups[(path, when)].append(j.rec.latency_ms)
+    out: dict[str, Any] = {}
+    for (path, when), values in sorted(groups.items()):
+        for p, v in zip(PCTS, np.percentile(values, PCTS), strict=True):
+            out[f"latency_ms.{path}.p{p}.{when}"] = band(
+                [float(v)], unit="ms", label=f"{path} latency p{p} {when} the block "
+                                            "(from the intended send instant)")
+    return out
+
+
+def _waterfall(plan: Plan, joined: Sequence[Joined], states: Sequence[StateRecord],
+               base: dict[tuple[int, str], tuple[int, float]],
+               block_at: dt.datetime | None) -> list[dict[str, Any]]:
+    s = plan.scenario
+    inc = s.incumbent.name
+    regions = blocked_regions(s)
+    listed = allow_listed(s)
+    binner = Binner.of(s)
+    first_bin = binner.index(block_at) if block_at else binner.n
+    base_total = sum(usd for _, usd in base.values())
+    blocked = sum(usd for (i, r), (_, usd) in base.items() if r in regions and i >= first_bin)
+    relay = allow = actual = 0.0
+    kept_by_user: defaultdict[int, float] = defaultdict(float)
+    for j in joined:
+        if not j.row or j.row.provider != inc:
+            continue
+        actual += j.row.revenue_usd
+        if j.rec is None or j.rec.region not in regions or binner.index(_when(plan, j)) < first_bin:
+            continue
+        kept_by_user[j.rec.user] += j.row.revenue_usd
+        if j.row.path == "relay":
+            relay += j.row.revenue_usd
+        elif j.rec.segment in listed:
+            allow += j.row.revenue_usd
+    final_state = {st.user: st.state for st in sorted(states, key=lambda x: x.at)}
+    to_alt = to_churn = 0.0
+    for u in plan.users:
+        if u.org.region not in regions:
+            continue
+        sch = plan.schedule(u)
+        owed = 0.0
+        for k in range(len(sch)):
+            if binner.index(plan.scenario_at(plan.config.epoch + float(sch.offsets[k]))) < first_bin:
+                continue
+            m = s.incumbent.model(sch.models[k])
+            if m:
+                owed += int(sch.tokens_in[k]) * m.price_in / 1e6 + int(sch.tokens_out[k]) * m.price_out / 1e6
+        loss = owed - kept_by_user.get(u.index, 0.0)
+        if final_state.get(u.index) in ("migrating", "migrated"):
+            to_alt += loss
+        else:
+            to_churn += loss
+    return [
+        {"label": "baseline", "value_usd": base_total},
+        {"label": "blocked", "value_usd": -blocked},
+        {"label": "kept via relay", "value_usd": relay},
+        {"label": "kept via allow-list", "value_usd": allow},
+        {"label": "lost to alternatives", "value_usd": -to_alt},
+        {"label": "lost to churn", "value_usd": -to_churn},
+        {"label": "actual", "value_usd": actual},
+    ]
+
+
+def capacity_hotspots(plan: Plan, joined: Sequence[Joined]) -> list[dict[str, Any]]:
+    """Bins where a provider refused work with 429, with its mean concurrency (Little's law)."""
+    s, binner = plan.scenario, Binner.of(plan.scenario)
+    bin_wall_ms = binner.bin_s / plan.speedup * 1000
+    busy: defaultdict[tuple[int, str], float] = defaultdict(float)
+    rejected: Counter[tuple[int, str]] = Counter()
+    for j in joined:
+        if not j.row or not j.row.provider:
+            continue
+        key = (binner.index(_parse_instant(j.row.scenario_time)), j.row.provider)
+        busy[key] += j.row.upstream_ms or 0.0
+        if j.row.status == 429 and j.row.decision == "failed":
+            rejected[key] += 1
+    out = []
+    for (i, provider), n in sorted(rejected.items()):
+        capacity = s.provider(provider).capacity.concurrency
+        out.append({"provider": provider, "time": binner.label(i),
+                    "utilisation": busy[(i, provider)] / bin_wall_ms / capacity,
+                    "rejected_429": n})
+    return out

@@ -1,0 +1,321 @@
+"""The load plan: which organisations become Locust users, and what each of them will send.
+
+Scale. The scenario's world (tens of thousands of organisations, millions of requests a day)
+cannot be replayed one to one, so a load test keeps its *shape*:
+
+* **Users.** ``users`` organisations are drawn from ``build_population(scenario, seed)``,
+  stratified by region × segment: every stratum gets one user when there are enough users,
+  else every region gets one (its largest segment), and the rest go to strata in proportion to
+  their organisation counts (largest remainder). Within a stratum the organisations are drawn
+  uniformly without replacement. A user stands for ``weight`` = stratum organisations / users
+  drawn from the stratum, so weighted organisation counts add up to the scenario's.
+* **Rate.** ``rate`` is the aggregate target in requests per wall second when every
+  organisation is active, averaged over a week. A user's share of it is its stratum's share of
+  the population's requests per hour, split equally between the stratum's users (so region and
+  segment traffic shares are the population's, not those of a few heavy-tailed draws). The
+  curve follows :func:`loadtests.traffic.activity` by the user's region; behaviour (churn,
+  retries) then thins or adds to it while the test runs.
+
+Everything a user sends is drawn here, up front, from seeded generators: the arrival instants,
+and per request the model (from the segment's mix), prompt and completion tokens (from the
+segment's distributions, capped: see ``max_tokens_in``/``max_tokens_out``) and whether it
+streams. The plan is a pure function of the configuration, so every Locust process (master,
+workers) and the analysis afterwards compute the very same plan.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+from loadtests import traffic
+from scenarios.distributions import sample
+from scenarios.errors import UsageError
+from scenarios.loader import Loaded, load
+from scenarios.population import Org, build_population, segment_counts
+from scenarios.schema import Scenario
+
+ENV_PREFIX = "REGIONBLOCK_"
+DEFAULT_USERS = 40
+DEFAULT_RATE = 50.0
+DEFAULT_MAX_TOKENS_IN = 2048
+DEFAULT_MAX_TOKENS_OUT = 64
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoadConfig:
+    """What a load test replays and how hard: shared by the orchestrator and every Locust process.
+
+    It travels to Locust processes as ``REGIONBLOCK_*`` environment variables (:meth:`to_env`,
+    :meth:`from_env`), so a plain ``locust -f loadtests/locustfile.py`` can be driven the same way.
+    """
+
+    scenario: str
+    overrides: tuple[str, ...] = ()
+    duration_s: float
+    epoch: float
+    users: int = DEFAULT_USERS
+    rate: float = DEFAULT_RATE
+    seed: int = 0
+    max_tokens_in: int = DEFAULT_MAX_TOKENS_IN
+    max_tokens_out: int = DEFAULT_MAX_TOKENS_OUT
+    relay_url: str = ""
+    events_dir: str = ""
+    epoch_file: str = ""  # when set, users wait for it and read the epoch from it
+    drain_s: float = 5.0  # after the last planned send, time for answers before Locust stops
+    run_id: str = "lt"
+    workers: int = 1
+
+    def __post_init__(self) -> None:
+        checks = (
+            (self.duration_s > 0 and math.isfinite(self.duration_s), "duration", self.duration_s),
+            (self.users >= 1, "users", self.users),
+            (self.rate > 0 and math.isfinite(self.rate), "rate", self.rate),
+            (self.max_tokens_in >= 1, "max-tokens-in", self.max_tokens_in),
+            (self.max_tokens_out >= 1, "max-tokens-out", self.max_tokens_out),
+            (self.workers >= 1, "workers", self.workers),
+        )
+        for ok, flag, value in checks:
+            if not ok:
+                raise UsageError(f"--{flag}: {value!r} must be greater than zero")
+
+    def to_env(self) -> dict[str, str]:
+        out = {}
+        for key, value in asdict(self).items():
+            if key == "overrides":
+                out[ENV_PREFIX + "SET"] = json.dumps(list(value))
+            elif key == "duration_s":
+                out[ENV_PREFIX + "DURATION"] = f"{value!r}s"
+            else:
+                out[ENV_PREFIX + key.upper()] = str(value)
+        return out
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], *, default_epoch: float) -> LoadConfig:
+        """Read the configuration; ``REGIONBLOCK_SCENARIO`` and ``_DURATION`` are required."""
+        from scenarios.clock import parse_duration
+
+        def get(key: str, default: str = "") -> str:
+            return env.get(ENV_PREFIX + key.upper(), default).strip()
+
+        if not get("scenario"):
+            raise UsageError(f"{ENV_PREFIX}SCENARIO: not set (a scenario name or file)")
+        if not get("duration"):
+            raise UsageError(f"{ENV_PREFIX}DURATION: not set (e.g. 60s, 5m)")
+        try:
+            overrides = tuple(str(o) for o in json.loads(get("set") or "[]"))
+            return cls(
+                scenario=get("scenario"), overrides=overrides,
+                duration_s=parse_duration(get("duration"), what=ENV_PREFIX + "DURATION"),
+                epoch=float(get("epoch") or default_epoch),
+                users=int(get("users") or DEFAULT_USERS), rate=float(get("rate") or DEFAULT_RATE),
+                seed=int(get("seed") or 0),
+                max_tokens_in=int(get("max_tokens_in") or DEFAULT_MAX_TOKENS_IN),
+                max_tokens_out=int(get("max_tokens_out") or DEFAULT_MAX_TOKENS_OUT),
+                relay_url=get("relay_url"), events_dir=get("events_dir"),
+                epoch_file=get("epoch_file"), drain_s=float(get("drain_s") or 5.0),
+                run_id=get("run_id") or "lt", workers=int(get("workers") or 1),
+            )
+        except ValueError as exc:
+            raise UsageError(f"{ENV_PREFIX}*: {exc}") from None
+
+
+def config_from_os_env(default_epoch: float) -> LoadConfig:
+    return LoadConfig.from_env(os.environ, default_epoch=default_epoch)
+
+
+# ---------------------------------------------------------------- the users
+
+
+@dataclass(frozen=True)
+class Stratum:
+    region: str
+    segment: str
+    orgs: tuple[Org, ...]
+
+    @property
+    def requests_per_hour(self) -> float:
+        return sum(o.requests_per_hour for o in self.orgs)
+
+
+@dataclass(frozen=True)
+class UserSpec:
+    """One Locust user: an organisation, whom it stands for, and its share of the rate."""
+
+    index: int
+    org: Org
+    weight: float  # organisations of the scenario this user stands for
+    share: float  # fraction of the aggregate rate (sum over users = 1)
+
+
+def strata(population: list[Org]) -> list[Stratum]:
+    """Region × segment groups in population order (which is scenario order)."""
+    groups: dict[tuple[str, str], list[Org]] = {}
+    for org in population:
+        groups.setdefault((org.region, org.segment), []).append(org)
+    return [Stratum(r, g, tuple(orgs)) for (r, g), orgs in groups.items()]
+
+
+def allocate(users: int, groups: list[Stratum]) -> list[int]:
+    """Users per stratum: one each if possible, else one per region, the rest by size."""
+    alloc = [0] * len(groups)
+    if users >= len(groups):
+        alloc = [1] * len(groups)
+    elif users >= len({g.region for g in groups}):
+        for region in dict.fromkeys(g.region for g in groups):
+            largest = max((i for i, g in enumerate(groups) if g.region == region),
+                          key=lambda i: len(groups[i].orgs))
+            alloc[largest] = 1
+    rest = users - sum(alloc)
+    while rest > 0:
+        room = [len(g.orgs) - a for g, a in zip(groups, alloc, strict=True)]
+        total = sum(room)
+        if total == 0:
+            break
+        extra = segment_counts(min(rest, total), [r / total for r in room])
+        extra = [min(e, r) for e, r in zip(extra, room, strict=True)]
+        alloc = [a + e for a, e in zip(alloc, extra, strict=True)]
+        rest = users - sum(alloc)
+    return alloc
+
+
+def sample_users(s: Scenario, users: int, seed: int) -> list[UserSpec]:
+    """The organisations that become Locust users (see the module docstring)."""
+    groups = strata(build_population(s, seed))
+    alloc = allocate(users, groups)
+    traffic_total = sum(g.requests_per_hour for g, a in zip(groups, alloc, strict=True) if a)
+    out: list[UserSpec] = []
+    for gi, (group, n) in enumerate(zip(groups, alloc, strict=True)):
+        if n == 0:
+            continue
+        rng = np.random.default_rng([seed, 101, gi])
+        picks = sorted(rng.choice(len(group.orgs), size=n, replace=False).tolist())
+        share = group.requests_per_hour / traffic_total / n
+        weight = len(group.orgs) / n
+        out += [UserSpec(len(out) + k, group.orgs[i], weight, share) for k, i in enumerate(picks)]
+    return out
+
+
+# ---------------------------------------------------------------- what each user sends
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """One user's planned requests: wall offsets from the epoch and what each one asks for."""
+
+    offsets: np.ndarray  # wall seconds after the epoch, sorted
+    models: tuple[str, ...]  # the incumbent's model names (migrants send the substitute)
+    tokens_in: np.ndarray
+    tokens_out: np.ndarray
+    stream: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The whole load test: the scenario, the users and (lazily) their schedules."""
+
+    config: LoadConfig
+    loaded: Loaded
+    users: tuple[UserSpec, ...]
+    _schedules: dict[int, Schedule] = field(default_factory=dict, repr=False)
+    _curves: dict[float, np.ndarray] = field(default_factory=dict, repr=False)
+
+    @property
+    def scenario(self) -> Scenario:
+        return self.loaded.scenario
+
+    @cached_property
+    def hours(self) -> int:
+        w = self.scenario.window
+        return traffic.window_hours(w.start, w.end)
+
+    @property
+    def step_wall_s(self) -> float:
+        """Wall seconds per scenario hour."""
+        return self.config.duration_s / (self.scenario.window.hours)
+
+    def scenario_at(self, wall: float) -> dt.datetime:
+        w = self.scenario.window
+        return w.start + dt.timedelta(seconds=(wall - self.config.epoch) * self.speedup)
+
+    def wall_at(self, when: dt.datetime) -> float:
+        return self.config.epoch + (when - self.scenario.window.start).total_seconds() / self.speedup
+
+    @property
+    def speedup(self) -> float:
+        """Scenario seconds per wall second (the clock compression factor)."""
+        return self.scenario.window.hours * 3600 / self.config.duration_s
+
+    def rate_curve(self, user: UserSpec) -> np.ndarray:
+        """The user's target rate (requests per wall second) in each scenario hour."""
+        offset = self.scenario.region(user.org.region).utc_offset
+        curve = self._curves.get(offset)
+        if curve is None:
+            start = self.scenario.window.start
+            curve = self._curves[offset] = traffic.hourly_activity(offset, start, self.hours)
+        return np.asarray(self.config.rate * user.share * curve, dtype=float)
+
+    def target_curve(self) -> np.ndarray:
+        """The aggregate target rate per scenario hour (every organisation active)."""
+        return np.sum([self.rate_curve(u) for u in self.users], axis=0)
+
+    def schedule(self, user: UserSpec) -> Schedule:
+        cached = self._schedules.get(user.index)
+        if cached is None:
+            cached = self._schedules[user.index] = self._draw(user)
+        return cached
+
+    def _draw(self, user: UserSpec) -> Schedule:
+        s = self.scenario
+        seg = s.segment(user.org.segment)
+        rng = np.random.default_rng([self.config.seed, 7, user.index])
+        offsets = traffic.arrival_times(self.rate_curve(user), self.step_wall_s, rng)
+        offsets = offsets[offsets < self.config.duration_s]
+        n = len(offsets)
+        names = list(seg.model_mix)
+        picks = rng.choice(len(names), size=n, p=np.array([seg.model_mix[m] for m in names]))
+        tin = np.clip(np.rint(sample(seg.tokens_in, rng, n)), 1, self.config.max_tokens_in)
+        tout = np.clip(np.rint(sample(seg.tokens_out, rng, n)), 1, self.config.max_tokens_out)
+        stream = rng.random(n) < seg.stream_share
+        return Schedule(offsets, tuple(names[i] for i in picks), tin.astype(np.int64),
+                        tout.astype(np.int64), stream)
+
+    # ------------------------------------------------------------ scale
+
+    def scale(self) -> dict[str, float | int | str]:
+        """How the load test relates to the scenario's full-size world (for summary.json)."""
+        population = build_population(self.scenario, self.config.seed)
+        full_rph = sum(o.requests_per_hour for o in population)
+        lt_rph = self.config.rate * self.step_wall_s  # load-test requests per scenario hour
+        return {
+            "users": len(self.users),
+            "organisations": len(population),
+            "orgs_per_user": len(population) / len(self.users),
+            "target_rate_rps": self.config.rate,
+            "population_requests_per_hour": full_rph,
+            "loadtest_requests_per_scenario_hour": lt_rph,
+            "requests_scale": lt_rph / full_rph if full_rph else 0.0,
+            "speedup": self.speedup,
+            "wall_s_per_scenario_day": 24 * self.step_wall_s,
+            "max_tokens_in": self.config.max_tokens_in,
+            "max_tokens_out": self.config.max_tokens_out,
+            "note": "requests, tokens and USD are load-test counts; divide by requests_scale for "
+                    "the full-size world. orgs rows are weighted: each user stands for "
+                    "orgs_per_user organisations of its region x segment stratum.",
+        }
+
+
+def build_plan(config: LoadConfig, loaded: Loaded | None = None) -> Plan:
+    """The plan for ``config`` (loads the scenario unless ``loaded`` is given)."""
+    loaded = loaded or load(config.scenario, config.overrides)
+    return Plan(config, loaded, tuple(sample_users(loaded.scenario, config.users, config.seed)))

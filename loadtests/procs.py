@@ -1,0 +1,180 @@
+"""Child processes of a load test: start, wait until ready, stop — always, whatever happens.
+
+Every child runs in its own session (its own process group), so a Ctrl-C in the terminal
+reaches only the orchestrator, which then stops the children itself, in reverse start order:
+SIGTERM to the group, a deadline, then SIGKILL. :class:`Processes` is a context manager that does
+this on exit however the block ends (normal end, exception, KeyboardInterrupt); while it is
+active SIGTERM to the orchestrator is turned into KeyboardInterrupt so it ends the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType, TracebackType
+
+from loadtests.errors import ServiceFailedError, ServiceStartError
+
+POLL_S = 0.05
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def tail(self, lines: int = 12) -> str:
+        try:
+            text = self.log.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.strip().splitlines()[-lines:])
+
+    def exited(self) -> int | None:
+        return self.proc.poll()
+
+
+@dataclass
+class Processes:
+    """The processes one load test started (stopped in reverse order on exit)."""
+
+    log_dir: Path
+    stop_timeout_s: float = 10.0
+    children: list[Child] = field(default_factory=list)
+    _old_sigterm: object = None
+
+    def __enter__(self) -> Processes:
+        with contextlib.suppress(ValueError):  # not in the main thread: leave SIGTERM alone
+            self._old_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop_all()
+        if self._old_sigterm is not None:
+            with contextlib.suppress(ValueError, TypeError):
+                signal.signal(signal.SIGTERM, self._old_sigterm)  # type: ignore[arg-type]
+
+    def start(self, name: str, argv: Sequence[str], *, env: dict[str, str] | None = None,
+              cwd: Path | None = None) -> Child:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_dir / f"{name}.log"
+        with log.open("wb") as fh:
+            proc = subprocess.Popen(list(argv), stdout=fh, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, env=env, cwd=cwd,
+                                    start_new_session=True)
+        child = Child(name, proc, log)
+        self.children.append(child)
+        return child
+
+    def check_alive(self, *, except_: Sequence[Child] = ()) -> None:
+        """ServiceFailedError if a child (other than ``except_``) has exited."""
+        for child in self.children:
+            if child in except_:
+                continue
+            code = child.exited()
+            if code is not None:
+                raise ServiceFailedError(f"{child.name} exited with status {code} during the test:\n"
+                                         f"{child.tail()}")
+
+    def stop(self, child: Child) -> int | None:
+        """SIGTERM its process group, wait, then SIGKILL; returns the exit status."""
+        if child.exited() is None:
+            _signal_group(child.proc.pid, signal.SIGTERM)
+            try:
+                child.proc.wait(timeout=self.stop_timeout_s)
+            except subprocess.TimeoutExpired:
+                _signal_group(child.proc.pid, signal.SIGKILL)
+                child.proc.wait(timeout=self.stop_timeout_s)
+        return child.proc.returncode
+
+    def stop_all(self) -> None:
+        for child in reversed(self.children):
+            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                self.stop(child)
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+# ---------------------------------------------------------------- readiness
+
+
+def wait_until(ready: Callable[[], bool], *, deadline: float, child: Child, what: str) -> None:
+    """Poll ``ready`` until it is true; ServiceStartError at the deadline or if ``child`` exits."""
+    while True:
+        if ready():
+            return
+        code = child.exited()
+        if code is not None:
+            raise ServiceStartError(f"{child.name} exited with status {code} before {what}:\n"
+                                    f"{child.tail()}")
+        if time.monotonic() >= deadline:
+            raise ServiceStartError(f"{child.name}: {what} did not happen within the deadline:\n"
+                                    f"{child.tail()}")
+        time.sleep(POLL_S)
+
+
+def http_ok(url: str, timeout_s: float = 1.0) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+                return 200 <= int(resp.status) < 300
+        except (urllib.error.URLError, OSError, ValueError):
+            return False
+    return check
+
+
+def tcp_open(host: str, port: int) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+    return check
+
+
+# ---------------------------------------------------------------- ports
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def free_port_block(n: int, host: str = "127.0.0.1", attempts: int = 50) -> int:
+    """A base port P such that P..P+n-1 are all free right now."""
+    for _ in range(attempts):
+        base = free_port(host)
+        if base + n > 65535:
+            continue
+        if all(_bindable(host, base + i) for i in range(n)):
+            return base
+    raise ServiceStartError(f"no block of {n} free consecutive ports on {host}")
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True

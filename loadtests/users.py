@@ -1,0 +1,321 @@
+"""The Locust side: one user per organisation, replaying its open-model schedule.
+
+:class:`World` is this process's view of the load test (plan, agents, event log), built once
+when Locust initialises and hung on the Locust ``Environment``; :class:`OrgUser` is the user.
+
+A user sleeps until each planned instant and then *spawns* the request (a greenlet per request,
+up to the connection pool's size in flight), so the arrival process does not slow down when the
+system does: an open model. Locust's statistics get each request's time from its *intended*
+send instant (no coordinated omission), under the name ``provider|REGION|path`` (split by
+region, path and provider); streamed requests also report their time to first token as a
+``TTFT`` entry of the same name. Policy denials are marked as failures (``block: HTTP 403``), so
+``locust_failures.csv`` shows them by region and path.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import gevent
+import gevent.event
+import numpy as np
+from gevent.pool import Pool
+from locust import FastHttpUser, constant, task
+from locust.env import Environment
+from locust.exception import StopUser
+from locust.runners import MasterRunner, WorkerRunner
+
+from loadtests.agent import OrgAgent, Route
+from loadtests.events import EventWriter, RequestRecord, StateRecord
+from loadtests.plan import LoadConfig, Plan, Schedule, UserSpec, build_plan
+from loadtests.wire import (
+    PROVIDER_HEADER,
+    REQUEST_ID_HEADER,
+    DenialStatuses,
+    chat_body,
+    classify,
+    read_sse_lines,
+    usage_of,
+)
+from scenarios.clock import format_instant
+from scenarios.distributions import sample_one
+from scenarios.geo import default_geo
+
+CHAT_PATH = "/v1/chat/completions"
+WORLD_ATTR = "regionblock_world"
+EPOCH_POLL_S = 0.01
+log = logging.getLogger("regionblock.loadtest")
+
+
+class World:
+    """Everything the users of one Locust process share."""
+
+    def __init__(self, environment: Environment, config: LoadConfig) -> None:
+        self.environment = environment
+        self.config = config
+        self.plan: Plan = build_plan(config)
+        s = self.plan.scenario
+        self.denials = DenialStatuses.of(s)
+        self.ips = self._source_ips()
+        self.agents: dict[int, OrgAgent] = {}
+        self.logged: dict[int, int] = {}
+        self.events = EventWriter(config.events_dir)
+        self._claims = itertools.count()
+        self.finished = 0
+        self.started = 0
+        self.go = gevent.event.Event()
+
+    def start(self) -> None:
+        """Start waiting for the epoch (in the gevent loop that runs the users)."""
+        if self.config.epoch_file:
+            gevent.spawn(self._await_epoch, Path(self.config.epoch_file))
+        else:
+            self.go.set()
+
+    def _await_epoch(self, path: Path) -> None:
+        epoch = await_epoch(path)
+        self.config = replace(self.config, epoch=epoch)
+        self.plan = replace(self.plan, config=self.config)
+        self.go.set()
+
+    def _source_ips(self) -> dict[int, str]:
+        """One address of the user's region per organisation (the shared geography)."""
+        geo = default_geo()
+        return {u.index: geo.sample_ips(u.org.region, 1,
+                                        np.random.default_rng([self.config.seed, 13, u.index]))[0]
+                for u in self.plan.users}
+
+    def claim(self) -> UserSpec | None:
+        """The next organisation for a starting user of this process (None: none left).
+
+        Locust's master hands users to workers round robin, so worker ``w`` of ``W`` plays
+        organisations ``w, w+W, w+2W, ...``.
+        """
+        runner = self.environment.runner
+        worker = runner.worker_index if isinstance(runner, WorkerRunner) else 0
+        index = next(self._claims) * self.config.workers + max(worker, 0)
+        if index >= len(self.plan.users):
+            return None
+        return self.plan.users[index]
+
+    def agent(self, user: UserSpec) -> OrgAgent:
+        agent = self.agents.get(user.index)
+        if agent is None:
+            s = self.plan.scenario
+            agent = self.agents[user.index] = OrgAgent(
+                s, region=user.org.region, segment=user.org.segment,
+                rng=np.random.default_rng([self.config.seed, 11, user.index]),
+                relay_available=bool(self.config.relay_url), start=s.window.start)
+        return agent
+
+    def migrated_share(self, region: str) -> dict[str, float]:
+        """Weighted share of this process's users of ``region`` migrated to each provider."""
+        total = 0.0
+        by: dict[str, float] = {}
+        for u in self.plan.users:
+            if u.org.region != region:
+                continue
+            total += u.weight
+            agent = self.agents.get(u.index)
+            if agent is not None and agent.state == "migrated":
+                by[agent.target] = by.get(agent.target, 0.0) + u.weight
+        return {k: v / total for k, v in by.items()} if total else {}
+
+    def sync_states(self, user: UserSpec, agent: OrgAgent) -> None:
+        """Write the agent's transitions not written yet."""
+        done = self.logged.get(user.index, 0)
+        for t in agent.log[done:]:
+            self.events.state(StateRecord(user.index, user.org.id, user.org.region,
+                                          format_instant(t.at), t.state, t.provider))
+        self.logged[user.index] = len(agent.log)
+
+    def user_finished(self) -> None:
+        """When every local user is done, a stand-alone runner stops at once (no idle tail)."""
+        self.finished += 1
+        runner = self.environment.runner
+        if self.finished >= self.started and not isinstance(runner, (WorkerRunner, MasterRunner)) \
+                and runner is not None:
+            gevent.spawn_later(0.2, runner.quit)
+
+
+def await_epoch(path: Path) -> float:
+    """The orchestrator writes the epoch once every process is ready: then the clock starts."""
+    while not path.is_file():
+        gevent.sleep(EPOCH_POLL_S)
+    return float(path.read_text(encoding="utf-8").strip())
+
+
+def stop_after_run(environment: Environment, config: LoadConfig) -> None:
+    """Quit the runner (which writes the reports) when the last request's answer is due."""
+    epoch = await_epoch(Path(config.epoch_file)) if config.epoch_file else config.epoch
+    gevent.sleep(max(0.0, epoch + config.duration_s + config.drain_s - time.time()))
+    if environment.runner is not None:
+        environment.runner.quit()
+
+
+class WorldHolder:
+    """Builds the World off the gevent loop, so a worker keeps sending heartbeats meanwhile
+    (drawing the plan and the source addresses takes seconds on a busy machine)."""
+
+    def __init__(self) -> None:
+        self.ready = gevent.event.Event()
+        self.world: World | None = None
+        self.error = ""
+
+    def build(self, environment: Environment, config: LoadConfig) -> None:
+        try:
+            self.world = gevent.get_hub().threadpool.apply(World, (environment, config))
+            self.world.start()
+        except Exception as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            self.ready.set()
+
+
+def world_of(environment: Environment) -> World:
+    holder = getattr(environment, WORLD_ATTR, None)
+    if holder is None:
+        raise RuntimeError("the regionblock load-test world was not initialised "
+                           "(run Locust with -f loadtests/locustfile.py)")
+    holder.ready.wait()
+    if holder.world is None:
+        raise RuntimeError(f"the regionblock load-test world could not be built: {holder.error}")
+    return holder.world
+
+
+class OrgUser(FastHttpUser):
+    """One organisation of the scenario, replaying its planned requests."""
+
+    host = "http://127.0.0.1:18080"
+    wait_time = constant(0)
+    concurrency = 32  # requests one organisation may have in flight (the open model's headroom)
+    network_timeout = 120.0
+    connection_timeout = 10.0
+    insecure = False
+
+    def on_start(self) -> None:
+        self.world = world_of(self.environment)
+        spec = self.world.claim()
+        if spec is None:
+            log.warning("more Locust users than planned organisations: this user stays idle")
+            raise StopUser()
+        self.spec = spec
+        self.world.started += 1
+        self.agent = self.world.agent(spec)
+        self.schedule: Schedule = self.world.plan.schedule(spec)
+        self.seq = itertools.count()
+        self.inflight = Pool(self.concurrency)
+        self.world.events.user(spec.index, spec.org.id, time.time())
+
+    @task
+    def replay(self) -> None:
+        self.world.go.wait()
+        plan, epoch = self.world.plan, self.world.config.epoch
+        for k in range(len(self.schedule)):
+            intended = epoch + float(self.schedule.offsets[k])
+            gevent.sleep(max(0.0, intended - time.time()))
+            share = self.world.migrated_share(self.spec.org.region)
+            route = self.agent.route(plan.scenario_at(intended), share)
+            self.world.sync_states(self.spec, self.agent)
+            if route is None:
+                break  # churned: this organisation sends nothing more
+            self.inflight.spawn(self._send_with_retries, k, intended, route)
+        self.inflight.join()
+        self.world.events.done(self.spec.index, time.time())
+        self.world.user_finished()
+        while True:  # done: idle until the runner stops (a task that returns would run again)
+            gevent.sleep(3600)
+
+    # ------------------------------------------------------------ one request
+
+    def _send_with_retries(self, k: int, intended: float, route: Route) -> None:
+        retry = self.world.plan.scenario.segment(self.spec.org.segment).retry
+        attempt = 0
+        while True:
+            rec = self._send(k, intended, route, attempt)
+            plan = self.world.plan
+            share = self.world.migrated_share(self.spec.org.region)
+            self.agent.observe(plan.scenario_at(rec.sent), rec.decision, route.path, share)
+            self.world.sync_states(self.spec, self.agent)
+            if rec.status not in retry.statuses or attempt >= retry.max_retries:
+                return
+            attempt += 1
+            backoff_s = max(0.0, sample_one(retry.backoff_s, self.agent.rng)) / plan.speedup
+            intended = rec.done + backoff_s  # scenario seconds on the compressed clock
+            gevent.sleep(max(0.0, intended - time.time()))
+
+    def _send(self, k: int, intended: float, route: Route, attempt: int) -> RequestRecord:
+        sch, spec, world = self.schedule, self.spec, self.world
+        model = self.agent.model_for(route, sch.models[k])
+        stream = bool(sch.stream[k])
+        tin, tout = int(sch.tokens_in[k]), int(sch.tokens_out[k])
+        client_id = f"{world.config.run_id}-{spec.index}-{next(self.seq)}"
+        name = f"{route.provider}|{spec.org.region}|{route.path}"
+        url = world.config.relay_url.rstrip("/") + CHAT_PATH if route.path == "relay" else CHAT_PATH
+        headers = {"Authorization": f"Bearer sk-{spec.org.id}", "X-Forwarded-For": world.ips[spec.index],
+                   "Content-Type": "application/json", "Accept-Encoding": "identity",
+                   "X-Client-Request-Id": client_id}
+        ttft: list[float] = []
+        sent = time.time()
+        body: Any = chat_body(model, tin, tout, stream)  # bytes: geventhttpclient sends them as is
+        with self.client.request("POST", url, data=body,
+                                 headers=headers, name=name, stream=stream,
+                                 catch_response=True) as resp:
+            status = int(resp.status_code or 0)
+            got = {key.lower(): value for key, value in (resp.headers or {}).items()}
+            usage, complete, error = self._read_body(resp, status, stream, ttft)
+            done = time.time()
+            decision = classify(status, got, world.denials, complete=complete)
+            resp.request_meta["response_time"] = (done - intended) * 1000
+            if decision in ("allow", "warn"):
+                resp.success()
+            else:
+                resp.failure(f"{decision}: HTTP {status}{' ' + error if error else ''}")
+        ttft_ms = (ttft[0] - intended) * 1000 if ttft else None
+        if ttft_ms is not None:
+            self.environment.events.request.fire(
+                request_type="TTFT", name=name, response_time=ttft_ms, response_length=0,
+                exception=None, context={})
+        rec = RequestRecord(
+            id=got.get(REQUEST_ID_HEADER, ""), client_id=client_id, user=spec.index,
+            org=spec.org.id, region=spec.org.region, segment=spec.org.segment,
+            provider=route.provider, path=route.path, model=model, stream=stream, attempt=attempt,
+            intended=intended, sent=sent, done=done, status=status, decision=decision,
+            tokens_in=tin, tokens_out=tout, usage_in=usage[0] if usage else -1,
+            usage_out=usage[1] if usage else -1, ttft_ms=ttft_ms,
+            served_by=got.get(PROVIDER_HEADER, ""), error=error)
+        world.events.request(rec)
+        return rec
+
+    def _read_body(self, resp: Any, status: int, stream: bool,
+                   ttft: list[float]) -> tuple[tuple[int, int] | None, bool, str]:
+        """(usage, complete, error) of the response body; records the first token's instant."""
+        if status == 0:
+            return None, False, type(getattr(resp, "error", None)).__name__
+        try:
+            if stream and status == 200:
+                reading = read_sse_lines(_lines(resp), lambda: ttft.append(time.time()))
+                ok = reading.done and reading.usage is not None
+                return reading.usage, ok, "" if ok else "stream_incomplete"
+            usage = usage_of(resp.content or b"") if status == 200 else None
+            return usage, usage is not None, "" if status != 200 or usage else "usage_missing"
+        except Exception as exc:  # a connection broken mid-body: the request failed
+            return None, False, type(exc).__name__
+
+
+def _lines(resp: Any) -> Iterator[bytes]:
+    """The body of a streamed response, line by line, as it arrives."""
+    buffer = b""
+    for chunk in resp.iter_content(chunk_size=4096, decode_content=False):
+        buffer += chunk if isinstance(chunk, bytes) else chunk.encode()
+        *lines, buffer = buffer.split(b"\n")
+        yield from lines
+    if buffer:
+        yield buffer

@@ -1,0 +1,82 @@
+"""``regionblock loadtest SCENARIO``: the scenario's world on real sockets (see loadtests.run)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from loadtests.errors import LoadTestError
+from loadtests.plan import DEFAULT_MAX_TOKENS_OUT, DEFAULT_RATE, DEFAULT_USERS
+from loadtests.run import DEFAULT_TIME_SCALE, loadtest
+from regionblock.common import add_scenario_arg, default_runs_dir, load_scenario, stderr_console
+from scenarios.clock import parse_duration, parse_when
+
+EPILOG = """\
+Distributed: one host runs the master, the others the workers (same scenario, same EPOCH):
+  REGIONBLOCK_SCENARIO=S REGIONBLOCK_DURATION=5m REGIONBLOCK_EPOCH=E REGIONBLOCK_USERS=N \\
+  REGIONBLOCK_WORKERS=W locust -f loadtests/locustfile.py --master --headless -u N -r N -t 6m \\
+      --expect-workers W --host http://GATEWAY:18080
+  (on each worker host, same environment)  locust -f loadtests/locustfile.py --worker \\
+      --master-host MASTER
+"""
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "loadtest", help="replay the scenario against a real gateway with Locust",
+        description="Put the scenario's organisations, policy and behaviour onto real sockets on a "
+                    "compressed clock: start mock upstreams, the relay and the gateway (unless "
+                    "--host), run Locust headless with one user per sampled organisation at an "
+                    "open-model rate following the scenario's traffic curve, then reconcile "
+                    "Locust's requests with the gateway's ledger, check the scenario's SLOs and "
+                    "write a run directory. Exit 1 if a check fails.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_scenario_arg(p)
+    p.add_argument("--duration", default="60s", metavar="D",
+                   help="wall time the scenario window is compressed onto (default 60s)")
+    p.add_argument("--users", type=int, default=DEFAULT_USERS, metavar="N",
+                   help=f"organisations (Locust users), stratified by region x segment "
+                        f"(default {DEFAULT_USERS})")
+    p.add_argument("--rate", type=float, default=DEFAULT_RATE, metavar="R",
+                   help=f"mean target requests per wall second over a week, all organisations "
+                        f"active (default {DEFAULT_RATE:g})")
+    p.add_argument("--host", default=None, metavar="URL",
+                   help="target this OpenAI-compatible endpoint instead of starting a gateway "
+                        "(no ledger to reconcile)")
+    p.add_argument("--workers", type=int, default=0, metavar="N",
+                   help="run a Locust master and N local worker processes (default 0: one process)")
+    p.add_argument("--out", default=str(default_runs_dir()), metavar="DIR",
+                   help="runs root (default runs/)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed (default 0)")
+    p.add_argument("--time-scale", type=float, default=DEFAULT_TIME_SCALE, metavar="X",
+                   help=f"divide the mock upstreams' latencies by X (default {DEFAULT_TIME_SCALE:g})")
+    p.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS_OUT, metavar="N",
+                   help=f"cap on completion tokens per request (default {DEFAULT_MAX_TOKENS_OUT})")
+    p.add_argument("--epoch", default=None, metavar="WHEN",
+                   help="wall instant the scenario starts (unix time or ISO-8601; default a few "
+                        "seconds from now) — for --host targets running --compress D@EPOCH")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    loaded = load_scenario(args)
+    duration = parse_duration(args.duration, what="--duration")
+    epoch = _epoch(args.epoch) if args.epoch else None
+    console = stderr_console()
+    try:
+        run_dir, code = loadtest(loaded, duration_s=duration, users=args.users, host=args.host,
+                                 workers=args.workers, out=Path(args.out), rate=args.rate,
+                                 seed=args.seed, time_scale=args.time_scale,
+                                 max_tokens_out=args.max_tokens, epoch=epoch, console=console)
+    except LoadTestError as exc:
+        console.print(f"load test failed: {exc}")
+        return 1
+    print(run_dir)
+    return code
+
+
+def _epoch(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return parse_when(text, what="--epoch").timestamp()

@@ -1,0 +1,104 @@
+"""Reconciliation, the revenue check, rate accuracy and the orgs timeseries, on exact inputs."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+import pytest
+
+from loadtests import analysis
+from loadtests.events import RequestRecord, StateRecord
+from loadtests.ledger import LedgerRow
+from loadtests.plan import LoadConfig, Plan, build_plan
+from scenarios.loader import load
+
+S = load("openai-2024-cn-hk").scenario
+
+
+def rec(i: int, decision: str, **kw: object) -> RequestRecord:
+    base = dict(id=f"g{i}", client_id=f"c{i}", user=0, org="cn-startup-000001", region="CN",
+                segment="startup", provider="openai", path="direct", model="gpt-4o", stream=False,
+                attempt=0, intended=100.0 + i, sent=100.0 + i, done=100.1 + i, status=200,
+                decision=decision, tokens_in=10, tokens_out=5, usage_in=10, usage_out=5,
+                ttft_ms=None, served_by="openai", error="")
+    base.update(kw)
+    return RequestRecord(**base)  # type: ignore[arg-type]
+
+
+def row(i: int, decision: str, **kw: object) -> LedgerRow:
+    base = dict(request_id=f"g{i}", wall_time=100.0 + i, scenario_time="2024-07-10T00:00:00Z",
+                org="cn-startup-000001", home_region="CN", country="CN", asn=None,
+                asn_class="isp", provider="openai", model="gpt-4o", decision=decision, stage="",
+                status=200, tokens_in=10, tokens_out=5, revenue_usd=10 * 5.0 / 1e6 + 5 * 15.0 / 1e6,
+                upstream_ms=1.0, total_ms=2.0, ttft_ms=None, path="direct", stream=0, error="")
+    base.update(kw)
+    return LedgerRow(**base)  # type: ignore[arg-type]
+
+
+def test_reconciliation_passes_when_every_request_is_booked_as_seen() -> None:
+    r = analysis.reconcile([rec(1, "allow"), rec(2, "block")], [row(1, "allow"), row(2, "block")])
+    assert r["passed"]
+    assert r["by_decision"] == {"allow": {"locust": 1, "ledger": 1},
+                                "block": {"locust": 1, "ledger": 1}}
+
+
+def test_reconciliation_names_what_does_not_match() -> None:
+    r = analysis.reconcile([rec(1, "allow"), rec(2, "block"), rec(3, "failed", id="")],
+                           [row(1, "warn"), row(2, "block"), row(9, "allow")])
+    assert not r["passed"]
+    assert (r["unmatched_locust"], r["unmatched_ledger"], r["decision_mismatches"]) == (1, 1, 1)
+    assert r["examples"]["decision_mismatches"] == [["c1", "allow", "warn"]]
+
+
+def test_revenue_check_is_exact_per_row() -> None:
+    good = row(1, "allow")
+    bad = dataclasses.replace(row(2, "allow"), revenue_usd=good.revenue_usd * (1 + 1e-9))
+    assert analysis.revenue_check(S, [good])["passed"]
+    result = analysis.revenue_check(S, [good, bad])
+    assert not result["passed"] and result["mismatches"] == 1
+    assert result["examples"][0]["request_id"] == "g2"
+
+
+def test_token_check_compares_ledger_with_the_response_usage() -> None:
+    joined = analysis.join([rec(1, "allow"), rec(2, "allow", usage_out=4)],
+                           [row(1, "allow"), row(2, "allow")])
+    assert analysis.token_check(joined) == {"passed": False, "mismatches": 1, "examples": ["c2"]}
+
+
+def plan(duration_s: float = 122.0) -> Plan:
+    return build_plan(LoadConfig(scenario="openai-2024-cn-hk", duration_s=duration_s, epoch=0.0,
+                                 users=40))
+
+
+def test_rate_accuracy_compares_sends_with_intentions_per_day() -> None:
+    p = plan()  # 122 days onto 122 s: one scenario day per wall second
+    on_time = [rec(i, "allow", intended=10 + i / 100, sent=10 + i / 100) for i in range(80)]
+    result = analysis.rate_accuracy(p, on_time)
+    assert result["passed"] and result["judged_days"] == 1 and result["worst_error"] == 0.0
+    # Half a second late: the 30 sends meant for after 10.5 s slip into the next day.
+    late = [dataclasses.replace(r, sent=r.sent + 0.5) for r in on_time]
+    result = analysis.rate_accuracy(p, late)
+    assert not result["passed"] and result["worst_error"] == pytest.approx(30 / 80)
+
+
+def test_org_states_are_weighted_and_taken_at_bin_ends() -> None:
+    p = plan()
+    u = p.users[2]
+    states = [StateRecord(u.index, u.org.id, "CN", "2024-06-01T00:00:00Z", "direct", ""),
+              StateRecord(u.index, u.org.id, "CN", "2024-07-09T12:00:00Z", "migrating", "zhipu"),
+              StateRecord(u.index, u.org.id, "CN", "2024-07-10T12:00:00Z", "migrated", "zhipu")]
+    rows = analysis.org_states(p, states)
+    binner = analysis.Binner.of(S)
+    day = binner.index(dt.datetime(2024, 7, 9, tzinfo=dt.UTC))
+    mine = {(i, st, prov): w for i, r, st, prov, w in rows if r == "CN"}
+    assert (day - 1, "migrating", "zhipu") not in mine
+    assert mine[(day, "migrating", "zhipu")] == pytest.approx(u.weight)
+    assert mine[(day + 1, "migrated", "zhipu")] == pytest.approx(u.weight)
+    total_day0 = sum(w for i, _, _, _, w in rows if i == 0)
+    assert total_day0 == pytest.approx(sum(r.organisations for r in S.regions))
+
+
+def test_blocked_regions_and_allow_list() -> None:
+    assert analysis.blocked_regions(S) == frozenset({"CN", "HK", "MO", "RU"})
+    assert analysis.allow_listed(S) == frozenset({"enterprise-azure"})
