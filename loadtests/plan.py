@@ -13,7 +13,7 @@ cannot be replayed one to one, so a load test keeps its *shape*:
   organisation is active, averaged over a week. A user's share of it is its stratum's share of
   the population's requests per hour, split equally between the stratum's users (so region and
   segment traffic shares are the population's, not those of a few heavy-tailed draws). The
-  curve follows :func:`loadtests.traffic.activity` by the user's region; behaviour (churn,
+  curve follows :func:`scenarios.traffic.hourly_intensity` by the user's region; behaviour (churn,
   retries) then thins or adds to it while the test runs.
 
 Everything a user sends is drawn here, up front, from seeded generators: the arrival instants,
@@ -41,6 +41,7 @@ from scenarios.errors import UsageError
 from scenarios.loader import Loaded, load
 from scenarios.population import Org, build_population, segment_counts
 from scenarios.schema import Scenario
+from scenarios.traffic import hourly_intensity, window_hours
 
 ENV_PREFIX = "REGIONBLOCK_"
 DEFAULT_USERS = 40
@@ -237,7 +238,7 @@ class Plan:
     @cached_property
     def hours(self) -> int:
         w = self.scenario.window
-        return traffic.window_hours(w.start, w.end)
+        return window_hours(w.start, w.end)
 
     @property
     def step_wall_s(self) -> float:
@@ -262,7 +263,8 @@ class Plan:
         curve = self._curves.get(offset)
         if curve is None:
             start = self.scenario.window.start
-            curve = self._curves[offset] = traffic.hourly_activity(offset, start, self.hours)
+            curve = self._curves[offset] = hourly_intensity(self.scenario.traffic, offset, start,
+                                                            self.hours)
         return np.asarray(self.config.rate * user.share * curve, dtype=float)
 
     def target_curve(self) -> np.ndarray:

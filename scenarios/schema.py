@@ -374,6 +374,34 @@ class Behaviour(_Model):
     wait_days: Distribution = Constant(dist="constant", value=1.0)
 
 
+#: Relative intensity by local hour 0..23: developer APIs follow the working day, with a night
+#: floor from batch jobs. ASSUMPTION: no public diurnal profile of API traffic exists.
+DEFAULT_DIURNAL = (0.35, 0.28, 0.24, 0.22, 0.22, 0.26, 0.38, 0.60, 0.90, 1.25, 1.45, 1.50,
+                   1.40, 1.45, 1.55, 1.55, 1.50, 1.35, 1.15, 1.00, 0.90, 0.80, 0.65, 0.48)
+#: Relative intensity Monday..Sunday: weekends about a third lower. ASSUMPTION, as above.
+DEFAULT_WEEKLY = (1.10, 1.12, 1.12, 1.10, 1.06, 0.77, 0.73)
+
+
+class TrafficPattern(_Model):
+    """When requests arrive: relative intensity by local hour and by local weekday.
+
+    Each shape is normalised to a mean of 1, so a segment's ``requests_per_hour`` is the average
+    rate over a whole week; both engines read the curve through :mod:`scenarios.traffic`.
+    """
+
+    diurnal: tuple[Annotated[float, Field(ge=0)], ...] = Field(DEFAULT_DIURNAL, min_length=24,
+                                                                 max_length=24)
+    weekly: tuple[Annotated[float, Field(ge=0)], ...] = Field(DEFAULT_WEEKLY, min_length=7,
+                                                                max_length=7)
+
+    @field_validator("diurnal", "weekly")
+    @classmethod
+    def _not_all_zero(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if not any(v):
+            raise ValueError("needs at least one value above 0")
+        return v
+
+
 class Slos(_Model):
     """Load-test thresholds for supported regions (like k6 thresholds)."""
 
@@ -404,6 +432,7 @@ class Scenario(_Model):
     routing: Routing = Routing()
     behaviour: Behaviour
     slos: Slos
+    traffic: TrafficPattern = TrafficPattern()
 
     def provider(self, name: str) -> Provider:
         return next(p for p in self.providers if p.name == name)

@@ -1,4 +1,4 @@
-"""The traffic curve's shape and the open-model arrival process, against theory."""
+"""The open-model arrival process, against theory."""
 
 from __future__ import annotations
 
@@ -10,26 +10,6 @@ import pytest
 from loadtests import traffic
 
 MONDAY = dt.datetime(2024, 7, 1, tzinfo=dt.UTC)
-
-
-@pytest.mark.parametrize("offset", [-5.0, 0.0, 3.0, 8.0, 9.5])
-def test_activity_averages_exactly_one_over_a_week(offset: float) -> None:
-    # Hourly midpoints integrate a cosine exactly over whole days; whole local weeks then give 1.
-    curve = traffic.hourly_activity(offset, MONDAY - dt.timedelta(hours=offset), 24 * 7)
-    assert curve.mean() == pytest.approx(1.0, abs=1e-12)
-
-
-def test_activity_peaks_at_two_pm_local_and_falls_on_weekends() -> None:
-    weekday_peak = traffic.activity(8.0, dt.datetime(2024, 7, 1, 6, tzinfo=dt.UTC))  # 14:00 CST
-    weekday_trough = traffic.activity(8.0, dt.datetime(2024, 7, 1, 18, tzinfo=dt.UTC))  # 02:00
-    saturday_peak = traffic.activity(8.0, dt.datetime(2024, 7, 6, 6, tzinfo=dt.UTC))
-    assert weekday_peak == pytest.approx(1.5 / traffic.WEEK_MEAN)
-    assert weekday_trough == pytest.approx(0.5 / traffic.WEEK_MEAN)
-    assert saturday_peak == pytest.approx(1.5 * traffic.WEEKEND_FACTOR / traffic.WEEK_MEAN)
-
-
-def test_window_hours_counts_a_partial_hour() -> None:
-    assert traffic.window_hours(MONDAY, MONDAY + dt.timedelta(hours=2, minutes=1)) == 3
 
 
 def test_arrivals_follow_the_piecewise_constant_rate() -> None:
