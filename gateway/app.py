@@ -150,6 +150,8 @@ class Gateway:
         self.ready = False
         self._ids = 0
         self._id_prefix = f"req_{os.getpid():x}{secrets.token_hex(4)}_"
+        epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+        self._last_instant = (epoch, format_instant(epoch))
         self._register_gauges()
 
     # ------------------------------------------------------------------ lifecycle
@@ -229,13 +231,21 @@ class Gateway:
                 "upstreams": self.upstreams.states()}
         writer.send(200 if ok else 503, [_JSON], json.dumps(body).encode())
 
+    def _format_instant(self, now: dt.datetime) -> str:
+        """``format_instant(now)``, remembered for the last instant (a pinned clock returns the same
+        instant for every request; formatting an aware datetime costs more than comparing two)."""
+        last = self._last_instant
+        if last[0] != now:
+            last = self._last_instant = (now, format_instant(now))
+        return last[1]
+
     # ------------------------------------------------------------------ the chat pipeline
 
     async def chat(self, req: Request, writer: ResponseWriter) -> None:
         rt = self.runtime
         now = rt.clock.scenario_at(req.wall_time)
         self._ids += 1
-        meter = Meter(f"{self._id_prefix}{self._ids:x}", req.wall_time, format_instant(now))
+        meter = Meter(f"{self._id_prefix}{self._ids:x}", req.wall_time, self._format_instant(now))
         if self.inflight >= self.config.limits.max_inflight:
             self.metrics.reject("overloaded")
             return await self._refuse(req, writer, meter, Overloaded(

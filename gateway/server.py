@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import socket
 import sys
@@ -59,6 +60,17 @@ def run(config: GatewayConfig, loaded: Loaded, *, announce: Callable[[str], None
         return runner.run(_serve(config, loaded, geo, announce))
 
 
+def _freeze_startup_heap() -> None:
+    """Exclude everything built at start-up (GeoIP tables, scenario, policy) from garbage collection.
+
+    The GeoIP tables hold millions of references: a full collection traverses them all and stalls
+    the event loop for 40-70 ms, which every request in flight then waits out (the p99). Frozen
+    objects are never traversed again; per-request garbage is still collected as usual.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     try:
         import uvloop
@@ -79,6 +91,7 @@ async def _serve(config: GatewayConfig, loaded: Loaded, geo: Geo,
         print(f"gateway: cannot listen on {config.host}:{config.port}: {exc.strerror or exc}",
               file=sys.stderr)
         return 2
+    _freeze_startup_heap()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):

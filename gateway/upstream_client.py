@@ -102,6 +102,13 @@ class UpstreamResponse:
         self._done = False
 
     async def read(self) -> bytes:
+        length = self._head.content_length
+        conn = self._conn
+        if 0 <= length <= len(conn.buf) and not self._done:
+            # The usual case: the whole sized body came with the head; no generator machinery.
+            body = conn.take(length)
+            self._finish()
+            return body
         parts = [chunk async for chunk in self.chunks()]
         return b"".join(parts)
 

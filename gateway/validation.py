@@ -21,6 +21,7 @@ JSON_MESSAGE = (
     "valid JSON. If you have trouble figuring out how to fix this, please contact us through our "
     "help center at help.openai.com.)"
 )
+_DECODER = json.JSONDecoder()
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean",
                list: "an array", dict: "an object", type(None): "null"}
 
@@ -35,7 +36,7 @@ class ChatRequest:
 
 def parse_chat(raw: bytes) -> ChatRequest:
     try:
-        body = json.loads(raw)
+        body = _loads(raw)
     except (ValueError, RecursionError):
         raise BadRequest(JSON_MESSAGE) from None
     if not isinstance(body, dict):
@@ -57,6 +58,14 @@ def parse_chat(raw: bytes) -> ChatRequest:
     _range(body, "temperature", 0.0, 2.0)
     _range(body, "top_p", 0.0, 1.0)
     return ChatRequest(body, model, stream, include)
+
+
+def _loads(raw: bytes) -> Any:
+    """``json.loads(raw)``, minus its encoding detection when the body is plainly UTF-8 JSON text
+    (an object's ``{`` then a non-NUL byte: what json.detect_encoding calls UTF-8)."""
+    if raw[:1] == b"{" and raw[1:2] != b"\x00":
+        return _DECODER.decode(raw.decode("utf-8", "surrogatepass"))
+    return json.loads(raw)
 
 
 def _kind(value: Any) -> str:

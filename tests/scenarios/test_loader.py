@@ -10,7 +10,7 @@ from scenario_helpers import DEFAULT_NAME, FILE, default_text, line_of, patch, p
 from scenarios.errors import OverrideError, ScenarioNotFoundError, ScenarioValidationError
 from scenarios.loader import format_loc, load, load_text, parse_override, parse_path, shipped
 
-SHIPPED_NAMES = "no-incentives, openai-2024-cn-hk, staged-percent-rollout, strict-enforcement"
+SHIPPED_NAMES = "mmc-validation, no-incentives, openai-2024-cn-hk, staged-percent-rollout, strict-enforcement"
 
 # ---------------------------------------------------------------- reading the file
 

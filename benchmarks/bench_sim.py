@@ -1,0 +1,145 @@
+"""Simulator benchmarks: request-level queueing speed, and replication time at real scale.
+
+    .venv/bin/python benchmarks/bench_sim.py                 # the default set (about 1.5 minutes)
+    .venv/bin/python benchmarks/bench_sim.py --pool 100      # also: 100 replications on --jobs 2
+
+1. **Queueing engine vs. idiomatic SimPy.** The same M/M/8 queue (λ = 7/s, μ = 1/s) served by
+   :func:`sim.queueing.fcfs` and by the carwash-style SimPy model (one process per customer,
+   ``simpy.Resource``), measured in the same run; prints customers/s of both and the ratio.
+2. **One replication of the default scenario at real scale** (all organisations, the full window),
+   including its no-block baseline, on one core.
+3. **How run time grows**: one replication at scale 0.25 / 0.5 / 1.0 (full window), and at scale
+   1.0 over windows of 30 / 60 / 122 days.
+4. (``--pool N``) N replications with ``--jobs 2``, written to a run directory like ``simulate`` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import tempfile
+import time
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import simpy
+
+from scenarios.loader import load
+from sim.queueing import erlang_c, fcfs
+from sim.replication import Setup, run_replication
+from sim.run import simulate
+
+LAMBDA, MU, SERVERS = 7.0, 1.0, 8
+
+
+# ---------------------------------------------------------------- 1. queueing
+
+
+def simpy_mmc(customers: int, seed: int) -> tuple[float, float]:
+    """The idiomatic SimPy M/M/c (carwash pattern): (seconds, share of customers who waited)."""
+    rng = np.random.default_rng(seed)
+    inter = rng.exponential(1.0 / LAMBDA, customers)
+    service = rng.exponential(1.0 / MU, customers)
+    env = simpy.Environment()
+    counter = simpy.Resource(env, capacity=SERVERS)
+    waited = [0]
+
+    def customer(env: simpy.Environment, i: int) -> Generator[Any, Any, None]:
+        arrive = env.now
+        with counter.request() as req:
+            yield req
+            if env.now > arrive:
+                waited[0] += 1
+            yield env.timeout(service[i])
+
+    def source(env: simpy.Environment) -> Generator[Any, Any, None]:
+        for i in range(customers):
+            yield env.timeout(inter[i])
+            env.process(customer(env, i))
+
+    env.process(source(env))
+    t0 = time.perf_counter()
+    env.run()
+    return time.perf_counter() - t0, waited[0] / customers
+
+
+def engine_mmc(customers: int, seed: int) -> tuple[float, float]:
+    rng = np.random.default_rng(seed)
+    arrivals = np.cumsum(rng.exponential(1.0 / LAMBDA, customers))
+    service = rng.exponential(1.0 / MU, customers)
+    t0 = time.perf_counter()
+    res = fcfs(arrivals, service, servers=SERVERS)
+    return time.perf_counter() - t0, float((res.wait > 0).mean())
+
+
+def bench_queueing(customers: int) -> None:
+    engine_s, engine_wait = min(engine_mmc(customers, s) for s in (1, 2, 3))
+    simpy_s, simpy_wait = min(simpy_mmc(customers, s) for s in (1, 2))
+    print(f"M/M/{SERVERS} (λ={LAMBDA:g}/s, μ={MU:g}/s, {customers:,} customers; Erlang C P(wait) "
+          f"= {erlang_c(SERVERS, LAMBDA / MU):.4f})")
+    for name, secs, waited in (("sim.queueing.fcfs", engine_s, engine_wait),
+                               ("SimPy process+Resource", simpy_s, simpy_wait)):
+        print(f"  {name:<24}  {customers / secs:>12,.0f} customers/s   P(wait) {waited:.4f}")
+    print(f"  ratio engine / SimPy      {simpy_s / engine_s:>12.1f}x")
+
+
+# ---------------------------------------------------------------- 2./3. replications
+
+
+def one_replication(overrides: tuple[str, ...] = (), scale: float = 1.0) -> tuple[float, int]:
+    s = load("openai-2024-cn-hk", overrides).scenario
+    setup = Setup.of(s, 0, scale)
+    t0 = time.perf_counter()
+    run_replication(setup, 0, np.random.SeedSequence(0).spawn(1)[0])
+    return time.perf_counter() - t0, setup.pop.size
+
+
+def bench_replication() -> None:
+    seconds, orgs = one_replication()
+    print(f"default scenario, real scale: {orgs:,} organisations, 122 days — one replication "
+          f"(with its baseline) {seconds:.2f} s on one core")
+
+
+def bench_scaling() -> None:
+    print("run time of one replication as the model grows:")
+    for scale in (0.25, 0.5, 1.0):
+        seconds, orgs = one_replication(scale=scale)
+        print(f"  scale {scale:<4g} ({orgs:>6,} organisations, 122 days)  {seconds:6.2f} s")
+    start = dt.date(2024, 6, 1)
+    for days in (30, 60, 122):
+        end = start + dt.timedelta(days=days)
+        seconds, orgs = one_replication((f"window.end={end.isoformat()}",))
+        print(f"  window {days:>3} days ({orgs:,} organisations)           {seconds:6.2f} s")
+
+
+def bench_pool(replications: int, jobs: int) -> None:
+    loaded = load("openai-2024-cn-hk")
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        path = simulate(loaded, replications=replications, seed=0, jobs=jobs, out=Path(tmp))
+        seconds = time.perf_counter() - t0
+        size = (path / "timeseries.csv").stat().st_size
+    print(f"{replications} replications, --jobs {jobs}: {seconds:.1f} s wall "
+          f"({seconds / replications:.2f} s per replication; timeseries.csv {size / 1e6:.0f} MB)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=300_000)
+    parser.add_argument("--pool", type=int, default=0, metavar="N",
+                        help="also time N replications with --jobs (default: skip)")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--no-scaling", action="store_true")
+    args = parser.parse_args()
+    bench_queueing(args.customers)
+    bench_replication()
+    if not args.no_scaling:
+        bench_scaling()
+    if args.pool:
+        bench_pool(args.pool, args.jobs)
+
+
+if __name__ == "__main__":
+    main()

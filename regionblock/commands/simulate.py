@@ -1,0 +1,108 @@
+"""``regionblock simulate SCENARIO [--replications N] [--seed S] [--jobs K] [--set PATH=VALUE]...
+[--out DIR]``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from regionblock.common import add_scenario_arg, default_runs_dir, load_scenario, stderr_console
+from scenarios.errors import UsageError
+
+#: Headline keys shown in the terminal table (the full set is in summary.json).
+SHOWN = ("incumbent_baseline_revenue_usd", "incumbent_revenue_usd", "incumbent_revenue_lost_usd",
+         "incumbent_revenue_lost_pct", "relay_markup_usd", "retry_amplification")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("simulate", help="simulate a scenario (replications, with a no-block baseline)",
+                       description="Run the discrete-event simulation of a scenario: organisations as "
+                                   "agents, traffic, staged blocking, circumvention, migration and "
+                                   "revenue, with its no-block baseline over common random numbers. "
+                                   "Writes a run directory and prints its path.")
+    add_scenario_arg(p)
+    add_run_options(p)
+    p.set_defaults(func=run)
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--replications", type=int, default=10, metavar="N",
+                   help="independent replications (default 10)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="root seed (default 0)")
+    p.add_argument("--jobs", type=int, default=1, metavar="K", help="worker processes (default 1)")
+    p.add_argument("--scale", type=float, default=1.0, metavar="F",
+                   help="simulate this fraction of every region's organisations (default 1)")
+    p.add_argument("--out", type=Path, default=default_runs_dir(), metavar="DIR",
+                   help="root directory for run directories (default runs/)")
+
+
+def check_run_options(args: argparse.Namespace) -> None:
+    if args.replications < 1:
+        raise UsageError(f"--replications: must be at least 1 (got {args.replications})")
+    if args.jobs < 1:
+        raise UsageError(f"--jobs: must be at least 1 (got {args.jobs})")
+    if not 0.0 < args.scale <= 1.0:
+        raise UsageError(f"--scale: must be in (0, 1] (got {args.scale:g})")
+    if args.seed < 0:
+        raise UsageError(f"--seed: must be non-negative (got {args.seed})")
+
+
+def wide_console() -> Console:
+    """stdout, at least 110 columns wide so a table of figures never wraps its labels."""
+    return Console(highlight=False, width=max(110, Console().width))
+
+
+def progress_bar(console: Console, what: str) -> Progress:
+    return Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, transient=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    check_run_options(args)
+    loaded = load_scenario(args)
+    from sim.run import simulate
+
+    console = stderr_console()
+    with progress_bar(console, "replications") as bar:
+        task = bar.add_task("simulate", total=args.replications)
+        path = simulate(loaded, replications=args.replications, seed=args.seed, jobs=args.jobs,
+                        out=args.out, scale=args.scale,
+                        progress=lambda done, total: bar.update(task, completed=done))
+    print(path)
+    summary = json.loads((path / "summary.json").read_text(encoding="utf-8"))
+    wide_console().print(headline_table(summary))
+    return 0
+
+
+def headline_table(summary: dict[str, Any]) -> Table:
+    head = summary["headline"]
+    table = Table(title=f"{summary['scenario']} — {summary['replications']} replications, "
+                        f"seed {summary['seed']} (mean [5 %, 95 %])")
+    table.add_column("figure", no_wrap=True)
+    table.add_column("mean", justify="right")
+    table.add_column("5 %", justify="right")
+    table.add_column("95 %", justify="right")
+    keys = [k for k in SHOWN if k in head]
+    keys += sorted(k for k in head if k.startswith(("alt_revenue_gained_usd.", "orgs_final.")))
+    for key in keys:
+        b = head[key]
+        table.add_row(b.get("label", key), *(fmt(b[f], b.get("unit", "")) for f in ("mean", "p5", "p95")))
+    return table
+
+
+def fmt(value: float, unit: str) -> str:
+    if unit == "usd":
+        return f"${value:,.0f}"
+    if unit == "pct":
+        return f"{value:.1f} %"
+    if unit == "orgs":
+        return f"{value:,.0f}"
+    if unit == "ms":
+        return f"{value:,.0f} ms"
+    return f"{value:.3f}"

@@ -1,0 +1,115 @@
+"""Headline figures and the revenue waterfall of one replication (bands come in :mod:`sim.summary`)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from scenarios.rundir import ORG_STATES, PATHS
+from sim.outcome import prices
+
+if TYPE_CHECKING:
+    from sim.latency import LatencySamples
+    from sim.replication import Run, Setup
+
+
+def _metric(flows: np.ndarray, name: str) -> np.ndarray:
+    from sim.replication import FLOW_METRICS
+
+    return flows[FLOW_METRICS.index(name)]
+
+
+def after_bins(setup: Setup) -> np.ndarray:
+    """Bins that start at or after the first block stage (empty if nothing is blocked)."""
+    from sim.replication import first_block_start
+
+    start = first_block_start(setup.s)
+    if start is None:
+        return np.zeros(0, dtype=np.int64)
+    h = (start - setup.s.window.start).total_seconds() / 3600.0
+    return np.flatnonzero(setup.edges[:-1] >= h - 1e-9)
+
+
+def headline(setup: Setup, run: Run, base: Run, flows: np.ndarray,
+             lat: LatencySamples) -> dict[str, float]:
+    from sim.replication import pooled_latency
+
+    s = setup.s
+    inc = [p.name for p in s.providers].index(s.incumbent.name)
+    revenue = _metric(flows, "revenue_usd")
+    baseline = _metric(flows, "baseline_revenue_usd")
+    actual = float(revenue[:, :, inc].sum())
+    base_total = float(baseline[:, :, inc].sum())
+    out: dict[str, float] = {
+        "incumbent_revenue_usd": actual,
+        "incumbent_baseline_revenue_usd": base_total,
+        "incumbent_revenue_lost_usd": base_total - actual,
+        "incumbent_revenue_lost_pct": 100.0 * (base_total - actual) / base_total if base_total else 0.0,
+        "relay_markup_usd": float(_metric(flows, "relay_markup_usd").sum()),
+    }
+    for k, p in enumerate(s.providers):
+        if not p.incumbent:
+            out[f"alt_revenue_gained_usd.{p.name}"] = float(revenue[:, :, k].sum() - baseline[:, :, k].sum())
+    final = run.timelines.changes
+    states = [line[-1] for line in final]
+    for st in ORG_STATES:
+        out[f"orgs_final.{st}"] = float(sum(1 for c in states if c[1] == st))
+    for p in s.alternatives:
+        out[f"orgs_migrated.{p.name}"] = float(sum(1 for c in states
+                                                   if c[1] == "migrated" and c[2] == p.name))
+    first = float(run.out.first_denied.sum())
+    out["retry_amplification"] = (first + float(run.out.retries.sum())) / first if first else 1.0
+    after = after_bins(setup)
+    before = np.setdiff1d(np.arange(setup.edges.size - 1), after)
+    for j, path in enumerate(PATHS):
+        for label, bins in (("before", before), ("after", after)):
+            pct = pooled_latency(lat, j, bins)
+            if pct is not None:
+                for q, v in zip(("p50", "p95", "p99"), pct, strict=True):
+                    out[f"latency_ms.{path}.{q}.{label}"] = float(v)
+    requests = _metric(flows, "requests")[after][:, :, inc].sum(axis=(0, 2))
+    blocked = _metric(flows, "blocked")[after][:, :, inc].sum(axis=(0, 2))
+    for r, reg in enumerate(s.regions):
+        out[f"block_rate.{reg.code}"] = float(blocked[r] / requests[r]) if requests[r] else 0.0
+    return out
+
+
+def waterfall(setup: Setup, run: Run, base: Run, flows: np.ndarray) -> dict[str, float]:
+    """baseline → blocked → kept via relay → kept via allow-list → (lost to alternatives/churn) → actual."""
+    from sim.replication import blocked_regions
+
+    s = setup.s
+    inc = [p.name for p in s.providers].index(s.incumbent.name)
+    regions = blocked_regions(s)
+    after = after_bins(setup)
+    revenue = _metric(flows, "revenue_usd")
+    baseline = _metric(flows, "baseline_revenue_usd")
+    sub = np.ix_(after, np.asarray(regions, dtype=np.int64))
+    blocked = -float(baseline[sub][..., inc, :].sum()) if regions and after.size else 0.0
+    kept_relay = float(revenue[sub][..., inc, PATHS.index("relay")].sum()) if regions and after.size else 0.0
+    kept_allow = float(revenue[sub][..., inc, PATHS.index("direct")].sum()) if regions and after.size else 0.0
+    remaining = min(blocked + kept_relay + kept_allow, 0.0)
+    to_alts = -min(_incumbent_value_elsewhere(setup, run, regions, after, inc), -remaining)
+    return {
+        "baseline": float(baseline[:, :, inc].sum()),
+        "blocked": blocked,
+        "kept via relay": kept_relay,
+        "kept via allow-list": kept_allow,
+        "lost to alternatives": to_alts,
+        "lost to churn": remaining - to_alts,
+        "actual": float(revenue[:, :, inc].sum()),
+    }
+
+
+def _incumbent_value_elsewhere(setup: Setup, run: Run, regions: list[int], after: np.ndarray,
+                               inc: int) -> float:
+    """What the requests served by alternatives (blocked regions, after the block) would have paid
+    the incumbent at its own list prices."""
+    cells = run.cells
+    k = run.fa.provider[cells.fate]
+    mine = (k != inc) & (k >= 0) & np.isin(cells.region, regions) & np.isin(cells.bin, after)
+    pin, pout = prices(setup.s)
+    value = (cells.tokens_in[mine] * pin[inc, cells.model[mine]]
+             + cells.tokens_out[mine] * pout[inc, cells.model[mine]]) / 1e6
+    return float(value.sum())

@@ -1,0 +1,137 @@
+"""Latency distributions from request-level samples.
+
+For every (provider, path, bin) with served traffic, ``SAMPLE`` requests are drawn the way real
+ones arrive: a region and segment in proportion to the served requests, an hour of the bin by the
+region's diurnal pattern, then per request:
+
+    latency = network RTT of the path (+ the relay's extra hop) + queueing wait
+              + time to first token + output tokens / throughput (+ injected spikes and stalls)
+
+The wait comes from the provider's M/M/c/K state in that hour (:mod:`sim.capacity`): zero when a
+server is free, else a Gamma-distributed time to clear the requests ahead. p50/p95/p99 of the
+sample are reported per bin; ``ttft_ms_*`` are the same requests' time to first token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from scenarios.distributions import sample
+from scenarios.schema import Scenario
+from sim.capacity import Capacity
+from sim.queueing import sample_mmck_waits
+
+#: Requests sampled per (provider, path, bin): p99 rests on the 10 slowest of them.
+SAMPLE = 1000
+QUANTILES = (50.0, 95.0, 99.0)
+
+
+@dataclass(frozen=True, slots=True)
+class LatencySamples:
+    """Group g = (provider, path, bin) with ``weight`` served requests; ``SAMPLE`` samples each."""
+
+    provider: np.ndarray
+    path: np.ndarray
+    bin: np.ndarray
+    weight: np.ndarray
+    latency_ms: np.ndarray    # (groups, SAMPLE)
+    ttft_ms: np.ndarray       # (groups, SAMPLE)
+
+
+def sample_latency(s: Scenario, *, provider: np.ndarray, path: np.ndarray, bins: np.ndarray,
+                   region: np.ndarray, segment: np.ndarray, served: np.ndarray, relay_path: int,
+                   cap: Capacity, rng: np.random.Generator, size: int = SAMPLE) -> LatencySamples:
+    """Sample every (provider, path, bin) group of the served cells given as parallel arrays."""
+    live = served > 0
+    keys = np.stack([provider[live], path[live], bins[live]])
+    groups, inverse = np.unique(keys, axis=1, return_inverse=True)
+    inverse = inverse.ravel()
+    weight = np.bincount(inverse, weights=served[live].astype(float))
+    pick = _pick_cells(inverse, served[live].astype(float), groups.shape[1], size, rng)
+    cell_region = region[live][pick]
+    cell_segment = segment[live][pick]
+    g_of = np.repeat(np.arange(groups.shape[1]), size)
+    k, j, b = groups[0][g_of], groups[1][g_of], groups[2][g_of]
+    hour = _pick_hours(cap.hour_weight, cell_region, b, rng)
+    total, first = _compose(s, k, j == relay_path, b, hour, cell_region, cell_segment, cap, rng)
+    shape = (groups.shape[1], size)
+    return LatencySamples(provider=groups[0], path=groups[1], bin=groups[2], weight=weight,
+                          latency_ms=total.reshape(shape), ttft_ms=first.reshape(shape))
+
+
+def _pick_cells(group: np.ndarray, served: np.ndarray, n_groups: int, size: int,
+                rng: np.random.Generator) -> np.ndarray:
+    """For each group, ``size`` cell indices drawn with probability ∝ served (inverse CDF)."""
+    order = np.argsort(group, kind="stable")
+    cum = np.cumsum(served[order])
+    totals = np.bincount(group, weights=served, minlength=n_groups)
+    base = np.concatenate(([0.0], np.cumsum(totals)[:-1]))
+    u = (base[:, None] + rng.random((n_groups, size)) * totals[:, None]).ravel()
+    idx = np.minimum(np.searchsorted(cum, u, side="right"), order.size - 1)
+    return order[idx]
+
+
+def _pick_hours(weight: np.ndarray, region: np.ndarray, b: np.ndarray,
+                rng: np.random.Generator) -> np.ndarray:
+    """An hour of the bin per sample, ∝ the region's intensity (one searchsorted over all rows)."""
+    hours = weight.shape[2]
+    rows = weight.reshape(-1, hours)
+    total = rows.sum(axis=1, keepdims=True)
+    cum = np.divide(np.cumsum(rows, axis=1), total, out=np.ones_like(rows), where=total > 0)
+    flat = (cum + np.arange(rows.shape[0])[:, None]).ravel()   # row r lives in (r, r + 1]
+    row = region * weight.shape[1] + b
+    at = np.searchsorted(flat, row + rng.random(region.size), side="left")
+    return np.clip(at - row * hours, 0, hours - 1)
+
+
+def _compose(s: Scenario, k: np.ndarray, relay: np.ndarray, b: np.ndarray, hour: np.ndarray,
+             region: np.ndarray, segment: np.ndarray, cap: Capacity,
+             rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    n = k.size
+    rtt = np.zeros(n)
+    for ri, reg in enumerate(s.regions):
+        direct = (region == ri) & ~relay
+        via = (region == ri) & relay
+        rtt[direct] = sample(reg.rtt_ms.direct, rng, int(direct.sum()))
+        rtt[via] = sample(reg.rtt_ms.relay, rng, int(via.sum())) + sample(
+            s.behaviour.relay.extra_latency_ms, rng, int(via.sum()))
+    tokens = np.zeros(n)
+    for gi, seg in enumerate(s.segments):
+        mine = segment == gi
+        tokens[mine] = np.maximum(np.rint(sample(seg.tokens_out, rng, int(mine.sum()))), 0.0)
+    ttft = np.zeros(n)
+    gen = np.zeros(n)
+    wait = np.zeros(n)
+    extra = np.zeros(n)
+    for pi, p in enumerate(s.providers):
+        mine = np.flatnonzero(k == pi)
+        if mine.size == 0:
+            continue
+        ttft[mine] = sample(p.latency.ttft_ms, rng, mine.size)
+        gen[mine] = tokens[mine] / np.maximum(sample(p.latency.tokens_per_s, rng, mine.size), 1e-9) * 1000.0
+        offered = cap.offered[pi, b[mine], hour[mine]]
+        mu = 1.0 / np.maximum(cap.service_s[pi, b[mine]], 1e-9)
+        wait[mine] = sample_mmck_waits(p.capacity.concurrency, p.capacity.queue_limit, offered,
+                                       mu, rng) * 1000.0
+        f = p.faults
+        spikes = rng.random(mine.size) < f.spike_rate
+        stalls = rng.random(mine.size) < f.stall_rate
+        extra[mine] = np.where(spikes, sample(f.spike_ms, rng, mine.size), 0.0) + stalls * f.stall_s * 1000.0
+    first = rtt + wait + ttft + extra
+    return first + gen, first
+
+
+def percentiles(values: np.ndarray) -> np.ndarray:
+    """p50/p95/p99 along the last axis."""
+    return np.percentile(values, QUANTILES, axis=-1).T
+
+
+def weighted_percentiles(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """p50/p95/p99 of values where each carries a weight (samples of groups of unequal volume)."""
+    order = np.argsort(values, kind="stable")
+    v, w = values[order], weights[order]
+    cum = np.cumsum(w)
+    targets = np.array(QUANTILES) / 100.0 * cum[-1]
+    return v[np.minimum(np.searchsorted(cum, targets, side="left"), v.size - 1)]

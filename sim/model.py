@@ -1,0 +1,389 @@
+"""The agent model: every affected organisation is a SimPy process with a state machine.
+
+::
+
+    direct ──(announcement: Bass hazard)──────────────► migrating ─► migrated to k
+      │                                                     ▲
+      └──(its direct traffic is denied)──► decide ──────────┘
+                                            ├─ wait ──(wait_days)──► decide again
+                                            ├─ circumvent (relay) ──(detected)──► decide again
+                                            └─ churn
+
+Decisions use :mod:`scenarios.behaviour` (logit utilities, ``choose``, the Bass hazard);
+when an organisation is denied, and when a relay is caught, come from :class:`scenarios.policy.Policy`
+— the same engine the gateway enforces with. One SimPy time unit is one hour from the window start.
+
+Only organisations whose direct traffic is denied at some point in the window become processes;
+the rest stay ``direct`` throughout. Each organisation draws from its own random generator
+(seeded by the replication and its index), so its choices do not depend on what the others do
+in between — the common-random-numbers property the policy comparisons rely on.
+The output is a timeline per organisation: ``(hour, state, provider, path, relay_since_hour)``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import math
+from bisect import bisect_right
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import simpy
+from numpy.random.bit_generator import ISeedSequence
+
+from scenarios import behaviour
+from scenarios.distributions import sample_one
+from scenarios.policy import Policy, PolicyRequest
+from scenarios.schema import Provider, Scenario
+from sim.population import Population
+
+Change = tuple[float, str, str, str, float | None]
+
+#: What a warned organisation may do before the block: only migrate.
+LEAVING = frozenset({behaviour.WAIT, behaviour.CIRCUMVENT, behaviour.CHURN})
+#: Step of the anticipation process (hours): the Bass hazard is applied once per step.
+ANTICIPATION_STEP_H = 1.0
+
+
+@dataclass
+class World:
+    """Everything the organisation processes share: scenario, policy, population, live counts."""
+
+    env: simpy.Environment
+    s: Scenario
+    policy: Policy
+    pop: Population
+    entropy: int
+    timelines: list[list[Change]]
+    credit: np.ndarray
+    decided_at: np.ndarray
+    chosen: dict[int, dict[str, int]] = field(default_factory=dict)
+    affected: dict[int, int] = field(default_factory=dict)
+    blocked: set[int] = field(default_factory=set)
+    _rngs: dict[int, np.random.Generator] = field(default_factory=dict)
+    _words: np.ndarray | None = None
+    points: list[float] = field(default_factory=list)
+    per_org: bool = False
+    _denied_cache: dict[tuple[Any, ...], bool] = field(default_factory=dict)
+    _utility_cache: dict[tuple[Any, ...], tuple[dict[str, float], dict[str, float]]] = field(
+        default_factory=dict)
+
+    @functools.cached_property
+    def alternatives(self) -> tuple[Provider, ...]:
+        return self.s.alternatives
+
+    @functools.cached_property
+    def alternatives_have_policy(self) -> bool:
+        return any(p.name in self.s.policy for p in self.alternatives)
+
+    @functools.cached_property
+    def deadlines(self) -> list[float]:
+        """Hours at which an incentive offer ends (utilities change only there)."""
+        return sorted({self.hours(p.incentive.deadline) for p in self.alternatives
+                       if p.incentive is not None and p.incentive.deadline is not None})
+
+    @functools.cached_property
+    def incumbent(self) -> str:
+        return self.s.incumbent.name
+
+    # ------------------------------------------------------------ time
+
+    @property
+    def horizon(self) -> float:
+        return self.s.window.hours
+
+    def at(self, hours: float) -> dt.datetime:
+        return self.s.window.start + dt.timedelta(hours=hours)
+
+    def hours(self, when: dt.datetime) -> float:
+        return (when - self.s.window.start).total_seconds() / 3600.0
+
+    # ------------------------------------------------------------ per organisation
+
+    def rng(self, i: int) -> np.random.Generator:
+        """The organisation's own generator (PCG64 seeded with its own words of the agent stream)."""
+        r = self._rngs.get(i)
+        if r is None:
+            if self._words is None:
+                self._words = np.random.default_rng(self.entropy).integers(
+                    0, np.iinfo(np.uint64).max, size=(self.pop.size, 4), dtype=np.uint64, endpoint=True)
+            # numpy takes any ISeedSequence here (its stubs only name SeedSequence)
+            r = self._rngs[i] = np.random.Generator(np.random.PCG64(_Words(self._words[i])))  # type: ignore[arg-type]
+        return r
+
+    def record(self, i: int, state: str, provider: str, path: str, since: float | None = None) -> None:
+        line = self.timelines[i]
+        entry = (self.env.now, state, provider, path, since)
+        if line and line[-1][0] == self.env.now:
+            line[-1] = entry
+        elif not line or line[-1][1:] != entry[1:]:
+            line.append(entry)
+
+    def direct_request(self, i: int) -> PolicyRequest:
+        code = self.s.regions[int(self.pop.region[i])].code
+        return PolicyRequest(provider=self.s.incumbent.name, country=code, org=self.pop.ids[i],
+                             segment=self.s.segments[int(self.pop.segment[i])].name,
+                             home_country=code)
+
+    def denied(self, i: int, hours: float) -> bool:
+        """Is the organisation's direct traffic to the incumbent denied at ``hours``?
+
+        The answer only changes at the incumbent's change points, and is the same for a whole
+        (region, segment) unless a stage treats organisations individually.
+        """
+        j = bisect_right(self.points, hours)
+        key = (j, int(self.pop.region[i]), int(self.pop.segment[i]),
+               self.pop.ids[i] if self.per_org else "")
+        hit = self._denied_cache.get(key)
+        if hit is None:
+            hit = self._denied_cache[key] = self.policy.decide(self.at(hours), self.direct_request(i)).denied
+        return hit
+
+    def share(self, i: int) -> dict[str, float]:
+        """Share of the organisation's region (affected organisations) already gone to each provider."""
+        r = int(self.pop.region[i])
+        n = max(self.affected.get(r, 0), 1)
+        return {k: v / n for k, v in self.chosen.get(r, {}).items()}
+
+    def closed_providers(self, i: int, hours: float) -> frozenset[str]:
+        """Alternatives whose own policy denies this organisation's region now."""
+        if not self.alternatives_have_policy:
+            return frozenset()
+        code = self.s.regions[int(self.pop.region[i])].code
+        seg = self.s.segments[int(self.pop.segment[i])].name
+        when = self.at(hours)
+        return frozenset(p.name for p in self.s.alternatives if self.policy.decide(
+            when, PolicyRequest(provider=p.name, country=code, org=self.pop.ids[i], segment=seg,
+                                home_country=code)).denied)
+
+    def utility_parts(self, segment: str, region: str,
+                      now: dt.datetime) -> tuple[dict[str, float], dict[str, float]]:
+        """Utilities with nobody migrated yet, and each alternative's gain per unit of migrated share.
+
+        Both come from :func:`scenarios.behaviour.utilities` itself (at shares 0 and 1), cached by
+        what they depend on: segment, region and which incentives are still on offer (they change
+        only at the offers' deadlines). tests/sim/test_model.py checks the composition against a
+        direct call.
+        """
+        key = (segment, region, bisect_right(self.deadlines, self.hours(now)))
+        hit = self._utility_cache.get(key)
+        if hit is None:
+            zero = behaviour.utilities(self.s, segment=segment, region=region, now=now, migrated_share={})
+            one = behaviour.utilities(self.s, segment=segment, region=region, now=now,
+                                      migrated_share={p.name: 1.0 for p in self.alternatives})
+            hit = self._utility_cache[key] = (zero, {k: one[k] - zero[k] for k in zero})
+        return hit
+
+    def choose(self, i: int, exclude: frozenset[str] = frozenset()) -> str | None:
+        now = self.env.now
+        zero, slope = self.utility_parts(self.s.segments[int(self.pop.segment[i])].name,
+                                         self.s.regions[int(self.pop.region[i])].code, self.at(now))
+        share = self.share(i)
+        closed = exclude | self.closed_providers(i, now)
+        utils = {k: u + slope[k] * share.get(k, 0.0) for k, u in zero.items() if k not in closed}
+        if not utils:
+            return None
+        return behaviour.choose(behaviour.probabilities(utils), self.rng(i))
+
+
+class _Words(ISeedSequence):
+    """Seed words handed straight to a bit generator: drawn once for all organisations from the
+    agent stream, so creating an organisation's generator costs microseconds, not a SeedSequence."""
+
+    __slots__ = ("words",)
+
+    def __init__(self, words: np.ndarray) -> None:
+        self.words = words
+
+    def generate_state(self, n_words: int, dtype: Any = np.uint32) -> np.ndarray:
+        if np.dtype(dtype) == np.uint64:
+            return np.resize(self.words, n_words).astype(np.uint64)
+        return np.resize(self.words.view(np.uint32), n_words).astype(np.uint32)
+
+
+def change_hours(world: World, provider: str) -> list[float]:
+    """The provider's policy change points as hours, clipped to the window, with 0 first."""
+    points = {0.0} | {min(max(world.hours(p), 0.0), world.horizon)
+                      for p in world.policy.change_points(provider)}
+    return sorted(points)
+
+
+def first_denial(world: World, i: int, after: float, points: list[float]) -> float | None:
+    """The first instant ≥ ``after`` at which the organisation's direct traffic is denied."""
+    if world.denied(i, after):
+        return after
+    for p in points:
+        if after < p < world.horizon and world.denied(i, p):
+            return p
+    return None
+
+
+# ---------------------------------------------------------------- processes
+
+
+def block_wave(env: simpy.Environment, world: World, at: float,
+               members: list[int]) -> Generator[Any, Any, None]:
+    """At ``at`` the members' direct traffic is denied: each still direct starts deciding."""
+    yield env.timeout(at - env.now)
+    for i in members:
+        world.blocked.add(i)
+        if world.timelines[i][-1][1] == "direct":
+            env.process(blocked(env, world, i))
+
+
+def blocked(env: simpy.Environment, world: World, i: int) -> Generator[Any, Any, None]:
+    """Decide, act, and decide again while the organisation's direct traffic is denied."""
+    inc = world.incumbent
+    rng = world.rng(i)
+    while True:
+        if not world.denied(i, env.now):  # the stage ended or rolled back
+            world.record(i, "direct", inc, "direct")
+            nxt = first_denial(world, i, env.now, world.points)
+            if nxt is None:
+                return
+            yield env.timeout(nxt - env.now)
+            continue
+        choice = world.choose(i)
+        if choice is None or choice == behaviour.WAIT:
+            world.record(i, "direct", inc, "direct")
+            yield env.timeout(sample_one(world.s.behaviour.wait_days, rng) * 24.0)
+        elif choice == behaviour.CIRCUMVENT:
+            since = env.now
+            world.record(i, "circumventing", inc, "relay", since)
+            caught = world.policy.detection_at(inc, world.pop.ids[i], world.at(since))
+            if caught is None or world.hours(caught) >= world.horizon:
+                return
+            yield env.timeout(max(world.hours(caught) - env.now, 0.0))
+        elif choice == behaviour.CHURN:
+            world.record(i, "churned", "", "")
+            return
+        else:
+            yield from migrate(env, world, i, choice)
+            return
+
+
+def migrate(env: simpy.Environment, world: World, i: int,
+            provider: str) -> Generator[Any, Any, None]:
+    """Move to ``provider``: traffic stays on the incumbent (blocked or not) for the migration time."""
+    r = int(world.pop.region[i])
+    counts = world.chosen.setdefault(r, {})
+    counts[provider] = counts.get(provider, 0) + 1
+    world.decided_at[i] = env.now
+    p = world.s.provider(provider)
+    if p.incentive is not None and behaviour.incentive_mtokens(p, world.at(env.now)) > 0:
+        world.credit[i] = p.incentive.free_tokens
+    world.record(i, "migrating", provider, "direct")
+    seg = world.s.segments[int(world.pop.segment[i])]
+    yield env.timeout(max(sample_one(seg.migration_days, world.rng(i)), 0.0) * 24.0)
+    world.record(i, "migrated", provider, "direct")
+
+
+def anticipation(env: simpy.Environment, world: World, warned: dict[int, list[int]],
+                 start_h: float) -> Generator[Any, Any, None]:
+    """Bass diffusion among the warned, per region: hazard p + q·F per day, F = share already left.
+
+    Each warned organisation draws an Exp(1) threshold from its own generator and leaves when the
+    region's integrated hazard passes it — the same law as a per-step coin flip, but independent
+    of the order in which organisations are visited.
+    """
+    ann = world.s.behaviour.announcement
+    assert ann is not None
+    yield env.timeout(start_h)
+    step = ANTICIPATION_STEP_H
+    markets = [_Market.of(world, members) for members in warned.values()]
+    while env.now + step <= world.horizon and any(m.next < len(m.order) for m in markets):
+        yield env.timeout(step)
+        for m in markets:
+            # Heun step: the hazard at the start and at a predicted end of the step, averaged
+            share = m.left / len(m.order)
+            h0 = behaviour.anticipation_hazard(ann.anticipation, share)
+            ahead = share + (1.0 - share) * behaviour.chance_within(h0, step / 24.0)
+            h1 = behaviour.anticipation_hazard(ann.anticipation, ahead)
+            m.hazard += (h0 + h1) / 2.0 * step / 24.0
+            while m.next < len(m.order) and m.thresholds[m.next] <= m.hazard:
+                i = m.order[m.next]
+                m.next += 1
+                if i in world.blocked or world.timelines[i][-1][1] != "direct":
+                    continue
+                target = world.choose(i, LEAVING)
+                if target is not None:
+                    env.process(migrate(env, world, i, target))
+                    m.left += 1
+
+
+@dataclass
+class _Market:
+    """The warned organisations of one region, in the order their thresholds are passed."""
+
+    order: list[int]
+    thresholds: np.ndarray
+    next: int = 0          # index of the next organisation to pass its threshold
+    hazard: float = 0.0    # integrated hazard so far
+    left: int = 0          # organisations that have left
+
+    @classmethod
+    def of(cls, world: World, members: list[int]) -> _Market:
+        drawn = np.array([world.rng(i).exponential() for i in members])
+        by = np.argsort(drawn, kind="stable")
+        return cls(order=[members[j] for j in by], thresholds=drawn[by])
+
+
+# ---------------------------------------------------------------- running it
+
+
+@dataclass(frozen=True, slots=True)
+class Timelines:
+    changes: list[list[Change]]
+    credit: np.ndarray
+    decided_at: np.ndarray
+
+
+def simulate_agents(s: Scenario, policy: Policy, pop: Population, entropy: int) -> Timelines:
+    """Run every affected organisation through the window; return all timelines."""
+    env = simpy.Environment()
+    inc = s.incumbent.name
+    world = World(env=env, s=s, policy=policy, pop=pop, entropy=entropy,
+                  timelines=[[(0.0, "direct", inc, "direct", None)] for _ in range(pop.size)],
+                  credit=np.zeros(pop.size, dtype=np.int64),
+                  decided_at=np.full(pop.size, math.nan))
+    world.points = change_hours(world, inc)
+    world.per_org = any(st.percent < 100.0 or st.allow_list.orgs
+                        for pol in s.policy.values() for st in pol.stages)
+    first = _first_denials(world, world.points)
+    ann = s.behaviour.announcement
+    ann_h = world.hours(ann.at) if ann is not None and ann.provider == inc else math.inf
+    warned: dict[int, list[int]] = {}
+    waves: dict[float, list[int]] = {}
+    for i, block_h in first.items():
+        world.affected[int(pop.region[i])] = world.affected.get(int(pop.region[i]), 0) + 1
+        if block_h > ann_h:
+            warned.setdefault(int(pop.region[i]), []).append(i)
+        waves.setdefault(block_h, []).append(i)
+    if warned:
+        env.process(anticipation(env, world, warned, ann_h))
+    for at in sorted(waves):
+        env.process(block_wave(env, world, at, waves[at]))
+    env.run(until=world.horizon)
+    return Timelines(changes=world.timelines, credit=world.credit, decided_at=world.decided_at)
+
+
+def _first_denials(world: World, points: list[float]) -> dict[int, float]:
+    """Organisation → first hour its direct traffic is denied, for those denied inside the window.
+
+    Bans by stage are the same for a whole (region, segment) unless a stage rolls out by percent
+    or allow-lists named organisations; then every organisation is asked.
+    """
+    per_org = world.per_org
+    out: dict[int, float] = {}
+    cache: dict[tuple[int, int], float | None] = {}
+    for i in range(world.pop.size):
+        key = (int(world.pop.region[i]), int(world.pop.segment[i]))
+        if per_org or key not in cache:
+            cache[key] = first_denial(world, i, 0.0, points)
+        hit = cache[key]
+        if hit is not None and hit < world.horizon:
+            out[i] = hit
+    return out

@@ -1,0 +1,50 @@
+"""The simulated organisations as arrays: who they are, where, how busy, which model they use.
+
+The organisations come from :func:`scenarios.population.build_population` (the same ones the load
+test uses for the same seed). Each organisation also gets the incumbent model it mainly uses,
+drawn from its segment's ``model_mix`` (so the mix holds over the population, and a large
+organisation on an expensive model weighs as it should).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from scenarios.population import build_population
+from scenarios.schema import Scenario
+
+
+@dataclass(frozen=True, slots=True)
+class Population:
+    ids: tuple[str, ...]
+    region: np.ndarray        # index into scenario.regions
+    segment: np.ndarray       # index into scenario.segments
+    model: np.ndarray         # index into incumbent.models
+    rate: np.ndarray          # mean requests per hour
+
+    @property
+    def size(self) -> int:
+        return len(self.ids)
+
+
+def build(s: Scenario, seed: int, scale: float = 1.0) -> Population:
+    """The population for ``seed``; fixed across replications (the uncertainty is in behaviour)."""
+    orgs = build_population(s, seed, scale=scale)
+    regions = {r.code: i for i, r in enumerate(s.regions)}
+    segments = {g.name: i for i, g in enumerate(s.segments)}
+    models = {m.name: i for i, m in enumerate(s.incumbent.models)}
+    region = np.array([regions[o.region] for o in orgs], dtype=np.int64)
+    segment = np.array([segments[o.segment] for o in orgs], dtype=np.int64)
+    model = np.zeros(len(orgs), dtype=np.int64)
+    for gi, seg in enumerate(s.segments):
+        members = np.flatnonzero(segment == gi)
+        names = list(seg.model_mix)
+        probs = np.array([seg.model_mix[n] for n in names], dtype=float)
+        rng = np.random.default_rng([seed, 0x6D6F64, gi])
+        picks = rng.choice(len(names), size=members.size, p=probs / probs.sum())
+        model[members] = np.array([models[n] for n in names], dtype=np.int64)[picks]
+    rate = np.array([o.requests_per_hour for o in orgs], dtype=float)
+    return Population(ids=tuple(o.id for o in orgs), region=region, segment=segment, model=model,
+                      rate=rate)

@@ -1,0 +1,187 @@
+"""Request-level queueing: a multi-server FCFS queue with a finite waiting room, and its theory.
+
+:func:`fcfs` serves requests in arrival order on ``c`` identical servers with at most
+``queue_limit`` requests waiting; an arrival that finds every server busy and the waiting room
+full is rejected (HTTP 429). It is one tight loop over the requests, not one SimPy process per
+request: FCFS start times never decrease, so the waiting requests are a FIFO of start times and
+the servers a heap of the times they become free (a Kiefer–Wolfowitz/Lindley recursion).
+
+The closed forms (Erlang B, Erlang C, M/M/c/K) are the theory the engine is tested against and
+what the simulator uses for every hour of every bin (see :mod:`sim.capacity`).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class QueueResult:
+    """Per request: seconds waited before service (NaN if rejected) and whether it was rejected."""
+
+    wait: np.ndarray
+    rejected: np.ndarray
+    busy_time: float
+    horizon: float
+
+
+def fcfs(arrivals: np.ndarray, services: np.ndarray, *, servers: int,
+         queue_limit: int | None = None) -> QueueResult:
+    """Serve ``arrivals`` (sorted seconds) needing ``services`` seconds on ``servers`` servers."""
+    if servers < 1:
+        raise ValueError(f"servers ({servers}) must be at least 1")
+    limit = math.inf if queue_limit is None else queue_limit
+    free = [0.0] * servers  # a valid heap: every server free from time 0
+    waiting: deque[float] = deque()
+    n = len(arrivals)
+    waits = [0.0] * n
+    rejected = [False] * n
+    busy = 0.0
+    heapreplace, popleft, append = heapq.heapreplace, waiting.popleft, waiting.append
+    for i, (t, s) in enumerate(zip(arrivals.tolist(), services.tolist(), strict=True)):
+        while waiting and waiting[0] <= t:
+            popleft()
+        earliest = free[0]
+        if earliest <= t:
+            heapreplace(free, t + s)
+        elif len(waiting) >= limit:
+            rejected[i] = True
+            waits[i] = math.nan
+            continue
+        else:
+            heapreplace(free, earliest + s)
+            append(earliest)
+            waits[i] = earliest - t
+        busy += s
+    horizon = float(arrivals[-1]) if n else 0.0
+    return QueueResult(np.asarray(waits), np.asarray(rejected), busy, horizon)
+
+
+# ---------------------------------------------------------------- theory
+
+
+def erlang_b(servers: int, offered: float) -> float:
+    """Probability that an arrival finds all ``servers`` busy with no waiting room (Erlang B)."""
+    b = 1.0
+    for n in range(1, servers + 1):
+        b = offered * b / (n + offered * b)
+    return b
+
+
+def erlang_c(servers: int, offered: float) -> float:
+    """Probability that an arrival waits in an M/M/c queue with unlimited room (Erlang C)."""
+    if offered >= servers:
+        return 1.0
+    b = erlang_b(servers, offered)
+    rho = offered / servers
+    return b / (1.0 - rho + rho * b)
+
+
+def mmc_mean_wait(servers: int, arrival_rate: float, service_rate: float) -> float:
+    """Mean wait in queue of an M/M/c queue: C(c, a) / (c·μ − λ)."""
+    offered = arrival_rate / service_rate
+    return erlang_c(servers, offered) / (servers * service_rate - arrival_rate)
+
+
+def erlang_b_vector(servers: int, offered: np.ndarray) -> np.ndarray:
+    """Erlang B for many offered loads at once (same ``servers``).
+
+    Loads far below ``servers`` (more than 12 standard deviations of a Poisson) have a blocking
+    probability below 1e-30; they use the Poisson tail ratio directly instead of the O(c) recursion.
+    """
+    a = np.asarray(offered, dtype=float)
+    out = np.zeros_like(a)
+    far = a + 12.0 * np.sqrt(a) + 30.0 < servers
+    near = ~far & (a > 0)
+    if np.any(far & (a > 0)):
+        af = a[far & (a > 0)]
+        log_pmf = servers * np.log(af) - af - math.lgamma(servers + 1)
+        out[far & (a > 0)] = np.exp(log_pmf)
+    if np.any(near):
+        an = a[near]
+        b = np.ones_like(an)
+        for n in range(1, servers + 1):
+            b = an * b / (n + an * b)
+        out[near] = b
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class MMcK:
+    """Steady state of M/M/c with ``queue_limit`` waiting places, as seen by arrivals (PASTA).
+
+    ``p_reject``: an arrival is rejected; ``p_wait``: an arrival is admitted and waits;
+    ``rho``: offered load per server; ``geo_ratio`` and ``places`` describe the waiting
+    position of an admitted arrival that waits (truncated geometric on 0..places-1).
+    """
+
+    p_reject: np.ndarray
+    p_wait: np.ndarray
+    carried_per_server: np.ndarray
+    rho: np.ndarray
+
+
+def mmck(servers: int, queue_limit: int, offered: np.ndarray) -> MMcK:
+    """M/M/c/K (K = servers + queue_limit) for many offered loads (Erlangs) at once."""
+    a = np.asarray(offered, dtype=float)
+    b = erlang_b_vector(servers, a)
+    rho = a / servers
+    k = queue_limit
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        log_rho = np.log(np.where(rho > 0, rho, 1.0))
+        # S(j) = sum_{i=0}^{j-1} rho^i, evaluated stably on both sides of rho = 1
+        geo_k = _geo_sum(rho, log_rho, k)            # waiting positions 0..K-1
+        tail = np.where(rho > 0, np.exp(np.minimum(k * log_rho, 700.0)), 0.0)  # rho^K
+        if k == 0:
+            tail = np.ones_like(a)
+        norm = 1.0 + b * (rho * geo_k)               # relative to sum_{n<=c} a^n/n!
+        # rho^K can overflow for rho > 1 and a huge K: then almost every state is "full"
+        big = (rho > 1.0) & (k * log_rho > 600.0)
+        p_reject = np.where(big, 1.0 - 1.0 / np.where(rho > 0, rho, 1.0), b * tail / norm)
+        p_wait = np.where(big, 1.0 / np.where(rho > 0, rho, 1.0), b * geo_k / norm)
+    p_reject = np.clip(np.nan_to_num(p_reject), 0.0, 1.0)
+    p_wait = np.clip(np.nan_to_num(p_wait), 0.0, 1.0)
+    if k == 0:
+        p_wait = np.zeros_like(a)
+    carried = a * (1.0 - p_reject) / servers
+    return MMcK(p_reject=p_reject, p_wait=p_wait, carried_per_server=np.minimum(carried, 1.0),
+                rho=rho)
+
+
+def _geo_sum(rho: np.ndarray, log_rho: np.ndarray, k: int) -> np.ndarray:
+    """sum_{i=0}^{k-1} rho^i, element-wise, without overflow (capped at 1e300)."""
+    if k == 0:
+        return np.zeros_like(rho)
+    near_one = np.abs(rho - 1.0) < 1e-9
+    rk = np.exp(np.minimum(k * log_rho, 690.0))
+    denom = np.where(near_one, 1.0, 1.0 - rho)
+    out = np.where(near_one, float(k), (1.0 - rk) / denom)
+    return np.minimum(out, 1e300)
+
+
+def sample_mmck_waits(servers: int, queue_limit: int, offered: np.ndarray,
+                      service_rate: float | np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One waiting time (seconds) per admitted request, each at its own offered load ``offered[i]``.
+
+    An admitted arrival waits with probability p_wait / (1 − p_reject); if it does, it finds j
+    requests ahead of it in the queue (truncated geometric with ratio rho on 0..K−1) and waits
+    for j + 1 service completions at rate c·μ: a Gamma(j + 1, 1/(c·μ)) time.
+    """
+    a = np.asarray(offered, dtype=float)
+    state = mmck(servers, queue_limit, a)
+    admitted = np.maximum(1.0 - state.p_reject, 1e-300)
+    waits = rng.random(a.size) < state.p_wait / admitted
+    u = rng.random(a.size)
+    rho = np.maximum(state.rho, 1e-12)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        rk = np.exp(np.minimum(queue_limit * np.log(rho), 700.0))
+        ahead = np.where(np.abs(rho - 1.0) < 1e-9, np.floor(u * queue_limit),
+                         np.floor(np.log1p(-u * (1.0 - rk)) / np.log(rho)))
+    ahead = np.clip(np.nan_to_num(ahead, nan=0.0, posinf=queue_limit - 1.0), 0, max(queue_limit - 1, 0))
+    gam = rng.gamma(ahead + 1.0, 1.0 / (servers * service_rate))
+    return np.where(waits, gam, 0.0)

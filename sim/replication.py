@@ -1,0 +1,243 @@
+"""One replication: the policy run and its no-block baseline over common random numbers.
+
+Random streams are separate per purpose and derived from the replication's seed sequence, so the
+two runs share what they should: the *traffic* draws (requests and tokens per organisation and
+bin) are drawn once and used by both; *agents* (each organisation's own generator), *outcome*
+and *latency* streams are derived the same way for both runs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from scenarios.countries import expand_regions
+from scenarios.policy import Policy
+from scenarios.rundir import ORG_STATES, PATHS
+from scenarios.schema import Scenario
+from sim import capacity as capacity_mod
+from sim.errors import EmptyPopulationError
+from sim.latency import LatencySamples, percentiles, sample_latency, weighted_percentiles
+from sim.model import Timelines, simulate_agents
+from sim.outcome import FateArrays, Outcome, fate_arrays, outcome
+from sim.pieces import build_pieces
+from sim.population import Population
+from sim.profile import Profile
+from sim.traffic import Cells, Draws, bin_edges, draw, split
+
+FLOW_METRICS = ("requests", "allowed", "warned", "blocked", "failed", "retries", "tokens_in",
+                "tokens_out", "revenue_usd", "relay_markup_usd", "free_tokens",
+                "baseline_requests", "baseline_revenue_usd")
+LATENCY_METRICS = ("latency_ms_p50", "latency_ms_p95", "latency_ms_p99",
+                   "ttft_ms_p50", "ttft_ms_p95", "ttft_ms_p99")
+AGENTS, TRAFFIC, OUTCOME, LATENCY = range(4)
+
+
+def stream(seq: np.random.SeedSequence, purpose: int) -> np.random.Generator:
+    """A generator for one purpose, derived from (and stable for) the replication's sequence."""
+    return np.random.default_rng(np.random.SeedSequence(seq.entropy, spawn_key=(*seq.spawn_key, purpose)))
+
+
+def baseline_of(s: Scenario) -> Scenario:
+    """The counterfactual: no blocking policy and no announcement."""
+    return s.model_copy(update={"policy": {},
+                                "behaviour": s.behaviour.model_copy(update={"announcement": None})})
+
+
+def first_block_start(s: Scenario) -> dt.datetime | None:
+    starts = [st.start for st in s.policy.get(s.incumbent.name, _EMPTY).stages if st.action == "block"]
+    return min(starts) if starts else None
+
+
+def blocked_regions(s: Scenario) -> list[int]:
+    pol = s.policy.get(s.incumbent.name)
+    covered: set[str] = set()
+    for st in pol.stages if pol else ():
+        if st.action in ("block", "throttle"):
+            covered |= expand_regions(st.regions)
+    return [i for i, r in enumerate(s.regions) if r.code in covered]
+
+
+class _Empty:
+    stages: tuple[()] = ()
+
+
+_EMPTY = _Empty()
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One engine pass (policy or baseline): timelines, cells, their outcome and capacity."""
+
+    timelines: Timelines
+    cells: Cells
+    fates: tuple[object, ...]
+    out: Outcome
+    cap: capacity_mod.Capacity
+    fa: FateArrays
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicationResult:
+    index: int
+    flows: np.ndarray         # (metric, bin, region, provider, path)
+    orgs: np.ndarray          # (bin, region, state, provider + 1: '' first)
+    latency: np.ndarray       # (bin, provider, path, 6): p50/p95/p99 latency then ttft; NaN if none
+    utilisation: np.ndarray   # (provider, bin)
+    rejected: np.ndarray      # (provider, bin)
+    headline: dict[str, float]
+    waterfall: dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class Setup:
+    """What every replication of one scenario shares (built once per process)."""
+
+    s: Scenario
+    base: Scenario
+    pop: Population
+    profile: Profile
+    edges: np.ndarray
+    hour_weight: np.ndarray
+    inverse_throughput: np.ndarray
+
+    @classmethod
+    def of(cls, s: Scenario, seed: int, scale: float) -> Setup:
+        from sim.population import build
+
+        profile = Profile.of(s)
+        edges = bin_edges(s)
+        pop = build(s, seed, scale)
+        if pop.size == 0:
+            raise EmptyPopulationError(f"{s.name}: no organisations to simulate at scale {scale:g}")
+        return cls(s=s, base=baseline_of(s), pop=pop, profile=profile,
+                   edges=edges, hour_weight=capacity_mod.hour_weights(profile, edges),
+                   inverse_throughput=capacity_mod.inverse_throughputs(s))
+
+
+def engine_pass(setup: Setup, s: Scenario, seq: np.random.SeedSequence, draws: Draws) -> Run:
+    policy = Policy(s)
+    entropy = int(stream(seq, AGENTS).integers(0, 2**63))
+    timelines = simulate_agents(s, policy, setup.pop, entropy)
+    pieces = build_pieces(s, policy, setup.pop, timelines.changes)
+    cells = split(s, setup.pop, setup.profile, setup.edges, draws, pieces, timelines.credit)
+    fa = fate_arrays(s, pieces.fates, PATHS)
+    out, cap = outcome(s, cells, fa, _capacity_fn(setup, s, cells, fa), PATHS, stream(seq, OUTCOME))
+    return Run(timelines=timelines, cells=cells, fates=pieces.fates, out=out, cap=cap, fa=fa)
+
+
+def _capacity_fn(setup: Setup, s: Scenario, cells: Cells,
+                 fa: FateArrays) -> Callable[[np.ndarray], capacity_mod.Capacity]:
+    nb = setup.edges.size - 1
+    k = fa.provider[cells.fate]
+
+    def assess(passed: np.ndarray) -> capacity_mod.Capacity:
+        arrivals = np.zeros((len(s.providers), len(s.regions), nb))
+        np.add.at(arrivals, (k, cells.region, cells.bin), passed)
+        tokens = np.zeros((len(s.providers), nb))
+        counts = np.zeros((len(s.providers), nb))
+        np.add.at(tokens, (k, cells.bin), cells.tokens_out)
+        np.add.at(counts, (k, cells.bin), cells.n)
+        mean_out = np.divide(tokens, counts, out=np.zeros_like(tokens), where=counts > 0)
+        return capacity_mod.assess(s, arrivals, mean_out, setup.hour_weight,
+                                   (setup.edges[1] - setup.edges[0]) if nb else 1.0,
+                                   setup.inverse_throughput)
+    return assess
+
+
+def run_replication(setup: Setup, index: int, seq: np.random.SeedSequence) -> ReplicationResult:
+    s = setup.s
+    draws = draw(s, setup.pop, setup.profile, setup.edges,
+                 np.random.SeedSequence(seq.entropy, spawn_key=(*seq.spawn_key, TRAFFIC)))
+    run = engine_pass(setup, s, seq, draws)
+    base = engine_pass(setup, setup.base, seq, draws)
+    lat = sample_latency(s, provider=run.fa.provider[run.cells.fate],
+                         path=run.fa.path[run.cells.fate], bins=run.cells.bin,
+                         region=run.cells.region, segment=run.cells.segment, served=run.out.served,
+                         relay_path=PATHS.index("relay"), cap=run.cap, rng=stream(seq, LATENCY))
+    from sim.headline import headline, waterfall
+
+    flows = _flows(setup, run, base)
+    return ReplicationResult(
+        index=index, flows=flows, orgs=_org_states(setup, run.timelines),
+        latency=_latency_cube(setup, lat), utilisation=run.cap.utilisation,
+        rejected=_rejected(setup, run), headline=headline(setup, run, base, flows, lat),
+        waterfall=waterfall(setup, run, base, flows))
+
+
+def _flows(setup: Setup, run: Run, base: Run) -> np.ndarray:
+    s = setup.s
+    nb = setup.edges.size - 1
+    cube = np.zeros((len(FLOW_METRICS), nb, len(s.regions), len(s.providers), len(PATHS)))
+    for which, r in (("run", run), ("base", base)):
+        k = r.fa.provider[r.cells.fate]
+        j = r.fa.path[r.cells.fate]
+        idx = (r.cells.bin, r.cells.region, k, j)
+        if which == "run":
+            for m, name in enumerate(FLOW_METRICS[:11]):
+                values = r.out.markup_usd if name == "relay_markup_usd" else getattr(r.out, name)
+                np.add.at(cube[m], idx, values)
+        else:
+            np.add.at(cube[FLOW_METRICS.index("baseline_requests")], idx, r.out.requests)
+            np.add.at(cube[FLOW_METRICS.index("baseline_revenue_usd")], idx, r.out.revenue_usd)
+    return cube
+
+
+def _org_states(setup: Setup, tl: Timelines) -> np.ndarray:
+    """Organisations by state (and provider for migrating/migrated) at the end of each bin.
+
+    Each timeline entry counts from the bin in which it starts to the bin in which the next one
+    starts: a difference array over bins, summed up once.
+    """
+    s = setup.s
+    names = ["", *(p.name for p in s.providers)]
+    ends = setup.edges[1:]
+    shape = (len(s.regions), len(ORG_STATES), len(names))
+    diff = np.zeros((ends.size + 1, int(np.prod(shape))))
+    state_of = {st: k for k, st in enumerate(ORG_STATES)}
+    prov_of = {name: k for k, name in enumerate(names)}
+    start: list[float] = []
+    stop: list[float] = []
+    slot: list[int] = []
+    for i, line in enumerate(tl.changes):
+        r = int(setup.pop.region[i])
+        for k, c in enumerate(line):
+            prov = prov_of[c[2]] if c[1] in ("migrating", "migrated") else 0
+            slot.append((r * len(ORG_STATES) + state_of[c[1]]) * len(names) + prov)
+            start.append(c[0])
+            stop.append(line[k + 1][0] if k + 1 < len(line) else np.inf)
+    # an entry shows from the first bin ending at or after its start, until the next one shows
+    first = np.searchsorted(ends, np.asarray(start), side="left")
+    last = np.searchsorted(ends, np.asarray(stop), side="left")
+    np.add.at(diff, (first, np.asarray(slot)), 1.0)
+    np.add.at(diff, (last, np.asarray(slot)), -1.0)
+    return np.cumsum(diff, axis=0)[:-1].reshape(ends.size, *shape)
+
+
+def _latency_cube(setup: Setup, lat: LatencySamples) -> np.ndarray:
+    s = setup.s
+    cube = np.full((setup.edges.size - 1, len(s.providers), len(PATHS), 6), np.nan)
+    if lat.weight.size:
+        cube[lat.bin, lat.provider, lat.path, :3] = percentiles(lat.latency_ms)
+        cube[lat.bin, lat.provider, lat.path, 3:] = percentiles(lat.ttft_ms)
+    return cube
+
+
+def _rejected(setup: Setup, run: Run) -> np.ndarray:
+    out = np.zeros((len(setup.s.providers), setup.edges.size - 1))
+    k = run.fa.provider[run.cells.fate]
+    np.add.at(out, (k, run.cells.bin), run.out.rejected_429)
+    return out
+
+
+def pooled_latency(lat: LatencySamples, path: int, bins: np.ndarray) -> np.ndarray | None:
+    """Volume-weighted p50/p95/p99 over the groups of one path in the given bins."""
+    mine = (lat.path == path) & np.isin(lat.bin, bins)
+    if not np.any(mine):
+        return None
+    values = lat.latency_ms[mine]
+    weights = np.repeat(lat.weight[mine] / values.shape[1], values.shape[1])
+    return weighted_percentiles(values.ravel(), weights)

@@ -1,0 +1,318 @@
+"""Traffic: Poisson request counts per cohort and bin, token sums, and their split over pieces.
+
+Every organisation's requests form a non-homogeneous Poisson process with rate
+``requests_per_hour × intensity(t)`` (:mod:`sim.profile`). Counts are drawn per *cohort* (all
+organisations of one region, segment and model) and bin, with their token sums, from the traffic
+streams (:func:`draw`); the policy run and its no-block baseline share these draws exactly
+(common random numbers), so the impact is a difference of two runs over identical demand.
+
+:func:`units` gives each organisation that changed state its own count, split from its
+cohort's count binomially by rate (given the total, Poisson counts are multinomial in the
+rates: exact in law). :func:`split` deals every count over the pieces it overlaps and aggregates
+the result into *cells* keyed by (bin, region, segment, model, fate). Token sums of n requests:
+a gamma with the sum's mean n·m and variance n·v when n ≤ ``SMALL_COUNT`` (exact for exponential
+token counts), the normal limit above; a unit's tokens are its exact integer share of its
+cohort's tokens by request count.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from scenarios.distributions import Distribution, Lognormal, sample
+from scenarios.schema import Scenario
+from sim.pieces import NONE, Pieces
+from sim.population import Population
+from sim.profile import Profile
+
+SMALL_COUNT = 30
+
+
+@dataclass(frozen=True, slots=True)
+class Draws:
+    """Requests and token sums per (cohort, bin); shared by a run and its baseline.
+
+    A cohort is every organisation of one (region, segment, model). Organisations that need
+    their own count get it by splitting their cohort's count (:func:`units`): given the total,
+    Poisson counts are multinomial in the members' rates, so this is exact in law — and an
+    organisation's requests are a subset of the same cohort draw in every policy compared.
+    """
+
+    cohort: np.ndarray        # per organisation
+    n: np.ndarray             # (cohort, bin)
+    tokens_in: np.ndarray
+    tokens_out: np.ndarray
+    rate: np.ndarray          # per cohort: summed requests per hour
+    split_seeds: tuple[np.random.SeedSequence, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Cells:
+    """Requests routed per (bin, region, segment, model, fate), with their tokens and free tokens."""
+
+    bin: np.ndarray
+    region: np.ndarray
+    segment: np.ndarray
+    model: np.ndarray
+    fate: np.ndarray
+    n: np.ndarray
+    tokens_in: np.ndarray
+    tokens_out: np.ndarray
+    free_in: np.ndarray
+    free_out: np.ndarray
+
+
+def bin_edges(s: Scenario) -> np.ndarray:
+    """Bin boundaries in hours since the window start (the last bin may be short)."""
+    width = s.window.bin_seconds / 3600.0
+    nb = math.ceil(s.window.hours / width - 1e-9)
+    return np.minimum(np.arange(nb + 1) * width, s.window.hours)
+
+
+def moments(d: Distribution) -> tuple[float, float]:
+    """Mean and variance of one draw (rounded to whole tokens as in :func:`_exact_sums`)."""
+    if isinstance(d, Lognormal):
+        s2 = d.sigma**2
+        return d.mean(), (math.exp(s2) - 1.0) * d.median**2 * math.exp(s2)
+    draws = np.maximum(np.rint(sample(d, np.random.default_rng(0x70CE), 200_000)), 0.0)
+    return float(draws.mean()), float(draws.var())
+
+
+def draw(s: Scenario, pop: Population, profile: Profile, edges: np.ndarray,
+         seq: np.random.SeedSequence) -> Draws:
+    """Requests and tokens per (cohort, bin) from the traffic streams derived from ``seq``."""
+    rng = np.random.default_rng(np.random.SeedSequence(seq.entropy, spawn_key=(*seq.spawn_key, 0)))
+    n_models = int(pop.model.max()) + 1 if pop.size else 1
+    key = (pop.region * len(s.segments) + pop.segment) * n_models + pop.model
+    keys, cohort = np.unique(key, return_inverse=True)
+    cohort = cohort.ravel()
+    region = keys // (len(s.segments) * n_models)
+    segment = keys // n_models % len(s.segments)
+    rate = np.bincount(cohort, weights=pop.rate, minlength=keys.size)
+    regions = np.arange(len(s.regions))
+    c = profile.integral(np.repeat(regions, edges.size), np.tile(edges, regions.size))
+    per_bin = np.diff(c.reshape(regions.size, edges.size), axis=1)   # (regions, bins)
+    n = rng.poisson(rate[:, None] * per_bin[region])
+    tin = np.zeros_like(n)
+    tout = np.zeros_like(n)
+    for gi, seg in enumerate(s.segments):
+        rows = np.flatnonzero(segment == gi)
+        tin[rows] = _token_sums(n[rows], seg.tokens_in, rng)
+        tout[rows] = _token_sums(n[rows], seg.tokens_out, rng)
+    seeds = tuple(np.random.SeedSequence(seq.entropy, spawn_key=(*seq.spawn_key, 1, int(k)))
+                  for k in keys)
+    return Draws(cohort=cohort, n=n, tokens_in=tin, tokens_out=tout, rate=rate, split_seeds=seeds)
+
+
+def _token_sums(n: np.ndarray, d: Distribution, rng: np.random.Generator) -> np.ndarray:
+    """Sum of n per-request token draws: a moment-matched gamma for small n (exact for an
+    exponential, close for a lognormal), the normal limit for large n."""
+    m, v = moments(d)
+    out = np.zeros(n.shape, dtype=np.int64)
+    if v <= 0.0:
+        return np.rint(n * m).astype(np.int64)
+    small = (n > 0) & (n <= SMALL_COUNT)
+    k = n[small].astype(float)
+    out[small] = np.rint(rng.gamma(k * m * m / v, v / m)).astype(np.int64)
+    large = n > SMALL_COUNT
+    k = n[large].astype(float)
+    normal = k * m + np.sqrt(k * v) * rng.standard_normal(k.size)
+    out[large] = np.maximum(np.rint(normal), 0.0).astype(np.int64)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Units:
+    """What traffic is dealt to: organisations with their own pieces, and cohorts (organisations
+    of one region, segment and model that never changed state, whose draws are summed — a sum of
+    Poisson counts is the Poisson count of the summed rate, so nothing changes in law)."""
+
+    region: np.ndarray
+    segment: np.ndarray
+    model: np.ndarray
+    credit: np.ndarray
+    n: np.ndarray
+    tokens_in: np.ndarray
+    tokens_out: np.ndarray
+    piece_unit: np.ndarray
+    t0: np.ndarray
+    t1: np.ndarray
+    fate: np.ndarray
+
+
+def units(pop: Population, draws: Draws, pieces: Pieces, credit: np.ndarray) -> Units:
+    """Organisations with their own pieces get their own counts (a multinomial split of their
+    cohort's count by rate, from the cohort's own stream); the rest of each cohort stays one unit."""
+    own = np.flatnonzero(pieces.cohort_of < 0)
+    members = np.flatnonzero(pieces.cohort_of >= 0)
+    rest_units, first = np.unique(draws.cohort[members], return_index=True)
+    lead = members[first]
+    has_rest = np.zeros(draws.n.shape[0], dtype=bool)
+    has_rest[rest_units] = True
+    n_own = np.zeros((own.size, draws.n.shape[1]), dtype=np.int64)
+    tin_own = np.zeros_like(n_own)
+    tout_own = np.zeros_like(n_own)
+    rest_n = draws.n.copy()
+    tin_rest = draws.tokens_in.copy()
+    tout_rest = draws.tokens_out.copy()
+    by_cohort = draws.cohort[own]
+    for c in np.unique(by_cohort):
+        rows = np.flatnonzero(by_cohort == c)
+        rates = pop.rate[own[rows]]
+        rest = max(draws.rate[c] - rates.sum(), 0.0) if has_rest[c] else 0.0
+        pvals = np.append(rates, rest) / (rates.sum() + rest)
+        counts = np.random.default_rng(draws.split_seeds[c]).multinomial(draws.n[c], pvals).T
+        n_own[rows] = counts[:-1]
+        rest_n[c] = counts[-1]
+        for mine, rest_tokens, tokens in ((tin_own, tin_rest, draws.tokens_in[c]),
+                                          (tout_own, tout_rest, draws.tokens_out[c])):
+            shares = _token_shares(tokens, counts, draws.n[c])
+            mine[rows] = shares[:-1]
+            rest_tokens[c] = shares[-1]
+    unit_of_org = np.full(pop.size, -1, dtype=np.int64)
+    unit_of_org[own] = np.arange(own.size)
+    rows_all = [np.column_stack([unit_of_org[pieces.org], pieces.t0, pieces.t1, pieces.fate])]
+    for u, org in enumerate(lead, start=own.size):
+        table = pieces.cohort_pieces[int(pieces.cohort_of[org])]
+        rows_all.append(np.column_stack([np.full(len(table), u), table]))
+    allrows = np.concatenate(rows_all)
+    both = np.concatenate([own, lead])
+    return Units(region=pop.region[both], segment=pop.segment[both], model=pop.model[both],
+                 credit=np.concatenate([credit[own], np.zeros(lead.size, dtype=credit.dtype)]),
+                 n=np.concatenate([n_own, rest_n[rest_units]]),
+                 tokens_in=np.concatenate([tin_own, tin_rest[rest_units]]),
+                 tokens_out=np.concatenate([tout_own, tout_rest[rest_units]]),
+                 piece_unit=allrows[:, 0].astype(np.int64), t0=allrows[:, 1], t1=allrows[:, 2],
+                 fate=allrows[:, 3].astype(np.int64))
+
+
+def _token_shares(tokens: np.ndarray, counts: np.ndarray, total: np.ndarray) -> np.ndarray:
+    """Exact integer shares of a cohort's tokens per bin, by cumulative request counts.
+
+    ``counts`` is (members, bins) and sums to ``total`` per bin; the shares sum to ``tokens``.
+    """
+    whole = np.maximum(total, 1)
+    cum = np.cumsum(counts, axis=0)
+    upto = tokens * cum // whole
+    upto[-1] = tokens
+    return np.diff(upto, axis=0, prepend=0)
+
+
+def split(s: Scenario, pop: Population, profile: Profile, edges: np.ndarray, draws: Draws,
+          pieces: Pieces, credit: np.ndarray) -> Cells:
+    """Deal each (unit, bin) draw over the unit's pieces; aggregate into cells."""
+    u = units(pop, draws, pieces, credit)
+    pair_piece, pair_bin = _expand(u.t0, u.t1, edges)
+    unit = u.piece_unit[pair_piece]
+    region = u.region[unit]
+    lo = np.maximum(u.t0[pair_piece], edges[pair_bin])
+    hi = np.minimum(u.t1[pair_piece], edges[pair_bin + 1])
+    partial = (lo > edges[pair_bin]) | (hi < edges[pair_bin + 1])
+    weight = np.ones(lo.size)  # a piece covering its whole bin takes all of the bin's draw
+    weight[partial] = (profile.integral(region[partial], hi[partial])
+                       - profile.integral(region[partial], lo[partial]))
+    n, tin, tout = _deal(unit, pair_bin, weight, partial, u)
+    fate = u.fate[pair_piece]
+    free_in, free_out = _free_tokens(pieces, fate, unit, tin, tout, u.credit)
+    keep = np.array([f.action != NONE for f in pieces.fates])[fate] & (n > 0)
+    return _aggregate(s, u, keep, pair_bin, unit, fate, n, tin, tout, free_in, free_out)
+
+
+def _expand(t0: np.ndarray, t1: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(piece, bin) for every bin each piece overlaps, in (unit, time) order."""
+    first = np.searchsorted(edges, t0, side="right") - 1
+    last = np.searchsorted(edges, t1, side="left") - 1
+    first = np.clip(first, 0, edges.size - 2)
+    last = np.clip(np.maximum(last, first), 0, edges.size - 2)
+    counts = last - first + 1
+    piece = np.repeat(np.arange(t0.size), counts)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    offset = np.arange(piece.size) - np.repeat(starts, counts)
+    return piece, first[piece] + offset
+
+
+def _deal(unit: np.ndarray, bins: np.ndarray, weight: np.ndarray, partial: np.ndarray,
+          u: Units) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each (unit, bin) count and tokens, apportioned over the pieces that share the bin.
+
+    A bin cut by a state change is apportioned by the pieces' share of the bin's intensity with
+    exact integer (systematic) rounding: deterministic, so two policies that cut the same bin the
+    same way apportion it the same way (common random numbers down to the request).
+    """
+    n = u.n[unit, bins]
+    tin = u.tokens_in[unit, bins]
+    tout = u.tokens_out[unit, bins]
+    cut = np.flatnonzero(partial)
+    if cut.size == 0:
+        return n, tin, tout
+    key = unit[cut] * (int(bins.max()) + 1) + bins[cut]
+    starts = np.flatnonzero(np.diff(key, prepend=-1))
+    group = np.repeat(np.arange(starts.size), np.diff(np.append(starts, key.size)))
+    w = weight[cut]
+    cum_w = np.cumsum(w)
+    before_w = (cum_w - w) - (cum_w - w)[starts][group]
+    total_w = np.add.reduceat(w, starts)[group]
+    share_lo = np.divide(before_w, total_w, out=np.zeros_like(w), where=total_w > 0)
+    share_hi = np.divide(before_w + w, total_w, out=np.ones_like(w), where=total_w > 0)
+    last = np.append(starts[1:] - 1, key.size - 1)
+    share_hi[last] = 1.0  # the last piece of a bin takes what rounding left
+    total_n = n[cut]
+    n_cut = (np.floor(total_n * share_hi + 1e-9) - np.floor(total_n * share_lo + 1e-9)).astype(np.int64)
+    cum_n = np.cumsum(n_cut)
+    before_n = (cum_n - n_cut) - (cum_n - n_cut)[starts][group]
+    whole = np.maximum(total_n, 1)
+    n[cut] = n_cut
+    for arr in (tin, tout):
+        tot = arr[cut]
+        arr[cut] = tot * (before_n + n_cut) // whole - tot * before_n // whole
+    return n, tin, tout
+
+
+def _free_tokens(pieces: Pieces, fate: np.ndarray, org: np.ndarray, tin: np.ndarray,
+                 tout: np.ndarray, credit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Free tokens used: a migrated organisation's credit pays for its first tokens at the provider."""
+    free_in = np.zeros_like(tin)
+    free_out = np.zeros_like(tout)
+    idx = np.flatnonzero(credit[org] > 0)
+    idx = idx[np.array([f.migrated for f in pieces.fates])[fate[idx]]]
+    if idx.size == 0:
+        return free_in, free_out
+    used = tin[idx] + tout[idx]
+    o = org[idx]
+    cum = np.cumsum(used)
+    new = np.ones(idx.size, dtype=bool)
+    new[1:] = o[1:] != o[:-1]
+    base = np.maximum.accumulate(np.where(new, cum - used, 0))
+    mine = cum - base
+    cap = credit[o]
+    free = np.minimum(mine, cap) - np.minimum(mine - used, cap)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        fin = np.where(used > 0, np.floor(free * tin[idx] / np.maximum(used, 1)), 0).astype(np.int64)
+    free_in[idx] = fin
+    free_out[idx] = free - fin
+    return free_in, free_out
+
+
+def _aggregate(s: Scenario, u: Units, keep: np.ndarray, bins: np.ndarray, unit: np.ndarray,
+               fate: np.ndarray, *values: np.ndarray) -> Cells:
+    dims = (int(bins.max()) + 1 if bins.size else 1, len(s.regions), len(s.segments),
+            len(s.incumbent.models), int(fate.max()) + 1 if fate.size else 1)
+    kept = unit[keep]
+    key = np.ravel_multi_index((bins[keep], u.region[kept], u.segment[kept], u.model[kept],
+                                fate[keep]), dims)
+    size = int(np.prod(dims))
+    if size <= 4_000_000:  # dense: count straight into the key space, no sort
+        present = np.bincount(key, minlength=size) > 0
+        uniq = np.flatnonzero(present)
+        sums = [np.bincount(key, weights=v[keep], minlength=size)[uniq].astype(np.int64)
+                for v in values]
+    else:
+        uniq, inverse = np.unique(key, return_inverse=True)
+        sums = [np.bincount(inverse, weights=v[keep], minlength=uniq.size).astype(np.int64)
+                for v in values]
+    b, r, g, m, f = np.unravel_index(uniq, dims)
+    return Cells(bin=b, region=r, segment=g, model=m, fate=f, n=sums[0], tokens_in=sums[1],
+                 tokens_out=sums[2], free_in=sums[3], free_out=sums[4])

@@ -1,0 +1,148 @@
+"""``regionblock simulate`` and ``regionblock sweep`` end to end (in-process, real files)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from regionblock.cli import main
+from scenarios.rundir import COLUMNS, SHARED_METRICS, read_run
+from sim.sweep import split_top_level
+
+Capsys = pytest.CaptureFixture[str]
+
+
+def _cli(capsys: Capsys, *argv: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_simulate_writes_a_run_directory_and_prints_it(capsys: Capsys, tmp_path: Path) -> None:
+    code, out, err = _cli(capsys, "simulate", "openai-2024-cn-hk", "--replications", "2", "--seed", "3",
+                          "--scale", "0.02", "--out", str(tmp_path))
+    assert code == 0, err
+    path = Path(out.splitlines()[0])
+    assert path.parent == tmp_path and path.name.endswith("-openai-2024-cn-hk-simulate")
+    assert "Incumbent revenue lost vs. the baseline" in out
+    run = read_run(path)
+    assert run.meta["kind"] == "simulate" and run.meta["replications"] == 2
+    assert run.summary["seed"] == 3 and run.summary["replications"] == 2
+    assert [w["label"] for w in run.summary["waterfall"]] == [
+        "baseline", "blocked", "kept via relay", "kept via allow-list", "lost to alternatives",
+        "lost to churn", "actual"]
+    assert run.summary["checks"]["requests_balance"] is True
+    band = run.summary["headline"]["incumbent_revenue_lost_usd"]
+    assert set(band) == {"mean", "p5", "p95", "n", "unit", "label"} and band["unit"] == "usd"
+    ts = run.timeseries()
+    assert set(ts["source"]) == {"sim"}
+    assert set(SHARED_METRICS) <= set(ts["metric"])
+    assert set(ts["replication"]) == {0, 1}
+    with (path / "timeseries.csv").open() as fh:
+        assert tuple(next(csv.reader(fh))) == COLUMNS
+    assert ts["time"][0] == "2024-06-01T00:00:00Z"
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (("--replications", "0"), "--replications: must be at least 1"),
+    (("--jobs", "0"), "--jobs: must be at least 1"),
+    (("--scale", "2"), "--scale: must be in (0, 1]"),
+    (("--set", "policy.openai.stages[1].percent=150"), "percent"),
+    (("--scale", "0.00001"), "no organisations to simulate at scale 1e-05"),
+])
+def test_simulate_bad_input_is_one_line_and_exit_2(capsys: Capsys, tmp_path: Path,
+                                                   argv: tuple[str, ...], message: str) -> None:
+    code, _out, err = _cli(capsys, "simulate", "openai-2024-cn-hk", "--out", str(tmp_path), *argv)
+    assert code == 2
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not any(tmp_path.iterdir())
+
+
+def test_split_top_level_keeps_brackets_and_quotes() -> None:
+    assert split_top_level("10,50,100") == ["10", "50", "100"]
+    assert split_top_level("[CN,HK],[CN,HK,MO],CN") == ["[CN,HK]", "[CN,HK,MO]", "CN"]
+    assert split_top_level("{a: 1, b: 2},'x,y'") == ["{a: 1, b: 2}", "'x,y'"]
+
+
+def test_sweep_grid_directory_and_table(capsys: Capsys, tmp_path: Path) -> None:
+    code, out, err = _cli(capsys, "sweep", "openai-2024-cn-hk",
+                          "--set", "policy.openai.stages[1].regions=[CN,HK],[CN,HK,MO,RU]",
+                          "--set", "behaviour.relay.markup=0.1,0.5",
+                          "--replications", "1", "--scale", "0.02", "--out", str(tmp_path))
+    assert code == 0, err
+    path = Path(out.splitlines()[0])
+    assert path.name.endswith("-openai-2024-cn-hk-sweep")
+    summary = json.loads((path / "summary.json").read_text())
+    assert summary["kind"] == "sweep"
+    assert summary["parameters"] == {
+        "policy.openai.stages[1].regions": [["CN", "HK"], ["CN", "HK", "MO", "RU"]],
+        "behaviour.relay.markup": [0.1, 0.5]}
+    assert [p["overrides"] for p in summary["points"]] == [
+        {"policy.openai.stages[1].regions": ["CN", "HK"], "behaviour.relay.markup": 0.1},
+        {"policy.openai.stages[1].regions": ["CN", "HK"], "behaviour.relay.markup": 0.5},
+        {"policy.openai.stages[1].regions": ["CN", "HK", "MO", "RU"], "behaviour.relay.markup": 0.1},
+        {"policy.openai.stages[1].regions": ["CN", "HK", "MO", "RU"], "behaviour.relay.markup": 0.5}]
+    for i, point in enumerate(summary["points"]):
+        run = read_run(path / point["run_dir"])
+        assert point["run_dir"] == f"point-{i:03d}" and run.kind == "simulate"
+        assert point["headline"] == run.summary["headline"]
+    assert read_run(path).kind == "sweep"
+    with (path / "sweep.csv").open() as fh:
+        table = list(csv.DictReader(fh))
+    assert [r["index"] for r in table] == ["0", "1", "2", "3"]
+    assert table[2]["policy.openai.stages[1].regions"] == "[CN,HK,MO,RU]"
+    lost = [float(r["incumbent_revenue_lost_usd_mean"]) for r in table]
+    # common random numbers across the grid: blocking more regions loses more
+    assert lost[2] > lost[0] and lost[3] > lost[1]
+    # the mark-up changes what relays earn
+    markup = [float(r["relay_markup_usd_mean"]) for r in table]
+    assert markup[1] > markup[0]
+
+
+def test_sweep_on_a_dask_cluster(capsys: Capsys, tmp_path: Path) -> None:
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(processes=False, n_workers=1, threads_per_worker=1,
+                                  dashboard_address=None) as cluster:
+        code, out, err = _cli(capsys, "sweep", "openai-2024-cn-hk", "--set", "behaviour.relay.markup=0.1,0.3",
+                              "--replications", "1", "--scale", "0.02", "--out", str(tmp_path / "dask"),
+                              "--dask", cluster.scheduler_address)
+    assert code == 0, err
+    dask_dir = Path(out.splitlines()[0])
+    code, out, err = _cli(capsys, "sweep", "openai-2024-cn-hk", "--set", "behaviour.relay.markup=0.1,0.3",
+                          "--replications", "1", "--scale", "0.02", "--out", str(tmp_path / "pool"))
+    pool_dir = Path(out.splitlines()[0])
+    assert (dask_dir / "sweep.csv").read_bytes() == (pool_dir / "sweep.csv").read_bytes()
+
+
+def test_sweep_errors_are_one_line(capsys: Capsys, tmp_path: Path) -> None:
+    code, _, err = _cli(capsys, "sweep", "openai-2024-cn-hk", "--out", str(tmp_path))
+    assert code == 2 and "--set: a sweep needs at least one" in err
+    code, _, err = _cli(capsys, "sweep", "openai-2024-cn-hk", "--set", "behaviour.relay.markup=[0.1,0.2",
+                        "--out", str(tmp_path))
+    assert code == 2 and "unclosed bracket" in err
+    code, _, err = _cli(capsys, "sweep", "openai-2024-cn-hk", "--set", "behaviour.relay.markup=0.1,-3",
+                        "--out", str(tmp_path))
+    assert code == 2 and "markup" in err and len(err.strip().splitlines()) == 1
+    code, _, err = _cli(capsys, "sweep", "openai-2024-cn-hk", "--set", "behaviour.relay.markup=0.1",
+                        "--out", str(tmp_path), "--dask", "tcp://127.0.0.1:1")
+    assert code == 2 and err.startswith("--dask tcp://127.0.0.1:1: cannot reach")
+    assert not any(tmp_path.iterdir())
+
+
+def test_sweep_without_dask_installed(capsys: Capsys, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "distributed", None)  # `import distributed` now fails
+    code, out, err = _cli(capsys, "sweep", "openai-2024-cn-hk", "--set", "behaviour.relay.markup=0.1",
+                          "--out", str(tmp_path), "--dask", "tcp://127.0.0.1:8786")
+    assert code == 2 and out == ""
+    assert err.strip().splitlines() == [
+        "--dask: dask.distributed is not installed (install the 'cluster' extra: "
+        "pip install 'regionblock[cluster]')"]

@@ -1,0 +1,101 @@
+"""The agent model: its use of the shared behaviour model, its state machine, its randomness."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+
+import numpy as np
+import pytest
+import simpy
+
+from scenarios import behaviour
+from scenarios.loader import Loaded
+from scenarios.policy import Policy
+from sim.model import World, simulate_agents
+from sim.replication import Setup
+
+ALLOWED = {
+    "direct": {"direct", "circumventing", "migrating", "churned"},
+    "circumventing": {"direct", "circumventing", "migrating", "churned"},
+    "migrating": {"migrated"},
+    "migrated": set(),
+    "churned": set(),
+}
+
+
+def _world(default: Loaded, setup: Setup) -> World:
+    s = default.scenario
+    return World(env=simpy.Environment(), s=s, policy=Policy(s), pop=setup.pop, entropy=1,
+                 timelines=[], credit=np.zeros(1), decided_at=np.zeros(1))
+
+
+@pytest.mark.parametrize("when", ["2024-07-10", "2024-08-15"])  # before and after Tencent's deadline
+def test_cached_utilities_equal_a_direct_call(default: Loaded, small_setup: Setup, when: str) -> None:
+    """utility_parts composes behaviour.utilities at shares 0 and 1; any share must agree."""
+    world = _world(default, small_setup)
+    now = dt.datetime.fromisoformat(when).replace(tzinfo=dt.UTC)
+    share = {"zhipu": 0.3, "baidu": 0.05, "alibaba": 0.2, "tencent": 0.1}
+    for segment in ("startup", "hobbyist", "enterprise"):
+        zero, slope = world.utility_parts(segment, "CN", now)
+        composed = {k: u + slope[k] * share.get(k, 0.0) for k, u in zero.items()}
+        direct = behaviour.utilities(default.scenario, segment=segment, region="CN", now=now,
+                                     migrated_share=share)
+        assert composed.keys() == direct.keys()
+        for k in direct:
+            assert composed[k] == pytest.approx(direct[k], abs=1e-12)
+
+
+def test_state_machine_transitions(default: Loaded, small_setup: Setup) -> None:
+    s = default.scenario
+    tl = simulate_agents(s, Policy(s), small_setup.pop, entropy=5)
+    seen: set[tuple[str, str]] = set()
+    for line in tl.changes:
+        assert line[0][:2] == (0.0, "direct")
+        times = [c[0] for c in line]
+        assert times == sorted(times)
+        for a, b in itertools.pairwise(line):
+            assert b[1] in ALLOWED[a[1]], (a, b)
+            seen.add((a[1], b[1]))
+        for c in line:
+            if c[1] == "circumventing":
+                assert c[3] == "relay" and c[4] == c[0]   # relaying since the moment it started
+            if c[1] in ("migrating", "migrated"):
+                assert c[2] in {p.name for p in s.alternatives}
+    assert {("direct", "migrating"), ("direct", "circumventing"), ("direct", "churned"),
+            ("migrating", "migrated"), ("circumventing", "migrating")} <= seen
+    # supported regions never change state
+    us = [i for i, oid in enumerate(small_setup.pop.ids) if oid.startswith("us-")]
+    assert all(len(tl.changes[i]) == 1 for i in us)
+    # the allow-listed enterprise path keeps access: Azure enterprises never move
+    azure = [i for i, oid in enumerate(small_setup.pop.ids) if "-enterprise-azure-" in oid]
+    assert azure and all(len(tl.changes[i]) == 1 for i in azure)
+
+
+def test_detection_ends_circumvention_when_the_policy_says(default: Loaded, small_setup: Setup) -> None:
+    s = default.scenario
+    policy = Policy(s)
+    tl = simulate_agents(s, policy, small_setup.pop, entropy=5)
+    checked = 0
+    for i, line in enumerate(tl.changes):
+        for a, b in itertools.pairwise(line):
+            if a[1] == "circumventing" and a[4] is not None:
+                caught = policy.detection_at("openai", small_setup.pop.ids[i],
+                                             s.window.start + dt.timedelta(hours=a[4]))
+                assert caught is not None
+                hours = (caught - s.window.start).total_seconds() / 3600
+                assert b[0] == pytest.approx(max(hours, a[0]), abs=1e-6)
+                checked += 1
+    assert checked > 0
+
+
+def test_agent_randomness_is_seeded(default: Loaded) -> None:
+    """The same agent entropy gives the same timelines; another gives other timelines."""
+    s = default.scenario
+    full = Setup.of(s, 0, 0.03)
+    policy = Policy(s)
+    a = simulate_agents(s, policy, full.pop, entropy=9)
+    b = simulate_agents(s, policy, full.pop, entropy=9)
+    assert a.changes == b.changes
+    c = simulate_agents(s, policy, full.pop, entropy=10)
+    assert a.changes != c.changes
