@@ -117,8 +117,8 @@ def test_bad_input_is_one_line(capsys: Capsys, args: tuple[str, ...], expected: 
 def test_unknown_scenario(capsys: Capsys) -> None:
     assert_one_line_error(
         run_cli(capsys, *EXPLAIN, "nope", "--at", "2024-07-10", "--country", "CN"),
-        "nope: not a file or a shipped scenario (mmc-validation, no-incentives, openai-2024-cn-hk, staged-percent-rollout, "
-        "strict-enforcement)")
+        "nope: not a file or a shipped scenario (mmc-validation, no-incentives, openai-2024-cn-hk, "
+        "staged-percent-rollout, strict-enforcement)")
 
 
 def _regionblock(*argv: str) -> subprocess.CompletedProcess[str]:

@@ -69,8 +69,8 @@ def test_show_errors(capsys: Capsys) -> None:
     assert_one_line_error(run_cli(capsys, "scenario", "show", "openai-2024-cn-hk", "--set", "window.bin"),
                           "--set window.bin: expected PATH=VALUE")
     assert_one_line_error(run_cli(capsys, "scenario", "show", "nope"),
-                          "nope: not a file or a shipped scenario (mmc-validation, no-incentives, openai-2024-cn-hk, "
-                          "staged-percent-rollout, strict-enforcement)")
+                          "nope: not a file or a shipped scenario (mmc-validation, no-incentives, "
+                          "openai-2024-cn-hk, staged-percent-rollout, strict-enforcement)")
 
 
 def test_schema(capsys: Capsys) -> None:

@@ -14,7 +14,8 @@ NAMES = sorted(shipped())
 
 
 def test_library_contents() -> None:
-    assert NAMES == ["mmc-validation", "no-incentives", "openai-2024-cn-hk", "staged-percent-rollout", "strict-enforcement"]
+    assert NAMES == ["mmc-validation", "no-incentives", "openai-2024-cn-hk", "staged-percent-rollout",
+                     "strict-enforcement"]
 
 
 @pytest.mark.parametrize("name", NAMES)
