@@ -23,7 +23,7 @@ import numpy as np
 from reports.errors import ReportInputError
 from scenarios.countries import expand_regions
 from scenarios.loader import load_text
-from scenarios.rundir import COLUMNS, Run, read_run, read_timeseries
+from scenarios.rundir import Run, read_columns, read_run
 from scenarios.schema import Scenario
 
 DIMENSIONS = ("source", "metric", "region", "provider", "path", "state")
@@ -77,21 +77,7 @@ class Table:
 
 def read_table(path: Path) -> Table:
     """Read ``timeseries.csv`` quickly; fields with quotes fall back to the csv module."""
-    text = path.read_text(encoding="utf-8")
-    header, _, body = text.partition("\n")
-    if tuple(header.strip().split(",")) != COLUMNS:
-        raise ReportInputError(f"{path}: header must be {','.join(COLUMNS)}")
-    if '"' in body:
-        return _table_from_columns(path, read_timeseries(path))
-    # why: every field is an ISO time, a number or a slug (no commas, no quotes), so one C-level
-    # split of the whole text is ~5x faster than csv.reader for million-row simulations
-    fields = body.replace("\r", "").replace("\n", ",").split(",")
-    if fields and fields[-1] == "":
-        fields.pop()
-    n = len(COLUMNS)
-    if len(fields) % n:
-        raise ReportInputError(f"{path}: every row must have {n} fields")
-    return _table_from_columns(path, {name: fields[i::n] for i, name in enumerate(COLUMNS)})
+    return _table_from_columns(path, read_columns(path))
 
 
 def _table_from_columns(path: Path, cols: Mapping[str, Any]) -> Table:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from reports.data import bands, block_start, blocked_regions, cube, load_runs, read_table
-from reports.errors import ReportInputError
+from scenarios.errors import RunDirError
 from scenarios.rundir import band, read_timeseries, write_timeseries
 from tests.reports import builders
 
@@ -32,7 +32,7 @@ def test_quoted_fields_fall_back_to_the_csv_module(tmp_path: Path) -> None:
 def test_bad_header_is_one_line(tmp_path: Path) -> None:
     path = tmp_path / "timeseries.csv"
     path.write_text("time,value\n")
-    with pytest.raises(ReportInputError, match=r"timeseries.csv: header must be time,replication"):
+    with pytest.raises(RunDirError, match=r"timeseries.csv: header must be time,replication"):
         read_table(path)
 
 
