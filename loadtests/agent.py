@@ -34,6 +34,7 @@ import numpy as np
 
 from scenarios import behaviour
 from scenarios.distributions import sample_one
+from scenarios.policy import first_denial
 from scenarios.schema import Scenario
 
 DIRECT, CIRCUMVENTING, MIGRATING, MIGRATED, CHURNED = (
@@ -63,10 +64,8 @@ def bass_inverse(p: float, q: float, u: float) -> float:
 
 
 def first_block(s: Scenario, provider: str) -> dt.datetime | None:
-    """When ``provider``'s first blocking stage starts (None: it never blocks)."""
-    pol = s.policy.get(provider)
-    starts = [st.start for st in pol.stages if st.action == "block"] if pol else []
-    return min(starts) if starts else None
+    """When ``provider``'s first block or throttle stage starts (None: it never denies)."""
+    return first_denial(s, provider)
 
 
 class OrgAgent:

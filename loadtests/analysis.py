@@ -33,6 +33,7 @@ from loadtests.plan import Plan
 from loadtests.wire import DECISIONS
 from scenarios.clock import format_instant
 from scenarios.countries import expand_regions
+from scenarios.policy import denied_regions
 from scenarios.rundir import ORG_STATES, band
 from scenarios.schema import Scenario
 
@@ -343,12 +344,7 @@ def timeseries_rows(plan: Plan, joined: Sequence[Joined],
 
 
 def blocked_regions(s: Scenario) -> frozenset[str]:
-    pol = s.policy.get(s.incumbent.name)
-    codes = {r.code for r in s.regions}
-    if pol is None:
-        return frozenset()
-    return frozenset(c for st in pol.stages if st.action == "block"
-                     for c in expand_regions(st.regions) if c in codes)
+    return frozenset(denied_regions(s))
 
 
 def allow_listed(s: Scenario) -> frozenset[str]:

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from reports.errors import ReportInputError
-from scenarios.countries import expand_regions
 from scenarios.loader import load_text
+from scenarios.policy import denied_regions, first_denial
 from scenarios.rundir import Run, read_columns, read_run
 from scenarios.schema import Scenario
 
@@ -251,19 +251,12 @@ def load_runs(paths: Sequence[Path]) -> list[RunData]:
 
 def block_start(s: Scenario) -> dt.datetime | None:
     """The first start of a stage that blocks or throttles, on the incumbent's policy."""
-    pol = s.policy.get(s.incumbent.name)
-    starts = [st.start for st in (pol.stages if pol else ()) if st.action in ("block", "throttle")]
-    return min(starts) if starts else None
+    return first_denial(s)
 
 
 def blocked_regions(s: Scenario) -> list[str]:
     """The scenario's regions any blocking stage of the incumbent applies to, in scenario order."""
-    pol = s.policy.get(s.incumbent.name)
-    targeted: frozenset[str] = frozenset()
-    for st in pol.stages if pol else ():
-        if st.action in ("block", "throttle"):
-            targeted |= expand_regions(st.regions)
-    return [r.code for r in s.regions if r.code in targeted]
+    return list(denied_regions(s))
 
 
 def as_datetime64(when: dt.datetime) -> np.datetime64:

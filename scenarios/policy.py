@@ -322,3 +322,25 @@ class Policy:
         reason = (f"circumvention detected ({det.signal}): organisation's home {req.home_country} "
                   f"is blocked by stage {home.stage}; caught {caught.strftime('%Y-%m-%dT%H:%M:%SZ')}")
         return Decision("block", home.stage, reason, self._response(pol, spec, req.country, None))
+
+
+# ---------------------------------------------------------------- what a scenario's policy denies
+
+DENYING_ACTIONS = frozenset({"block", "throttle"})
+
+
+def first_denial(s: Scenario, provider: str | None = None) -> dt.datetime | None:
+    """When ``provider``'s (default: the incumbent's) first block or throttle stage starts."""
+    pol = s.policy.get(provider or s.incumbent.name)
+    starts = [st.start for st in (pol.stages if pol else ()) if st.action in DENYING_ACTIONS]
+    return min(starts) if starts else None
+
+
+def denied_regions(s: Scenario, provider: str | None = None) -> tuple[str, ...]:
+    """The scenario's regions (in scenario order) any block or throttle stage of ``provider`` targets."""
+    pol = s.policy.get(provider or s.incumbent.name)
+    targeted: set[str] = set()
+    for st in pol.stages if pol else ():
+        if st.action in DENYING_ACTIONS:
+            targeted |= expand_regions(st.regions)
+    return tuple(r.code for r in s.regions if r.code in targeted)

@@ -402,3 +402,19 @@ def test_detection_delays_are_exponential(scenario: Scenario, per_day: float) ->
     ks = max(float((np.arange(1, n + 1) / n - cdf).max()), float((cdf - np.arange(n) / n).max()))
     assert ks < 1.949 / math.sqrt(n)
     assert abs(delays.mean() - 1 / rate) < 4 * (1 / rate) / math.sqrt(n)
+
+
+def test_first_denial_and_denied_regions_of_the_shipped_scenarios() -> None:
+    import datetime as _dt
+
+    from scenarios.loader import load as _load
+    from scenarios.policy import denied_regions, first_denial
+
+    s = _load("openai-2024-cn-hk").scenario
+    assert first_denial(s) == _dt.datetime(2024, 7, 9, tzinfo=_dt.UTC)
+    assert denied_regions(s) == ("CN", "HK", "MO", "RU")
+    assert first_denial(s, "zhipu") is None and denied_regions(s, "zhipu") == ()
+    throttled = _load("openai-2024-cn-hk", ("policy.openai.stages[1].action=throttle",
+                                            "policy.openai.stages[1].regions=[HK]")).scenario
+    assert first_denial(throttled) == _dt.datetime(2024, 7, 9, tzinfo=_dt.UTC)
+    assert denied_regions(throttled) == ("HK",)
