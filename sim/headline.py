@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -51,13 +52,11 @@ def headline(setup: Setup, run: Run, base: Run, flows: np.ndarray,
     for k, p in enumerate(s.providers):
         if not p.incumbent:
             out[f"alt_revenue_gained_usd.{p.name}"] = float(revenue[:, :, k].sum() - baseline[:, :, k].sum())
-    final = run.timelines.changes
-    states = [line[-1] for line in final]
+    final = Counter((line[-1][1], line[-1][2]) for line in run.timelines.changes)
     for st in ORG_STATES:
-        out[f"orgs_final.{st}"] = float(sum(1 for c in states if c[1] == st))
+        out[f"orgs_final.{st}"] = float(sum(v for (state, _), v in final.items() if state == st))
     for p in s.alternatives:
-        out[f"orgs_migrated.{p.name}"] = float(sum(1 for c in states
-                                                   if c[1] == "migrated" and c[2] == p.name))
+        out[f"orgs_migrated.{p.name}"] = float(final[("migrated", p.name)])
     first = float(run.out.first_denied.sum())
     out["retry_amplification"] = (first + float(run.out.retries.sum())) / first if first else 1.0
     after = after_bins(setup)

@@ -4,21 +4,32 @@ Rows are ordered by replication, bin, metric, then dimensions, so the file is by
 the same scenario and seed. Flow metrics are written for every (region, provider, path) that
 carried any traffic in the replication or its baseline, for every bin (zeros included);
 latency rows only where requests were served in the bin.
+
+:func:`rows` yields the rows one by one (the reference); :func:`block` formats the same rows as
+CSV text in one go — that runs in the worker process that computed the replication, so a pool
+formats its replications in parallel and the parent only concatenates (zlib-compressed) blocks.
+tests/sim/test_metrics.py checks that both give the same bytes as
+:func:`scenarios.rundir.write_timeseries`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from scenarios.rundir import ORG_STATES, PATHS
+from scenarios.rundir import ORG_STATES, PATHS, fmt_value
 from scenarios.schema import Scenario
 from sim.replication import FLOW_METRICS, LATENCY_METRICS, ReplicationResult
 
 SOURCE = "sim"
+#: Integral floats below this are written as integers by ``fmt_value`` (and exactly by int64).
+_EXACT_INT = 1e15
+#: Rounding rules of :func:`_fmt` besides a number of decimals.
+FLOW, COUNT = -1, -2
 
 
 def bin_times(s: Scenario, edges: np.ndarray) -> list[str]:
@@ -30,8 +41,8 @@ def rows(s: Scenario, times: list[str], result: ReplicationResult) -> Iterator[t
     """Every row of one replication."""
     regions = [r.code for r in s.regions]
     providers = [p.name for p in s.providers]
-    active = np.argwhere(np.abs(result.flows).sum(axis=(0, 1)) > 0)   # (region, provider, path)
-    lat_active = np.argwhere(~np.all(np.isnan(result.latency[..., 0]), axis=0))  # (provider, path)
+    active = _active(result)
+    lat_active = _lat_active(result)
     orgs_active = _org_rows(result.orgs)
     rep = result.index
     for b, when in enumerate(times):
@@ -51,6 +62,92 @@ def rows(s: Scenario, times: list[str], result: ReplicationResult) -> Iterator[t
         for r, st, k in orgs_active:
             yield (when, rep, SOURCE, "orgs", regions[r], providers[k - 1] if k else "",
                    "", ORG_STATES[st], int(result.orgs[b, r, st, k]))
+
+
+def block(s: Scenario, times: list[str], result: ReplicationResult) -> bytes:
+    """The rows of :func:`rows` as CSV lines (what ``write_timeseries`` writes for them), zlib-compressed.
+
+    Each bin's rows are one fixed list of (dimensions, value) columns — the same for every bin —
+    so the dimensions are formatted once and the values as (bins × columns) arrays; only latency
+    cells that are NaN (nothing served) drop out.
+    """
+    dims, values, keep = _columns(s, result)
+    rep = result.index
+    lines = [f"{when},{rep},{SOURCE},{d},{v}"
+             for when, row_v, row_k in zip(times, values, keep, strict=True)
+             for d, v, k in zip(dims, row_v, row_k, strict=True) if k]
+    text = "\n".join(lines) + "\n" if lines else ""
+    return zlib.compress(text.encode("utf-8"), 1)
+
+
+def _columns(s: Scenario, result: ReplicationResult) -> tuple[list[str], list[list[str]], list[list[bool]]]:
+    """(dimension text per column, formatted values per bin and column, which cells to write)."""
+    regions = [r.code for r in s.regions]
+    providers = [p.name for p in s.providers]
+    nb = result.flows.shape[1]
+    active = _active(result)
+    lat_active = _lat_active(result)
+    orgs_active = _org_rows(result.orgs)
+    dims: list[str] = []
+    parts: list[np.ndarray] = []
+    flows = result.flows[:, :, active[:, 0], active[:, 1], active[:, 2]]     # (metric, bin, a)
+    for m, metric in enumerate(FLOW_METRICS):
+        dims += [f"{metric},{regions[r]},{providers[k]},{PATHS[j]}," for r, k, j in active]
+        parts.append(_fmt(flows[m], FLOW))
+    lat = result.latency[:, lat_active[:, 0], lat_active[:, 1], :]            # (bin, l, q)
+    for q, metric in enumerate(LATENCY_METRICS):
+        dims += [f"{metric},,{providers[k]},{PATHS[j]}," for k, j in lat_active]
+        parts.append(_fmt(lat[:, :, q], 3))
+    util = _fmt(result.utilisation.T, 6)
+    rejected = _fmt(np.trunc(result.rejected.T), COUNT)
+    for k, name in enumerate(providers):
+        dims += [f"utilisation,,{name},,", f"rejected_429,,{name},,"]
+        parts.append(np.stack([util[:, k], rejected[:, k]], axis=1))
+    org_idx = np.asarray(orgs_active, dtype=np.int64).reshape(-1, 3)
+    dims += [f"orgs,{regions[r]},{providers[k - 1] if k else ''},,{ORG_STATES[st]}"
+             for r, st, k in orgs_active]
+    parts.append(_fmt(np.trunc(result.orgs[:, org_idx[:, 0], org_idx[:, 1], org_idx[:, 2]]), COUNT))
+    values = np.concatenate(parts, axis=1)
+    keep = np.ones(values.shape, dtype=bool)
+    start = flows.shape[0] * flows.shape[2]
+    width = lat.shape[1] * lat.shape[2]
+    keep[:, start:start + width] = ~np.isnan(np.moveaxis(lat, 2, 1).reshape(nb, width))
+    return dims, values.tolist(), keep.tolist()
+
+
+def _fmt(values: np.ndarray, rule: int) -> np.ndarray:
+    """``fmt_value`` of every value, rounded as the row functions round it: ``FLOW`` (:func:`_value`),
+    ``COUNT`` (already integral: ``int``) or a number of decimals (``round(v, rule)``).
+
+    Integral values below 1e15 are written as integers by every rule: they go through int64 at
+    C speed; the rest (fractions, NaN, huge values) through ``fmt_value`` itself.
+    """
+    v = np.asarray(values, dtype=float)
+    whole = np.isfinite(v) & (v == np.trunc(v)) & (np.abs(v) < _EXACT_INT)
+    out = np.empty(v.shape, dtype=object)
+    out[whole] = v[whole].astype(np.int64).astype(str)
+    flat = out.reshape(-1)
+    for i in np.flatnonzero(~whole.ravel()):
+        flat[i] = fmt_value(_rounded(float(v.flat[i]), rule))
+    return out
+
+
+def _rounded(x: float, rule: int) -> float | int:
+    if rule == COUNT:
+        return int(x)
+    if rule == FLOW:
+        return _value(x)
+    return round(x, rule)
+
+
+def _active(result: ReplicationResult) -> np.ndarray:
+    """(region, provider, path) that carried traffic in the replication or its baseline."""
+    return np.argwhere(np.abs(result.flows).sum(axis=(0, 1)) > 0).reshape(-1, 3)
+
+
+def _lat_active(result: ReplicationResult) -> np.ndarray:
+    """(provider, path) with a latency in some bin."""
+    return np.argwhere(~np.all(np.isnan(result.latency[..., 0]), axis=0)).reshape(-1, 2)
 
 
 def _value(v: float) -> float | int:

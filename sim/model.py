@@ -70,6 +70,8 @@ class World:
     _denied_cache: dict[tuple[Any, ...], bool] = field(default_factory=dict)
     _utility_cache: dict[tuple[Any, ...], tuple[dict[str, float], dict[str, float]]] = field(
         default_factory=dict)
+    _parts_by_index: dict[tuple[int, int, int], tuple[dict[str, float], dict[str, float]]] = field(
+        default_factory=dict)
 
     @functools.cached_property
     def alternatives(self) -> tuple[Provider, ...]:
@@ -89,17 +91,31 @@ class World:
     def incumbent(self) -> str:
         return self.s.incumbent.name
 
+    # Plain lists of the population's columns: the processes index them one organisation at a
+    # time, where a Python int beats a NumPy scalar (hashing, dict keys, list indexing).
+    @functools.cached_property
+    def region_of(self) -> list[int]:
+        return [int(r) for r in self.pop.region.tolist()]
+
+    @functools.cached_property
+    def segment_of(self) -> list[int]:
+        return [int(g) for g in self.pop.segment.tolist()]
+
     # ------------------------------------------------------------ time
 
-    @property
+    @functools.cached_property
+    def start(self) -> dt.datetime:
+        return self.s.window.start
+
+    @functools.cached_property
     def horizon(self) -> float:
         return self.s.window.hours
 
     def at(self, hours: float) -> dt.datetime:
-        return self.s.window.start + dt.timedelta(hours=hours)
+        return self.start + dt.timedelta(hours=hours)
 
     def hours(self, when: dt.datetime) -> float:
-        return (when - self.s.window.start).total_seconds() / 3600.0
+        return (when - self.start).total_seconds() / 3600.0
 
     # ------------------------------------------------------------ per organisation
 
@@ -123,9 +139,9 @@ class World:
             line.append(entry)
 
     def direct_request(self, i: int) -> PolicyRequest:
-        code = self.s.regions[int(self.pop.region[i])].code
+        code = self.s.regions[self.region_of[i]].code
         return PolicyRequest(provider=self.s.incumbent.name, country=code, org=self.pop.ids[i],
-                             segment=self.s.segments[int(self.pop.segment[i])].name,
+                             segment=self.s.segments[self.segment_of[i]].name,
                              home_country=code)
 
     def denied(self, i: int, hours: float) -> bool:
@@ -135,7 +151,7 @@ class World:
         (region, segment) unless a stage treats organisations individually.
         """
         j = bisect_right(self.points, hours)
-        key = (j, int(self.pop.region[i]), int(self.pop.segment[i]),
+        key = (j, self.region_of[i], self.segment_of[i],
                self.pop.ids[i] if self.per_org else "")
         hit = self._denied_cache.get(key)
         if hit is None:
@@ -144,7 +160,7 @@ class World:
 
     def share(self, i: int) -> dict[str, float]:
         """Share of the organisation's region (affected organisations) already gone to each provider."""
-        r = int(self.pop.region[i])
+        r = self.region_of[i]
         n = max(self.affected.get(r, 0), 1)
         return {k: v / n for k, v in self.chosen.get(r, {}).items()}
 
@@ -152,8 +168,8 @@ class World:
         """Alternatives whose own policy denies this organisation's region now."""
         if not self.alternatives_have_policy:
             return frozenset()
-        code = self.s.regions[int(self.pop.region[i])].code
-        seg = self.s.segments[int(self.pop.segment[i])].name
+        code = self.s.regions[self.region_of[i]].code
+        seg = self.s.segments[self.segment_of[i]].name
         when = self.at(hours)
         return frozenset(p.name for p in self.s.alternatives if self.policy.decide(
             when, PolicyRequest(provider=p.name, country=code, org=self.pop.ids[i], segment=seg,
@@ -177,10 +193,19 @@ class World:
             hit = self._utility_cache[key] = (zero, {k: one[k] - zero[k] for k in zero})
         return hit
 
+    def parts_for(self, i: int, hours: float) -> tuple[dict[str, float], dict[str, float]]:
+        """:meth:`utility_parts` for organisation ``i`` at ``hours``, looked up by indices first
+        (no datetime or name built for the thousands of decisions that hit the cache)."""
+        key = (self.segment_of[i], self.region_of[i], bisect_right(self.deadlines, hours))
+        hit = self._parts_by_index.get(key)
+        if hit is None:
+            hit = self._parts_by_index[key] = self.utility_parts(
+                self.s.segments[key[0]].name, self.s.regions[key[1]].code, self.at(hours))
+        return hit
+
     def choose(self, i: int, exclude: frozenset[str] = frozenset()) -> str | None:
         now = self.env.now
-        zero, slope = self.utility_parts(self.s.segments[int(self.pop.segment[i])].name,
-                                         self.s.regions[int(self.pop.region[i])].code, self.at(now))
+        zero, slope = self.parts_for(i, now)
         share = self.share(i)
         closed = exclude | self.closed_providers(i, now)
         utils = {k: u + slope[k] * share.get(k, 0.0) for k, u in zero.items() if k not in closed}
@@ -199,9 +224,10 @@ class _Words(ISeedSequence):
         self.words = words
 
     def generate_state(self, n_words: int, dtype: Any = np.uint32) -> np.ndarray:
-        if np.dtype(dtype) == np.uint64:
-            return np.resize(self.words, n_words).astype(np.uint64)
-        return np.resize(self.words.view(np.uint32), n_words).astype(np.uint32)
+        words = self.words if np.dtype(dtype) == np.uint64 else self.words.view(np.uint32)
+        if n_words == words.size:  # what PCG64 asks for: the words themselves (np.resize is slow)
+            return words.astype(words.dtype)
+        return np.resize(words, n_words).astype(words.dtype)
 
 
 def change_hours(world: World, provider: str) -> list[float]:
@@ -268,7 +294,7 @@ def blocked(env: simpy.Environment, world: World, i: int) -> Generator[Any, Any,
 def migrate(env: simpy.Environment, world: World, i: int,
             provider: str) -> Generator[Any, Any, None]:
     """Move to ``provider``: traffic stays on the incumbent (blocked or not) for the migration time."""
-    r = int(world.pop.region[i])
+    r = world.region_of[i]
     counts = world.chosen.setdefault(r, {})
     counts[provider] = counts.get(provider, 0) + 1
     world.decided_at[i] = env.now
@@ -276,7 +302,7 @@ def migrate(env: simpy.Environment, world: World, i: int,
     if p.incentive is not None and behaviour.incentive_mtokens(p, world.at(env.now)) > 0:
         world.credit[i] = p.incentive.free_tokens
     world.record(i, "migrating", provider, "direct")
-    seg = world.s.segments[int(world.pop.segment[i])]
+    seg = world.s.segments[world.segment_of[i]]
     yield env.timeout(max(sample_one(seg.migration_days, world.rng(i)), 0.0) * 24.0)
     world.record(i, "migrated", provider, "direct")
 
@@ -358,9 +384,10 @@ def simulate_agents(s: Scenario, policy: Policy, pop: Population, entropy: int) 
     warned: dict[int, list[int]] = {}
     waves: dict[float, list[int]] = {}
     for i, block_h in first.items():
-        world.affected[int(pop.region[i])] = world.affected.get(int(pop.region[i]), 0) + 1
+        r = world.region_of[i]
+        world.affected[r] = world.affected.get(r, 0) + 1
         if block_h > ann_h:
-            warned.setdefault(int(pop.region[i]), []).append(i)
+            warned.setdefault(r, []).append(i)
         waves.setdefault(block_h, []).append(i)
     if warned:
         env.process(anticipation(env, world, warned, ann_h))
@@ -378,9 +405,12 @@ def _first_denials(world: World, points: list[float]) -> dict[int, float]:
     """
     per_org = world.per_org
     out: dict[int, float] = {}
+    pol = world.s.policy.get(world.incumbent)
+    if pol is None or not pol.stages:  # nobody is ever denied (the no-block baseline)
+        return out
     cache: dict[tuple[int, int], float | None] = {}
     for i in range(world.pop.size):
-        key = (int(world.pop.region[i]), int(world.pop.segment[i]))
+        key = (world.region_of[i], world.segment_of[i])
         if per_org or key not in cache:
             cache[key] = first_denial(world, i, 0.0, points)
         hit = cache[key]

@@ -76,11 +76,16 @@ class _Resolver:
     codes: list[str] = dataclasses.field(default_factory=list)
     segments: list[str] = dataclasses.field(default_factory=list)
     incumbent: str = ""
+    region_of: list[int] = dataclasses.field(default_factory=list)
+    segment_of: list[int] = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.codes = [r.code for r in self.s.regions]
         self.segments = [g.name for g in self.s.segments]
         self.incumbent = self.s.incumbent.name
+        # Python ints, not NumPy scalars: they key the memo once per piece
+        self.region_of = [int(r) for r in self.pop.region.tolist()]
+        self.segment_of = [int(g) for g in self.pop.segment.tolist()]
 
     def fate(self, i: int, change: Change, mid: float) -> int:
         _, state, provider, path, since = change
@@ -89,12 +94,12 @@ class _Resolver:
         migrated = state == "migrated"
         relay = path == "relay"
         key = (bisect_right(self.cuts, mid), provider if migrated else "", relay,
-               self.pop.region[i], self.pop.segment[i],
+               self.region_of[i], self.segment_of[i],
                self.pop.ids[i] if (self.per_org or relay) else "", since)
         hit = self.memo.get(key)
         if hit is None:
-            region = self.codes[int(self.pop.region[i])]
-            segment = self.segments[int(self.pop.segment[i])]
+            region = self.codes[self.region_of[i]]
+            segment = self.segments[self.segment_of[i]]
             org = self.pop.ids[i]
             target = provider if migrated else self.incumbent
             when = self.s.window.start + dt.timedelta(hours=mid)
@@ -183,7 +188,7 @@ def build_pieces(s: Scenario, policy: Policy, pop: Population, timelines: list[l
     rows_all: list[tuple[int, float, float, int]] = []
     for i, line in enumerate(timelines):
         if len(line) == 1 and not per_org:
-            key = (int(pop.region[i]), int(pop.segment[i]))
+            key = (resolver.region_of[i], resolver.segment_of[i])
             if key not in cohorts:
                 cohorts[key] = len(cohort_rows)
                 rows = _org_pieces(resolver, s.window.hours, cuts, i, line)

@@ -90,6 +90,9 @@ class ReplicationResult:
     rejected: np.ndarray      # (provider, bin)
     headline: dict[str, float]
     waterfall: dict[str, float]
+    #: timeseries.csv rows of this replication, zlib-compressed (:func:`sim.metrics.block`); filled
+    #: by the process that ran it (``sim.run._one``); empty when run in memory only.
+    timeseries: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,8 +205,15 @@ def _org_states(setup: Setup, tl: Timelines) -> np.ndarray:
     start: list[float] = []
     stop: list[float] = []
     slot: list[int] = []
+    region_of = setup.pop.region.tolist()
+    direct = state_of["direct"] * len(names)
     for i, line in enumerate(tl.changes):
-        r = int(setup.pop.region[i])
+        r = region_of[i]
+        if len(line) == 1 and line[0][1] == "direct":   # never changed: direct from 0 on
+            slot.append(r * len(ORG_STATES) * len(names) + direct)
+            start.append(0.0)
+            stop.append(np.inf)
+            continue
         for k, c in enumerate(line):
             prov = prov_of[c[2]] if c[1] in ("migrating", "migrated") else 0
             slot.append((r * len(ORG_STATES) + state_of[c[1]]) * len(names) + prov)

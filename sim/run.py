@@ -8,9 +8,11 @@ the seed, the replication count and the scale; wall-clock timings go to meta.jso
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import multiprocessing
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -20,9 +22,9 @@ from typing import Any
 import numpy as np
 
 from scenarios.loader import Loaded, resolved_yaml
-from scenarios.rundir import meta, run_dir_name, staged_run_dir, write_json, write_timeseries
+from scenarios.rundir import COLUMNS, meta, run_dir_name, staged_run_dir, write_json
 from scenarios.schema import Scenario
-from sim.metrics import bin_times, rows
+from sim.metrics import bin_times, block
 from sim.replication import ReplicationResult, Setup, run_replication
 from sim.summary import summary
 
@@ -43,9 +45,11 @@ def seeds_for(seed: int, replications: int) -> list[np.random.SeedSequence]:
 
 
 def _one(setup: Setup, index: int, seq: np.random.SeedSequence) -> tuple[ReplicationResult, float]:
+    """One replication with its timeseries.csv rows already formatted (in the worker, in parallel)."""
     t0 = time.perf_counter()
     result = run_replication(setup, index, seq)
-    return result, time.perf_counter() - t0
+    rows = block(setup.s, bin_times(setup.s, setup.edges), result)
+    return dataclasses.replace(result, timeseries=rows), time.perf_counter() - t0
 
 
 def replicate(s: Scenario, *, replications: int, seed: int, jobs: int = 1, scale: float = 1.0,
@@ -83,8 +87,7 @@ def write_run(loaded: Loaded, rep: Replicated, *, seed: int, out: Path, jobs: in
     times = bin_times(s, rep.setup.edges)
     with staged_run_dir(out, name or run_dir_name(started, s.name, kind)) as staging:
         (staging.path / "scenario.yaml").write_text(resolved_yaml(s), encoding="utf-8")
-        write_timeseries(staging.path / "timeseries.csv",
-                         (row for result in rep.results for row in rows(s, times, result)))
+        write_blocks(staging.path / "timeseries.csv", s, times, rep.results)
         write_json(staging.path / "summary.json",
                    summary(s, rep.results, seed=seed, times=times, population=rep.setup.pop.size))
         write_json(staging.path / "meta.json", meta(
@@ -95,6 +98,15 @@ def write_run(loaded: Loaded, rep: Replicated, *, seed: int, out: Path, jobs: in
             engine=ENGINE_NOTES, **(extra_meta or {})))
     assert staging.final is not None
     return staging.final
+
+
+def write_blocks(path: Path, s: Scenario, times: list[str], results: list[ReplicationResult]) -> None:
+    """timeseries.csv: the header, then every replication's block in order (the same bytes
+    ``scenarios.rundir.write_timeseries`` writes for :func:`sim.metrics.rows`)."""
+    with path.open("wb") as fh:
+        fh.write((",".join(COLUMNS) + "\n").encode("utf-8"))
+        for result in results:
+            fh.write(zlib.decompress(result.timeseries or block(s, times, result)))
 
 
 #: How the run was computed (meta.json), so a reader knows what the numbers rest on.

@@ -17,6 +17,7 @@ cohort's tokens by request count.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -29,6 +30,8 @@ from sim.population import Population
 from sim.profile import Profile
 
 SMALL_COUNT = 30
+#: Units dealt at a time by :func:`split` (a few hundred thousand (piece, bin) pairs at most).
+CHUNK_UNITS = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,9 +155,9 @@ def units(pop: Population, draws: Draws, pieces: Pieces, credit: np.ndarray) -> 
     lead = members[first]
     has_rest = np.zeros(draws.n.shape[0], dtype=bool)
     has_rest[rest_units] = True
-    n_own = np.zeros((own.size, draws.n.shape[1]), dtype=np.int64)
-    tin_own = np.zeros_like(n_own)
-    tout_own = np.zeros_like(n_own)
+    # one (unit, bin) table per quantity, own organisations first, written in place
+    shape = (own.size + rest_units.size, draws.n.shape[1])
+    n, tin, tout = (np.zeros(shape, dtype=np.int64) for _ in range(3))
     rest_n = draws.n.copy()
     tin_rest = draws.tokens_in.copy()
     tout_rest = draws.tokens_out.copy()
@@ -165,13 +168,16 @@ def units(pop: Population, draws: Draws, pieces: Pieces, credit: np.ndarray) -> 
         rest = max(draws.rate[c] - rates.sum(), 0.0) if has_rest[c] else 0.0
         pvals = np.append(rates, rest) / (rates.sum() + rest)
         counts = np.random.default_rng(draws.split_seeds[c]).multinomial(draws.n[c], pvals).T
-        n_own[rows] = counts[:-1]
+        n[rows] = counts[:-1]
         rest_n[c] = counts[-1]
-        for mine, rest_tokens, tokens in ((tin_own, tin_rest, draws.tokens_in[c]),
-                                          (tout_own, tout_rest, draws.tokens_out[c])):
+        for mine, rest_tokens, tokens in ((tin, tin_rest, draws.tokens_in[c]),
+                                          (tout, tout_rest, draws.tokens_out[c])):
             shares = _token_shares(tokens, counts, draws.n[c])
             mine[rows] = shares[:-1]
             rest_tokens[c] = shares[-1]
+    n[own.size:] = rest_n[rest_units]
+    tin[own.size:] = tin_rest[rest_units]
+    tout[own.size:] = tout_rest[rest_units]
     unit_of_org = np.full(pop.size, -1, dtype=np.int64)
     unit_of_org[own] = np.arange(own.size)
     rows_all = [np.column_stack([unit_of_org[pieces.org], pieces.t0, pieces.t1, pieces.fate])]
@@ -182,9 +188,7 @@ def units(pop: Population, draws: Draws, pieces: Pieces, credit: np.ndarray) -> 
     both = np.concatenate([own, lead])
     return Units(region=pop.region[both], segment=pop.segment[both], model=pop.model[both],
                  credit=np.concatenate([credit[own], np.zeros(lead.size, dtype=credit.dtype)]),
-                 n=np.concatenate([n_own, rest_n[rest_units]]),
-                 tokens_in=np.concatenate([tin_own, tin_rest[rest_units]]),
-                 tokens_out=np.concatenate([tout_own, tout_rest[rest_units]]),
+                 n=n, tokens_in=tin, tokens_out=tout,
                  piece_unit=allrows[:, 0].astype(np.int64), t0=allrows[:, 1], t1=allrows[:, 2],
                  fate=allrows[:, 3].astype(np.int64))
 
@@ -203,22 +207,48 @@ def _token_shares(tokens: np.ndarray, counts: np.ndarray, total: np.ndarray) -> 
 
 def split(s: Scenario, pop: Population, profile: Profile, edges: np.ndarray, draws: Draws,
           pieces: Pieces, credit: np.ndarray) -> Cells:
-    """Deal each (unit, bin) draw over the unit's pieces; aggregate into cells."""
+    """Deal each (unit, bin) draw over the unit's pieces; aggregate into cells.
+
+    Units are dealt in chunks of whole units (:func:`_deal_chunk`), so the (piece, bin) arrays stay
+    small enough to be reused from cache instead of faulting in hundreds of megabytes per pass;
+    a unit's pieces, cut bins and free-token credit never span two chunks, and cell sums are
+    integer sums, so the cells are exactly those of one pass over every unit at once.
+    """
     u = units(pop, draws, pieces, credit)
-    pair_piece, pair_bin = _expand(u.t0, u.t1, edges)
-    unit = u.piece_unit[pair_piece]
+    dims = (edges.size - 1, len(s.regions), len(s.segments), len(s.incumbent.models),
+            max(len(pieces.fates), 1))
+    sends = np.array([f.action != NONE for f in pieces.fates], dtype=bool)
+    migrated = np.array([f.migrated for f in pieces.fates], dtype=bool)
+    bounds = np.searchsorted(u.piece_unit, np.arange(0, u.n.shape[0] + CHUNK_UNITS, CHUNK_UNITS))
+    parts = [_deal_chunk(u, slice(int(a), int(b)), profile, edges, dims, sends, migrated)
+             for a, b in itertools.pairwise(bounds) if b > a]
+    return _aggregate(dims, parts)
+
+
+def _deal_chunk(u: Units, rows: slice, profile: Profile, edges: np.ndarray, dims: tuple[int, ...],
+                sends: np.ndarray, migrated: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Cells of the pieces ``rows`` (whole units): (cell keys, requests, tokens in/out, free in/out)."""
+    t0, t1 = u.t0[rows], u.t1[rows]
+    pair_piece, pair_bin = _expand(t0, t1, edges)
+    unit = u.piece_unit[rows][pair_piece]
     region = u.region[unit]
-    lo = np.maximum(u.t0[pair_piece], edges[pair_bin])
-    hi = np.minimum(u.t1[pair_piece], edges[pair_bin + 1])
+    lo = np.maximum(t0[pair_piece], edges[pair_bin])
+    hi = np.minimum(t1[pair_piece], edges[pair_bin + 1])
     partial = (lo > edges[pair_bin]) | (hi < edges[pair_bin + 1])
     weight = np.ones(lo.size)  # a piece covering its whole bin takes all of the bin's draw
     weight[partial] = (profile.integral(region[partial], hi[partial])
                        - profile.integral(region[partial], lo[partial]))
     n, tin, tout = _deal(unit, pair_bin, weight, partial, u)
-    fate = u.fate[pair_piece]
-    free_in, free_out = _free_tokens(pieces, fate, unit, tin, tout, u.credit)
-    keep = np.array([f.action != NONE for f in pieces.fates])[fate] & (n > 0)
-    return _aggregate(s, u, keep, pair_bin, unit, fate, n, tin, tout, free_in, free_out)
+    fate = u.fate[rows][pair_piece]
+    free_in, free_out = _free_tokens(migrated, fate, unit, tin, tout, u.credit)
+    keep = sends[fate] & (n > 0)
+    kept = unit[keep]
+    key = np.ravel_multi_index((pair_bin[keep], region[keep], u.segment[kept], u.model[kept],
+                                fate[keep]), dims)
+    uniq, inverse = np.unique(key, return_inverse=True)
+    inverse = inverse.ravel()
+    return (uniq, *(np.bincount(inverse, weights=v[keep], minlength=uniq.size).astype(np.int64)
+                    for v in (n, tin, tout, free_in, free_out)))
 
 
 def _expand(t0: np.ndarray, t1: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -271,13 +301,13 @@ def _deal(unit: np.ndarray, bins: np.ndarray, weight: np.ndarray, partial: np.nd
     return n, tin, tout
 
 
-def _free_tokens(pieces: Pieces, fate: np.ndarray, org: np.ndarray, tin: np.ndarray,
+def _free_tokens(migrated: np.ndarray, fate: np.ndarray, org: np.ndarray, tin: np.ndarray,
                  tout: np.ndarray, credit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Free tokens used: a migrated organisation's credit pays for its first tokens at the provider."""
     free_in = np.zeros_like(tin)
     free_out = np.zeros_like(tout)
     idx = np.flatnonzero(credit[org] > 0)
-    idx = idx[np.array([f.migrated for f in pieces.fates])[fate[idx]]]
+    idx = idx[migrated[fate[idx]]]
     if idx.size == 0:
         return free_in, free_out
     used = tin[idx] + tout[idx]
@@ -296,23 +326,14 @@ def _free_tokens(pieces: Pieces, fate: np.ndarray, org: np.ndarray, tin: np.ndar
     return free_in, free_out
 
 
-def _aggregate(s: Scenario, u: Units, keep: np.ndarray, bins: np.ndarray, unit: np.ndarray,
-               fate: np.ndarray, *values: np.ndarray) -> Cells:
-    dims = (int(bins.max()) + 1 if bins.size else 1, len(s.regions), len(s.segments),
-            len(s.incumbent.models), int(fate.max()) + 1 if fate.size else 1)
-    kept = unit[keep]
-    key = np.ravel_multi_index((bins[keep], u.region[kept], u.segment[kept], u.model[kept],
-                                fate[keep]), dims)
-    size = int(np.prod(dims))
-    if size <= 4_000_000:  # dense: count straight into the key space, no sort
-        present = np.bincount(key, minlength=size) > 0
-        uniq = np.flatnonzero(present)
-        sums = [np.bincount(key, weights=v[keep], minlength=size)[uniq].astype(np.int64)
-                for v in values]
-    else:
-        uniq, inverse = np.unique(key, return_inverse=True)
-        sums = [np.bincount(inverse, weights=v[keep], minlength=uniq.size).astype(np.int64)
-                for v in values]
+def _aggregate(dims: tuple[int, ...], parts: list[tuple[np.ndarray, ...]]) -> Cells:
+    """Sum the chunks' cells by key (sorted, so the cells come in (bin, region, ...) order)."""
+    if not parts:
+        parts = [tuple(np.zeros(0, dtype=np.int64) for _ in range(6))]
+    key, *values = (np.concatenate(col) for col in zip(*parts, strict=True))
+    uniq, inverse = np.unique(key, return_inverse=True)
+    inverse = inverse.ravel()
+    sums = [np.bincount(inverse, weights=v, minlength=uniq.size).astype(np.int64) for v in values]
     b, r, g, m, f = np.unravel_index(uniq, dims)
     return Cells(bin=b, region=r, segment=g, model=m, fate=f, n=sums[0], tokens_in=sums[1],
                  tokens_out=sums[2], free_in=sums[3], free_out=sums[4])
