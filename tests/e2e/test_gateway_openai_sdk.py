@@ -11,7 +11,6 @@ import asyncio
 import concurrent.futures
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
+from free_ports import free_port, free_run
 from openai import OpenAI
 
 from scenarios.policy import OPENAI_403_BODY
@@ -36,30 +36,6 @@ ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = "openai-2024-cn-hk"
 UPSTREAM_SERVERS = 7  # six providers and the relay
 DEADLINE_S = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def free_run(n: int) -> int:
-    """A base port with ``n`` consecutive free ports (bound and released to check)."""
-    for _ in range(50):
-        base = free_port()
-        if base + n <= 65535 and all(_is_free(base + i) for i in range(n)):
-            return base
-    raise RuntimeError(f"no run of {n} free ports found")
-
-
-def _is_free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def wait_ok(url: str, proc: subprocess.Popen[str], deadline_s: float = DEADLINE_S) -> None:
@@ -215,7 +191,7 @@ def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
 def _wait_inflight(port: int, n: int) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
             for line in r.read().decode().splitlines():
                 if line.startswith("regionblock_gateway_inflight ") and float(line.split()[1]) >= n:
                     return

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from free_ports import free_run
 from openai import APIConnectionError, OpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
@@ -26,26 +27,6 @@ ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = "openai-2024-cn-hk"
 SERVERS = 7  # six providers and the relay
 DEADLINE_S = 30.0
-
-
-def _free_run(n: int) -> int:
-    """A base port with ``n`` consecutive free ports after it (bound and released to check)."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + n <= 65535 and all(_is_free(base + i) for i in range(n)):
-            return base
-    raise RuntimeError(f"no run of {n} free ports found")
-
-
-def _is_free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen[str]) -> None:
@@ -63,7 +44,7 @@ def _wait_healthy(url: str, proc: subprocess.Popen[str]) -> None:
 
 @pytest.fixture
 def upstreams() -> Iterator[tuple[int, subprocess.Popen[str]]]:
-    base = _free_run(SERVERS)
+    base = free_run(SERVERS)
     proc = subprocess.Popen(
         [sys.executable, "-m", "regionblock", "upstreams", SCENARIO, "--base-port", str(base),
          "--time-scale", "1000", "--relay-target", f"http://127.0.0.1:{base}"],
