@@ -14,8 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scenarios.countries import expand_regions
-from scenarios.policy import Policy
+from scenarios.policy import Policy, denied_regions, first_denial
 from scenarios.rundir import ORG_STATES, PATHS
 from scenarios.schema import Scenario
 from sim import capacity as capacity_mod
@@ -48,24 +47,14 @@ def baseline_of(s: Scenario) -> Scenario:
 
 
 def first_block_start(s: Scenario) -> dt.datetime | None:
-    starts = [st.start for st in s.policy.get(s.incumbent.name, _EMPTY).stages if st.action == "block"]
-    return min(starts) if starts else None
+    """When the incumbent first blocks or throttles (the shared definition in scenarios.policy)."""
+    return first_denial(s)
 
 
 def blocked_regions(s: Scenario) -> list[int]:
-    pol = s.policy.get(s.incumbent.name)
-    covered: set[str] = set()
-    for st in pol.stages if pol else ():
-        if st.action in ("block", "throttle"):
-            covered |= expand_regions(st.regions)
-    return [i for i, r in enumerate(s.regions) if r.code in covered]
-
-
-class _Empty:
-    stages: tuple[()] = ()
-
-
-_EMPTY = _Empty()
+    """Indices of the scenario's regions the incumbent's blocking stages target."""
+    codes = set(denied_regions(s))
+    return [i for i, r in enumerate(s.regions) if r.code in codes]
 
 
 @dataclass(frozen=True, slots=True)
