@@ -22,8 +22,8 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from scenarios.policy import WARN_HEADER, build_response
-from scenarios.schema import Response, Scenario
+from scenarios.policy import WARN_HEADER, build_response, stage_response
+from scenarios.schema import Scenario
 
 PROVIDER_HEADER = "x-regionblock-provider"
 PATH_HEADER = "x-regionblock-path"
@@ -65,21 +65,13 @@ class DenialStatuses:
         throttle: set[int] = {429}
         for pol in s.policy.values():
             for st in pol.stages:
-                spec = st.response or _default(st.action)
+                spec = stage_response(st)
                 if spec is not None:
                     status = build_response(spec, country="ZZ").status
                     (throttle if st.action == "throttle" else block).add(status)
             if pol.detection and pol.detection.response:
                 block.add(build_response(pol.detection.response, country="ZZ").status)
         return cls(frozenset(block), frozenset(throttle))
-
-
-def _default(action: str) -> Response | None:
-    if action == "block":
-        return Response(preset="openai_403")
-    if action == "throttle":
-        return Response(preset="openai_429")
-    return None
 
 
 def classify(status: int, headers: dict[str, str], denials: DenialStatuses, *,

@@ -188,10 +188,13 @@ class _ProviderPolicy:
     _decisions: dict[tuple[int, str], Decision] = field(default_factory=dict)
 
 
-def _default_response(action: Action) -> Response | None:
-    if action == "block":
+def stage_response(st: Stage) -> Response | None:
+    """What a stage answers with: its own response, else its action's default (none for allow/warn)."""
+    if st.response is not None:
+        return st.response
+    if st.action == "block":
         return Response(preset="openai_403")
-    if action == "throttle":
+    if st.action == "throttle":
         return Response(preset="openai_429")
     return None
 
@@ -203,7 +206,7 @@ def _compile(provider: str, spec_salt: str | None, stages: tuple[Stage, ...],
         _Stage(spec=st, countries=expand_regions(st.regions), salt=st.salt or salt,
                allow_orgs=frozenset(st.allow_list.orgs),
                allow_segments=frozenset(st.allow_list.segments),
-               response=st.response or _default_response(st.action))
+               response=stage_response(st))
         for st in stages
     )
     first_block = next((st.start for st in stages if st.action == "block"), None)
