@@ -34,7 +34,7 @@ import socket
 import struct
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,7 +57,7 @@ from gateway.mock_upstream_wire import (
 )
 from gateway.relay import DEFAULT_RELAY_TARGET, RelayConfig, make_relay_app
 from scenarios.distributions import sample_one
-from scenarios.geo import Geo
+from scenarios.geo import Geo, default_geo
 from scenarios.schema import Provider, Scenario
 
 DEFAULT_BASE_PORT = 18100
@@ -369,23 +369,40 @@ async def start_upstreams(scenario: Scenario, *, host: str = "127.0.0.1",
     """
     relay_config = RelayConfig.from_scenario(scenario, target=relay_target,
                                              time_scale=time_scale, seed=seed)
-    # Each app is built just before it binds, so a taken port fails before the relay loads GeoIP.
-    apps: list[tuple[str, str, Callable[[], web.Application]]] = [
+    # The embedded GeoIP data takes about a second to load: a worker thread loads it while the
+    # providers bind and serve, so a taken port fails fast and no bound server stops answering.
+    geo_ready: asyncio.Future[Geo] = (asyncio.get_running_loop().run_in_executor(None, default_geo)
+                                      if geo is None else _done(geo))
+    apps: list[tuple[str, str, Callable[[], Awaitable[web.Application]]]] = [
         (p.name, ", ".join(m.name for m in p.models),
-         functools.partial(make_upstream_app, p, time_scale=time_scale, seed=seed))
+         functools.partial(_built, make_upstream_app, p, time_scale=time_scale, seed=seed))
         for p in scenario.providers]
-    apps.append(("relay", f"-> {relay_target}", functools.partial(make_relay_app, relay_config, geo=geo)))
+    apps.append(("relay", f"-> {relay_target}", lambda: _relay_app(relay_config, geo_ready)))
     runners: list[web.AppRunner] = []
     try:
         servers = []
         for i, (name, detail, make_app) in enumerate(apps):
-            app = make_app()
+            app = await make_app()
             runner = await _serve_app(app, host, base_port + i if base_port else 0, name)
             runners.append(runner)
             servers.append(Server(name, _url(host, runner.addresses[0][1]), detail, app))
         yield Running(upstreams=tuple(servers[:-1]), relay=servers[-1])
     finally:
         await asyncio.gather(*(runner.cleanup() for runner in runners))
+
+
+def _done(value: Geo) -> asyncio.Future[Geo]:
+    fut: asyncio.Future[Geo] = asyncio.get_running_loop().create_future()
+    fut.set_result(value)
+    return fut
+
+
+async def _built(make: Callable[..., web.Application], *args: Any, **kwargs: Any) -> web.Application:
+    return make(*args, **kwargs)
+
+
+async def _relay_app(config: RelayConfig, geo: asyncio.Future[Geo]) -> web.Application:
+    return make_relay_app(config, geo=await geo)
 
 
 async def _serve_app(app: web.Application, host: str, port: int, name: str) -> web.AppRunner:

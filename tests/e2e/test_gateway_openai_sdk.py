@@ -25,7 +25,7 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
-from free_ports import free_port, free_run
+from e2e_support import free_port, free_run, wait_ok
 from openai import OpenAI
 
 from scenarios.policy import OPENAI_403_BODY
@@ -35,23 +35,6 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = "openai-2024-cn-hk"
 UPSTREAM_SERVERS = 7  # six providers and the relay
-DEADLINE_S = 30.0
-
-
-def wait_ok(url: str, proc: subprocess.Popen[str], deadline_s: float = DEADLINE_S) -> None:
-    """Poll ``url`` until it answers 200, failing if the process dies or the deadline passes."""
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            err = proc.stderr.read() if proc.stderr else ""
-            raise AssertionError(f"process exited early ({proc.returncode}): {err}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as resp:
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError):
-            time.sleep(0.05)  # readiness polling interval
-    raise AssertionError(f"{url} not ready within {deadline_s} s")
 
 
 def _spawn(args: list[str]) -> subprocess.Popen[str]:

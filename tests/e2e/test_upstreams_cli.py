@@ -7,14 +7,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from free_ports import free_run
+from e2e_support import READY_DEADLINE_S, free_run, wait_ok
 from openai import APIConnectionError, OpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
@@ -26,20 +25,6 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = "openai-2024-cn-hk"
 SERVERS = 7  # six providers and the relay
-DEADLINE_S = 30.0
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"upstreams exited early: {proc.stderr.read() if proc.stderr else ''}"
-        try:
-            with urllib.request.urlopen(url, timeout=1) as resp:
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError):
-            time.sleep(0.05)  # polling interval of a readiness check, not a wait for behaviour
-    raise AssertionError(f"{url} not healthy within {DEADLINE_S} s")
 
 
 @pytest.fixture
@@ -51,8 +36,8 @@ def upstreams() -> Iterator[tuple[int, subprocess.Popen[str]]]:
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
-        _wait_healthy(f"http://127.0.0.1:{base}/healthz", proc)
-        _wait_healthy(f"http://127.0.0.1:{base + SERVERS - 1}/__relay/healthz", proc)
+        wait_ok(f"http://127.0.0.1:{base}/healthz", proc)
+        wait_ok(f"http://127.0.0.1:{base + SERVERS - 1}/__relay/healthz", proc)
         yield base, proc
     finally:
         if proc.poll() is None:
@@ -101,7 +86,7 @@ def test_openai_sdk_against_a_mock_upstream(upstreams: tuple[int, subprocess.Pop
         client.chat.completions.create(model="gpt-4o", messages=messages, max_tokens=1)
 
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=DEADLINE_S) == 0
+    assert proc.wait(timeout=READY_DEADLINE_S) == 0
     out = proc.stdout.read() if proc.stdout else ""
     lines = out.splitlines()
     assert lines[0] == f"openai    http://127.0.0.1:{base}  (gpt-4o, gpt-4-turbo, gpt-3.5-turbo, gpt-4o-mini)"

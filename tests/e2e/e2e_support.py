@@ -1,0 +1,57 @@
+"""Support for end-to-end tests that start real servers: free loopback ports, readiness polls."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+import urllib.request
+
+READY_DEADLINE_S = 30.0
+POLL_S = 0.05  # polling interval of a readiness check, not a wait for behaviour
+
+
+def free_port() -> int:
+    """A port the kernel says is free right now (bound to port 0 and released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def free_run(n: int) -> int:
+    """A base port with ``n`` consecutive free ports after it (bound and released to check)."""
+    for _ in range(50):
+        base = free_port()
+        if base + n <= 65535 and all(is_free(base + i) for i in range(n)):
+            return base
+    raise RuntimeError(f"no run of {n} free ports found")
+
+
+def is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def wait_ok(url: str, proc: subprocess.Popen[str], deadline_s: float = READY_DEADLINE_S) -> None:
+    """Poll ``url`` until it answers 200; fail if ``proc`` exits or the deadline passes.
+
+    Any socket error counts as "not ready yet" -- a refused connection, a reset, and also a read
+    timeout: a server may accept into its backlog before its event loop is free to answer.
+    """
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            err = proc.stderr.read() if proc.stderr else ""
+            raise AssertionError(f"process exited early ({proc.returncode}): {err}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:  # URLError, ConnectionError and TimeoutError are all OSErrors
+            pass
+        time.sleep(POLL_S)
+    raise AssertionError(f"{url} not ready within {deadline_s} s")
