@@ -451,6 +451,9 @@ def _detail(name: str, c: dict[str, Any]) -> str:
                 f"{c['p99_latency_ms_max']:g}), errors {o['error_rate']:.2%} (max "
                 f"{c['error_rate_max']:.2%})")
     if name == "rate_accuracy":
-        return (f"worst day {c['worst_error']:+.2%} over {c['judged_days']} days (tolerance "
-                f"±{c['tolerance']:.0%}); send lateness p99 {c['send_lateness_ms']['p99']:.1f} ms")
+        pooled = c["judged_periods"] < c["judged_days"]
+        over = (f"{c['judged_periods']} periods of consecutive days" if pooled else "days")
+        return (f"worst {c['worst_error']:.2%} over {c['judged_days']} days in {over} with >= "
+                f"{analysis.RATE_MIN_PER_DAY} sends (tolerance ±{c['tolerance']:.0%}); "
+                f"send lateness p99 {c['send_lateness_ms']['p99']:.1f} ms")
     return ""

@@ -82,6 +82,29 @@ def test_rate_accuracy_compares_sends_with_intentions_per_day() -> None:
     assert not result["passed"] and result["worst_error"] == pytest.approx(30 / 80)
 
 
+def test_rate_accuracy_pools_quiet_days_into_periods_that_reach_the_minimum() -> None:
+    p = plan()  # one scenario day per wall second; 20 sends a day is below RATE_MIN_PER_DAY
+    on_time = [rec(i, "allow", intended=10 + i / 20, sent=10 + i / 20) for i in range(120)]
+    result = analysis.rate_accuracy(p, on_time)
+    assert result["passed"] and "skipped" not in result
+    assert (result["judged_periods"], result["judged_days"]) == (2, 6)
+    assert [(x["days"], x["target"], x["achieved"]) for x in result["periods"]] == [(3, 60, 60)] * 2
+    # Half a day late: each day's second half slips into the next day. Inside a period that
+    # cancels; across the boundary the first period loses 10 of 60, the second gains and loses 10.
+    late = [dataclasses.replace(r, sent=r.sent + 0.5) for r in on_time]
+    result = analysis.rate_accuracy(p, late)
+    assert [x["achieved"] for x in result["periods"]] == [50, 60]
+    assert not result["passed"] and result["worst_error"] == pytest.approx(10 / 60)
+    assert result["days"][-1] == {"day": "2024-06-17T00:00:00Z", "target": 0, "achieved": 10,
+                                  "error": None, "judged": False}
+
+
+def test_rate_accuracy_is_skipped_when_the_whole_run_is_too_small_to_judge() -> None:
+    few = [rec(i, "allow", intended=10 + i / 20, sent=10 + i / 20) for i in range(49)]
+    result = analysis.rate_accuracy(plan(), few)
+    assert result["skipped"] and result["judged_periods"] == 0 and result["judged_days"] == 0
+
+
 def test_org_states_are_weighted_and_taken_at_bin_ends() -> None:
     p = plan()
     u = p.users[2]
