@@ -1,14 +1,18 @@
 """Reading a gateway's metering ledger (SQLite) directly: the load test may not import gateway/.
 
-The schema is the shared contract (see the team's preamble): table ``requests`` with one row per
-request the gateway answered, and a ``meta`` key/value table. The file is opened read-only.
+The schema is the shared contract (README, "Run directories"): table ``requests`` with one row per request
+the gateway answered, and a ``meta`` key/value table. Files are opened read-only. Several gateway
+replicas each write their own shard; :func:`merge_shards` joins the rows of one run into one file.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from loadtests.errors import RunOutputError
 
@@ -59,3 +63,64 @@ def read_ledger(path: Path) -> tuple[list[LedgerRow], dict[str, str]]:
     except sqlite3.Error as exc:
         raise RunOutputError(f"{path}: unreadable ledger: {exc}") from exc
     return [LedgerRow(*r) for r in rows], {str(k): str(v) for k, v in meta.items()}
+
+
+def check_shard(path: Path) -> None:
+    """RunOutputError unless ``path`` is a readable gateway ledger (checked before a run starts)."""
+    if not path.is_file():
+        raise RunOutputError(f"{path}: no such file")
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            found = {str(r[0]) for r in con.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()}
+            cols = {str(r[1]) for r in con.execute("PRAGMA table_info(requests)").fetchall()}
+        finally:
+            con.close()
+    except sqlite3.Error as exc:
+        raise RunOutputError(f"{path}: not a gateway ledger ({exc})") from exc
+    missing = [c for c in COLUMNS if c not in cols]
+    if not {"requests", "meta"} <= found or missing:
+        raise RunOutputError(f"{path}: not a gateway ledger (expected tables requests and meta "
+                             f"with columns {', '.join(COLUMNS)})")
+
+
+def merge_shards(shards: Sequence[Path], into: Path, *, since: float,
+                 until: float) -> list[dict[str, Any]]:
+    """Copy the rows of several gateways' ledgers that arrived in [since, until] into one ledger.
+
+    ``into`` gets the first shard's own table definitions (no second copy of the schema here) and
+    the first shard's meta, plus ``shards`` (JSON: path, rows in the window, rows in all). Gateway
+    request ids carry the process id and a random part, so they do not collide between shards; if
+    two shards do share one, that is reported, not silently overwritten. Returns the shard list.
+    """
+    con = sqlite3.connect(into)
+    listed: list[dict[str, Any]] = []
+    try:
+        for i, shard in enumerate(shards):
+            con.execute("ATTACH DATABASE ? AS shard", (f"file:{shard}?mode=ro",))
+            try:
+                if i == 0:
+                    for (sql,) in con.execute("SELECT sql FROM shard.sqlite_master WHERE type = "
+                                              "'table' AND name IN ('requests', 'meta')").fetchall():
+                        con.execute(str(sql))
+                    con.execute("INSERT INTO meta SELECT key, value FROM shard.meta")
+                total = con.execute("SELECT count(*) FROM shard.requests").fetchone()[0]
+                copied = con.execute(
+                    f"INSERT INTO requests ({', '.join(COLUMNS)}) SELECT {', '.join(COLUMNS)} "
+                    "FROM shard.requests WHERE wall_time BETWEEN ? AND ?", (since, until)).rowcount
+                con.commit()
+            except sqlite3.IntegrityError as exc:
+                raise RunOutputError(f"{shard}: a request id also appears in an earlier --ledger "
+                                     f"shard ({exc}); give each gateway its own ledger") from exc
+            finally:
+                con.rollback()
+                con.execute("DETACH DATABASE shard")
+            listed.append({"path": str(shard), "rows_in_run": int(copied), "rows_total": int(total)})
+        con.execute("INSERT OR REPLACE INTO meta VALUES ('shards', ?)", (json.dumps(listed),))
+        con.commit()
+    except sqlite3.Error as exc:
+        raise RunOutputError(f"merging ledgers into {into}: {exc}") from exc
+    finally:
+        con.close()
+    return listed

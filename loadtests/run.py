@@ -4,7 +4,9 @@ Without ``host`` it starts, as subprocesses on free loopback ports, the mock ups
 relay (``regionblock upstreams``, latencies divided by ``time_scale``) and the gateway
 (``regionblock gateway``, its clock compressing the scenario window onto ``duration_s`` from the
 shared epoch, trusting X-Forwarded-For from 127.0.0.1, its ledger in the run directory); with
-``host`` it targets that OpenAI-compatible endpoint and has no ledger to reconcile. Locust runs
+``host`` it targets that OpenAI-compatible endpoint, and reconciles with the ledgers the user names
+(``ledgers``: one shard per gateway replica behind ``host``, merged into the run's ledger), or
+with none. Locust runs
 headless (one process, or a master and ``workers`` local workers). Every process started is
 stopped on the way out, also on Ctrl-C, SIGTERM or an error; a run that does not finish leaves no
 run directory behind (it is staged and renamed into place only when complete).
@@ -34,7 +36,7 @@ from rich.text import Text
 from loadtests import analysis
 from loadtests.errors import RunOutputError, ServiceFailedError, ServiceStartError
 from loadtests.events import Tail, count_records, read_events
-from loadtests.ledger import read_ledger
+from loadtests.ledger import check_shard, merge_shards, read_ledger
 from loadtests.plan import (
     DEFAULT_MAX_TOKENS_IN,
     DEFAULT_MAX_TOKENS_OUT,
@@ -76,6 +78,7 @@ class Options:
     max_tokens_in: int = DEFAULT_MAX_TOKENS_IN
     max_tokens_out: int = DEFAULT_MAX_TOKENS_OUT
     epoch: float | None = None
+    ledgers: tuple[Path, ...] = ()
     drain_s: float = 5.0
     ready_timeout_s: float = 30.0
 
@@ -85,12 +88,12 @@ def loadtest(loaded: Loaded, *, duration_s: float = DEFAULT_DURATION_S, users: i
              rate: float = DEFAULT_RATE, seed: int = 0, time_scale: float = DEFAULT_TIME_SCALE,
              max_tokens_in: int = DEFAULT_MAX_TOKENS_IN,
              max_tokens_out: int = DEFAULT_MAX_TOKENS_OUT, epoch: float | None = None,
-             drain_s: float = 5.0,
+             ledgers: tuple[Path, ...] = (), drain_s: float = 5.0,
              console: Console | None = None) -> tuple[Path, int]:
     """Run a load test of ``loaded``; returns (run directory, exit code 0 ok / 1 a check failed)."""
     opts = Options(duration_s=duration_s, users=users, rate=rate, host=host, workers=workers,
                    seed=seed, time_scale=time_scale, max_tokens_in=max_tokens_in,
-                   max_tokens_out=max_tokens_out, epoch=epoch, drain_s=drain_s)
+                   max_tokens_out=max_tokens_out, epoch=epoch, ledgers=ledgers, drain_s=drain_s)
     _validate(opts)
     console = console or Console(stderr=True, highlight=False)
     started = dt.datetime.now(dt.UTC)
@@ -114,6 +117,16 @@ def _validate(o: Options) -> None:
         raise UsageError(f"--time-scale: {o.time_scale!r} must be greater than zero")
     if o.host is not None and not o.host.startswith(("http://", "https://")):
         raise UsageError(f"--host: {o.host!r} is not an http:// or https:// URL")
+    if o.ledgers and o.host is None:
+        raise UsageError("--ledger: only with --host (without it the load test starts its own "
+                         "gateway and reads that gateway's ledger)")
+    if len(set(o.ledgers)) < len(o.ledgers):
+        raise UsageError("--ledger: the same shard is named twice")
+    for shard in o.ledgers:
+        try:
+            check_shard(shard)
+        except RunOutputError as exc:
+            raise UsageError(f"--ledger: {exc}") from exc
 
 
 # ---------------------------------------------------------------- the run
@@ -160,7 +173,28 @@ def _run(loaded: Loaded, opts: Options, d: Path, started: dt.datetime, console: 
             if child is not None:
                 procs.stop(child)  # the gateway first: its ledger is complete once it has exited
     finished = dt.datetime.now(dt.UTC)
+    if opts.ledgers:
+        services = _merged_ledger(services, plan, opts, d, finished)
     return _write_results(plan, loaded, opts, d, services, started, finished, console)
+
+
+#: Slack around the run when picking its rows out of user-named ledger shards (clock skew of the
+#: gateway hosts, the users' start-up before the epoch).
+SHARD_WINDOW_SLACK_S = 5.0
+
+
+def _merged_ledger(services: Services, plan: Plan, opts: Options, d: Path,
+                   finished: dt.datetime) -> Services:
+    """The rows of this run from every --ledger shard, as the run directory's ledger.sqlite.
+
+    A row belongs to the run if its gateway received it between the scenario epoch and the end of
+    the run (with SHARD_WINDOW_SLACK_S either side): the gateways must serve only this load test in
+    that window, or reconciliation reports their other requests as unmatched.
+    """
+    ledger = d / "ledger.sqlite"
+    merge_shards(opts.ledgers, ledger, since=plan.config.epoch - SHARD_WINDOW_SLACK_S,
+                 until=finished.timestamp() + SHARD_WINDOW_SLACK_S)
+    return replace(services, ledger=ledger)
 
 
 def _python() -> list[str]:
@@ -372,7 +406,7 @@ def _write_results(plan: Plan, loaded: Loaded, opts: Options, d: Path, services:
         checks["tokens"] = analysis.token_check(joined)
     else:
         skipped = {"skipped": True, "reason": f"--host {services.host}: a gateway this run did not "
-                   "start; there is no ledger to reconcile with"}
+                   "start, and no --ledger shard was named to reconcile with"}
         checks["reconciliation"] = {**skipped, "locust_requests": len(events.requests),
                                     "locust_stats_requests": locust_count}
         checks["revenue"] = dict(skipped)
@@ -405,6 +439,7 @@ def _write_results(plan: Plan, loaded: Loaded, opts: Options, d: Path, services:
                                      loadtest={"users": opts.users, "rate": opts.rate,
                                                "duration_s": opts.duration_s,
                                                "workers": opts.workers, "host": opts.host,
+                                               "ledgers": [str(x) for x in opts.ledgers],
                                                "time_scale": opts.time_scale}))
     _cleanup(d)
     console.print(verdict(summary), soft_wrap=True)

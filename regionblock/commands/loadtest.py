@@ -42,7 +42,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         f"active (default {DEFAULT_RATE:g})")
     p.add_argument("--host", default=None, metavar="URL",
                    help="target this OpenAI-compatible endpoint instead of starting a gateway "
-                        "(no ledger to reconcile)")
+                        "(reconciled only with --ledger)")
+    p.add_argument("--ledger", action="append", default=[], metavar="PATH",
+                   help="with --host: a ledger shard of a gateway serving it (repeat for each "
+                        "replica); this run's rows are merged into the run's ledger and reconciled")
     p.add_argument("--workers", type=int, default=0, metavar="N",
                    help="run a Locust master and N local worker processes (default 0: one process)")
     p.add_argument("--out", default=str(default_runs_dir()), metavar="DIR",
@@ -67,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
         run_dir, code = loadtest(loaded, duration_s=duration, users=args.users, host=args.host,
                                  workers=args.workers, out=Path(args.out), rate=args.rate,
                                  seed=args.seed, time_scale=args.time_scale,
-                                 max_tokens_out=args.max_tokens, epoch=epoch, console=console)
+                                 max_tokens_out=args.max_tokens, epoch=epoch,
+                                 ledgers=tuple(Path(p) for p in args.ledger), console=console)
     except LoadTestError as exc:
         console.print(f"load test failed: {exc}")
         return 1

@@ -1,0 +1,84 @@
+"""Ledger shards of several gateway replicas: checked before a run, merged by the run's window."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from gateway.ledger import Ledger
+from loadtests.errors import RunOutputError
+from loadtests.ledger import check_shard, merge_shards, read_ledger
+from regionblock.cli import main
+
+
+def row(request_id: str, wall_time: float) -> tuple[object, ...]:
+    return (request_id, wall_time, "2024-07-10T00:00:00Z", "us-startup-000001", "US", "US", None,
+            "isp", "openai", "gpt-4o", "allow", "", 200, 8, 12, 0.00022, 1.0, 2.0, None, "direct",
+            0, "")
+
+
+def shard(path: Path, rows: list[tuple[object, ...]], pid: str) -> Path:
+    """A real gateway ledger file, written by the gateway's own writer."""
+    async def write() -> None:
+        ledger = Ledger(path, meta={"scenario": "openai-2024-cn-hk", "gateway_pid": pid})
+        ledger.start(asyncio.get_running_loop())
+        await asyncio.gather(*(ledger.submit(r) for r in rows))
+        await ledger.close()
+    asyncio.run(write())
+    return path
+
+
+def test_rows_inside_the_window_from_every_shard_are_merged(tmp_path: Path) -> None:
+    a = shard(tmp_path / "a.sqlite", [row("a1", 99.0), row("a2", 100.0), row("a3", 150.0)], "1")
+    b = shard(tmp_path / "b.sqlite", [row("b1", 120.0), row("b2", 200.0), row("b3", 200.5)], "2")
+    into = tmp_path / "ledger.sqlite"
+    listed = merge_shards([a, b], into, since=100.0, until=200.0)
+    assert listed == [{"path": str(a), "rows_in_run": 2, "rows_total": 3},
+                      {"path": str(b), "rows_in_run": 2, "rows_total": 3}]
+    rows, meta = read_ledger(into)
+    assert [r.request_id for r in rows] == ["a2", "b1", "a3", "b2"]
+    assert rows[0] == read_ledger(a)[0][1]  # copied column for column
+    assert meta["gateway_pid"] == "1" and json.loads(meta["shards"]) == listed
+
+
+def test_a_request_id_in_two_shards_is_reported_not_overwritten(tmp_path: Path) -> None:
+    a = shard(tmp_path / "a.sqlite", [row("same", 100.0)], "1")
+    b = shard(tmp_path / "b.sqlite", [row("same", 101.0)], "2")
+    with pytest.raises(RunOutputError, match=r"b\.sqlite: a request id also appears in an earlier"):
+        merge_shards([a, b], tmp_path / "ledger.sqlite", since=0.0, until=1e10)
+
+
+def test_a_file_that_is_not_a_ledger_is_refused(tmp_path: Path) -> None:
+    other = tmp_path / "other.sqlite"
+    con = sqlite3.connect(other)
+    con.execute("CREATE TABLE requests (request_id TEXT)")
+    con.close()
+    with pytest.raises(RunOutputError, match=r"other\.sqlite: not a gateway ledger \(expected"):
+        check_shard(other)
+    (tmp_path / "text.sqlite").write_text("hello")
+    with pytest.raises(RunOutputError, match=r"text\.sqlite: not a gateway ledger"):
+        check_shard(tmp_path / "text.sqlite")
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--ledger", "{a}"], "--ledger: only with --host (without it the load test starts "
+                          "its own gateway and reads that gateway's ledger)"),
+    (["--host", "http://127.0.0.1:9", "--ledger", "{missing}"],
+     "--ledger: {missing}: no such file"),
+    (["--host", "http://127.0.0.1:9", "--ledger", "{a}", "--ledger", "{a}"],
+     "--ledger: the same shard is named twice"),
+])
+def test_bad_ledger_arguments_are_one_line_and_exit_2(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str) -> None:
+    a = shard(tmp_path / "a.sqlite", [row("a1", 1.0)], "1")
+    names = {"a": str(a), "missing": str(tmp_path / "missing.sqlite")}
+    out = tmp_path / "runs"
+    code = main(["loadtest", "openai-2024-cn-hk", *(x.format(**names) for x in extra),
+                 "--out", str(out)])
+    err = capsys.readouterr().err
+    assert (code, err) == (2, message.format(**names) + "\n")
+    assert not out.exists() or not any(out.iterdir())  # nothing started, nothing written
