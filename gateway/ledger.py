@@ -4,11 +4,18 @@ SQLite in WAL mode, one file (shard) per gateway process, written in groups (gro
 record submitted during one turn of the event loop is inserted in one transaction, and then each
 record's future is resolved. A handler awaits that future before it completes its response (for a
 stream: before ``data: [DONE]``), so after ``kill -9`` every response a client fully received has
-its row. ``synchronous=NORMAL`` (the default) makes a commit durable across a process crash (the
-WAL write reached the OS, no fsync): such a commit takes tens of microseconds, so it runs on the
-event loop itself, at the end of the turn — cheaper and faster than handing rows to a thread and
-waking the loop back. ``full`` also fsyncs (durable across power loss); fsyncs take milliseconds,
-so then a dedicated writer thread commits and resolves the futures with ``call_soon_threadsafe``.
+its row. Three sync levels (``--ledger-sync``), all durable across a crash of the gateway process,
+because a commit has handed its WAL frames to the OS before any future resolves:
+
+- ``normal`` (the default): no fsync per commit; SQLite's automatic WAL checkpoints fsync, so after
+  an OS crash or power loss the file is consistent (the latest rows may be missing). Those fsyncs
+  run on the event loop and take milliseconds on slow disks: rare multi-millisecond stalls.
+- ``off``: never fsyncs: no checkpoint stalls, but an OS crash or power loss may corrupt the file.
+- ``full``: every commit is fsynced (durable across power loss). Fsyncs take milliseconds, so a
+  dedicated writer thread commits and resolves the futures with ``call_soon_threadsafe``.
+
+``normal`` and ``off`` commit on the event loop itself, at the end of the turn: a commit there
+takes tens of microseconds, cheaper and faster than handing rows to a thread and waking the loop.
 
 Schema (the shared contract; loadtests read it with plain sqlite3)::
 
@@ -48,6 +55,10 @@ _CREATE = ("CREATE TABLE IF NOT EXISTS requests ("
 _INSERT = (f"INSERT OR REPLACE INTO requests ({', '.join(COLUMN_NAMES)}) "
            f"VALUES ({', '.join('?' * len(COLUMNS))})")
 _MAX_BATCH = 4096
+#: off: durable across a crash of the gateway process, no fsync ever; normal: also consistent (but
+#: possibly missing the latest rows) after an OS crash or power loss, fsync at checkpoints; full:
+#: every commit fsynced, durable across power loss.
+SYNC_LEVELS = ("off", "normal", "full")
 
 Row = tuple[Any, ...]
 _Item = tuple[Row, "asyncio.Future[None] | None", float]
@@ -57,14 +68,14 @@ class Ledger:
     """Group-committing SQLite writer. ``submit`` from the event loop; ``await`` the result."""
 
     def __init__(self, path: Path, *, meta: Mapping[str, str], sync: str = "normal") -> None:
-        if sync not in ("normal", "full"):
-            raise ValueError(f"sync ({sync!r}) must be 'normal' or 'full'")
+        if sync not in SYNC_LEVELS:
+            raise ValueError(f"sync ({sync!r}) must be one of {', '.join(SYNC_LEVELS)}")
         self.path = path
         self._sync = sync.upper()
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._inline = sync == "normal"
+        self._inline = sync != "full"
         self._db: sqlite3.Connection | None = None
         self._pending: list[_Item] = []
         self.queued = 0

@@ -58,8 +58,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="replay the scenario window over DURATION of wall time from EPOCH")
     p.add_argument("--ledger", type=Path, metavar="PATH",
                    help="SQLite ledger file (default runs/ledger-<pid>.sqlite)")
-    p.add_argument("--ledger-sync", choices=["normal", "full"], default="normal",
-                   help="normal: durable across a crash of the process (default); full: fsync too")
+    p.add_argument("--ledger-sync", choices=["off", "normal", "full"], default="normal",
+                   help="off: durable across a crash of the process, never fsyncs; normal (default): "
+                        "also stays consistent across a power loss (fsync at WAL checkpoints); "
+                        "full: fsync every commit, durable across a power loss")
     p.add_argument("--geoip-db", type=Path, metavar="MMDB",
                    help="MaxMind MMDB file (default: the GeoLite2 data embedded in geoip2fast)")
     p.add_argument("--admin-token", metavar="TOKEN",

@@ -182,10 +182,12 @@ def _wait_inflight(port: int, n: int) -> None:
     raise AssertionError(f"{n} requests never in flight")
 
 
-def test_kill_9_under_load_loses_no_answered_request(tmp_path: Path) -> None:
-    """Every response a client fully received has its ledger row, even after SIGKILL mid-load."""
+@pytest.mark.parametrize("sync", ["off", "normal"])
+def test_kill_9_under_load_loses_no_answered_request(tmp_path: Path, sync: str) -> None:
+    """Every response a client fully received has its ledger row, even after SIGKILL mid-load
+    (at the ledger's default sync level and at ``off``, which never fsyncs)."""
     ledger = tmp_path / "ledger.sqlite"
-    with upstreams_proc() as base, gateway_proc(base, ledger) as (port, proc):
+    with upstreams_proc() as base, gateway_proc(base, ledger, "--ledger-sync", sync) as (port, proc):
         received = asyncio.run(_load_then_kill(port, proc, clients=16, kill_after=300))
         assert proc.wait(timeout=10) == -signal.SIGKILL
     db = sqlite3.connect(ledger)

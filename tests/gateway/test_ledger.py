@@ -22,7 +22,7 @@ def row(i: int) -> tuple[object, ...]:
             "openai", "gpt-4o", "allow", "", 200, 8, 12, 0.00022, 1.0, 2.0, None, "direct", 0, "")
 
 
-@pytest.mark.parametrize("sync", ["normal", "full"])
+@pytest.mark.parametrize("sync", ["off", "normal", "full"])
 async def test_rows_are_committed_before_their_futures_resolve(tmp_path: Path, sync: str) -> None:
     path = tmp_path / "l.sqlite"
     ledger = Ledger(path, meta={"scenario": "s", "clock": "c"}, sync=sync)
