@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import resource
 import tempfile
 import time
 from collections.abc import Generator
@@ -119,9 +120,11 @@ def bench_pool(replications: int, jobs: int) -> None:
     loaded = load("openai-2024-cn-hk")
     with tempfile.TemporaryDirectory() as tmp:
         started = dt.datetime.now(dt.UTC)
+        workers_before = _children_cpu()
         t0 = time.perf_counter()
         rep = replicate(loaded.scenario, replications=replications, seed=0, jobs=jobs)
         t1 = time.perf_counter()
+        workers = _children_cpu() - workers_before
         path = write_run(loaded, rep, seed=0, out=Path(tmp), jobs=jobs, scale=1.0, started=started)
         t2 = time.perf_counter()
         size = (path / "timeseries.csv").stat().st_size
@@ -129,6 +132,22 @@ def bench_pool(replications: int, jobs: int) -> None:
     print(f"{replications} replications, --jobs {jobs}: {seconds:.1f} s wall "
           f"({seconds / replications:.2f} s per replication; replications {t1 - t0:.1f} s, "
           f"writing the run directory {t2 - t1:.1f} s; timeseries.csv {size / 1e6:.0f} MB)")
+    # CPU the workers used (start-up included): against the wall it shows how much of the time
+    # the workers were computing, and how much they waited for a core
+    print(f"  worker CPU {workers:.1f} s = {workers / replications:.2f} s per replication; "
+          f"{workers / (jobs * (t1 - t0)):.0%} of {jobs} cores over the replications")
+    if replications == 100 and jobs == 2:
+        print(f"  target ≤ {POOL_TARGET_S:.0f} s: {'met' if seconds <= POOL_TARGET_S else 'NOT met'}")
+
+
+#: The target for 100 replications of the default scenario with --jobs 2 (seconds of wall time).
+POOL_TARGET_S = 180.0
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of this process's finished children (the pool's workers)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ import numpy as np
 from scenarios.distributions import sample
 from scenarios.schema import Provider, Scenario
 from sim.profile import Profile
-from sim.queueing import mmck
+from sim.queueing import MMcK, mmck
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +32,7 @@ class Capacity:
     utilisation: np.ndarray    # (p, b): busiest hour's carried load per server
     hour_weight: np.ndarray    # (r, b, h): share of a region's bin traffic in each hour
     service_s: np.ndarray      # (p, b) mean service seconds
+    queue: tuple[MMcK, ...] = ()  # per provider: the M/M/c/K state of every (b, h), flattened
 
 
 def hour_weights(profile: Profile, edges: np.ndarray) -> np.ndarray:
@@ -72,12 +73,15 @@ def assess(s: Scenario, arrivals: np.ndarray, tokens_out_mean: np.ndarray,
     p_reject = np.zeros_like(offered)
     util = np.zeros((np_, nb))
     service = np.zeros((np_, nb))
+    queue: list[MMcK] = []
     for k, p in enumerate(s.providers):
         service[k] = service_seconds(p, tokens_out_mean[k], float(inverse_throughput[k]))
         offered[k] = per_hour[k] / seconds_per_hour * service[k][:, None]
         state = mmck(p.capacity.concurrency, p.capacity.queue_limit, offered[k].ravel())
+        queue.append(state)
         p_reject[k] = state.p_reject.reshape(nb, hours)
         util[k] = state.carried_per_server.reshape(nb, hours).max(axis=1)
     by_region = np.einsum("pbh,rbh->pbr", p_reject, hour_weight)
     return Capacity(offered=offered, p_reject=p_reject, reject_by_region=by_region,
-                    utilisation=util, hour_weight=hour_weight, service_s=service)
+                    utilisation=util, hour_weight=hour_weight, service_s=service,
+                    queue=tuple(queue))

@@ -34,7 +34,7 @@ def after_bins(setup: Setup) -> np.ndarray:
 
 def headline(setup: Setup, run: Run, base: Run, flows: np.ndarray,
              lat: LatencySamples) -> dict[str, float]:
-    from sim.replication import pooled_latency
+    from sim.replication import pooled_latencies
 
     s = setup.s
     inc = [p.name for p in s.providers].index(s.incumbent.name)
@@ -62,8 +62,8 @@ def headline(setup: Setup, run: Run, base: Run, flows: np.ndarray,
     after = after_bins(setup)
     before = np.setdiff1d(np.arange(setup.edges.size - 1), after)
     for j, path in enumerate(PATHS):
-        for label, bins in (("before", before), ("after", after)):
-            pct = pooled_latency(lat, j, bins)
+        pooled = pooled_latencies(lat, j, [before, after])
+        for label, pct in zip(("before", "after"), pooled, strict=True):
             if pct is not None:
                 for q, v in zip(("p50", "p95", "p99"), pct, strict=True):
                     out[f"latency_ms.{path}.{q}.{label}"] = float(v)

@@ -113,8 +113,11 @@ def _compose(s: Scenario, k: np.ndarray, relay: np.ndarray, b: np.ndarray, hour:
         gen[mine] = tokens[mine] / np.maximum(sample(p.latency.tokens_per_s, rng, mine.size), 1e-9) * 1000.0
         offered = cap.offered[pi, b[mine], hour[mine]]
         mu = 1.0 / np.maximum(cap.service_s[pi, b[mine]], 1e-9)
+        # the queue's state per (bin, hour) was solved once by sim.capacity: gather, don't re-solve
+        state = (cap.queue[pi].take(b[mine] * cap.offered.shape[2] + hour[mine])
+                 if cap.queue else None)
         wait[mine] = sample_mmck_waits(p.capacity.concurrency, p.capacity.queue_limit, offered,
-                                       mu, rng) * 1000.0
+                                       mu, rng, state) * 1000.0
         f = p.faults
         spikes = rng.random(mine.size) < f.spike_rate
         stalls = rng.random(mine.size) < f.stall_rate
@@ -128,10 +131,14 @@ def percentiles(values: np.ndarray) -> np.ndarray:
     return np.percentile(values, QUANTILES, axis=-1).T
 
 
-def weighted_percentiles(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """p50/p95/p99 of values where each carries a weight (samples of groups of unequal volume)."""
-    order = np.argsort(values, kind="stable")
-    v, w = values[order], weights[order]
+def weighted_percentiles(values: np.ndarray, weights: np.ndarray, presorted: bool = False) -> np.ndarray:
+    """p50/p95/p99 of values where each carries a weight (samples of groups of unequal volume);
+    ``presorted``: the values are already in (stable) ascending order."""
+    if presorted:
+        v, w = values, weights
+    else:
+        order = np.argsort(values, kind="stable")
+        v, w = values[order], weights[order]
     cum = np.cumsum(w)
     targets = np.array(QUANTILES) / 100.0 * cum[-1]
     return v[np.minimum(np.searchsorted(cum, targets, side="left"), v.size - 1)]

@@ -130,10 +130,13 @@ class World:
             r = self._rngs[i] = np.random.Generator(np.random.PCG64(_Words(self._words[i])))  # type: ignore[arg-type]
         return r
 
-    def record(self, i: int, state: str, provider: str, path: str, since: float | None = None) -> None:
+    def record(self, i: int, state: str, provider: str, path: str, since: float | None = None,
+               at: float | None = None) -> None:
+        """The organisation is in ``state`` from now (or from ``at``, a known future instant)."""
         line = self.timelines[i]
-        entry = (self.env.now, state, provider, path, since)
-        if line and line[-1][0] == self.env.now:
+        now = self.env.now if at is None else at
+        entry = (now, state, provider, path, since)
+        if line and line[-1][0] == now:
             line[-1] = entry
         elif not line or line[-1][1:] != entry[1:]:
             line.append(entry)
@@ -206,9 +209,13 @@ class World:
     def choose(self, i: int, exclude: frozenset[str] = frozenset()) -> str | None:
         now = self.env.now
         zero, slope = self.parts_for(i, now)
-        share = self.share(i)
-        closed = exclude | self.closed_providers(i, now)
-        utils = {k: u + slope[k] * share.get(k, 0.0) for k, u in zero.items() if k not in closed}
+        r = self.region_of[i]
+        counts = self.chosen.get(r) or {}
+        n = max(self.affected.get(r, 0), 1)
+        closed = exclude | self.closed_providers(i, now) if self.alternatives_have_policy else exclude
+        # u + slope × (share already gone to k), the share as in :meth:`share`
+        utils = {k: u + slope[k] * (counts.get(k, 0) / n)
+                 for k, u in zero.items() if k not in closed}
         if not utils:
             return None
         return behaviour.choose(behaviour.probabilities(utils), self.rng(i))
@@ -248,63 +255,77 @@ def first_denial(world: World, i: int, after: float, points: list[float]) -> flo
 
 
 # ---------------------------------------------------------------- processes
+#
+# An organisation is a process only while it has something to wait for (the end of a wait, the
+# detection of its relay, the next policy change): what it does at a block, a migration's end and
+# a decision to churn are acted on at once, without an event of their own. That changes nothing
+# in law or in order — every decision still happens at its instant, in the same sequence.
 
 
 def block_wave(env: simpy.Environment, world: World, at: float,
                members: list[int]) -> Generator[Any, Any, None]:
-    """At ``at`` the members' direct traffic is denied: each still direct starts deciding."""
+    """At ``at`` the members' direct traffic is denied: each still direct decides, in order."""
     yield env.timeout(at - env.now)
     for i in members:
         world.blocked.add(i)
         if world.timelines[i][-1][1] == "direct":
-            env.process(blocked(env, world, i))
+            delay = decide(world, i)
+            if delay is not None:
+                env.process(blocked(env, world, i, delay))
 
 
-def blocked(env: simpy.Environment, world: World, i: int) -> Generator[Any, Any, None]:
-    """Decide, act, and decide again while the organisation's direct traffic is denied."""
-    inc = world.incumbent
-    rng = world.rng(i)
+def blocked(env: simpy.Environment, world: World, i: int,
+            delay: float) -> Generator[Any, Any, None]:
+    """Wait ``delay`` hours, then decide again, as long as a decision asks for another wait."""
     while True:
-        if not world.denied(i, env.now):  # the stage ended or rolled back
-            world.record(i, "direct", inc, "direct")
-            nxt = first_denial(world, i, env.now, world.points)
-            if nxt is None:
-                return
-            yield env.timeout(nxt - env.now)
-            continue
-        choice = world.choose(i)
-        if choice is None or choice == behaviour.WAIT:
-            world.record(i, "direct", inc, "direct")
-            yield env.timeout(sample_one(world.s.behaviour.wait_days, rng) * 24.0)
-        elif choice == behaviour.CIRCUMVENT:
-            since = env.now
-            world.record(i, "circumventing", inc, "relay", since)
-            caught = world.policy.detection_at(inc, world.pop.ids[i], world.at(since))
-            if caught is None or world.hours(caught) >= world.horizon:
-                return
-            yield env.timeout(max(world.hours(caught) - env.now, 0.0))
-        elif choice == behaviour.CHURN:
-            world.record(i, "churned", "", "")
+        yield env.timeout(delay)
+        nxt = decide(world, i)
+        if nxt is None:
             return
-        else:
-            yield from migrate(env, world, i, choice)
-            return
+        delay = nxt
 
 
-def migrate(env: simpy.Environment, world: World, i: int,
-            provider: str) -> Generator[Any, Any, None]:
-    """Move to ``provider``: traffic stays on the incumbent (blocked or not) for the migration time."""
+def decide(world: World, i: int) -> float | None:
+    """The organisation decides and acts now; hours until it decides again (None: never)."""
+    now = world.env.now
+    inc = world.incumbent
+    if not world.denied(i, now):  # the stage ended or rolled back
+        world.record(i, "direct", inc, "direct")
+        nxt = first_denial(world, i, now, world.points)
+        return None if nxt is None else nxt - now
+    choice = world.choose(i)
+    if choice is None or choice == behaviour.WAIT:
+        world.record(i, "direct", inc, "direct")
+        return sample_one(world.s.behaviour.wait_days, world.rng(i)) * 24.0
+    if choice == behaviour.CIRCUMVENT:
+        world.record(i, "circumventing", inc, "relay", now)
+        caught = world.policy.detection_at(inc, world.pop.ids[i], world.at(now))
+        if caught is None or world.hours(caught) >= world.horizon:
+            return None
+        return max(world.hours(caught) - now, 0.0)
+    if choice == behaviour.CHURN:
+        world.record(i, "churned", "", "")
+        return None
+    migrate(world, i, choice)
+    return None
+
+
+def migrate(world: World, i: int, provider: str) -> None:
+    """Move to ``provider``: traffic stays on the incumbent (blocked or not) for the migration
+    time, then goes to the provider — recorded now if that instant falls inside the window."""
+    now = world.env.now
     r = world.region_of[i]
     counts = world.chosen.setdefault(r, {})
     counts[provider] = counts.get(provider, 0) + 1
-    world.decided_at[i] = env.now
+    world.decided_at[i] = now
     p = world.s.provider(provider)
-    if p.incentive is not None and behaviour.incentive_mtokens(p, world.at(env.now)) > 0:
+    if p.incentive is not None and behaviour.incentive_mtokens(p, world.at(now)) > 0:
         world.credit[i] = p.incentive.free_tokens
     world.record(i, "migrating", provider, "direct")
     seg = world.s.segments[world.segment_of[i]]
-    yield env.timeout(max(sample_one(seg.migration_days, world.rng(i)), 0.0) * 24.0)
-    world.record(i, "migrated", provider, "direct")
+    done = now + max(sample_one(seg.migration_days, world.rng(i)), 0.0) * 24.0
+    if done < world.horizon:  # an event at the horizon itself would not run
+        world.record(i, "migrated", provider, "direct", at=done)
 
 
 def anticipation(env: simpy.Environment, world: World, warned: dict[int, list[int]],
@@ -313,15 +334,25 @@ def anticipation(env: simpy.Environment, world: World, warned: dict[int, list[in
 
     Each warned organisation draws an Exp(1) threshold from its own generator and leaves when the
     region's integrated hazard passes it — the same law as a per-step coin flip, but independent
-    of the order in which organisations are visited.
+    of the order in which organisations are visited. The organisations that leave in a step
+    migrate at the end of the step, in order (as processes started in the step would). Once every
+    warned organisation is blocked, nobody is left to anticipate and the process ends.
     """
     ann = world.s.behaviour.announcement
     assert ann is not None
     yield env.timeout(start_h)
     step = ANTICIPATION_STEP_H
     markets = [_Market.of(world, members) for members in warned.values()]
+    unblocked = set().union(*warned.values())
+    seen_blocked = -1
     while env.now + step <= world.horizon and any(m.next < len(m.order) for m in markets):
         yield env.timeout(step)
+        if len(world.blocked) != seen_blocked:  # only block waves add to it: check after one
+            seen_blocked = len(world.blocked)
+            unblocked -= world.blocked
+            if not unblocked:
+                return
+        leaving: list[tuple[int, str]] = []
         for m in markets:
             # Heun step: the hazard at the start and at a predicted end of the step, averaged
             share = m.left / len(m.order)
@@ -336,8 +367,10 @@ def anticipation(env: simpy.Environment, world: World, warned: dict[int, list[in
                     continue
                 target = world.choose(i, LEAVING)
                 if target is not None:
-                    env.process(migrate(env, world, i, target))
+                    leaving.append((i, target))
                     m.left += 1
+        for i, target in leaving:
+            migrate(world, i, target)
 
 
 @dataclass

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import itertools
 from bisect import bisect_right
 from dataclasses import dataclass
 
@@ -177,45 +176,123 @@ def build_pieces(s: Scenario, policy: Policy, pop: Population, timelines: list[l
 
     Organisations that never changed state share their pieces with every other such organisation
     of their region and segment (unless a stage treats organisations individually).
+
+    The timelines are flattened once into entries (one per state an organisation was in); cutting
+    them at the policy change points and merging neighbours of equal fate are array operations,
+    and the policy engine is asked once per distinct question (:class:`_Resolver`), in the order
+    in which the pieces first ask it — so the fates are numbered exactly as by asking piece by
+    piece, organisation by organisation.
     """
     cuts = global_cuts(s, policy)
     per_org = any(st.percent < 100.0 or st.allow_list.orgs
                   for pol in s.policy.values() for st in pol.stages)
     resolver = _Resolver(s, policy, pop, cuts, per_org, {}, {})
-    cohorts: dict[tuple[int, int], int] = {}
-    cohort_rows: list[np.ndarray] = []
-    cohort_of = np.full(pop.size, -1, dtype=np.int64)
-    rows_all: list[tuple[int, float, float, int]] = []
-    for i, line in enumerate(timelines):
-        if len(line) == 1 and not per_org:
-            key = (resolver.region_of[i], resolver.segment_of[i])
-            if key not in cohorts:
-                cohorts[key] = len(cohort_rows)
-                rows = _org_pieces(resolver, s.window.hours, cuts, i, line)
-                cohort_rows.append(np.array(rows, dtype=float).reshape(-1, 3))
-            cohort_of[i] = cohorts[key]
-        else:
-            rows = _org_pieces(resolver, s.window.hours, cuts, i, line)
-            rows_all.extend([(i, a, b, f) for a, b, f in rows])
-    table = np.array(rows_all, dtype=float).reshape(-1, 4)
+    flat = _flatten(resolver, s.window.hours, timelines)
+    piece_entry, a, b = _cut(flat.t0, flat.t1, np.asarray(cuts, dtype=float))
+    mid = (a + b) / 2.0
+    question = flat.question[piece_entry] * (len(cuts) + 1) + np.searchsorted(cuts, mid, side="right")
+    asked, first, inverse = np.unique(question, return_index=True, return_inverse=True)
+    answer = np.empty(asked.size, dtype=np.int64)
+    for q in np.argsort(first, kind="stable").tolist():   # first asked, first numbered
+        k = int(first[q])
+        e = int(piece_entry[k])
+        answer[q] = resolver.fate(int(flat.org[e]), flat.changes[e], float(mid[k]))
+    fate = answer[inverse.ravel()]
+    org = flat.org[piece_entry]
+    # same fate on both sides of a cut: one piece
+    new = np.ones(org.size, dtype=bool)
+    new[1:] = (org[1:] != org[:-1]) | (fate[1:] != fate[:-1])
+    starts = np.flatnonzero(new)
+    ends = np.append(starts[1:], org.size) - 1
+    org, t0, t1, fate = org[starts], a[starts], b[ends], fate[starts]
+    cohort = flat.cohort_of_org[org]
+    own = cohort < 0
+    cohort_pieces = tuple(np.column_stack([t0[m], t1[m], fate[m].astype(float)])
+                          for m in (cohort == c for c in range(flat.cohorts)))
     fates = tuple(sorted(resolver.fates, key=resolver.fates.__getitem__))
-    return Pieces(org=table[:, 0].astype(np.int64), t0=table[:, 1], t1=table[:, 2],
-                  fate=table[:, 3].astype(np.int64), fates=fates, cohort_of=cohort_of,
-                  cohort_pieces=tuple(cohort_rows))
+    cohort_of = flat.cohort_of_org.copy()
+    cohort_of[flat.cohort_member] = flat.member_cohort
+    return Pieces(org=org[own], t0=t0[own], t1=t1[own], fate=fate[own], fates=fates,
+                  cohort_of=cohort_of, cohort_pieces=cohort_pieces)
 
 
-def _org_pieces(resolver: _Resolver, horizon: float, cuts: list[float], i: int,
-                line: list[Change]) -> list[tuple[float, float, int]]:
-    bounds = sorted({*cuts, *(c[0] for c in line[1:] if 0.0 < c[0] < horizon)})
-    edges = [0.0, *bounds, horizon]
-    out: list[tuple[float, float, int]] = []
-    k = 0
-    for a, b in itertools.pairwise(edges):
-        while k + 1 < len(line) and line[k + 1][0] <= a:
-            k += 1
-        fate = resolver.fate(i, line[k], (a + b) / 2.0)
-        if out and out[-1][2] == fate:
-            out[-1] = (out[-1][0], b, fate)  # same fate on both sides of a cut: one piece
-        else:
-            out.append((a, b, fate))
-    return out
+@dataclass(frozen=True, slots=True)
+class _Flat:
+    """Timeline entries of the organisations that get pieces (each cohort's first member
+    stands for its cohort), in (organisation, time) order."""
+
+    org: np.ndarray
+    t0: np.ndarray
+    t1: np.ndarray
+    question: np.ndarray        # which question the entry asks the resolver (besides the cut)
+    changes: list[Change]
+    cohort_of_org: np.ndarray   # the cohort an organisation stands for, -1 for the rest
+    cohorts: int
+    cohort_member: np.ndarray   # organisations that take their cohort's pieces, and that cohort
+    member_cohort: np.ndarray
+
+
+def _flatten(resolver: _Resolver, horizon: float, timelines: list[list[Change]]) -> _Flat:
+    """One pass over the timelines: each entry with its interval and an integer question id
+    (what :meth:`_Resolver.fate` keys on, except the cut, which the arrays add)."""
+    ids = resolver.pop.ids
+    region_of, segment_of = resolver.region_of, resolver.segment_of
+    individual = resolver.per_org
+    size = len(timelines)
+    # organisations that changed state get their own pieces; of the rest, the first of each
+    # (region, segment) stands for its cohort (found with arrays, not one by one)
+    changed = np.fromiter(map(len, timelines), dtype=np.int64, count=size) > 1
+    if individual:
+        changed[:] = True
+    rest = np.flatnonzero(~changed)
+    key = resolver.pop.region[rest] * len(resolver.segments) + resolver.pop.segment[rest]
+    _, first, member_cohort = np.unique(key, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")          # cohorts numbered by their first member
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    member_cohort = rank[member_cohort.ravel()]
+    stands_for = rest[first[order]]
+    with_pieces = changed.copy()
+    with_pieces[stands_for] = True
+    org: list[int] = []
+    t0: list[float] = []
+    t1: list[float] = []
+    question: list[int] = []
+    changes: list[Change] = []
+    questions: dict[tuple[object, ...], int] = {}
+    for i in np.flatnonzero(with_pieces).tolist():
+        line = timelines[i]
+        for k, change in enumerate(line):
+            _, state, provider, path, since = change
+            if state == "churned":
+                q: tuple[object, ...] = ("churned",)
+            else:
+                relay = path == "relay"
+                q = (provider if state == "migrated" else "", relay, region_of[i], segment_of[i],
+                     ids[i] if (individual or relay) else "", since)
+            org.append(i)
+            t0.append(change[0])
+            t1.append(line[k + 1][0] if k + 1 < len(line) else horizon)
+            question.append(questions.setdefault(q, len(questions)))
+            changes.append(change)
+    cohort_of_org = np.full(len(timelines), -1, dtype=np.int64)
+    cohort_of_org[stands_for] = np.arange(len(stands_for))
+    return _Flat(org=np.asarray(org, dtype=np.int64), t0=np.asarray(t0, dtype=float),
+                 t1=np.asarray(t1, dtype=float), question=np.asarray(question, dtype=np.int64),
+                 changes=changes, cohort_of_org=cohort_of_org, cohorts=len(stands_for),
+                 cohort_member=rest, member_cohort=member_cohort)
+
+
+def _cut(t0: np.ndarray, t1: np.ndarray, cuts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every interval cut at the cuts strictly inside it: (interval, start, end) per piece, in order."""
+    lo = np.searchsorted(cuts, t0, side="right")   # first cut after the start
+    hi = np.searchsorted(cuts, t1, side="left")    # cuts before the end
+    inside = np.maximum(hi - lo, 0)
+    entry = np.repeat(np.arange(t0.size), inside + 1)
+    first = np.concatenate(([0], np.cumsum(inside + 1)[:-1]))
+    k = np.arange(entry.size) - first[entry]       # piece k of its interval
+    padded = np.concatenate([cuts, [np.inf]])
+    a = np.where(k == 0, t0[entry], padded[np.minimum(lo[entry] + k - 1, cuts.size)])
+    last = k == inside[entry]
+    b = np.where(last, t1[entry], padded[np.minimum(lo[entry] + k, cuts.size)])
+    return entry, a, b

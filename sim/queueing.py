@@ -125,6 +125,11 @@ class MMcK:
     carried_per_server: np.ndarray
     rho: np.ndarray
 
+    def take(self, index: np.ndarray) -> MMcK:
+        """The states at ``index`` (e.g. one per request, gathered from a grid of offered loads)."""
+        return MMcK(p_reject=self.p_reject[index], p_wait=self.p_wait[index],
+                    carried_per_server=self.carried_per_server[index], rho=self.rho[index])
+
 
 def mmck(servers: int, queue_limit: int, offered: np.ndarray) -> MMcK:
     """M/M/c/K (K = servers + queue_limit) for many offered loads (Erlangs) at once."""
@@ -165,15 +170,20 @@ def _geo_sum(rho: np.ndarray, log_rho: np.ndarray, k: int) -> np.ndarray:
 
 
 def sample_mmck_waits(servers: int, queue_limit: int, offered: np.ndarray,
-                      service_rate: float | np.ndarray, rng: np.random.Generator) -> np.ndarray:
+                      service_rate: float | np.ndarray, rng: np.random.Generator,
+                      state: MMcK | None = None) -> np.ndarray:
     """One waiting time (seconds) per admitted request, each at its own offered load ``offered[i]``.
+
+    ``state``, if given, is ``mmck(servers, queue_limit, offered)`` already computed (the
+    latency sampler gathers it from the per-hour grid instead of solving once per request).
 
     An admitted arrival waits with probability p_wait / (1 − p_reject); if it does, it finds j
     requests ahead of it in the queue (truncated geometric with ratio rho on 0..K−1) and waits
     for j + 1 service completions at rate c·μ: a Gamma(j + 1, 1/(c·μ)) time.
     """
     a = np.asarray(offered, dtype=float)
-    state = mmck(servers, queue_limit, a)
+    if state is None:
+        state = mmck(servers, queue_limit, a)
     admitted = np.maximum(1.0 - state.p_reject, 1e-300)
     waits = rng.random(a.size) < state.p_wait / admitted
     u = rng.random(a.size)

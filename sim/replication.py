@@ -234,9 +234,24 @@ def _rejected(setup: Setup, run: Run) -> np.ndarray:
 
 def pooled_latency(lat: LatencySamples, path: int, bins: np.ndarray) -> np.ndarray | None:
     """Volume-weighted p50/p95/p99 over the groups of one path in the given bins."""
-    mine = (lat.path == path) & np.isin(lat.bin, bins)
-    if not np.any(mine):
-        return None
-    values = lat.latency_ms[mine]
-    weights = np.repeat(lat.weight[mine] / values.shape[1], values.shape[1])
-    return weighted_percentiles(values.ravel(), weights)
+    return pooled_latencies(lat, path, [bins])[0]
+
+
+def pooled_latencies(lat: LatencySamples, path: int,
+                     bin_sets: list[np.ndarray]) -> list[np.ndarray | None]:
+    """:func:`pooled_latency` for several sets of bins, sorting the path's samples once: the
+    stable order of a subset is the subset of the stable order, so each answer is the same."""
+    rows = np.flatnonzero(lat.path == path)
+    values = lat.latency_ms[rows].ravel()
+    order = np.argsort(values, kind="stable")
+    row_of = order // lat.latency_ms.shape[1]
+    out: list[np.ndarray | None] = []
+    for bins in bin_sets:
+        mine = np.isin(lat.bin[rows], bins)
+        if not np.any(mine):
+            out.append(None)
+            continue
+        picked = order[mine[row_of]]
+        weights = lat.weight[rows][picked // lat.latency_ms.shape[1]] / lat.latency_ms.shape[1]
+        out.append(weighted_percentiles(values[picked], weights, presorted=True))
+    return out

@@ -32,6 +32,8 @@ from sim.profile import Profile
 SMALL_COUNT = 30
 #: Units dealt at a time by :func:`split` (a few hundred thousand (piece, bin) pairs at most).
 CHUNK_UNITS = 512
+#: Up to this many possible cells, :func:`split` sums into one slot per cell (no key sorting).
+DENSE_CELLS = 1 << 21
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,14 +222,24 @@ def split(s: Scenario, pop: Population, profile: Profile, edges: np.ndarray, dra
     sends = np.array([f.action != NONE for f in pieces.fates], dtype=bool)
     migrated = np.array([f.migrated for f in pieces.fates], dtype=bool)
     bounds = np.searchsorted(u.piece_unit, np.arange(0, u.n.shape[0] + CHUNK_UNITS, CHUNK_UNITS))
-    parts = [_deal_chunk(u, slice(int(a), int(b)), profile, edges, dims, sends, migrated)
-             for a, b in itertools.pairwise(bounds) if b > a]
-    return _aggregate(dims, parts)
+    chunks = (_deal_chunk(u, slice(int(a), int(b)), profile, edges, dims, sends, migrated)
+              for a, b in itertools.pairwise(bounds) if b > a)
+    size = math.prod(dims)
+    if size <= DENSE_CELLS:
+        # every possible cell has a slot: integer sums in place, no sorting of keys
+        acc = np.zeros((5, size), dtype=np.int64)
+        for key, *values in chunks:
+            for row, v in enumerate(values):
+                np.add.at(acc[row], key, v)
+        used = np.flatnonzero(acc[0] > 0)   # every dealt pair has a request: these are its cells
+        return _cells(dims, used, list(acc[:, used]))
+    return _aggregate(dims, [_compact(*chunk) for chunk in chunks])
 
 
 def _deal_chunk(u: Units, rows: slice, profile: Profile, edges: np.ndarray, dims: tuple[int, ...],
                 sends: np.ndarray, migrated: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Cells of the pieces ``rows`` (whole units): (cell keys, requests, tokens in/out, free in/out)."""
+    """(cell key, requests, tokens in/out, free in/out) of each (piece, bin) of the pieces ``rows``
+    (whole units) that sends requests."""
     t0, t1 = u.t0[rows], u.t1[rows]
     pair_piece, pair_bin = _expand(t0, t1, edges)
     unit = u.piece_unit[rows][pair_piece]
@@ -245,10 +257,15 @@ def _deal_chunk(u: Units, rows: slice, profile: Profile, edges: np.ndarray, dims
     kept = unit[keep]
     key = np.ravel_multi_index((pair_bin[keep], region[keep], u.segment[kept], u.model[kept],
                                 fate[keep]), dims)
+    return (key, *(v[keep] for v in (n, tin, tout, free_in, free_out)))
+
+
+def _compact(key: np.ndarray, *values: np.ndarray) -> tuple[np.ndarray, ...]:
+    """One row per distinct cell key (sorted), values summed."""
     uniq, inverse = np.unique(key, return_inverse=True)
     inverse = inverse.ravel()
-    return (uniq, *(np.bincount(inverse, weights=v[keep], minlength=uniq.size).astype(np.int64)
-                    for v in (n, tin, tout, free_in, free_out)))
+    return (uniq, *(np.bincount(inverse, weights=v, minlength=uniq.size).astype(np.int64)
+                    for v in values))
 
 
 def _expand(t0: np.ndarray, t1: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -334,6 +351,10 @@ def _aggregate(dims: tuple[int, ...], parts: list[tuple[np.ndarray, ...]]) -> Ce
     uniq, inverse = np.unique(key, return_inverse=True)
     inverse = inverse.ravel()
     sums = [np.bincount(inverse, weights=v, minlength=uniq.size).astype(np.int64) for v in values]
-    b, r, g, m, f = np.unravel_index(uniq, dims)
+    return _cells(dims, uniq, sums)
+
+
+def _cells(dims: tuple[int, ...], keys: np.ndarray, sums: list[np.ndarray]) -> Cells:
+    b, r, g, m, f = np.unravel_index(keys, dims)
     return Cells(bin=b, region=r, segment=g, model=m, fate=f, n=sums[0], tokens_in=sums[1],
                  tokens_out=sums[2], free_in=sums[3], free_out=sums[4])
