@@ -423,6 +423,9 @@ def main() -> int:
     if args.role == "upstream":
         asyncio.run(_serve_upstream(args.ports[0]))
         return 0
+    if args.role == "jitter":
+        print(json.dumps(wakeup_jitter(args.ports[0] if args.ports else 5)))
+        return 0
     if args.role == "aiohttp-proxy":
         import uvloop
         uvloop.install()
@@ -491,11 +494,12 @@ def run_benchmark(args: argparse.Namespace) -> int:
             servers.append(Server("nginx", port, [ng.pid, *child_pids(ng.pid)], [], []))
         else:
             print("nginx: skipped (not installed and apt-get could not install it)", file=sys.stderr)
+        jitter = measure_jitter(me, server_cpu, 5)
         measure_max(servers, wrk, args)
         target = median([r.rps for r in servers[0].max_runs]) / 2
         measure_half([direct, *servers], target, wrk, args)
         rows = _ledger_rows(tmp / "ledger.sqlite")
-    report(direct, servers, target, rows, time.monotonic() - started, args, pin)
+    report(direct, servers, target, rows, time.monotonic() - started, args, pin, jitter)
     return 0
 
 
@@ -509,8 +513,35 @@ def _ledger_rows(path: Path) -> int:
         db.close()
 
 
+JITTER_SLEEP_S = 0.0004  # a server's typical idle gap between events at half load
+
+
+def wakeup_jitter(seconds: float) -> dict[str, float]:
+    """How late a thread that sleeps JITTER_SLEEP_S wakes up, in ms (the machine's own floor).
+
+    Run pinned and prioritised like the servers, this is what the CPU, the kernel and the
+    hypervisor add to every wake-up of any server, whatever it does: a server handling a request
+    wakes several times (client bytes, upstream answer, ...), so its added p99 cannot be lower.
+    """
+    late: list[float] = []
+    end = time.perf_counter() + seconds
+    while (t := time.perf_counter()) < end:
+        time.sleep(JITTER_SLEEP_S)
+        late.append((time.perf_counter() - t - JITTER_SLEEP_S) * 1000)
+    late.sort()
+    n = len(late)
+    return {"wakeups": n, "p50_ms": late[n // 2], "p99_ms": late[int(n * 0.99)],
+            "p999_ms": late[int(n * 0.999)], "max_ms": late[-1]}
+
+
+def measure_jitter(me: str, cpu: int | None, seconds: int) -> dict[str, float]:
+    out = subprocess.run(pinned([sys.executable, me, "jitter", str(seconds)], cpu),
+                         capture_output=True, text=True, check=True).stdout
+    return dict(json.loads(out))
+
+
 def report(direct: Server, servers: list[Server], target: float, ledger_rows: int,
-           elapsed: float, args: argparse.Namespace, pin: bool) -> None:
+           elapsed: float, args: argparse.Namespace, pin: bool, jitter: dict[str, float]) -> None:
     by = {s.name: s for s in servers}
     base = by["aiohttp proxy"]
     rounds = len(base.max_runs)
@@ -533,6 +564,10 @@ def report(direct: Server, servers: list[Server], target: float, ledger_rows: in
     print(f"upstream alone at half load: {median([r.rps for r in direct.half_runs]):.0f} req/s, "
           f"p50 {median([r.p50_ms for r in direct.half_runs]):.2f} ms, "
           f"p99 {median([r.p99_ms for r in direct.half_runs]):.2f} ms")
+    print(f"machine floor: a thread sleeping {JITTER_SLEEP_S * 1000:g} ms on the servers' CPU and "
+          f"priority wakes late by p50 {jitter['p50_ms']:.2f} ms, p99 {jitter['p99_ms']:.2f} ms, "
+          f"p99.9 {jitter['p999_ms']:.2f} ms, max {jitter['max_ms']:.1f} ms "
+          f"({jitter['wakeups']:.0f} wake-ups in 5 s)")
     print(f"{'server':<17}{'max req/s':>10}{'x aiohttp':>10}{'CPU µs/req':>11}{'CPU x aiohttp':>14}"
           f"{'half req/s':>11}{'% of max':>9}{'CPU µs/req':>11}{'added p50':>10}{'added p99':>10}"
           f"{'errors':>7}{'late':>6}")
@@ -562,6 +597,8 @@ def report(direct: Server, servers: list[Server], target: float, ledger_rows: in
         vs_nginx = median([a.cpu_us / b.cpu_us for a, b in zip(gw.max_runs, ng.max_runs, strict=True)])
         print(f"  info  nginx: {median([r.cpu_us for r in ng.max_runs]):.1f} µs CPU/req; the gateway "
               f"uses {vs_nginx:.1f}x nginx's CPU per request")
+        print(f"  info  added p99 at half load, same rounds: gateway {added(gw, 'p99_ms'):.2f} ms, "
+              f"nginx {added(ng, 'p99_ms'):.2f} ms")
     errors = sum(r.errors for r in gw.max_runs + gw.half_runs)
     print(f"  info  gateway ledger rows written: {ledger_rows}; non-2xx/socket errors: {errors}")
 
