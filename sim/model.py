@@ -72,6 +72,8 @@ class World:
         default_factory=dict)
     _parts_by_index: dict[tuple[int, int, int], tuple[dict[str, float], dict[str, float]]] = field(
         default_factory=dict)
+    _terms_by_index: dict[tuple[int, int, int], tuple[tuple[str, float, float], ...]] = field(
+        default_factory=dict)
 
     @functools.cached_property
     def alternatives(self) -> tuple[Provider, ...]:
@@ -86,6 +88,11 @@ class World:
         """Hours at which an incentive offer ends (utilities change only there)."""
         return sorted({self.hours(p.incentive.deadline) for p in self.alternatives
                        if p.incentive is not None and p.incentive.deadline is not None})
+
+    @functools.cached_property
+    def provider_of(self) -> dict[str, Provider]:
+        """Providers by name (``Scenario.provider`` scans the list on every call)."""
+        return {p.name: p for p in self.s.providers}
 
     @functools.cached_property
     def incumbent(self) -> str:
@@ -206,16 +213,28 @@ class World:
                 self.s.segments[key[0]].name, self.s.regions[key[1]].code, self.at(hours))
         return hit
 
+    def terms_for(self, i: int, hours: float) -> tuple[tuple[str, float, float], ...]:
+        """:meth:`parts_for` as (alternative, utility at share 0, slope) triples, built once per
+        key: a decision then reads one tuple instead of looking each slope up by name."""
+        key = (self.segment_of[i], self.region_of[i], bisect_right(self.deadlines, hours))
+        hit = self._terms_by_index.get(key)
+        if hit is None:
+            zero, slope = self.parts_for(i, hours)
+            hit = self._terms_by_index[key] = tuple((k, u, slope[k]) for k, u in zero.items())
+        return hit
+
     def choose(self, i: int, exclude: frozenset[str] = frozenset()) -> str | None:
         now = self.env.now
-        zero, slope = self.parts_for(i, now)
+        terms = self.terms_for(i, now)
         r = self.region_of[i]
         counts = self.chosen.get(r) or {}
         n = max(self.affected.get(r, 0), 1)
         closed = exclude | self.closed_providers(i, now) if self.alternatives_have_policy else exclude
         # u + slope × (share already gone to k), the share as in :meth:`share`
-        utils = {k: u + slope[k] * (counts.get(k, 0) / n)
-                 for k, u in zero.items() if k not in closed}
+        if closed:
+            utils = {k: u + slope * (counts.get(k, 0) / n) for k, u, slope in terms if k not in closed}
+        else:
+            utils = {k: u + slope * (counts.get(k, 0) / n) for k, u, slope in terms}
         if not utils:
             return None
         return behaviour.choose(behaviour.probabilities(utils), self.rng(i))
@@ -318,7 +337,7 @@ def migrate(world: World, i: int, provider: str) -> None:
     counts = world.chosen.setdefault(r, {})
     counts[provider] = counts.get(provider, 0) + 1
     world.decided_at[i] = now
-    p = world.s.provider(provider)
+    p = world.provider_of[provider]
     if p.incentive is not None and behaviour.incentive_mtokens(p, world.at(now)) > 0:
         world.credit[i] = p.incentive.free_tokens
     world.record(i, "migrating", provider, "direct")

@@ -59,6 +59,11 @@ class Pieces:
     fates: tuple[Fate, ...]
     cohort_of: np.ndarray     # per organisation: its cohort, or -1 if it has its own pieces
     cohort_pieces: tuple[np.ndarray, ...]
+    #: per organisation: the hour of its first state change (the window's end if none), or 0 for
+    #: everyone when a stage treats organisations individually. Before it the organisation's
+    #: pieces are those of any direct organisation of its region and segment — same questions,
+    #: same fates (see :func:`sim.traffic.units`).
+    since: np.ndarray
 
 
 @dataclass
@@ -212,8 +217,17 @@ def build_pieces(s: Scenario, policy: Policy, pop: Population, timelines: list[l
     fates = tuple(sorted(resolver.fates, key=resolver.fates.__getitem__))
     cohort_of = flat.cohort_of_org.copy()
     cohort_of[flat.cohort_member] = flat.member_cohort
+    since = np.full(len(timelines), s.window.hours)
+    if not per_org:
+        changed = np.flatnonzero(cohort_of < 0).tolist()
+        initial = (0.0, "direct", s.incumbent.name, "direct", None)
+        # (a change at hour 0 replaces the initial entry: then nothing is shared from the start)
+        since[changed] = [timelines[i][1][0] if timelines[i][0] == initial else 0.0
+                          for i in changed]
+    else:
+        since[:] = 0.0
     return Pieces(org=org[own], t0=t0[own], t1=t1[own], fate=fate[own], fates=fates,
-                  cohort_of=cohort_of, cohort_pieces=cohort_pieces)
+                  cohort_of=cohort_of, cohort_pieces=cohort_pieces, since=since)
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ from scenarios.loader import Loaded, resolved_yaml
 from scenarios.rundir import COLUMNS, meta, run_dir_name, staged_run_dir, write_json
 from scenarios.schema import Scenario
 from sim.metrics import bin_times, block
-from sim.replication import ReplicationResult, Setup, run_replication
+from sim.replication import ReplicationResult, Setup, gc_paused, run_replication
 from sim.summary import summary
 
 Progress = Callable[[int, int], None]
@@ -49,8 +49,9 @@ def seeds_for(seed: int, replications: int) -> list[np.random.SeedSequence]:
 def _one(setup: Setup, index: int, seq: np.random.SeedSequence) -> tuple[ReplicationResult, float]:
     """One replication with its timeseries.csv rows already formatted (in the worker, in parallel)."""
     t0 = time.perf_counter()
-    result = run_replication(setup, index, seq)
-    rows = block(setup.s, bin_times(setup.s, setup.edges), result)
+    with gc_paused():   # formatting the rows allocates a lot too (see gc_paused)
+        result = run_replication(setup, index, seq)
+        rows = block(setup.s, bin_times(setup.s, setup.edges), result)
     return dataclasses.replace(result, timeseries=rows), time.perf_counter() - t0
 
 

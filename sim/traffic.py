@@ -148,49 +148,92 @@ class Units:
     fate: np.ndarray
 
 
-def units(pop: Population, draws: Draws, pieces: Pieces, credit: np.ndarray) -> Units:
-    """Organisations with their own pieces get their own counts (a multinomial split of their
-    cohort's count by rate, from the cohort's own stream); the rest of each cohort stays one unit."""
+def units(pop: Population, draws: Draws, pieces: Pieces, credit: np.ndarray,
+          edges: np.ndarray) -> Units:
+    """Organisations with their own pieces get their own counts from the bin of their first state
+    change on (a multinomial split of their cohort's count by rate, from the cohort's own stream);
+    the rest of each cohort — including, before that bin, the organisations that change later —
+    is one unit per cohort.
+
+    Before its first change an organisation is direct like every organisation of its region and
+    segment that never changes (:attr:`Pieces.since`): the same questions get the same fates, so
+    its requests there are dealt exactly as the cohort's. Splitting a Poisson total by rate over
+    whichever members are counted apart in a bin is exact in law (given the total, Poisson counts
+    are multinomial in the rates, and a merged group's count is the sum of its members').
+    """
     own = np.flatnonzero(pieces.cohort_of < 0)
     members = np.flatnonzero(pieces.cohort_of >= 0)
-    rest_units, first = np.unique(draws.cohort[members], return_index=True)
-    lead = members[first]
+    nb = draws.n.shape[1]
+    # the first bin in which each organisation of its own is counted apart
+    start = np.clip(np.searchsorted(edges, pieces.since[own], side="right") - 1, 0, nb)
     has_rest = np.zeros(draws.n.shape[0], dtype=bool)
-    has_rest[rest_units] = True
+    has_rest[draws.cohort[members]] = True
     # one (unit, bin) table per quantity, own organisations first, written in place
-    shape = (own.size + rest_units.size, draws.n.shape[1])
-    n, tin, tout = (np.zeros(shape, dtype=np.int64) for _ in range(3))
+    n, tin, tout = (np.zeros((own.size, nb), dtype=np.int64) for _ in range(3))
     rest_n = draws.n.copy()
     tin_rest = draws.tokens_in.copy()
     tout_rest = draws.tokens_out.copy()
     by_cohort = draws.cohort[own]
-    for c in np.unique(by_cohort):
+    later = np.zeros(draws.n.shape[0], dtype=bool)   # a member of its own starts after bin 0
+    bins = np.arange(nb)[:, None]
+    for c in np.unique(by_cohort).tolist():
         rows = np.flatnonzero(by_cohort == c)
         rates = pop.rate[own[rows]]
-        rest = max(draws.rate[c] - rates.sum(), 0.0) if has_rest[c] else 0.0
-        pvals = np.append(rates, rest) / (rates.sum() + rest)
+        apart = bins >= start[rows]                  # (bin, member): counted apart
+        later[c] = not apart[0].all()
+        mine = np.where(apart, rates, 0.0)
+        rest = ((max(draws.rate[c] - rates.sum(), 0.0) if has_rest[c] else 0.0)
+                + np.where(apart, 0.0, rates).sum(axis=1))
+        pvals = np.column_stack([mine, rest])
+        pvals /= pvals.sum(axis=1, keepdims=True)
         counts = np.random.default_rng(draws.split_seeds[c]).multinomial(draws.n[c], pvals).T
+        # the last category takes what the binomial chain leaves; where the rest has no rate,
+        # rounding in the chain's conditional probabilities may leave it a request (chance
+        # ~1e-11 per request): it belongs to the members counted apart, so the largest takes it
+        stray = np.flatnonzero((rest == 0.0) & (counts[-1] > 0))
+        if stray.size:
+            counts[np.argmax(mine[stray], axis=1), stray] += counts[-1, stray]
+            counts[-1, stray] = 0
         n[rows] = counts[:-1]
         rest_n[c] = counts[-1]
-        for mine, rest_tokens, tokens in ((tin, tin_rest, draws.tokens_in[c]),
-                                          (tout, tout_rest, draws.tokens_out[c])):
+        for share_of, rest_tokens, tokens in ((tin, tin_rest, draws.tokens_in[c]),
+                                              (tout, tout_rest, draws.tokens_out[c])):
             shares = _token_shares(tokens, counts, draws.n[c])
-            mine[rows] = shares[:-1]
+            share_of[rows] = shares[:-1]
             rest_tokens[c] = shares[-1]
-    n[own.size:] = rest_n[rest_units]
-    tin[own.size:] = tin_rest[rest_units]
-    tout[own.size:] = tout_rest[rest_units]
     unit_of_org = np.full(pop.size, -1, dtype=np.int64)
     unit_of_org[own] = np.arange(own.size)
-    rows_all = [np.column_stack([unit_of_org[pieces.org], pieces.t0, pieces.t1, pieces.fate])]
-    for u, org in enumerate(lead, start=own.size):
-        table = pieces.cohort_pieces[int(pieces.cohort_of[org])]
+    # an organisation's own pieces from its first counted bin on
+    lo = edges[start[unit_of_org[pieces.org]]]
+    keep = pieces.t1 > lo
+    own_rows = np.column_stack([unit_of_org[pieces.org][keep], np.maximum(pieces.t0, lo)[keep],
+                                pieces.t1[keep], pieces.fate[keep]])
+    rows_all = [own_rows]
+    # the rest of a cohort is dealt over the pieces of a member that never changed, or else (every
+    # member changes) over those of the member that changes last, up to its first counted bin
+    rest_units = np.flatnonzero(has_rest | later)
+    lead = np.empty(rest_units.size, dtype=np.int64)
+    for k, c in enumerate(rest_units.tolist()):
+        u = own.size + k
+        if has_rest[c]:
+            lead[k] = members[np.argmax(draws.cohort[members] == c)]
+            table = pieces.cohort_pieces[int(pieces.cohort_of[lead[k]])]
+        else:
+            rows = np.flatnonzero(by_cohort == c)
+            last = rows[np.argmax(start[rows])]
+            lead[k] = own[last]
+            end = edges[start[last]]
+            mine = (pieces.org == lead[k]) & (pieces.t0 < end)
+            table = np.column_stack([pieces.t0[mine], np.minimum(pieces.t1[mine], end),
+                                     pieces.fate[mine]])
         rows_all.append(np.column_stack([np.full(len(table), u), table]))
     allrows = np.concatenate(rows_all)
     both = np.concatenate([own, lead])
     return Units(region=pop.region[both], segment=pop.segment[both], model=pop.model[both],
                  credit=np.concatenate([credit[own], np.zeros(lead.size, dtype=credit.dtype)]),
-                 n=n, tokens_in=tin, tokens_out=tout,
+                 n=np.concatenate([n, rest_n[rest_units]]),
+                 tokens_in=np.concatenate([tin, tin_rest[rest_units]]),
+                 tokens_out=np.concatenate([tout, tout_rest[rest_units]]),
                  piece_unit=allrows[:, 0].astype(np.int64), t0=allrows[:, 1], t1=allrows[:, 2],
                  fate=allrows[:, 3].astype(np.int64))
 
@@ -216,7 +259,7 @@ def split(s: Scenario, pop: Population, profile: Profile, edges: np.ndarray, dra
     a unit's pieces, cut bins and free-token credit never span two chunks, and cell sums are
     integer sums, so the cells are exactly those of one pass over every unit at once.
     """
-    u = units(pop, draws, pieces, credit)
+    u = units(pop, draws, pieces, credit, edges)
     dims = (edges.size - 1, len(s.regions), len(s.segments), len(s.incumbent.models),
             max(len(pieces.fates), 1))
     sends = np.array([f.action != NONE for f in pieces.fates], dtype=bool)
