@@ -74,6 +74,8 @@ class World:
         default_factory=dict)
     _terms_by_index: dict[tuple[int, int, int], tuple[tuple[str, float, float], ...]] = field(
         default_factory=dict)
+    #: choice probabilities by everything they depend on (see :meth:`choose`)
+    _probs: dict[tuple[Any, ...], dict[str, float]] = field(default_factory=dict)
 
     @functools.cached_property
     def alternatives(self) -> tuple[Provider, ...]:
@@ -225,19 +227,29 @@ class World:
 
     def choose(self, i: int, exclude: frozenset[str] = frozenset()) -> str | None:
         now = self.env.now
-        terms = self.terms_for(i, now)
         r = self.region_of[i]
         counts = self.chosen.get(r) or {}
         n = max(self.affected.get(r, 0), 1)
         closed = exclude | self.closed_providers(i, now) if self.alternatives_have_policy else exclude
-        # u + slope × (share already gone to k), the share as in :meth:`share`
-        if closed:
-            utils = {k: u + slope * (counts.get(k, 0) / n) for k, u, slope in terms if k not in closed}
-        else:
-            utils = {k: u + slope * (counts.get(k, 0) / n) for k, u, slope in terms}
-        if not utils:
+        # the choice probabilities are a function of exactly these: organisations that decide
+        # one after another with nobody of their region migrating in between (those who wait,
+        # circumvent or churn) share them, computed once by scenarios.behaviour
+        key = (self.segment_of[i], r, bisect_right(self.deadlines, now), closed, n,
+               tuple(counts.items()))
+        probs = self._probs.get(key)
+        if probs is None:
+            terms = self.terms_for(i, now)
+            # u + slope × (share already gone to k), the share as in :meth:`share`
+            if closed:
+                utils = {k: u + slope * (counts.get(k, 0) / n) for k, u, slope in terms
+                         if k not in closed}
+            else:
+                utils = {k: u + slope * (counts.get(k, 0) / n) for k, u, slope in terms}
+            # (empty: nothing to choose from)
+            probs = self._probs[key] = behaviour.probabilities(utils) if utils else {}
+        if not probs:
             return None
-        return behaviour.choose(behaviour.probabilities(utils), self.rng(i))
+        return behaviour.choose(probs, self.rng(i))
 
 
 class _Words(ISeedSequence):
@@ -446,7 +458,14 @@ def simulate_agents(s: Scenario, policy: Policy, pop: Population, entropy: int) 
     for at in sorted(waves):
         env.process(block_wave(env, world, at, waves[at]))
     env.run(until=world.horizon)
-    return Timelines(changes=world.timelines, credit=world.credit, decided_at=world.decided_at)
+    out = Timelines(changes=world.timelines, credit=world.credit, decided_at=world.decided_at)
+    # The processes still waiting at the horizon hold the world in a reference cycle (env → event
+    # → process → generator → world → env) that only the cyclic collector frees, after traversing
+    # everything the world holds (timelines, generators, caches: hundreds of thousands of objects,
+    # a tenth of a second per pass). Emptied, the world leaves that cycle small; what it held is
+    # freed by reference counting once the replication lets go of it.
+    world.__dict__.clear()
+    return out
 
 
 def _first_denials(world: World, points: list[float]) -> dict[int, float]:

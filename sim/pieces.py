@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from bisect import bisect_right
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,15 +68,13 @@ class Pieces:
 
 @dataclass
 class _Resolver:
-    """Turns (state, time) into a Fate, asking the policy engine once per distinct question."""
+    """Turns (state, time) into a Fate (numbered in the order first seen)."""
 
     s: Scenario
     policy: Policy
     pop: Population
-    cuts: list[float]
     per_org: bool
     fates: dict[Fate, int]
-    memo: dict[tuple[object, ...], int]
     codes: list[str] = dataclasses.field(default_factory=list)
     segments: list[str] = dataclasses.field(default_factory=list)
     incumbent: str = ""
@@ -92,28 +90,24 @@ class _Resolver:
         self.segment_of = [int(g) for g in self.pop.segment.tolist()]
 
     def fate(self, i: int, change: Change, mid: float) -> int:
+        """The fate of the question organisation ``i`` asks in state ``change`` at ``mid``.
+
+        :func:`build_pieces` asks each distinct question once (the question ids of
+        :func:`_flatten` and the cut), so there is nothing to remember here."""
         _, state, provider, path, since = change
         if state == "churned":
             return self._index(NO_TRAFFIC)
         migrated = state == "migrated"
         relay = path == "relay"
-        key = (bisect_right(self.cuts, mid), provider if migrated else "", relay,
-               self.region_of[i], self.segment_of[i],
-               self.pop.ids[i] if (self.per_org or relay) else "", since)
-        hit = self.memo.get(key)
-        if hit is None:
-            region = self.codes[self.region_of[i]]
-            segment = self.segments[self.segment_of[i]]
-            org = self.pop.ids[i]
-            target = provider if migrated else self.incumbent
-            when = self.s.window.start + dt.timedelta(hours=mid)
-            relay_since = self.s.window.start + dt.timedelta(hours=since) if since is not None else None
-            req = PolicyRequest(
-                provider=target, country=self.s.behaviour.relay.country if relay else region,
-                org=org, segment=segment, home_country=region,
-                hosting=self.s.behaviour.relay.hosting if relay else False, relay_since=relay_since)
-            hit = self.memo[key] = self._index(self._decide(when, req, relay, migrated))
-        return hit
+        region = self.codes[self.region_of[i]]
+        start = self.s.window.start
+        req = PolicyRequest(
+            provider=provider if migrated else self.incumbent,
+            country=self.s.behaviour.relay.country if relay else region,
+            org=self.pop.ids[i], segment=self.segments[self.segment_of[i]], home_country=region,
+            hosting=self.s.behaviour.relay.hosting if relay else False,
+            relay_since=start + dt.timedelta(hours=since) if since is not None else None)
+        return self._index(self._decide(start + dt.timedelta(hours=mid), req, relay, migrated))
 
     def _index(self, fate: Fate) -> int:
         return self.fates.setdefault(fate, len(self.fates))
@@ -191,7 +185,7 @@ def build_pieces(s: Scenario, policy: Policy, pop: Population, timelines: list[l
     cuts = global_cuts(s, policy)
     per_org = any(st.percent < 100.0 or st.allow_list.orgs
                   for pol in s.policy.values() for st in pol.stages)
-    resolver = _Resolver(s, policy, pop, cuts, per_org, {}, {})
+    resolver = _Resolver(s, policy, pop, per_org, {})
     flat = _flatten(resolver, s.window.hours, timelines)
     piece_entry, a, b = _cut(flat.t0, flat.t1, np.asarray(cuts, dtype=float))
     mid = (a + b) / 2.0
@@ -268,31 +262,29 @@ def _flatten(resolver: _Resolver, horizon: float, timelines: list[list[Change]])
     stands_for = rest[first[order]]
     with_pieces = changed.copy()
     with_pieces[stands_for] = True
-    org: list[int] = []
-    t0: list[float] = []
-    t1: list[float] = []
-    question: list[int] = []
-    changes: list[Change] = []
+    idx = np.flatnonzero(with_pieces)
+    lines = [timelines[i] for i in idx.tolist()]
+    changes: list[Change] = list(itertools.chain.from_iterable(lines))
+    lengths = np.fromiter(map(len, lines), dtype=np.int64, count=len(lines))
+    org = np.repeat(idx, lengths)
+    t0 = np.fromiter([c[0] for c in changes], dtype=float, count=len(changes))
+    # each entry lasts until the next entry of its organisation, the last one to the horizon
+    t1 = np.empty_like(t0)
+    t1[:-1] = t0[1:]
+    t1[np.cumsum(lengths) - 1] = horizon
+    # the question an entry asks: churned, or (provider if migrated, relay?, region and segment,
+    # the organisation when it matters, relay since); numbered in order of first appearance
     questions: dict[tuple[object, ...], int] = {}
-    for i in np.flatnonzero(with_pieces).tolist():
-        line = timelines[i]
-        for k, change in enumerate(line):
-            _, state, provider, path, since = change
-            if state == "churned":
-                q: tuple[object, ...] = ("churned",)
-            else:
-                relay = path == "relay"
-                q = (provider if state == "migrated" else "", relay, region_of[i], segment_of[i],
-                     ids[i] if (individual or relay) else "", since)
-            org.append(i)
-            t0.append(change[0])
-            t1.append(line[k + 1][0] if k + 1 < len(line) else horizon)
-            question.append(questions.setdefault(q, len(questions)))
-            changes.append(change)
+    ask = questions.setdefault
+    question = np.fromiter(
+        [ask(("churned",), len(questions)) if c[1] == "churned" else
+         ask((c[2] if c[1] == "migrated" else "", c[3] == "relay", region_of[i], segment_of[i],
+              ids[i] if (individual or c[3] == "relay") else "", c[4]), len(questions))
+         for i, c in zip(org.tolist(), changes, strict=True)],
+        dtype=np.int64, count=len(changes))
     cohort_of_org = np.full(len(timelines), -1, dtype=np.int64)
     cohort_of_org[stands_for] = np.arange(len(stands_for))
-    return _Flat(org=np.asarray(org, dtype=np.int64), t0=np.asarray(t0, dtype=float),
-                 t1=np.asarray(t1, dtype=float), question=np.asarray(question, dtype=np.int64),
+    return _Flat(org=org, t0=t0, t1=t1, question=question,
                  changes=changes, cohort_of_org=cohort_of_org, cohorts=len(stands_for),
                  cohort_member=rest, member_cohort=member_cohort)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import itertools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -215,30 +216,32 @@ def _org_states(setup: Setup, tl: Timelines) -> np.ndarray:
     ends = setup.edges[1:]
     shape = (len(s.regions), len(ORG_STATES), len(names))
     diff = np.zeros((ends.size + 1, int(np.prod(shape))))
-    state_of = {st: k for k, st in enumerate(ORG_STATES)}
-    prov_of = {name: k for k, name in enumerate(names)}
-    start: list[float] = []
-    stop: list[float] = []
-    slot: list[int] = []
-    region_of = setup.pop.region.tolist()
-    direct = state_of["direct"] * len(names)
-    for i, line in enumerate(tl.changes):
-        r = region_of[i]
-        if len(line) == 1 and line[0][1] == "direct":   # never changed: direct from 0 on
-            slot.append(r * len(ORG_STATES) * len(names) + direct)
-            start.append(0.0)
-            stop.append(np.inf)
-            continue
-        for k, c in enumerate(line):
-            prov = prov_of[c[2]] if c[1] in ("migrating", "migrated") else 0
-            slot.append((r * len(ORG_STATES) + state_of[c[1]]) * len(names) + prov)
-            start.append(c[0])
-            stop.append(line[k + 1][0] if k + 1 < len(line) else np.inf)
+    # (state, provider) -> its slot within a region (the provider only for migrating/migrated)
+    code = {(st, name): k * len(names) + (m if st in ("migrating", "migrated") else 0)
+            for k, st in enumerate(ORG_STATES) for m, name in enumerate(names)}
+    changes = tl.changes
+    # organisations that never changed are direct from the first bin on, with no end: counted
+    # per region at once (whole numbers in floats, so the sums do not depend on the order)
+    steady = np.fromiter((len(line) == 1 and line[0][1] == "direct" for line in changes),
+                         dtype=bool, count=len(changes))
+    diff[0, code["direct", ""]::len(ORG_STATES) * len(names)] += np.bincount(
+        setup.pop.region[steady], minlength=len(s.regions))
+    moved = np.flatnonzero(~steady)
+    lines = [changes[i] for i in moved.tolist()]
+    entries = list(itertools.chain.from_iterable(lines))
+    lengths = np.fromiter(map(len, lines), dtype=np.int64, count=len(lines))
+    slot = (np.repeat(setup.pop.region[moved] * (len(ORG_STATES) * len(names)), lengths)
+            + np.fromiter([code[c[1], c[2]] for c in entries], dtype=np.int64, count=len(entries)))
+    start = np.fromiter([c[0] for c in entries], dtype=float, count=len(entries))
+    # each entry lasts until the next entry of its organisation, the last one for good
+    stop = np.empty_like(start)
+    stop[:-1] = start[1:]
+    stop[np.cumsum(lengths) - 1] = np.inf
     # an entry shows from the first bin ending at or after its start, until the next one shows
-    first = np.searchsorted(ends, np.asarray(start), side="left")
-    last = np.searchsorted(ends, np.asarray(stop), side="left")
-    np.add.at(diff, (first, np.asarray(slot)), 1.0)
-    np.add.at(diff, (last, np.asarray(slot)), -1.0)
+    first = np.searchsorted(ends, start, side="left")
+    last = np.searchsorted(ends, stop, side="left")
+    np.add.at(diff, (first, slot), 1.0)
+    np.add.at(diff, (last, slot), -1.0)
     return np.cumsum(diff, axis=0)[:-1].reshape(ends.size, *shape)
 
 

@@ -12,7 +12,7 @@ import simpy
 from scenarios import behaviour
 from scenarios.loader import Loaded
 from scenarios.policy import Policy
-from sim.model import World, simulate_agents
+from sim.model import World, migrate, simulate_agents
 from sim.replication import Setup
 
 ALLOWED = {
@@ -99,3 +99,36 @@ def test_agent_randomness_is_seeded(default: Loaded) -> None:
     assert a.changes == b.changes
     c = simulate_agents(s, policy, full.pop, entropy=10)
     assert a.changes != c.changes
+
+
+def test_cached_choice_probabilities_are_the_behaviour_models(default: Loaded, small_setup: Setup) -> None:
+    """World.choose keeps the probabilities per (segment, region, offers, closed, shares): they
+    must be behaviour.probabilities of the utilities at the region's shares at that moment —
+    before and after a migration changes the shares."""
+    s = default.scenario
+    world = _world(default, small_setup)
+    world.timelines = [[(0.0, "direct", s.incumbent.name, "direct", None)]
+                       for _ in range(small_setup.pop.size)]
+    world.credit = np.zeros(small_setup.pop.size, dtype=np.int64)
+    world.decided_at = np.full(small_setup.pop.size, np.nan)
+    r = world.region_of[0]
+    same = [i for i in range(small_setup.pop.size)
+            if world.region_of[i] == r and world.segment_of[i] == world.segment_of[0]][:3]
+    world.affected[r] = 40
+    segment = s.segments[world.segment_of[0]].name
+    region = s.regions[r].code
+    for migrated in (False, True):
+        world._probs.clear()
+        for i in same:
+            world.choose(i)
+        assert len(world._probs) == 1   # one computation for the three organisations
+        (probs,) = world._probs.values()
+        share = {k: v / 40 for k, v in world.chosen.get(r, {}).items()}
+        direct = behaviour.utilities(s, segment=segment, region=region, now=world.at(0.0),
+                                     migrated_share=share)
+        assert probs.keys() == direct.keys()
+        assert np.allclose(list(probs.values()),
+                           list(behaviour.probabilities(direct).values()), rtol=1e-12)
+        if not migrated:
+            migrate(world, same[0], s.alternatives[0].name)
+
