@@ -28,13 +28,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import functools
 import json
 import socket
 import struct
 import time
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -371,38 +370,26 @@ async def start_upstreams(scenario: Scenario, *, host: str = "127.0.0.1",
                                              time_scale=time_scale, seed=seed)
     # The embedded GeoIP data takes about a second to load: a worker thread loads it while the
     # providers bind and serve, so a taken port fails fast and no bound server stops answering.
-    geo_ready: asyncio.Future[Geo] = (asyncio.get_running_loop().run_in_executor(None, default_geo)
-                                      if geo is None else _done(geo))
-    apps: list[tuple[str, str, Callable[[], Awaitable[web.Application]]]] = [
-        (p.name, ", ".join(m.name for m in p.models),
-         functools.partial(_built, make_upstream_app, p, time_scale=time_scale, seed=seed))
-        for p in scenario.providers]
-    apps.append(("relay", f"-> {relay_target}", lambda: _relay_app(relay_config, geo_ready)))
+    geo_loading = None if geo is not None else \
+        asyncio.get_running_loop().run_in_executor(None, default_geo)
     runners: list[web.AppRunner] = []
+    servers: list[Server] = []
+
+    async def serve(app: web.Application, name: str, detail: str) -> None:
+        port = base_port + len(servers) if base_port else 0
+        runner = await _serve_app(app, host, port, name)
+        runners.append(runner)
+        servers.append(Server(name, _url(host, runner.addresses[0][1]), detail, app))
+
     try:
-        servers = []
-        for i, (name, detail, make_app) in enumerate(apps):
-            app = await make_app()
-            runner = await _serve_app(app, host, base_port + i if base_port else 0, name)
-            runners.append(runner)
-            servers.append(Server(name, _url(host, runner.addresses[0][1]), detail, app))
+        for p in scenario.providers:
+            await serve(make_upstream_app(p, time_scale=time_scale, seed=seed), p.name,
+                        ", ".join(m.name for m in p.models))
+        relay_geo = geo if geo_loading is None else await geo_loading
+        await serve(make_relay_app(relay_config, geo=relay_geo), "relay", f"-> {relay_target}")
         yield Running(upstreams=tuple(servers[:-1]), relay=servers[-1])
     finally:
         await asyncio.gather(*(runner.cleanup() for runner in runners))
-
-
-def _done(value: Geo) -> asyncio.Future[Geo]:
-    fut: asyncio.Future[Geo] = asyncio.get_running_loop().create_future()
-    fut.set_result(value)
-    return fut
-
-
-async def _built(make: Callable[..., web.Application], *args: Any, **kwargs: Any) -> web.Application:
-    return make(*args, **kwargs)
-
-
-async def _relay_app(config: RelayConfig, geo: asyncio.Future[Geo]) -> web.Application:
-    return make_relay_app(config, geo=await geo)
 
 
 async def _serve_app(app: web.Application, host: str, port: int, name: str) -> web.AppRunner:
