@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
+from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[2]
 READY_DEADLINE_S = 30.0
 POLL_S = 0.05  # polling interval of a readiness check, not a wait for behaviour
 
@@ -55,3 +59,11 @@ def wait_ok(url: str, proc: subprocess.Popen[str], deadline_s: float = READY_DEA
             pass
         time.sleep(POLL_S)
     raise AssertionError(f"{url} not ready within {deadline_s} s")
+
+
+def spawn_regionblock(*args: str) -> subprocess.Popen[str]:
+    """``python -m regionblock ARGS`` from the repository root. stdout is discarded (an unread pipe
+    could fill and block a chatty server); stderr is kept for :func:`wait_ok`'s early-exit report."""
+    return subprocess.Popen([sys.executable, "-m", "regionblock", *args], cwd=ROOT, text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})

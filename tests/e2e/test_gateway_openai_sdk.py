@@ -13,7 +13,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -25,22 +24,15 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
-from e2e_support import free_port, free_run, wait_ok
+from e2e_support import free_port, free_run, spawn_regionblock, wait_ok
 from openai import OpenAI
 
 from scenarios.policy import OPENAI_403_BODY
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = "openai-2024-cn-hk"
 UPSTREAM_SERVERS = 7  # six providers and the relay
-
-
-def _spawn(args: list[str]) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "regionblock", *args], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
 def stop(proc: subprocess.Popen[str]) -> None:
@@ -53,7 +45,8 @@ def stop(proc: subprocess.Popen[str]) -> None:
 def upstreams_proc(time_scale: float = 1000.0) -> Iterator[int]:
     """``regionblock upstreams`` on a free run of ports; yields the base port."""
     base = free_run(UPSTREAM_SERVERS)
-    proc = _spawn(["upstreams", SCENARIO, "--base-port", str(base), "--time-scale", str(time_scale)])
+    proc = spawn_regionblock("upstreams", SCENARIO, "--base-port", str(base), "--time-scale",
+                             str(time_scale))
     try:
         for i in range(UPSTREAM_SERVERS - 1):
             wait_ok(f"http://127.0.0.1:{base + i}/healthz", proc)
@@ -66,8 +59,9 @@ def upstreams_proc(time_scale: float = 1000.0) -> Iterator[int]:
 def gateway_proc(base: int, ledger: Path, *extra: str) -> Iterator[tuple[int, subprocess.Popen[str]]]:
     """``regionblock gateway`` trusting 127.0.0.1 for X-Forwarded-For; yields (port, process)."""
     port = free_port()
-    proc = _spawn(["gateway", SCENARIO, "--port", str(port), "--upstream-base-port", str(base),
-                   "--trusted-proxy", "127.0.0.1/32", "--ledger", str(ledger), *extra])
+    proc = spawn_regionblock("gateway", SCENARIO, "--port", str(port), "--upstream-base-port",
+                             str(base), "--trusted-proxy", "127.0.0.1/32", "--ledger", str(ledger),
+                             *extra)
     try:
         wait_ok(f"http://127.0.0.1:{port}/readyz", proc)
         yield port, proc

@@ -13,32 +13,24 @@ import contextlib
 import itertools
 import json
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_support import free_port, free_run, wait_ok
+from e2e_support import free_port, free_run, spawn_regionblock, wait_ok
 
 from regionblock.cli import main
 from scenarios.rundir import read_run
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = "openai-2024-cn-hk"
 OVERRIDES = ("--set", "window.start=2024-06-22", "--set", "window.end=2024-07-17")
 DURATION_S = 10.0
 #: From now to the scenario epoch: time for both gateways, Locust and its users to start.
 LEAD_S = 12.0
-
-
-def _spawn(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "regionblock", *args], cwd=ROOT, text=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 class RoundRobin:
@@ -91,13 +83,13 @@ async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
 @contextlib.contextmanager
 def replicas(tmp: Path, epoch: float) -> Iterator[tuple[list[int], list[Path]]]:
     base = free_run(7)
-    procs = [_spawn("upstreams", SCENARIO, *OVERRIDES, "--base-port", str(base),
+    procs = [spawn_regionblock("upstreams", SCENARIO, *OVERRIDES, "--base-port", str(base),
                     "--time-scale", "40")]
     ports = [free_port(), free_port()]
     shards = [tmp / f"gateway-{i}.sqlite" for i in range(2)]
     try:
         for port, shard in zip(ports, shards, strict=True):
-            procs.append(_spawn("gateway", SCENARIO, *OVERRIDES, "--port", str(port),
+            procs.append(spawn_regionblock("gateway", SCENARIO, *OVERRIDES, "--port", str(port),
                                 "--upstream-base-port", str(base), "--trusted-proxy", "127.0.0.1/32",
                                 "--compress", f"{DURATION_S:g}s@{epoch!r}", "--ledger", str(shard)))
         wait_ok(f"http://127.0.0.1:{base}/healthz", procs[0])
