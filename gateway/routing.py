@@ -3,9 +3,10 @@
 The model named in a request selects the provider that sells it (the first in the scenario's
 provider list, so the incumbent wins a name two providers share). When a provider refuses an
 organisation (``block``) or fails it (``error``), a ``routing.failover`` rule may send the request
-to an alternative: for that rule's segments/orgs (none listed: everyone), to the first of its
-``to`` providers that serves the client's country and sells a substitute model
-(``Provider.substitute_for``). The policy is then checked again for the alternative.
+to an alternative: which rules cover whom and which targets serve the client's country is
+``scenarios.failover`` (shared with the simulator); here the target must also sell a substitute
+for the requested model (``Provider.substitute_for``). The policy is then checked again for the
+alternative.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from gateway.identity import Identity
-from scenarios.behaviour import serves
+from scenarios.failover import failover_targets
 from scenarios.schema import Model, Provider, Scenario
 
 
@@ -48,21 +49,12 @@ class Catalog:
 
     def failover(self, origin: Target, when: str, who: Identity, country: str,
                  now: dt.datetime) -> list[Target]:
-        """Alternatives a failover rule allows for this organisation, in rule order."""
+        """Alternatives a failover rule allows for this organisation (``scenarios.failover``), in
+        rule order, each with its substitute for the requested model if that is out at ``now``."""
         out: list[Target] = []
-        for rule in self._scenario.routing.failover:
-            if rule.from_ != origin.provider.name or when not in rule.when:
-                continue
-            if (rule.segments or rule.orgs) and who.segment not in rule.segments \
-                    and who.org not in rule.orgs:
-                continue
-            for name in rule.to:
-                alt = self._scenario.provider(name)
-                if country and not serves(alt, country):
-                    continue
-                model = alt.substitute_for(origin.model.name)
-                if model.available_from is not None and model.available_from > now:
-                    continue
-                if all(t.provider.name != alt.name for t in out):
-                    out.append(Target(alt, model))
+        for alt in failover_targets(self._scenario, provider=origin.provider.name, when=when,
+                                    segment=who.segment, org=who.org, country=country):
+            model = alt.substitute_for(origin.model.name)
+            if model.available_from is None or model.available_from <= now:
+                out.append(Target(alt, model))
         return out

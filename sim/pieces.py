@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scenarios import behaviour
+from scenarios.failover import BLOCK, failover_targets
 from scenarios.policy import Decision, Policy, PolicyRequest, unit_hash
 from scenarios.schema import Scenario
 from sim.model import Change
@@ -125,20 +125,13 @@ class _Resolver:
         return Fate(req.provider, path, DENY, d.response.status, p_deny, pass_action, migrated)
 
     def _failover(self, when: dt.datetime, req: PolicyRequest) -> Fate | None:
-        for rule in self.s.routing.failover:
-            if rule.from_ != req.provider or "block" not in rule.when:
-                continue
-            if (rule.segments and req.segment not in rule.segments) or (
-                    rule.orgs and req.org not in rule.orgs):
-                continue
-            for to in rule.to:
-                if not behaviour.serves(self.s.provider(to), req.home_country):
-                    continue
-                alt = PolicyRequest(provider=to, country=req.home_country, org=req.org,
-                                    segment=req.segment, home_country=req.home_country)
-                d = self.policy.decide(when, alt)
-                if not d.denied:
-                    return Fate(to, "failover", WARN if d.action == "warn" else ALLOW)
+        """The first target of ``scenarios.failover`` whose own policy admits the request (asked
+        with the same client: its country, hosting and relay as the refused request)."""
+        for alt in failover_targets(self.s, provider=req.provider, when=BLOCK, segment=req.segment,
+                                    org=req.org, country=req.country):
+            d = self.policy.decide(when, dataclasses.replace(req, provider=alt.name))
+            if not d.denied:
+                return Fate(alt.name, "failover", WARN if d.action == "warn" else ALLOW)
         return None
 
     def _throttle_share(self, when: dt.datetime, req: PolicyRequest, d: Decision) -> tuple[float, str]:

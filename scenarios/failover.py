@@ -1,0 +1,54 @@
+"""Failover: where a request that one provider refused or failed may go instead.
+
+One definition, used by the gateway's router (``gateway.routing``) and by the simulator
+(``sim.pieces``). A rule of ``routing.failover`` applies to a request when
+
+- its ``from`` is the provider that refused the request (``"block"``: the policy denied it) or
+  failed it (``"error"``: the upstream answered 5xx, reset or timed out), and ``when`` lists that;
+- it covers the organisation: a rule that lists neither ``segments`` nor ``orgs`` covers everyone;
+  otherwise it covers the organisations of the listed segments *and* the listed organisations
+  (the union: ``segments: [enterprise], orgs: [cn-startup-000007]`` covers every enterprise and
+  that one start-up).
+
+Its targets are the rule's ``to`` providers, in order, that serve the *client's country* — the
+country the request comes from as the policy sees it (the relay's country for a relayed request),
+not the organisation's home — each provider once across all rules, in rule order. The caller then
+asks the policy about each target in turn (a target's own policy may deny the request too) and
+takes the first that admits it; the gateway also needs the target to sell a substitute for the
+requested model at that instant (a model-level check the simulator, which routes whole model
+mixes, has no use for).
+"""
+
+from __future__ import annotations
+
+from scenarios.countries import expand_regions
+from scenarios.schema import FailoverRule, Provider, Scenario
+
+BLOCK, ERROR = "block", "error"
+
+
+def covers(rule: FailoverRule, *, segment: str, org: str) -> bool:
+    """Does ``rule`` apply to this organisation (see the module docstring)?"""
+    if not rule.segments and not rule.orgs:
+        return True
+    return segment in rule.segments or org in rule.orgs
+
+
+def failover_targets(s: Scenario, *, provider: str, when: str, segment: str, org: str,
+                     country: str) -> tuple[Provider, ...]:
+    """Providers the scenario's rules allow this request to fail over to, in order.
+
+    ``when`` is ``"block"`` or ``"error"``; ``country`` the client's country ("" when unknown:
+    then no target is dropped for the country it serves).
+    """
+    out: list[Provider] = []
+    for rule in s.routing.failover:
+        if rule.from_ != provider or when not in rule.when or not covers(rule, segment=segment, org=org):
+            continue
+        for name in rule.to:
+            alt = s.provider(name)
+            if country and country not in expand_regions(alt.serves):
+                continue
+            if all(p.name != alt.name for p in out):
+                out.append(alt)
+    return tuple(out)
