@@ -1,22 +1,25 @@
-"""The agent model: every affected organisation is a SimPy process with a state machine.
+"""The agent model: the simulator's adapter to the organisation's life (``scenarios.lifecycle``).
 
-::
+The state machine is shared with the load test; this module only turns simulated time into its
+events and its actions into timelines:
 
-    direct ──(announcement: Bass hazard)──────────────► migrating ─► migrated to k
-      │                                                     ▲
-      └──(its direct traffic is denied)──► decide ──────────┘
-                                            ├─ wait ──(wait_days)──► decide again
-                                            ├─ circumvent (relay) ──(detected)──► decide again
-                                            └─ churn
+- **Warned**: at the announcement, to every organisation whose direct traffic is first denied
+  after it (``lifecycle.warned_at``);
+- **AnticipationDue**: when its region's integrated Bass hazard ``p + q·F`` (per day, F the share
+  of the region's warned organisations that have left) passes the organisation's threshold — the
+  :func:`anticipation` process integrates it hour by hour and records it in the market;
+- **Denied**: at the organisation's *first request* at or after the instant its traffic on a path
+  is denied — its first denial, the end of a wait, the detection of its relay
+  (``Policy.detection_at``) — drawn from its own request stream: a Poisson process of its rate
+  times its region's traffic intensity (``sim.profile``), from a generator of its own that the
+  choices never touch;
+- **MigrationDone**: at the instant the machine asked for.
 
-Decisions use :mod:`scenarios.behaviour` (logit utilities, ``choose``, the Bass hazard);
-when an organisation is denied, and when a relay is caught, come from :class:`scenarios.policy.Policy`
-— the same engine the gateway enforces with. One SimPy time unit is one hour from the window start.
-
-Only organisations whose direct traffic is denied at some point in the window become processes;
-the rest stay ``direct`` throughout. Each organisation draws from its own random generator
-(seeded by the replication and its index), so its choices do not depend on what the others do
-in between — the common-random-numbers property the policy comparisons rely on.
+Each organisation's choices draw from ``lifecycle.org_rng(seed, id)``, the same generator a load
+test gives the same organisation. The market (imitation shares, anticipation hazard) is a
+``scenarios.market.MarketRecorder``, live; its record is handed out with the timelines
+(:class:`Timelines.market`), for a load test to take as its market context. Only organisations
+whose direct traffic is denied at some point in the window take part; the rest stay ``direct``.
 The output is a timeline per organisation: ``(hour, state, provider, path, relay_since_hour)``.
 """
 
@@ -24,93 +27,83 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import heapq
 import math
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import simpy
-from numpy.random.bit_generator import ISeedSequence
 
-from scenarios import behaviour
-from scenarios.distributions import sample_one
+from scenarios import lifecycle as lc
+from scenarios.ledger import grants_credit
+from scenarios.market import MarketContext, MarketRecorder
 from scenarios.policy import Policy, PolicyRequest
 from scenarios.schema import Provider, Scenario
 from sim.population import Population
+from sim.profile import Profile
 
 Change = tuple[float, str, str, str, float | None]
 
-#: What a warned organisation may do before the block: only migrate.
-LEAVING = frozenset({behaviour.WAIT, behaviour.CIRCUMVENT, behaviour.CHURN})
-#: Step of the anticipation process (hours): the Bass hazard is applied once per step.
+#: Step of the anticipation process (hours): the Bass hazard is integrated once per step.
 ANTICIPATION_STEP_H = 1.0
+#: The organisation's request stream draws from its own generator: stream id of lifecycle.org_rng
+ARRIVALS = 0x41525256
 
 
 @dataclass
 class World:
-    """Everything the organisation processes share: scenario, policy, population, live counts."""
+    """Everything the organisation processes share: scenario, policy, population, market."""
 
     env: simpy.Environment
     s: Scenario
     policy: Policy
     pop: Population
-    entropy: int
+    profile: Profile
+    seed: int
     timelines: list[list[Change]]
     credit: np.ndarray
     decided_at: np.ndarray
-    chosen: dict[int, dict[str, int]] = field(default_factory=dict)
-    affected: dict[int, int] = field(default_factory=dict)
-    blocked: set[int] = field(default_factory=set)
-    _rngs: dict[int, np.random.Generator] = field(default_factory=dict)
-    _words: np.ndarray | None = None
+    market: MarketRecorder
+    ctx: lc.Context
+    calendar: Calendar = field(default_factory=lambda: Calendar())
+    lives: dict[int, lc.Life] = field(default_factory=dict)
+    orgs: dict[int, lc.Org] = field(default_factory=dict)
     points: list[float] = field(default_factory=list)
     per_org: bool = False
+    #: warned organisations of each region that may still leave in anticipation
+    open_warned: dict[str, int] = field(default_factory=dict)
+    thresholds: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
+    _rngs: dict[int, np.random.Generator] = field(default_factory=dict)
+    _arrivals: dict[int, np.random.Generator] = field(default_factory=dict)
     _denied_cache: dict[tuple[Any, ...], bool] = field(default_factory=dict)
-    _utility_cache: dict[tuple[Any, ...], tuple[dict[str, float], dict[str, float]]] = field(
-        default_factory=dict)
-    _parts_by_index: dict[tuple[int, int, int], tuple[dict[str, float], dict[str, float]]] = field(
-        default_factory=dict)
-    _terms_by_index: dict[tuple[int, int, int], tuple[tuple[str, float, float], ...]] = field(
-        default_factory=dict)
-    #: choice probabilities by everything they depend on (see :meth:`choose`)
-    _probs: dict[tuple[Any, ...], dict[str, float]] = field(default_factory=dict)
-
-    @functools.cached_property
-    def alternatives(self) -> tuple[Provider, ...]:
-        return self.s.alternatives
-
-    @functools.cached_property
-    def alternatives_have_policy(self) -> bool:
-        return any(p.name in self.s.policy for p in self.alternatives)
-
-    @functools.cached_property
-    def deadlines(self) -> list[float]:
-        """Hours at which an incentive offer ends (utilities change only there)."""
-        return sorted({self.hours(p.incentive.deadline) for p in self.alternatives
-                       if p.incentive is not None and p.incentive.deadline is not None})
-
-    @functools.cached_property
-    def provider_of(self) -> dict[str, Provider]:
-        """Providers by name (``Scenario.provider`` scans the list on every call)."""
-        return {p.name: p for p in self.s.providers}
 
     @functools.cached_property
     def incumbent(self) -> str:
         return self.s.incumbent.name
 
-    # Plain lists of the population's columns: the processes index them one organisation at a
-    # time, where a Python int beats a NumPy scalar (hashing, dict keys, list indexing).
+    @functools.cached_property
+    def provider_of(self) -> dict[str, Provider]:
+        return {p.name: p for p in self.s.providers}
+
     @functools.cached_property
     def region_of(self) -> list[int]:
         return [int(r) for r in self.pop.region.tolist()]
 
     @functools.cached_property
+    def rate_of(self) -> list[float]:
+        return [float(x) for x in self.pop.rate.tolist()]
+
+    @functools.cached_property
+    def cum_of(self) -> list[list[float]]:
+        """Each region's integrated traffic intensity at whole hours (``Profile.cum``)."""
+        return [row.tolist() for row in self.profile.cum]
+
+    @functools.cached_property
     def segment_of(self) -> list[int]:
         return [int(g) for g in self.pop.segment.tolist()]
-
-    # ------------------------------------------------------------ time
 
     @functools.cached_property
     def start(self) -> dt.datetime:
@@ -128,20 +121,43 @@ class World:
 
     # ------------------------------------------------------------ per organisation
 
+    def org(self, i: int) -> lc.Org:
+        o = self.orgs.get(i)
+        if o is None:
+            o = self.orgs[i] = lc.Org(self.pop.ids[i], self.s.regions[self.region_of[i]].code,
+                                      self.s.segments[self.segment_of[i]].name)
+        return o
+
     def rng(self, i: int) -> np.random.Generator:
-        """The organisation's own generator (PCG64 seeded with its own words of the agent stream)."""
         r = self._rngs.get(i)
         if r is None:
-            if self._words is None:
-                self._words = np.random.default_rng(self.entropy).integers(
-                    0, np.iinfo(np.uint64).max, size=(self.pop.size, 4), dtype=np.uint64, endpoint=True)
-            # numpy takes any ISeedSequence here (its stubs only name SeedSequence)
-            r = self._rngs[i] = np.random.Generator(np.random.PCG64(_Words(self._words[i])))  # type: ignore[arg-type]
+            r = self._rngs[i] = lc.org_rng(self.seed, self.pop.ids[i])
         return r
+
+    def first_request(self, i: int, after: float) -> float | None:
+        """The organisation's first request at or after hour ``after`` (None: none in the window)."""
+        r = self._arrivals.get(i)
+        if r is None:
+            r = self._arrivals[i] = lc.org_rng(self.seed ^ ARRIVALS, self.pop.ids[i])
+        rate = self.rate_of[i]
+        if rate <= 0.0 or after >= self.horizon:
+            return None
+        cum = self.cum_of[self.region_of[i]]
+        # the integrated intensity is piecewise linear between whole hours
+        h = min(int(after), len(cum) - 2)
+        lo = cum[h]
+        target = lo + (after - h) * (cum[h + 1] - lo) + r.exponential() / rate
+        k = bisect_left(cum, target) - 1
+        if k >= len(cum) - 1:
+            return None
+        k = max(k, 0)
+        width = cum[k + 1] - cum[k]
+        t = k + ((target - cum[k]) / width if width > 0 else 0.0)
+        return t if t < self.horizon else None
 
     def record(self, i: int, state: str, provider: str, path: str, since: float | None = None,
                at: float | None = None) -> None:
-        """The organisation is in ``state`` from now (or from ``at``, a known future instant)."""
+        """The organisation is in ``state`` from now (or from ``at``)."""
         line = self.timelines[i]
         now = self.env.now if at is None else at
         entry = (now, state, provider, path, since)
@@ -150,122 +166,135 @@ class World:
         elif not line or line[-1][1:] != entry[1:]:
             line.append(entry)
 
-    def direct_request(self, i: int) -> PolicyRequest:
-        code = self.s.regions[self.region_of[i]].code
-        return PolicyRequest(provider=self.s.incumbent.name, country=code, org=self.pop.ids[i],
-                             segment=self.s.segments[self.segment_of[i]].name,
-                             home_country=code)
+    def request(self, i: int, provider: str) -> PolicyRequest:
+        return lc.direct_request(self.s, self.org(i), provider)
 
     def denied(self, i: int, hours: float) -> bool:
-        """Is the organisation's direct traffic to the incumbent denied at ``hours``?
-
-        The answer only changes at the incumbent's change points, and is the same for a whole
-        (region, segment) unless a stage treats organisations individually.
-        """
+        """Is the organisation's direct traffic to the incumbent denied at ``hours``?"""
         j = bisect_right(self.points, hours)
-        key = (j, self.region_of[i], self.segment_of[i],
-               self.pop.ids[i] if self.per_org else "")
+        key = (j, self.region_of[i], self.segment_of[i], self.pop.ids[i] if self.per_org else "")
         hit = self._denied_cache.get(key)
         if hit is None:
-            hit = self._denied_cache[key] = self.policy.decide(self.at(hours), self.direct_request(i)).denied
+            hit = self._denied_cache[key] = self.policy.decide(
+                self.at(hours), self.request(i, self.incumbent)).denied
         return hit
 
-    def share(self, i: int) -> dict[str, float]:
-        """Share of the organisation's region (affected organisations) already gone to each provider."""
-        r = self.region_of[i]
-        n = max(self.affected.get(r, 0), 1)
-        return {k: v / n for k, v in self.chosen.get(r, {}).items()}
+    # ------------------------------------------------------------ the machine
 
-    def closed_providers(self, i: int, hours: float) -> frozenset[str]:
-        """Alternatives whose own policy denies this organisation's region now."""
-        if not self.alternatives_have_policy:
-            return frozenset()
-        code = self.s.regions[self.region_of[i]].code
-        seg = self.s.segments[self.segment_of[i]].name
-        when = self.at(hours)
-        return frozenset(p.name for p in self.s.alternatives if self.policy.decide(
-            when, PolicyRequest(provider=p.name, country=code, org=self.pop.ids[i], segment=seg,
-                                home_country=code)).denied)
+    def deliver(self, i: int, event: lc.Event) -> None:
+        """Feed one event to the organisation's life and carry out what it asks."""
+        before = self.lives.get(i)
+        if before is None:
+            before = lc.start(self.org(i))
+        life, actions = lc.step(before, event, self.org(i), self.rng(i), self.ctx)
+        self.lives[i] = life
+        if before.warned and before.state == lc.DIRECT and not before.denied_seen and (
+                life.state != lc.DIRECT or life.denied_seen):
+            self.open_warned[self.org(i).region] -= 1
+        for action in actions:
+            self._act(i, action, life)
 
-    def utility_parts(self, segment: str, region: str,
-                      now: dt.datetime) -> tuple[dict[str, float], dict[str, float]]:
-        """Utilities with nobody migrated yet, and each alternative's gain per unit of migrated share.
+    def _act(self, i: int, action: lc.Action, life: lc.Life) -> None:
+        if isinstance(action, lc.Enter):
+            self._enter(i, action, life)
+        elif isinstance(action, lc.Chose):
+            self.market.chose(self.org(i).region, action.provider, self.hours(action.at))
+            self.decided_at[i] = self.hours(action.at)
+            free = grants_credit(self.provider_of[action.provider], action.at)
+            if free:
+                self.credit[i] = free
+        elif isinstance(action, lc.AwaitAnticipation):
+            self.thresholds.setdefault(self.org(i).region, []).append((action.threshold, i))
+            self.open_warned[self.org(i).region] = self.open_warned.get(self.org(i).region, 0) + 1
+        elif isinstance(action, lc.AwaitMigration):
+            h = self.hours(action.at)
+            if h < self.horizon:  # an event at the horizon itself would not run
+                self.calendar.add(h, i, lc.MigrationDone(action.at))
+        else:
+            self._await_denial(i, action)
 
-        Both come from :func:`scenarios.behaviour.utilities` itself (at shares 0 and 1), cached by
-        what they depend on: segment, region and which incentives are still on offer (they change
-        only at the offers' deadlines). tests/sim/test_model.py checks the composition against a
-        direct call.
-        """
-        key = (segment, region, bisect_right(self.deadlines, self.hours(now)))
-        hit = self._utility_cache.get(key)
-        if hit is None:
-            zero = behaviour.utilities(self.s, segment=segment, region=region, now=now, migrated_share={})
-            one = behaviour.utilities(self.s, segment=segment, region=region, now=now,
-                                      migrated_share={p.name: 1.0 for p in self.alternatives})
-            hit = self._utility_cache[key] = (zero, {k: one[k] - zero[k] for k in zero})
-        return hit
+    def _enter(self, i: int, e: lc.Enter, life: lc.Life) -> None:
+        h = self.hours(e.at)
+        if e.state == lc.CIRCUMVENTING:
+            self.record(i, e.state, self.incumbent, "relay", h, at=h)
+        elif e.state in (lc.MIGRATING, lc.MIGRATED):
+            self.record(i, e.state, e.provider, "direct", at=h)
+        elif e.state == lc.CHURNED:
+            self.record(i, e.state, "", "", at=h)
+        else:
+            self.record(i, e.state, self.incumbent, "direct", at=h)
 
-    def parts_for(self, i: int, hours: float) -> tuple[dict[str, float], dict[str, float]]:
-        """:meth:`utility_parts` for organisation ``i`` at ``hours``, looked up by indices first
-        (no datetime or name built for the thousands of decisions that hit the cache)."""
-        key = (self.segment_of[i], self.region_of[i], bisect_right(self.deadlines, hours))
-        hit = self._parts_by_index.get(key)
-        if hit is None:
-            hit = self._parts_by_index[key] = self.utility_parts(
-                self.s.segments[key[0]].name, self.s.regions[key[1]].code, self.at(hours))
-        return hit
+    def _await_denial(self, i: int, a: lc.AwaitDenial) -> None:
+        after = self.hours(a.after)
+        if a.path == "relay":
+            # since as the timeline carries it (hours): what sim.pieces asks the policy with
+            caught = self.policy.detection_at(self.incumbent, self.pop.ids[i], self.at(after))
+            if caught is None:
+                return
+            caught_h = max(self.hours(caught), after)
+            if caught_h >= self.horizon:
+                return
+            # from the catch its relayed requests are denied, before it notices: the timeline
+            # carries the instant (a cut for sim.pieces), the state does not change there
+            if caught_h > after:
+                self.timelines[i].append((caught_h, lc.CIRCUMVENTING, self.incumbent, "relay", after))
+            t = self.first_request(i, caught_h)
+        elif a.provider == self.incumbent:
+            t = self.next_denied_request(i, after)
+        else:
+            t = self.next_denied_at(i, a.provider, after)
+        if t is not None:
+            self.calendar.add(t, i, lc.Denied(self.at(t), a.path, a.provider))
 
-    def terms_for(self, i: int, hours: float) -> tuple[tuple[str, float, float], ...]:
-        """:meth:`parts_for` as (alternative, utility at share 0, slope) triples, built once per
-        key: a decision then reads one tuple instead of looking each slope up by name."""
-        key = (self.segment_of[i], self.region_of[i], bisect_right(self.deadlines, hours))
-        hit = self._terms_by_index.get(key)
-        if hit is None:
-            zero, slope = self.parts_for(i, hours)
-            hit = self._terms_by_index[key] = tuple((k, u, slope[k]) for k, u in zero.items())
-        return hit
+    def next_denied_request(self, i: int, after: float) -> float | None:
+        """The organisation's first request at or after ``after`` that the incumbent denies."""
+        while True:
+            start = first_denial(self, i, after, self.points)
+            if start is None:
+                return None
+            t = self.first_request(i, start)
+            if t is None or self.denied(i, t):
+                return t
+            after = t
 
-    def choose(self, i: int, exclude: frozenset[str] = frozenset()) -> str | None:
-        now = self.env.now
-        r = self.region_of[i]
-        counts = self.chosen.get(r) or {}
-        n = max(self.affected.get(r, 0), 1)
-        closed = exclude | self.closed_providers(i, now) if self.alternatives_have_policy else exclude
-        # the choice probabilities are a function of exactly these: organisations that decide
-        # one after another with nobody of their region migrating in between (those who wait,
-        # circumvent or churn) share them, computed once by scenarios.behaviour
-        key = (self.segment_of[i], r, bisect_right(self.deadlines, now), closed, n,
-               tuple(counts.items()))
-        probs = self._probs.get(key)
-        if probs is None:
-            terms = self.terms_for(i, now)
-            # u + slope × (share already gone to k), the share as in :meth:`share`
-            if closed:
-                utils = {k: u + slope * (counts.get(k, 0) / n) for k, u, slope in terms
-                         if k not in closed}
-            else:
-                utils = {k: u + slope * (counts.get(k, 0) / n) for k, u, slope in terms}
-            # (empty: nothing to choose from)
-            probs = self._probs[key] = behaviour.probabilities(utils) if utils else {}
-        if not probs:
+    def next_denied_at(self, i: int, provider: str, after: float) -> float | None:
+        """The first request after ``after`` that ``provider`` (an alternative) denies."""
+        if provider not in self.s.policy:
             return None
-        return behaviour.choose(probs, self.rng(i))
+        req = self.request(i, provider)
+        points = sorted({after} | {self.hours(p) for p in self.policy.change_points(provider)
+                                   if after < self.hours(p) < self.horizon})
+        for p in points:
+            if self.policy.decide(self.at(p), req).denied:
+                return self.first_request(i, p)
+        return None
 
 
-class _Words(ISeedSequence):
-    """Seed words handed straight to a bit generator: drawn once for all organisations from the
-    agent stream, so creating an organisation's generator costs microseconds, not a SeedSequence."""
+class Calendar:
+    """The organisations' awaited events in time order, delivered by one process (:func:`run`).
 
-    __slots__ = ("words",)
+    A process per awaited event would cost SimPy three events each; the awaited events are
+    tens of thousands per replication, and they never need to wait on anything but time.
+    Ties are broken by the order of scheduling, so a run is deterministic.
+    """
 
-    def __init__(self, words: np.ndarray) -> None:
-        self.words = words
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, int, lc.Event | None]] = []
+        self._seq = 0
 
-    def generate_state(self, n_words: int, dtype: Any = np.uint32) -> np.ndarray:
-        words = self.words if np.dtype(dtype) == np.uint64 else self.words.view(np.uint32)
-        if n_words == words.size:  # what PCG64 asks for: the words themselves (np.resize is slow)
-            return words.astype(words.dtype)
-        return np.resize(words, n_words).astype(words.dtype)
+    def add(self, hours: float, i: int, event: lc.Event | None) -> None:
+        heapq.heappush(self._heap, (hours, self._seq, i, event))
+        self._seq += 1
+
+    def __bool__(self) -> bool:
+        return bool(self._heap)
+
+    def next_at(self) -> float:
+        return self._heap[0][0]
+
+    def pop(self) -> tuple[float, int, lc.Event | None]:
+        hours, _, i, event = heapq.heappop(self._heap)
+        return hours, i, event
 
 
 def change_hours(world: World, provider: str) -> list[float]:
@@ -286,139 +315,81 @@ def first_denial(world: World, i: int, after: float, points: list[float]) -> flo
 
 
 # ---------------------------------------------------------------- processes
-#
-# An organisation is a process only while it has something to wait for (the end of a wait, the
-# detection of its relay, the next policy change): what it does at a block, a migration's end and
-# a decision to churn are acted on at once, without an event of their own. That changes nothing
-# in law or in order — every decision still happens at its instant, in the same sequence.
 
 
-def block_wave(env: simpy.Environment, world: World, at: float,
-               members: list[int]) -> Generator[Any, Any, None]:
-    """At ``at`` the members' direct traffic is denied: each still direct decides, in order."""
-    yield env.timeout(at - env.now)
-    for i in members:
-        world.blocked.add(i)
-        if world.timelines[i][-1][1] == "direct":
-            delay = decide(world, i)
-            if delay is not None:
-                env.process(blocked(env, world, i, delay))
+#: the calendar's organisation index of the announcement and of an anticipation step
+ANNOUNCE, TICK = -2, -1
 
 
-def blocked(env: simpy.Environment, world: World, i: int,
-            delay: float) -> Generator[Any, Any, None]:
-    """Wait ``delay`` hours, then decide again, as long as a decision asks for another wait."""
-    while True:
-        yield env.timeout(delay)
-        nxt = decide(world, i)
-        if nxt is None:
-            return
-        delay = nxt
+def run(env: simpy.Environment, world: World, warned: list[int],
+        step: float) -> Generator[Any, Any, None]:
+    """Deliver the calendar's events at their instants; the announcement and each step of the
+    anticipation that follows it are events too."""
+    cal = world.calendar
+    markets: dict[str, _Market] = {}
+    while cal:
+        t = cal.next_at()
+        if t > env.now:
+            yield env.timeout(t - env.now)
+        _, i, event = cal.pop()
+        if event is not None:
+            world.deliver(i, event)
+            continue
+        if i == ANNOUNCE:
+            markets = warn(world, warned)
+        going = anticipation_step(world, markets, step) if i == TICK else bool(markets)
+        if going and env.now + step <= world.horizon:
+            cal.add(env.now + step, TICK, None)
 
 
-def decide(world: World, i: int) -> float | None:
-    """The organisation decides and acts now; hours until it decides again (None: never)."""
-    now = world.env.now
-    inc = world.incumbent
-    if not world.denied(i, now):  # the stage ended or rolled back
-        world.record(i, "direct", inc, "direct")
-        nxt = first_denial(world, i, now, world.points)
-        return None if nxt is None else nxt - now
-    choice = world.choose(i)
-    if choice is None or choice == behaviour.WAIT:
-        world.record(i, "direct", inc, "direct")
-        return sample_one(world.s.behaviour.wait_days, world.rng(i)) * 24.0
-    if choice == behaviour.CIRCUMVENT:
-        world.record(i, "circumventing", inc, "relay", now)
-        caught = world.policy.detection_at(inc, world.pop.ids[i], world.at(now))
-        if caught is None or world.hours(caught) >= world.horizon:
-            return None
-        return max(world.hours(caught) - now, 0.0)
-    if choice == behaviour.CHURN:
-        world.record(i, "churned", "", "")
-        return None
-    migrate(world, i, choice)
-    return None
-
-
-def migrate(world: World, i: int, provider: str) -> None:
-    """Move to ``provider``: traffic stays on the incumbent (blocked or not) for the migration
-    time, then goes to the provider — recorded now if that instant falls inside the window."""
-    now = world.env.now
-    r = world.region_of[i]
-    counts = world.chosen.setdefault(r, {})
-    counts[provider] = counts.get(provider, 0) + 1
-    world.decided_at[i] = now
-    p = world.provider_of[provider]
-    if p.incentive is not None and behaviour.incentive_mtokens(p, world.at(now)) > 0:
-        world.credit[i] = p.incentive.free_tokens
-    world.record(i, "migrating", provider, "direct")
-    seg = world.s.segments[world.segment_of[i]]
-    done = now + max(sample_one(seg.migration_days, world.rng(i)), 0.0) * 24.0
-    if done < world.horizon:  # an event at the horizon itself would not run
-        world.record(i, "migrated", provider, "direct", at=done)
-
-
-def anticipation(env: simpy.Environment, world: World, warned: dict[int, list[int]],
-                 start_h: float) -> Generator[Any, Any, None]:
-    """Bass diffusion among the warned, per region: hazard p + q·F per day, F = share already left.
-
-    Each warned organisation draws an Exp(1) threshold from its own generator and leaves when the
-    region's integrated hazard passes it — the same law as a per-step coin flip, but independent
-    of the order in which organisations are visited. The organisations that leave in a step
-    migrate at the end of the step, in order (as processes started in the step would). Once every
-    warned organisation is blocked, nobody is left to anticipate and the process ends.
-    """
+def warn(world: World, warned: list[int]) -> dict[str, _Market]:
+    """The announcement: every warned organisation draws its threshold; one market per region."""
     ann = world.s.behaviour.announcement
     assert ann is not None
-    yield env.timeout(start_h)
-    step = ANTICIPATION_STEP_H
-    markets = [_Market.of(world, members) for members in warned.values()]
-    unblocked = set().union(*warned.values())
-    seen_blocked = -1
-    while env.now + step <= world.horizon and any(m.next < len(m.order) for m in markets):
-        yield env.timeout(step)
-        if len(world.blocked) != seen_blocked:  # only block waves add to it: check after one
-            seen_blocked = len(world.blocked)
-            unblocked -= world.blocked
-            if not unblocked:
-                return
-        leaving: list[tuple[int, str]] = []
-        for m in markets:
-            # Heun step: the hazard at the start and at a predicted end of the step, averaged
-            share = m.left / len(m.order)
-            h0 = behaviour.anticipation_hazard(ann.anticipation, share)
-            ahead = share + (1.0 - share) * behaviour.chance_within(h0, step / 24.0)
-            h1 = behaviour.anticipation_hazard(ann.anticipation, ahead)
-            m.hazard += (h0 + h1) / 2.0 * step / 24.0
-            while m.next < len(m.order) and m.thresholds[m.next] <= m.hazard:
-                i = m.order[m.next]
-                m.next += 1
-                if i in world.blocked or world.timelines[i][-1][1] != "direct":
-                    continue
-                target = world.choose(i, LEAVING)
-                if target is not None:
-                    leaving.append((i, target))
-                    m.left += 1
-        for i, target in leaving:
-            migrate(world, i, target)
+    for i in warned:
+        world.deliver(i, lc.Warned(ann.at))
+    return {r: _Market(sorted(ts), len(ts)) for r, ts in world.thresholds.items()}
+
+
+def anticipation_step(world: World, markets: dict[str, _Market], step: float) -> bool:
+    """One step of Bass diffusion among the warned, per region; False once nobody can leave.
+
+    Hazard ``p + q·F`` per day, F the share of the region's warned organisations that have left,
+    integrated in Heun steps and recorded in the market. An organisation whose Exp(1) threshold
+    (drawn by the machine when warned) the integral passes gets AnticipationDue, in threshold
+    order, at the end of the step.
+    """
+    if not any(world.open_warned.get(r, 0) > 0 for r in markets):
+        return False
+    ann = world.s.behaviour.announcement
+    assert ann is not None
+    bass = ann.anticipation
+    now = world.env.now
+    for region, m in markets.items():
+        share = m.left / m.size
+        h0 = bass.p + bass.q * share
+        ahead = share + (1.0 - share) * (1.0 - math.exp(-h0 * step / 24.0))
+        h1 = bass.p + bass.q * ahead
+        m.hazard += (h0 + h1) / 2.0 * step / 24.0
+        world.market.hazard(region, now, m.hazard)
+        while m.next < len(m.order) and m.order[m.next][0] <= m.hazard:
+            i = m.order[m.next][1]
+            m.next += 1
+            world.deliver(i, lc.AnticipationDue(world.at(now)))
+            if world.lives[i].state == lc.MIGRATING:
+                m.left += 1
+    return True
 
 
 @dataclass
 class _Market:
-    """The warned organisations of one region, in the order their thresholds are passed."""
+    """The warned organisations of one region, by threshold."""
 
-    order: list[int]
-    thresholds: np.ndarray
-    next: int = 0          # index of the next organisation to pass its threshold
-    hazard: float = 0.0    # integrated hazard so far
-    left: int = 0          # organisations that have left
-
-    @classmethod
-    def of(cls, world: World, members: list[int]) -> _Market:
-        drawn = np.array([world.rng(i).exponential() for i in members])
-        by = np.argsort(drawn, kind="stable")
-        return cls(order=[members[j] for j in by], thresholds=drawn[by])
+    order: list[tuple[float, int]]
+    size: int
+    next: int = 0
+    hazard: float = 0.0
+    left: int = 0
 
 
 # ---------------------------------------------------------------- running it
@@ -429,41 +400,45 @@ class Timelines:
     changes: list[list[Change]]
     credit: np.ndarray
     decided_at: np.ndarray
+    market: MarketContext
 
 
-def simulate_agents(s: Scenario, policy: Policy, pop: Population, entropy: int) -> Timelines:
-    """Run every affected organisation through the window; return all timelines."""
+def simulate_agents(s: Scenario, policy: Policy, pop: Population, entropy: int,
+                    profile: Profile | None = None) -> Timelines:
+    """Run every affected organisation through the window; return all timelines.
+
+    ``entropy`` is the seed of the organisations' generators (``lifecycle.org_rng``)."""
     env = simpy.Environment()
     inc = s.incumbent.name
-    world = World(env=env, s=s, policy=policy, pop=pop, entropy=entropy,
+    market = MarketRecorder(s.window.start)
+    world = World(env=env, s=s, policy=policy, pop=pop, profile=profile or Profile.of(s), seed=entropy,
                   timelines=[[(0.0, "direct", inc, "direct", None)] for _ in range(pop.size)],
-                  credit=np.zeros(pop.size, dtype=np.int64),
-                  decided_at=np.full(pop.size, math.nan))
+                  credit=np.zeros(pop.size, dtype=np.int64), decided_at=np.full(pop.size, math.nan),
+                  market=market, ctx=lc.Context(s, policy, market))
     world.points = change_hours(world, inc)
     world.per_org = any(st.percent < 100.0 or st.allow_list.orgs
                         for pol in s.policy.values() for st in pol.stages)
     first = _first_denials(world, world.points)
-    ann = s.behaviour.announcement
-    ann_h = world.hours(ann.at) if ann is not None and ann.provider == inc else math.inf
-    warned: dict[int, list[int]] = {}
-    waves: dict[float, list[int]] = {}
+    warned: list[int] = []
+    firsts: list[tuple[float, int]] = []
     for i, block_h in first.items():
-        r = world.region_of[i]
-        world.affected[r] = world.affected.get(r, 0) + 1
-        if block_h > ann_h:
-            warned.setdefault(r, []).append(i)
-        waves.setdefault(block_h, []).append(i)
-    if warned:
-        env.process(anticipation(env, world, warned, ann_h))
-    for at in sorted(waves):
-        env.process(block_wave(env, world, at, waves[at]))
+        market.affect(world.org(i).region)
+        if lc.warned_at(s, world.at(block_h)) is not None:
+            warned.append(i)
+        t = world.next_denied_request(i, block_h)
+        if t is not None:
+            firsts.append((t, i))
+    for t, i in sorted(firsts):
+        world.calendar.add(t, i, lc.Denied(world.at(t), "direct", inc))
+    ann = s.behaviour.announcement
+    if warned and ann is not None:
+        world.calendar.add(world.hours(ann.at), ANNOUNCE, None)
+    env.process(run(env, world, warned, ANTICIPATION_STEP_H))
     env.run(until=world.horizon)
-    out = Timelines(changes=world.timelines, credit=world.credit, decided_at=world.decided_at)
-    # The processes still waiting at the horizon hold the world in a reference cycle (env → event
-    # → process → generator → world → env) that only the cyclic collector frees, after traversing
-    # everything the world holds (timelines, generators, caches: hundreds of thousands of objects,
-    # a tenth of a second per pass). Emptied, the world leaves that cycle small; what it held is
-    # freed by reference counting once the replication lets go of it.
+    out = Timelines(changes=world.timelines, credit=world.credit, decided_at=world.decided_at,
+                    market=market.context())
+    # the processes still waiting at the horizon hold the world in a reference cycle; emptied,
+    # it leaves that cycle small (see the performance notes in the README)
     world.__dict__.clear()
     return out
 

@@ -266,13 +266,16 @@ def _flatten(resolver: _Resolver, horizon: float, timelines: list[list[Change]])
     t1[:-1] = t0[1:]
     t1[np.cumsum(lengths) - 1] = horizon
     # the question an entry asks: churned, or (provider if migrated, relay?, region and segment,
-    # the organisation when it matters, relay since); numbered in order of first appearance
+    # the organisation when it matters, relay since, and for a relay the entry's start: a relay
+    # entry ends where its detection starts, so the entries before and after it differ);
+    # numbered in order of first appearance
     questions: dict[tuple[object, ...], int] = {}
     ask = questions.setdefault
     question = np.fromiter(
         [ask(("churned",), len(questions)) if c[1] == "churned" else
          ask((c[2] if c[1] == "migrated" else "", c[3] == "relay", region_of[i], segment_of[i],
-              ids[i] if (individual or c[3] == "relay") else "", c[4]), len(questions))
+              ids[i] if (individual or c[3] == "relay") else "", c[4],
+              c[0] if c[3] == "relay" else None), len(questions))
          for i, c in zip(org.tolist(), changes, strict=True)],
         dtype=np.int64, count=len(changes))
     cohort_of_org = np.full(len(timelines), -1, dtype=np.int64)

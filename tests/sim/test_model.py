@@ -1,18 +1,13 @@
-"""The agent model: its use of the shared behaviour model, its state machine, its randomness."""
+"""The simulator's adapter to the shared organisation life: transitions, detection, randomness."""
 
 from __future__ import annotations
 
 import datetime as dt
 import itertools
 
-import numpy as np
-import pytest
-import simpy
-
-from scenarios import behaviour
 from scenarios.loader import Loaded
 from scenarios.policy import Policy
-from sim.model import World, migrate, simulate_agents
+from sim.model import simulate_agents
 from sim.replication import Setup
 
 ALLOWED = {
@@ -22,28 +17,6 @@ ALLOWED = {
     "migrated": set(),
     "churned": set(),
 }
-
-
-def _world(default: Loaded, setup: Setup) -> World:
-    s = default.scenario
-    return World(env=simpy.Environment(), s=s, policy=Policy(s), pop=setup.pop, entropy=1,
-                 timelines=[], credit=np.zeros(1), decided_at=np.zeros(1))
-
-
-@pytest.mark.parametrize("when", ["2024-07-10", "2024-08-15"])  # before and after Tencent's deadline
-def test_cached_utilities_equal_a_direct_call(default: Loaded, small_setup: Setup, when: str) -> None:
-    """utility_parts composes behaviour.utilities at shares 0 and 1; any share must agree."""
-    world = _world(default, small_setup)
-    now = dt.datetime.fromisoformat(when).replace(tzinfo=dt.UTC)
-    share = {"zhipu": 0.3, "baidu": 0.05, "alibaba": 0.2, "tencent": 0.1}
-    for segment in ("startup", "hobbyist", "enterprise"):
-        zero, slope = world.utility_parts(segment, "CN", now)
-        composed = {k: u + slope[k] * share.get(k, 0.0) for k, u in zero.items()}
-        direct = behaviour.utilities(default.scenario, segment=segment, region="CN", now=now,
-                                     migrated_share=share)
-        assert composed.keys() == direct.keys()
-        for k in direct:
-            assert composed[k] == pytest.approx(direct[k], abs=1e-12)
 
 
 def test_state_machine_transitions(default: Loaded, small_setup: Setup) -> None:
@@ -57,9 +30,12 @@ def test_state_machine_transitions(default: Loaded, small_setup: Setup) -> None:
         for a, b in itertools.pairwise(line):
             assert b[1] in ALLOWED[a[1]], (a, b)
             seen.add((a[1], b[1]))
+        for a, b in itertools.pairwise(line):
+            if b[1] == "circumventing" and a[1] != "circumventing":
+                assert b[3] == "relay" and b[4] == b[0]   # relaying since the moment it started
+            if b[1] == "circumventing" and a[1] == "circumventing":   # the catch, noticed later
+                assert b[4] == a[4] < b[0]
         for c in line:
-            if c[1] == "circumventing":
-                assert c[3] == "relay" and c[4] == c[0]   # relaying since the moment it started
             if c[1] in ("migrating", "migrated"):
                 assert c[2] in {p.name for p in s.alternatives}
     assert {("direct", "migrating"), ("direct", "circumventing"), ("direct", "churned"),
@@ -84,7 +60,9 @@ def test_detection_ends_circumvention_when_the_policy_says(default: Loaded, smal
                                              s.window.start + dt.timedelta(hours=a[4]))
                 assert caught is not None
                 hours = (caught - s.window.start).total_seconds() / 3600
-                assert b[0] == pytest.approx(max(hours, a[0]), abs=1e-6)
+                # noticed at its first relayed request after the catch: later, but not by much
+                # more than its own requests are apart (its rate at the quietest hour bounds it)
+                assert max(hours, a[0]) <= b[0] <= max(hours, a[0]) + 24 * 14
                 checked += 1
     assert checked > 0
 
@@ -99,36 +77,3 @@ def test_agent_randomness_is_seeded(default: Loaded) -> None:
     assert a.changes == b.changes
     c = simulate_agents(s, policy, full.pop, entropy=10)
     assert a.changes != c.changes
-
-
-def test_cached_choice_probabilities_are_the_behaviour_models(default: Loaded, small_setup: Setup) -> None:
-    """World.choose keeps the probabilities per (segment, region, offers, closed, shares): they
-    must be behaviour.probabilities of the utilities at the region's shares at that moment —
-    before and after a migration changes the shares."""
-    s = default.scenario
-    world = _world(default, small_setup)
-    world.timelines = [[(0.0, "direct", s.incumbent.name, "direct", None)]
-                       for _ in range(small_setup.pop.size)]
-    world.credit = np.zeros(small_setup.pop.size, dtype=np.int64)
-    world.decided_at = np.full(small_setup.pop.size, np.nan)
-    r = world.region_of[0]
-    same = [i for i in range(small_setup.pop.size)
-            if world.region_of[i] == r and world.segment_of[i] == world.segment_of[0]][:3]
-    world.affected[r] = 40
-    segment = s.segments[world.segment_of[0]].name
-    region = s.regions[r].code
-    for migrated in (False, True):
-        world._probs.clear()
-        for i in same:
-            world.choose(i)
-        assert len(world._probs) == 1   # one computation for the three organisations
-        (probs,) = world._probs.values()
-        share = {k: v / 40 for k, v in world.chosen.get(r, {}).items()}
-        direct = behaviour.utilities(s, segment=segment, region=region, now=world.at(0.0),
-                                     migrated_share=share)
-        assert probs.keys() == direct.keys()
-        assert np.allclose(list(probs.values()),
-                           list(behaviour.probabilities(direct).values()), rtol=1e-12)
-        if not migrated:
-            migrate(world, same[0], s.alternatives[0].name)
-

@@ -7,11 +7,12 @@ each request as the gateway would ask it. Every answer must equal the piece's fa
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import numpy as np
 
-from scenarios import behaviour
+from scenarios.failover import failover_targets
 from scenarios.loader import Loaded
 from scenarios.policy import Policy, PolicyRequest
 from sim.model import Change, simulate_agents
@@ -41,14 +42,10 @@ def _per_request(s, policy: Policy, org: str, region: str, segment: str, change:
                         if relay and since is not None else None)
     d = policy.decide(when, req)
     if d.denied:
-        for rule in s.routing.failover:
-            applies = not rule.segments or segment in rule.segments
-            if rule.from_ == target and "block" in rule.when and applies:
-                for to in rule.to:
-                    alt = PolicyRequest(provider=to, country=region, org=org, segment=segment,
-                                        home_country=region)
-                    if behaviour.serves(s.provider(to), region) and not policy.decide(when, alt).denied:
-                        return (to, "failover", "allow")
+        for alt in failover_targets(s, provider=target, when="block", segment=segment, org=org,
+                                    country=req.country):
+            if not policy.decide(when, dataclasses.replace(req, provider=alt.name)).denied:
+                return (alt.name, "failover", "allow")
         return (target, "relay" if relay else "direct", "deny")
     return (target, "relay" if relay else "direct", d.action)
 
@@ -82,18 +79,19 @@ def test_piece_decisions_equal_per_request_decisions(default: Loaded, small_setu
         for t0, t1, f in spans:
             want = _expected(pieces.fates[f])
             times = small_setup.profile.sample_times(int(pop.region[i]), t0, t1, REQUESTS_PER_PIECE, rng)
-            # the first and the last second of the piece too (datetimes have microseconds)
-            for t in np.concatenate([times, [t0, t1 - 1.0 / 3600]]):
+            # the first and the last second of the piece too (datetimes have microseconds; a piece
+            # may be shorter than a second: a relay caught just before its next request)
+            for t in np.concatenate([times, [t0, max(t0, t1 - 1.0 / 3600)]]):
                 got = _per_request(s, policy, pop.ids[i], region, segment,
                                    _state_at(tl.changes[i], float(t)), float(t))
                 assert got == want, (pop.ids[i], float(t), got, want)
                 checked += 1
                 actions.add(got[2] + "/" + got[1])
     assert checked > 10_000
-    # the sample exercised every kind of fate the default scenario has (a relay is never denied
-    # inside a piece: its detection instant ends the piece, and the organisation decides again)
-    assert {"allow/direct", "warn/direct", "deny/direct", "allow/relay", "allow/failover",
-            "none/"} <= actions
+    # the sample exercised every kind of fate the default scenario has (a relay is denied from its
+    # detection until the organisation's first relayed request after it: the detection cuts)
+    assert {"allow/direct", "warn/direct", "deny/direct", "allow/relay", "deny/relay",
+            "allow/failover", "none/"} <= actions
 
 
 def test_pieces_tile_the_window(default: Loaded, small_setup: Setup) -> None:

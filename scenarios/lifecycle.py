@@ -1,0 +1,333 @@
+"""The organisation's life: one pure state machine that both engines drive.
+
+::
+
+    direct ──Warned (the announcement)──▶ draws its Exp(1) anticipation threshold
+      │  └──AnticipationDue (the region's hazard passed it, no denial seen yet)──▶ migrating
+      ├──Denied on the direct path (its first denied request, or the first after a wait)──▶ decide
+      │     wait        direct; decides again at its first denied request after wait_days
+      │     circumvent  circumventing (relay) from now
+      │     churn       churned: sends nothing more
+      │     provider k  migrating to k for migration_days
+    circumventing ──Denied on the relay (detected)──▶ decide again; circumventing is out for good
+    migrating ──MigrationDone──▶ migrated (requests go to k)
+    migrated ──Denied at k──▶ k is out for good; direct, decide again
+
+:func:`step` is ``(life, event, org, rng, context) -> (life', actions)`` and nothing else: it
+reads no clock and keeps no state of its own. The simulator feeds it simulated events, a Locust
+user real responses (``sim.model``, ``loadtests.agent``); what an organisation *notices* is the
+same event in both — a denied response to one of its own requests: the simulator draws the
+instant of that request from the organisation's own request stream, the load test sees it on the
+wire. Draws from the organisation's generator (:func:`org_rng`, seeded from the scenario seed and
+the organisation's id) happen only here, in this order: Warned — one exponential; a decision — one
+uniform (the logit choice), then one ``wait_days`` draw (wait) or one ``migration_days`` draw
+(migrate). So the same organisation given the same events makes the same choices in both engines.
+
+The market a choice depends on (imitation shares; the anticipation hazard) comes from the
+:class:`Context`'s ``market`` (``scenarios.market``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import math
+from bisect import bisect_right
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol
+
+import numpy as np
+from numpy.random.bit_generator import ISeedSequence
+
+from scenarios import behaviour
+from scenarios.distributions import sample_one
+from scenarios.policy import Policy, PolicyRequest
+from scenarios.schema import Scenario
+
+DIRECT, CIRCUMVENTING, MIGRATING, MIGRATED, CHURNED = (
+    "direct", "circumventing", "migrating", "migrated", "churned")
+#: Before its first denial a warned organisation may only migrate.
+ANTICIPATING_EXCLUDES = frozenset({behaviour.WAIT, behaviour.CIRCUMVENT, behaviour.CHURN})
+
+
+# ---------------------------------------------------------------- the organisation and its state
+
+
+class Org(NamedTuple):
+    id: str
+    region: str
+    segment: str
+    relay_available: bool = True
+
+
+class Life(NamedTuple):
+    """Where an organisation is in its life (a tuple: a transition copies it)."""
+
+    state: str = DIRECT
+    provider: str = ""                 # the provider migrating or migrated to
+    excluded: frozenset[str] = frozenset()  # alternatives out for good (a burnt relay, a closed k)
+    warned: bool = False
+    threshold: float | None = None     # its anticipation threshold, once warned
+    denied_seen: bool = False          # has it had a denied response yet?
+    decide_after: dt.datetime | None = None  # a waiting organisation decides again from then on
+    relay_since: dt.datetime | None = None
+    migrate_done: dt.datetime | None = None
+
+
+# ---------------------------------------------------------------- events
+
+
+class Warned(NamedTuple):
+    """The announcement reaches the organisation (its direct traffic will be denied)."""
+
+    at: dt.datetime
+
+
+class Denied(NamedTuple):
+    """A denied response (block or throttle) to one of the organisation's requests."""
+
+    at: dt.datetime
+    path: str       # "direct" or "relay"
+    provider: str   # the provider that denied it
+
+
+class AnticipationDue(NamedTuple):
+    """The region's integrated anticipation hazard passed the organisation's threshold."""
+
+    at: dt.datetime
+
+
+class MigrationDone(NamedTuple):
+    at: dt.datetime
+
+
+Event = Warned | Denied | AnticipationDue | MigrationDone
+
+
+# ---------------------------------------------------------------- actions
+
+
+class Enter(NamedTuple):
+    """The organisation is in ``state`` (with ``provider``) from ``at``."""
+
+    at: dt.datetime
+    state: str
+    provider: str = ""
+
+
+class AwaitAnticipation(NamedTuple):
+    """Tell me (AnticipationDue) when my region's integrated hazard reaches ``threshold``."""
+
+    threshold: float
+
+
+class Chose(NamedTuple):
+    """A decision to migrate to ``provider``: the market's imitation share counts it."""
+
+    at: dt.datetime
+    provider: str
+
+
+class AwaitMigration(NamedTuple):
+    """Tell me (MigrationDone) at ``at``."""
+
+    at: dt.datetime
+
+
+class AwaitDenial(NamedTuple):
+    """Tell me (Denied) at my first denied request on ``path`` at or after ``after``."""
+
+    after: dt.datetime
+    path: str
+    provider: str
+
+
+Action = Enter | AwaitAnticipation | Chose | AwaitMigration | AwaitDenial
+
+
+# ---------------------------------------------------------------- the context
+
+
+class Market(Protocol):
+    def shares(self, region: str, at: dt.datetime) -> Mapping[str, float]: ...
+
+
+@dataclass
+class Context:
+    """What a transition may read besides the organisation: scenario, policy, market.
+
+    It also caches the parts of the utilities that do not depend on the market (they change only
+    at the incentive offers' deadlines): :meth:`probabilities` equals
+    ``behaviour.probabilities(behaviour.utilities(...))`` (tests/scenarios/test_lifecycle.py).
+    """
+
+    s: Scenario
+    policy: Policy
+    market: Market
+    _parts: dict[tuple[str, str, int], tuple[tuple[str, float, float], ...]] = field(default_factory=dict)
+    _probs: dict[tuple[object, ...], dict[str, float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.incumbent = self.s.incumbent.name
+        self.deadlines = sorted({p.incentive.deadline for p in self.s.alternatives
+                                 if p.incentive is not None and p.incentive.deadline is not None})
+        self.alternatives_have_policy = any(p.name in self.s.policy for p in self.s.alternatives)
+
+    def closed(self, org: Org, at: dt.datetime) -> frozenset[str]:
+        """Alternatives whose own policy denies the organisation's home region at ``at``."""
+        if not self.alternatives_have_policy:
+            return frozenset()
+        return frozenset(p.name for p in self.s.alternatives if self.policy.decide(at, PolicyRequest(
+            provider=p.name, country=org.region, org=org.id, segment=org.segment,
+            home_country=org.region)).denied)
+
+    def probabilities(self, org: Org, at: dt.datetime, exclude: frozenset[str]) -> dict[str, float]:
+        shares = self.market.shares(org.region, at)
+        epoch = bisect_right(self.deadlines, at)
+        key = (org.segment, org.region, epoch, exclude, tuple(shares.items()))
+        hit = self._probs.get(key)
+        if hit is None:
+            utils = {k: u + slope * shares.get(k, 0.0)
+                     for k, u, slope in self._terms(org, at, epoch) if k not in exclude}
+            hit = self._probs[key] = behaviour.probabilities(utils) if utils else {}
+        return hit
+
+    def _terms(self, org: Org, at: dt.datetime, epoch: int) -> tuple[tuple[str, float, float], ...]:
+        """(alternative, utility with nobody migrated, gain per unit of imitation share)."""
+        key = (org.segment, org.region, epoch)
+        hit = self._parts.get(key)
+        if hit is None:
+            zero = behaviour.utilities(self.s, segment=org.segment, region=org.region, now=at,
+                                       migrated_share={})
+            one = behaviour.utilities(self.s, segment=org.segment, region=org.region, now=at,
+                                      migrated_share={p.name: 1.0 for p in self.s.alternatives})
+            hit = self._parts[key] = tuple((k, u, one[k] - u) for k, u in zero.items())
+        return hit
+
+
+# ---------------------------------------------------------------- the transition function
+
+
+def start(org: Org) -> Life:
+    """An organisation's life before anything happened."""
+    return Life(excluded=frozenset() if org.relay_available else frozenset({behaviour.CIRCUMVENT}))
+
+
+def step(life: Life, event: Event, org: Org, rng: np.random.Generator,
+         ctx: Context) -> tuple[Life, tuple[Action, ...]]:
+    """The organisation's next state and what it asks of its engine (see the module docstring)."""
+    if isinstance(event, Warned):
+        if life.warned or life.denied_seen or life.state != DIRECT:
+            return life, ()
+        threshold = float(rng.exponential())
+        return life._replace(warned=True, threshold=threshold), (AwaitAnticipation(threshold),)
+    if isinstance(event, AnticipationDue):
+        if life.state != DIRECT or life.denied_seen:
+            return life, ()
+        probs = ctx.probabilities(org, event.at, ANTICIPATING_EXCLUDES | life.excluded
+                                  | ctx.closed(org, event.at))
+        if not probs:
+            return life, ()
+        return _migrate(life, behaviour.choose(probs, rng), event.at, org, rng, ctx)
+    if isinstance(event, MigrationDone):
+        if life.state != MIGRATING:
+            return life, ()
+        return (life._replace(state=MIGRATED, migrate_done=None),
+                (Enter(event.at, MIGRATED, life.provider), *_watch_target(life.provider, event.at)))
+    return _denied(life, event, org, rng, ctx)
+
+
+def _denied(life: Life, ev: Denied, org: Org, rng: np.random.Generator,
+            ctx: Context) -> tuple[Life, tuple[Action, ...]]:
+    seen = life._replace(denied_seen=True)
+    if life.state == CIRCUMVENTING and ev.path == "relay":
+        # detected: the relay is burnt for good (detection flags the organisation, not a route)
+        return _decide(seen._replace(excluded=life.excluded | {behaviour.CIRCUMVENT}), ev.at, org, rng, ctx)
+    if life.state == MIGRATED and ev.provider == life.provider:
+        gone = seen._replace(state=DIRECT, provider="", excluded=life.excluded | {life.provider})
+        return _decide(gone, ev.at, org, rng, ctx, entered=(Enter(ev.at, DIRECT),))
+    if life.state == DIRECT and ev.path == "direct" and ev.provider == ctx.incumbent and (
+            life.decide_after is None or ev.at >= life.decide_after):
+        return _decide(seen, ev.at, org, rng, ctx)
+    return seen, ()
+
+
+def _decide(life: Life, at: dt.datetime, org: Org, rng: np.random.Generator, ctx: Context,
+            entered: tuple[Action, ...] = ()) -> tuple[Life, tuple[Action, ...]]:
+    probs = ctx.probabilities(org, at, life.excluded | ctx.closed(org, at))
+    choice = behaviour.choose(probs, rng) if probs else behaviour.WAIT
+    if choice == behaviour.WAIT:
+        days = max(0.0, sample_one(ctx.s.behaviour.wait_days, rng)) if probs else math.inf
+        if math.isinf(days):
+            return life._replace(state=DIRECT, decide_after=None), entered
+        after = at + dt.timedelta(days=days)
+        back = (Enter(at, DIRECT),) if life.state != DIRECT else entered
+        return (life._replace(state=DIRECT, decide_after=after, relay_since=None),
+                (*back, AwaitDenial(after, "direct", ctx.incumbent)))
+    if choice == behaviour.CIRCUMVENT:
+        return (life._replace(state=CIRCUMVENTING, decide_after=None, relay_since=at),
+                (*entered, Enter(at, CIRCUMVENTING), AwaitDenial(at, "relay", ctx.incumbent)))
+    if choice == behaviour.CHURN:
+        churned = life._replace(state=CHURNED, decide_after=None, relay_since=None)
+        return churned, (*entered, Enter(at, CHURNED))
+    life2, actions = _migrate(life, choice, at, org, rng, ctx)
+    return life2, (*entered, *actions)
+
+
+def _migrate(life: Life, provider: str, at: dt.datetime, org: Org, rng: np.random.Generator,
+             ctx: Context) -> tuple[Life, tuple[Action, ...]]:
+    days = max(0.0, sample_one(ctx.s.segment(org.segment).migration_days, rng))
+    done = at + dt.timedelta(days=days)
+    return (life._replace(state=MIGRATING, provider=provider, decide_after=None, relay_since=None,
+                    migrate_done=done),
+            (Chose(at, provider), Enter(at, MIGRATING, provider), AwaitMigration(done)))
+
+
+def _watch_target(provider: str, at: dt.datetime) -> tuple[Action, ...]:
+    """A migrated organisation notices its new provider's denials too."""
+    return (AwaitDenial(at, "direct", provider),)
+
+
+# ---------------------------------------------------------------- shared definitions
+
+
+def org_rng(seed: int, org_id: str) -> np.random.Generator:
+    """The organisation's own generator: PCG64 seeded from (scenario seed, organisation id).
+
+    The four state words are a BLAKE2b hash of both, handed straight to the bit generator (a
+    SeedSequence per organisation would cost more than the organisation's whole life)."""
+    digest = hashlib.blake2b(f"{seed & 0xFFFFFFFFFFFFFFFF}/{org_id}".encode(), digest_size=32).digest()
+    words = np.frombuffer(digest, dtype=np.uint64)
+    # numpy takes any ISeedSequence here (its stubs only name SeedSequence)
+    return np.random.Generator(np.random.PCG64(_Words(words)))  # type: ignore[arg-type]
+
+
+class _Words(ISeedSequence):
+    """Seed words given to PCG64 as they are."""
+
+    __slots__ = ("words",)
+
+    def __init__(self, words: np.ndarray) -> None:
+        self.words = words
+
+    def generate_state(self, n_words: int, dtype: Any = np.uint32) -> np.ndarray:
+        words = self.words if np.dtype(dtype) == np.uint64 else self.words.view(np.uint32)
+        if n_words == words.size:
+            return words.copy()
+        return np.resize(words, n_words).astype(words.dtype)
+
+
+def direct_request(s: Scenario, org: Org, provider: str | None = None) -> PolicyRequest:
+    """The organisation's own request from home (the question its first denial answers)."""
+    return PolicyRequest(provider=provider or s.incumbent.name, country=org.region, org=org.id,
+                         segment=org.segment, home_country=org.region)
+
+
+def warned_at(s: Scenario, first_denial: dt.datetime | None) -> dt.datetime | None:
+    """When the announcement reaches an organisation whose direct traffic is first denied at
+    ``first_denial`` (None: it is not warned — no announcement, or denied before it, or never)."""
+    ann = s.behaviour.announcement
+    if ann is None or ann.provider != s.incumbent.name or first_denial is None:
+        return None
+    return ann.at if ann.at < first_denial < s.window.end else None

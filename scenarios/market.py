@@ -1,0 +1,181 @@
+"""The market context: what an organisation's choice needs from the whole market, defined once.
+
+Two market-wide quantities enter an organisation's choices (``scenarios.lifecycle``):
+
+- the **imitation share** of provider k in region r at instant t: the organisations of r that
+  have *decided* to migrate to k by t (migrating or migrated), divided by the organisations of r
+  whose direct traffic is denied at some point in the window (the *affected*; never less than 1);
+- the **anticipation hazard** of region r: the Bass hazard ``p + q·F`` per day integrated from the
+  announcement, F the share of r's warned organisations that have left in anticipation. A warned
+  organisation draws an Exp(1) threshold and leaves when the integrated hazard passes it.
+
+The simulator computes both as its organisations act (:class:`MarketRecorder`, live) and hands
+out the record of a run (:class:`MarketContext`). A load test cannot observe a 55,000-organisation
+market with a few thousand users, so it takes the context of the full-market simulation of the
+same scenario and seed, computed when the plan is made (``market.json`` in its run directory).
+Without one (a locustfile run by hand), :meth:`MarketContext.closed_form` stands in: no imitation
+and the Bass closed form, i.e. the hazard with F following the Bass curve itself.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from bisect import bisect_right
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scenarios.schema import Scenario
+
+
+def imitation_share(chosen: Mapping[str, int], affected: int) -> dict[str, float]:
+    """The imitation share of each provider from counts of decisions (the one formula)."""
+    n = max(affected, 1)
+    return {k: v / n for k, v in chosen.items()}
+
+
+@dataclass
+class _RegionRecord:
+    affected: int = 0
+    #: decisions to migrate, in time order: (hour, provider)
+    choices: list[tuple[float, str]] = field(default_factory=list)
+    #: integrated anticipation hazard: (hour, H) steps, H non-decreasing
+    hazard: list[tuple[float, float]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class MarketContext:
+    """The market of one run, as hours from the window start (see the module docstring)."""
+
+    start: dt.datetime
+    regions: Mapping[str, _RegionRecord]
+    #: the closed-form stand-in (no record): Bass (p, q) and the announcement hour
+    closed: tuple[float, float, float] | None = None
+    _index: dict[str, dict[str, list[float]]] = field(default_factory=dict, compare=False, repr=False)
+
+    # ------------------------------------------------------------ what a choice asks
+
+    def shares(self, region: str, at: dt.datetime) -> dict[str, float]:
+        """Imitation share of each provider in ``region`` at ``at`` (decisions at or before it)."""
+        rec = self.regions.get(region)
+        if rec is None or not rec.choices:
+            return {}
+        h = self._hours(at)
+        times = self._times_by_provider(region)
+        counts = {k: n for k, ts in times.items() if (n := bisect_right(ts, h))}
+        return imitation_share(counts, rec.affected)
+
+    def _times_by_provider(self, region: str) -> dict[str, list[float]]:
+        hit = self._index.get(region)
+        if hit is None:
+            hit = self._index[region] = {}
+            for t, k in self.regions[region].choices:
+                hit.setdefault(k, []).append(t)
+            for ts in hit.values():
+                ts.sort()
+        return hit
+
+    def anticipation_at(self, region: str, threshold: float) -> dt.datetime | None:
+        """When ``region``'s integrated anticipation hazard first reaches ``threshold`` (None: never)."""
+        if self.closed is not None:
+            p, q, ann_h = self.closed
+            # H(t) = -ln(1 - F(t)) for the Bass curve: passes the Exp(1) threshold where F = 1 - e^-E
+            days = bass_days(p, q, 1.0 - math.exp(-threshold))
+            return None if math.isinf(days) else self._at(ann_h + 24.0 * days)
+        rec = self.regions.get(region)
+        if rec is None:
+            return None
+        for t, h in rec.hazard:
+            if h >= threshold:
+                return self._at(t)
+        return None
+
+    # ------------------------------------------------------------ building and storing
+
+    @classmethod
+    def closed_form(cls, s: Scenario) -> MarketContext:
+        ann = s.behaviour.announcement
+        start = s.window.start
+        if ann is None or ann.provider != s.incumbent.name:
+            return cls(start=start, regions={})
+        ann_h = (ann.at - start).total_seconds() / 3600.0
+        return cls(start=start, regions={}, closed=(ann.anticipation.p, ann.anticipation.q, ann_h))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"start": self.start.isoformat(), "closed": list(self.closed) if self.closed else None,
+                "regions": {r: {"affected": rec.affected, "choices": rec.choices, "hazard": rec.hazard}
+                            for r, rec in self.regions.items()}}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> MarketContext:
+        regions = {r: _RegionRecord(int(v["affected"]), [(float(t), str(k)) for t, k in v["choices"]],
+                                    [(float(t), float(h)) for t, h in v["hazard"]])
+                   for r, v in data["regions"].items()}
+        closed = data.get("closed")
+        return cls(start=dt.datetime.fromisoformat(data["start"]), regions=regions,
+                   closed=(float(closed[0]), float(closed[1]), float(closed[2])) if closed else None)
+
+    def write(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_json(), separators=(",", ":")), encoding="utf-8")
+
+    @classmethod
+    def read(cls, path: Path) -> MarketContext:
+        return cls.from_json(json.loads(path.read_text(encoding="utf-8")))
+
+    def _hours(self, at: dt.datetime) -> float:
+        return (at - self.start).total_seconds() / 3600.0
+
+    def _at(self, hours: float) -> dt.datetime:
+        return self.start + dt.timedelta(hours=hours)
+
+
+class MarketRecorder:
+    """The live market of a simulation: counts as organisations decide, and the record of it."""
+
+    def __init__(self, start: dt.datetime) -> None:
+        self.start = start
+        self._regions: dict[str, _RegionRecord] = {}
+        self._counts: dict[str, dict[str, int]] = {}
+
+    def affect(self, region: str) -> None:
+        """One more organisation of ``region`` is denied at some point in the window."""
+        self._record(region).affected += 1
+
+    def chose(self, region: str, provider: str, hours: float) -> None:
+        self._record(region).choices.append((hours, provider))
+        counts = self._counts.setdefault(region, {})
+        counts[provider] = counts.get(provider, 0) + 1
+
+    def hazard(self, region: str, hours: float, integrated: float) -> None:
+        self._record(region).hazard.append((hours, integrated))
+
+    def counts(self, region: str) -> Mapping[str, int]:
+        return self._counts.get(region, {})
+
+    def affected(self, region: str) -> int:
+        rec = self._regions.get(region)
+        return rec.affected if rec else 0
+
+    def shares(self, region: str, at: dt.datetime | None = None) -> dict[str, float]:
+        """The imitation share now (every decision so far is at or before now)."""
+        return imitation_share(self.counts(region), self.affected(region))
+
+    def context(self) -> MarketContext:
+        return MarketContext(start=self.start, regions=dict(self._regions))
+
+    def _record(self, region: str) -> _RegionRecord:
+        rec = self._regions.get(region)
+        if rec is None:
+            rec = self._regions[region] = _RegionRecord()
+        return rec
+
+
+def bass_days(p: float, q: float, u: float) -> float:
+    """Days t at which the Bass CDF reaches ``u`` (the inverse of ``behaviour.bass_cdf``)."""
+    if p <= 0 or u >= 1:
+        return math.inf
+    return -math.log((1 - u) / (1 + u * q / p)) / (p + q)
+
