@@ -1,44 +1,39 @@
-"""One organisation's behaviour in a load test: the simulator's choices, driven by the wire.
+"""One organisation in a load test: the load test's adapter to ``scenarios.lifecycle``.
 
-A Locust user owns one :class:`OrgAgent`. The agent never reads a clock: the user passes the
-scenario instant in (``route(now)``, ``observe(now, ...)``), so it is tested without sleeping.
+A Locust user owns one :class:`OrgAgent`. The state machine is the simulator's (one transition
+function, ``lifecycle.step``); this module only turns what the user sees into its events:
 
-States (``scenarios.rundir.ORG_STATES``) and what moves an organisation between them::
+- **Warned**: at the announcement, if the organisation's direct traffic is first denied after
+  it (``lifecycle.warned_at``; an e-mail, not a response) — delivered at its instant;
+- **AnticipationDue**: when the market context says the region's anticipation hazard passes
+  the organisation's threshold (``MarketContext.anticipation_at``) — delivered at its instant;
+- **Denied**: a response the gateway denied (``block`` or ``throttle``) on the wire, at the
+  instant the request was sent, on its path (``direct`` or ``relay``) and provider;
+- **MigrationDone**: at the instant the machine asked for.
 
-    direct ──warned (first warn response)──▶ draws its anticipation instant from the Bass
-      │                                      curve of the announcement (closed form); if that
-      │                                      comes before the block: migrating (to a provider
-      │                                      chosen by logit among the alternatives)
-      ├──blocked──▶ choose(probabilities(utilities(...))) with the user's own rng:
-      │               wait        stay direct, decide again at the next block after wait_days
-      │               circumvent  circumventing: requests go to the relay
-      │               churn       churned: no more requests
-      │               provider k  migrating for migration_days, then migrated to k
-    circumventing ──blocked on the relay (detected)──▶ choose again, circumvent excluded for good
-    migrating ──migration_days later──▶ migrated (sends k's substitute model to the gateway)
-
-The choice functions are ``scenarios.behaviour``'s, shared with the simulator; only what
-triggers them (a response on the wire instead of a simulated event) is the load test's own.
-Every transition is logged with its scenario instant (for the ``orgs`` timeseries); timed
-transitions (a migration completing) are logged at the instant they were due, not when noticed.
+Timed events are delivered, in time order, whenever the user next asks (``route(now)``,
+``observe(now, ...)``) — the agent never reads a clock, so it is tested without sleeping — and
+each transition is logged at the scenario instant it happened, not when it was noticed.
+The market (imitation shares, anticipation) comes from the :class:`lifecycle.Context`, which a
+load test builds from the full-market simulation's record (``market.json``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
-from scenarios import behaviour
-from scenarios.distributions import sample_one
+from scenarios import lifecycle as lc
+from scenarios.market import MarketContext
 from scenarios.policy import first_denial
 from scenarios.schema import Scenario
 
 DIRECT, CIRCUMVENTING, MIGRATING, MIGRATED, CHURNED = (
-    "direct", "circumventing", "migrating", "migrated", "churned")
+    lc.DIRECT, lc.CIRCUMVENTING, lc.MIGRATING, lc.MIGRATED, lc.CHURNED)
+#: the responses an organisation notices as a denial of its traffic
+DENIALS = frozenset({"block", "throttle"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,125 +51,83 @@ class Route:
     path: str  # "direct" or "relay"
 
 
-def bass_inverse(p: float, q: float, u: float) -> float:
-    """Days t at which the Bass CDF reaches ``u`` (inverse of ``behaviour.bass_cdf``)."""
-    if p <= 0 or u >= 1:
-        return math.inf
-    return -math.log((1 - u) / (1 + u * q / p)) / (p + q)
-
-
 def first_block(s: Scenario, provider: str) -> dt.datetime | None:
     """When ``provider``'s first block or throttle stage starts (None: it never denies)."""
     return first_denial(s, provider)
 
 
 class OrgAgent:
-    """The behaviour state machine of one organisation."""
+    """One organisation's life, fed by the wire."""
 
-    def __init__(self, s: Scenario, *, region: str, segment: str, rng: np.random.Generator,
-                 relay_available: bool, start: dt.datetime) -> None:
-        self.s, self.region, self.segment, self.rng = s, region, segment, rng
-        self.incumbent = s.incumbent.name
-        self.state, self.target = DIRECT, ""
+    def __init__(self, org: lc.Org, *, rng: np.random.Generator, ctx: lc.Context,
+                 start: dt.datetime) -> None:
+        self.org, self.rng, self.ctx = org, rng, ctx
+        self.s = ctx.s
+        self.life = lc.start(org)
         self.log: list[Transition] = [Transition(start, DIRECT, "")]
-        self.excluded: set[str] = set() if relay_available else {behaviour.CIRCUMVENT}
-        self.warned_at: dt.datetime | None = None
-        self.anticipate_at: dt.datetime | None = None
-        self.decide_after: dt.datetime | None = None
-        self.migrate_done: dt.datetime | None = None
+        self.timers: list[tuple[dt.datetime, int, lc.Event]] = []
+        self._seq = 0
+        warned = lc.warned_at(self.s, lc.denial_start(ctx.policy, self.s, org, start))
+        if warned is not None:
+            self._timer(lc.Warned(warned))
+
+    @property
+    def state(self) -> str:
+        return self.life.state
+
+    @property
+    def target(self) -> str:
+        return self.life.provider
 
     # ------------------------------------------------------------ what the user asks
 
-    def route(self, now: dt.datetime, migrated_share: Mapping[str, float]) -> Route | None:
+    def route(self, now: dt.datetime) -> Route | None:
         """Where a request at ``now`` goes; None once the organisation has churned."""
-        self.advance(now, migrated_share)
+        self.advance(now)
         if self.state == CHURNED:
             return None
         if self.state == MIGRATED:
             return Route(self.target, "direct")
-        return Route(self.incumbent, "relay" if self.state == CIRCUMVENTING else "direct")
+        return Route(self.ctx.incumbent, "relay" if self.state == CIRCUMVENTING else "direct")
 
     def model_for(self, route: Route, incumbent_model: str) -> str:
-        if route.provider == self.incumbent:
+        if route.provider == self.ctx.incumbent:
             return incumbent_model
         return self.s.provider(route.provider).substitute_for(incumbent_model).name
 
-    def observe(self, now: dt.datetime, decision: str, path: str,
-                migrated_share: Mapping[str, float]) -> None:
-        """React to a response's decision (``allow|warn|throttle|block|failed``)."""
-        self.advance(now, migrated_share)
-        if decision == "warn" and self.warned_at is None and self.state == DIRECT:
-            self._warned(now)
-        elif decision == "block":
-            self._blocked(now, path, migrated_share)
+    def observe(self, sent: dt.datetime, decision: str, route: Route) -> None:
+        """React to the decision a response shows (``allow|warn|throttle|block|failed``) to a
+        request sent at ``sent`` by ``route``."""
+        self.advance(sent)
+        if decision in DENIALS:
+            self._deliver(lc.Denied(sent, route.path, route.provider))
 
-    # ------------------------------------------------------------ timed transitions
+    def advance(self, now: dt.datetime) -> None:
+        """Deliver the timed events due by ``now``, in time order."""
+        while self.timers and self.timers[0][0] <= now:
+            _, _, event = self.timers.pop(0)
+            self._deliver(event)
 
-    def advance(self, now: dt.datetime, migrated_share: Mapping[str, float]) -> None:
-        if self.anticipate_at is not None and now >= self.anticipate_at:
-            at, self.anticipate_at = self.anticipate_at, None
-            if self.state == DIRECT:
-                self._anticipate(at, migrated_share)
-        if self.state == MIGRATING and self.migrate_done is not None and now >= self.migrate_done:
-            self._enter(self.migrate_done, MIGRATED, self.target)
+    # ------------------------------------------------------------ the machine
 
-    # ------------------------------------------------------------ reactions
+    def _deliver(self, event: lc.Event) -> None:
+        self.life, actions = lc.step(self.life, event, self.org, self.rng, self.ctx)
+        for action in actions:
+            if isinstance(action, lc.Enter):
+                self.log.append(Transition(action.at, action.state,
+                                           action.provider if action.state in (MIGRATING, MIGRATED) else ""))
+            elif isinstance(action, lc.AwaitMigration):
+                self._timer(lc.MigrationDone(action.at))
+            elif isinstance(action, lc.AwaitAnticipation):
+                market = self.ctx.market
+                assert isinstance(market, MarketContext)
+                due = market.anticipation_at(self.org.region, action.threshold)
+                if due is not None:
+                    self._timer(lc.AnticipationDue(due))
+            # Chose: the market context already holds the full market's decisions;
+            # AwaitDenial: the wire will tell
 
-    def _warned(self, now: dt.datetime) -> None:
-        self.warned_at = now
-        ann = self.s.behaviour.announcement
-        if ann is None or ann.provider != self.incumbent:
-            return
-        days = bass_inverse(ann.anticipation.p, ann.anticipation.q, float(self.rng.random()))
-        if math.isinf(days):
-            return
-        at = max(now, ann.at + dt.timedelta(days=days))
-        block = first_block(self.s, self.incumbent)
-        if block is None or at < block:
-            self.anticipate_at = at
-
-    def _anticipate(self, at: dt.datetime, migrated_share: Mapping[str, float]) -> None:
-        """Migrate before the block, to an alternative chosen by the same logit."""
-        utils = behaviour.utilities(self.s, segment=self.segment, region=self.region, now=at,
-                                    migrated_share=migrated_share,
-                                    exclude=frozenset({behaviour.WAIT, behaviour.CIRCUMVENT,
-                                                       behaviour.CHURN}))
-        if utils:
-            self._migrate(at, behaviour.choose(behaviour.probabilities(utils), self.rng))
-
-    def _blocked(self, now: dt.datetime, path: str, migrated_share: Mapping[str, float]) -> None:
-        if self.state == CIRCUMVENTING and path == "relay":
-            self.excluded.add(behaviour.CIRCUMVENT)  # detected: the relay is burnt for good
-            self._decide(now, migrated_share)
-        elif self.state == MIGRATED:
-            self.excluded.add(self.target)
-            self._enter(now, DIRECT, "")
-            self._decide(now, migrated_share)
-        elif self.state == DIRECT and (self.decide_after is None or now >= self.decide_after):
-            self._decide(now, migrated_share)
-
-    def _decide(self, now: dt.datetime, migrated_share: Mapping[str, float]) -> None:
-        utils = behaviour.utilities(self.s, segment=self.segment, region=self.region, now=now,
-                                    migrated_share=migrated_share, exclude=frozenset(self.excluded))
-        choice = behaviour.choose(behaviour.probabilities(utils), self.rng)
-        if choice == behaviour.WAIT:
-            days = max(0.0, sample_one(self.s.behaviour.wait_days, self.rng))
-            self.decide_after = now + dt.timedelta(days=days)
-            if self.state != DIRECT:
-                self._enter(now, DIRECT, "")
-        elif choice == behaviour.CIRCUMVENT:
-            self._enter(now, CIRCUMVENTING, "")
-        elif choice == behaviour.CHURN:
-            self._enter(now, CHURNED, "")
-        else:
-            self._migrate(now, choice)
-
-    def _migrate(self, now: dt.datetime, provider: str) -> None:
-        days = max(0.0, sample_one(self.s.segment(self.segment).migration_days, self.rng))
-        self.target = provider
-        self.migrate_done = now + dt.timedelta(days=days)
-        self._enter(now, MIGRATING, provider)
-
-    def _enter(self, at: dt.datetime, state: str, provider: str) -> None:
-        self.state = state
-        self.log.append(Transition(at, state, provider))
+    def _timer(self, event: lc.Event) -> None:
+        self.timers.append((event.at, self._seq, event))
+        self._seq += 1
+        self.timers.sort(key=lambda x: (x[0], x[1]))

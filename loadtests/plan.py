@@ -73,6 +73,7 @@ class LoadConfig:
     drain_s: float = 5.0  # after the last planned send, time for answers before Locust stops
     run_id: str = "lt"
     workers: int = 1
+    market_file: str = ""  # the full-market simulation's market context (scenarios.market)
 
     def __post_init__(self) -> None:
         checks = (
@@ -123,6 +124,7 @@ class LoadConfig:
                 relay_url=get("relay_url"), events_dir=get("events_dir"),
                 epoch_file=get("epoch_file"), drain_s=float(get("drain_s") or 5.0),
                 run_id=get("run_id") or "lt", workers=int(get("workers") or 1),
+                market_file=get("market_file"),
             )
         except ValueError as exc:
             raise UsageError(f"{ENV_PREFIX}*: {exc}") from None

@@ -50,6 +50,7 @@ from loadtests.procs import Child, Processes, free_port, free_port_block, http_o
 from scenarios.clock import format_instant
 from scenarios.errors import UsageError
 from scenarios.loader import Loaded, resolved_yaml
+from scenarios.market import MarketContext
 from scenarios.rundir import meta, run_dir_name, staged_run_dir, write_json, write_timeseries
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
@@ -81,6 +82,8 @@ class Options:
     ledgers: tuple[Path, ...] = ()
     drain_s: float = 5.0
     ready_timeout_s: float = 30.0
+    #: the full-market simulation's market context (None: the closed-form stand-in)
+    market: MarketContext | None = None
 
 
 def loadtest(loaded: Loaded, *, duration_s: float = DEFAULT_DURATION_S, users: int = DEFAULT_USERS,
@@ -89,11 +92,17 @@ def loadtest(loaded: Loaded, *, duration_s: float = DEFAULT_DURATION_S, users: i
              max_tokens_in: int = DEFAULT_MAX_TOKENS_IN,
              max_tokens_out: int = DEFAULT_MAX_TOKENS_OUT, epoch: float | None = None,
              ledgers: tuple[Path, ...] = (), drain_s: float = 5.0,
+             market: MarketContext | None = None,
              console: Console | None = None) -> tuple[Path, int]:
-    """Run a load test of ``loaded``; returns (run directory, exit code 0 ok / 1 a check failed)."""
+    """Run a load test of ``loaded``; returns (run directory, exit code 0 ok / 1 a check failed).
+
+    ``market`` is what the organisations' choices take from the whole market (imitation shares,
+    the anticipation hazard): the record of the full-market simulation of the same scenario and
+    seed (``scenarios.market``), written to the run directory as market.json."""
     opts = Options(duration_s=duration_s, users=users, rate=rate, host=host, workers=workers,
                    seed=seed, time_scale=time_scale, max_tokens_in=max_tokens_in,
-                   max_tokens_out=max_tokens_out, epoch=epoch, ledgers=ledgers, drain_s=drain_s)
+                   max_tokens_out=max_tokens_out, epoch=epoch, ledgers=ledgers, drain_s=drain_s,
+                   market=market)
     _validate(opts)
     console = console or Console(stderr=True, highlight=False)
     started = dt.datetime.now(dt.UTC)
@@ -144,6 +153,10 @@ def _run(loaded: Loaded, opts: Options, d: Path, started: dt.datetime, console: 
     scenario_file = d / "scenario.yaml"
     scenario_file.write_text(resolved_yaml(loaded.scenario), encoding="utf-8")
     events_dir = d / "events"
+    market_file = ""
+    if opts.market is not None:
+        opts.market.write(d / "market.json")
+        market_file = str(d / "market.json")
     ports = None if opts.host else Ports.pick(len(loaded.scenario.providers))
     # Every process starts at once. Unless the user fixed the epoch, the scenario clock starts
     # only once all of them are ready: the gateway's clock is then set through its admin API and
@@ -158,7 +171,8 @@ def _run(loaded: Loaded, opts: Options, d: Path, started: dt.datetime, console: 
                             max_tokens_in=opts.max_tokens_in, max_tokens_out=opts.max_tokens_out,
                             relay_url=services.relay_url, events_dir=str(events_dir),
                             epoch_file="" if fixed else str(d / "epoch"), drain_s=opts.drain_s,
-                            run_id=secrets.token_hex(4), workers=max(1, opts.workers))
+                            run_id=secrets.token_hex(4), workers=max(1, opts.workers),
+                            market_file=market_file)
         plan = build_plan(config, loaded)
         console.print(_intro(plan, services, opts), soft_wrap=True)
         locust = _start_locust(procs, config, services.host, d, opts)

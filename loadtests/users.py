@@ -43,9 +43,13 @@ from loadtests.wire import (
     read_sse_lines,
     usage_of,
 )
+from scenarios import lifecycle as lc
 from scenarios.clock import format_instant
 from scenarios.distributions import sample_one
 from scenarios.geo import default_geo
+from scenarios.market import MarketContext
+from scenarios.policy import Policy
+from scenarios.schema import Scenario
 
 CHAT_PATH = "/v1/chat/completions"
 WORLD_ATTR = "regionblock_world"
@@ -64,6 +68,7 @@ class World:
         self.denials = DenialStatuses.of(s)
         self.ips = self._source_ips()
         self.agents: dict[int, OrgAgent] = {}
+        self.context = lc.Context(s, Policy(s), self._market(s))
         self.logged: dict[int, int] = {}
         self.events = EventWriter(config.events_dir)
         self._claims = itertools.count()
@@ -83,6 +88,12 @@ class World:
         self.config = replace(self.config, epoch=epoch)
         self.plan = replace(self.plan, config=self.config)
         self.go.set()
+
+    def _market(self, s: Scenario) -> MarketContext:
+        """The full-market simulation's record (``market.json``), or the closed-form stand-in."""
+        if self.config.market_file:
+            return MarketContext.read(Path(self.config.market_file))
+        return MarketContext.closed_form(s)
 
     def _source_ips(self) -> dict[int, str]:
         """One address of the user's region per organisation (the shared geography)."""
@@ -105,27 +116,17 @@ class World:
         return self.plan.users[index]
 
     def agent(self, user: UserSpec) -> OrgAgent:
+        """The organisation's life, its generator seeded from (seed, organisation id) as in the
+        simulator (``scenarios.lifecycle.org_rng``)."""
         agent = self.agents.get(user.index)
         if agent is None:
             s = self.plan.scenario
+            org = lc.Org(user.org.id, user.org.region, user.org.segment,
+                         relay_available=bool(self.config.relay_url))
             agent = self.agents[user.index] = OrgAgent(
-                s, region=user.org.region, segment=user.org.segment,
-                rng=np.random.default_rng([self.config.seed, 11, user.index]),
-                relay_available=bool(self.config.relay_url), start=s.window.start)
+                org, rng=lc.org_rng(self.config.seed, user.org.id), ctx=self.context,
+                start=s.window.start)
         return agent
-
-    def migrated_share(self, region: str) -> dict[str, float]:
-        """Weighted share of this process's users of ``region`` migrated to each provider."""
-        total = 0.0
-        by: dict[str, float] = {}
-        for u in self.plan.users:
-            if u.org.region != region:
-                continue
-            total += u.weight
-            agent = self.agents.get(u.index)
-            if agent is not None and agent.state == "migrated":
-                by[agent.target] = by.get(agent.target, 0.0) + u.weight
-        return {k: v / total for k, v in by.items()} if total else {}
 
     def sync_states(self, user: UserSpec, agent: OrgAgent) -> None:
         """Write the agent's transitions not written yet."""
@@ -209,6 +210,7 @@ class OrgUser(FastHttpUser):
         self.spec = spec
         self.world.started += 1
         self.agent = self.world.agent(spec)
+        self.backoff_rng = np.random.default_rng([self.world.config.seed, 17, spec.index])
         self.schedule: Schedule = self.world.plan.schedule(spec)
         self.seq = itertools.count()
         self.inflight = Pool(self.concurrency)
@@ -221,8 +223,7 @@ class OrgUser(FastHttpUser):
         for k in range(len(self.schedule)):
             intended = epoch + float(self.schedule.offsets[k])
             gevent.sleep(max(0.0, intended - time.time()))
-            share = self.world.migrated_share(self.spec.org.region)
-            route = self.agent.route(plan.scenario_at(intended), share)
+            route = self.agent.route(plan.scenario_at(intended))
             self.world.sync_states(self.spec, self.agent)
             if route is None:
                 break  # churned: this organisation sends nothing more
@@ -241,13 +242,13 @@ class OrgUser(FastHttpUser):
         while True:
             rec = self._send(k, intended, route, attempt)
             plan = self.world.plan
-            share = self.world.migrated_share(self.spec.org.region)
-            self.agent.observe(plan.scenario_at(rec.sent), rec.decision, route.path, share)
+            self.agent.observe(plan.scenario_at(rec.sent), rec.decision, route)
             self.world.sync_states(self.spec, self.agent)
             if rec.status not in retry.statuses or attempt >= retry.max_retries:
                 return
             attempt += 1
-            backoff_s = max(0.0, sample_one(retry.backoff_s, self.agent.rng)) / plan.speedup
+            # (its own generator: the organisation's is the state machine's alone)
+            backoff_s = max(0.0, sample_one(retry.backoff_s, self.backoff_rng)) / plan.speedup
             intended = rec.done + backoff_s  # scenario seconds on the compressed clock
             gevent.sleep(max(0.0, intended - time.time()))
 

@@ -324,6 +324,18 @@ def direct_request(s: Scenario, org: Org, provider: str | None = None) -> Policy
                          segment=org.segment, home_country=org.region)
 
 
+def denial_start(policy: Policy, s: Scenario, org: Org, after: dt.datetime,
+                 provider: str | None = None) -> dt.datetime | None:
+    """The first instant at or after ``after``, inside the window, at which ``provider`` (the
+    incumbent by default) denies the organisation's direct request (None: never)."""
+    name = provider or s.incumbent.name
+    req = direct_request(s, org, name)
+    for at in [after, *(p for p in policy.change_points(name) if after < p < s.window.end)]:
+        if at < s.window.end and policy.decide(at, req).denied:
+            return at
+    return None
+
+
 def warned_at(s: Scenario, first_denial: dt.datetime | None) -> dt.datetime | None:
     """When the announcement reaches an organisation whose direct traffic is first denied at
     ``first_denial`` (None: it is not warned — no announcement, or denied before it, or never)."""

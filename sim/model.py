@@ -200,9 +200,6 @@ class World:
         elif isinstance(action, lc.Chose):
             self.market.chose(self.org(i).region, action.provider, self.hours(action.at))
             self.decided_at[i] = self.hours(action.at)
-            free = grants_credit(self.provider_of[action.provider], action.at)
-            if free:
-                self.credit[i] = free
         elif isinstance(action, lc.AwaitAnticipation):
             self.thresholds.setdefault(self.org(i).region, []).append((action.threshold, i))
             self.open_warned[self.org(i).region] = self.open_warned.get(self.org(i).region, 0) + 1
@@ -219,6 +216,10 @@ class World:
             self.record(i, e.state, self.incumbent, "relay", h, at=h)
         elif e.state in (lc.MIGRATING, lc.MIGRATED):
             self.record(i, e.state, e.provider, "direct", at=h)
+            if e.state == lc.MIGRATED:
+                # its first request to the provider opens the credit on offer then (the
+                # gateway's rule: scenarios.ledger), and it sends that request from now on
+                self.credit[i] = grants_credit(self.provider_of[e.provider], e.at)
         elif e.state == lc.CHURNED:
             self.record(i, e.state, "", "", at=h)
         else:
@@ -463,3 +464,12 @@ def _first_denials(world: World, points: list[float]) -> dict[int, float]:
         if hit is not None and hit < world.horizon:
             out[i] = hit
     return out
+
+
+def market_context(s: Scenario, seed: int) -> MarketContext:
+    """The market context of the full-market simulation of ``s`` for ``seed``: every organisation
+    of the scenario, their generators seeded by ``seed`` (as a load test of that seed seeds its
+    users'), through the window. A load test takes it with its plan (``loadtests.run``)."""
+    from sim.population import build
+
+    return simulate_agents(s, Policy(s), build(s, seed), seed).market

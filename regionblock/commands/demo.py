@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from reports.build import build_report
     from scenarios.clock import parse_duration
     from scenarios.loader import load
+    from sim.model import market_context
     from sim.run import simulate
 
     if args.replications < 1:
@@ -58,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     sim_dir = simulate(loaded, replications=args.replications, seed=0, jobs=args.jobs, out=out)
     console.print(f"          {sim_dir}")
     console.print(f"demo 2/3: load test of the same scenario, {duration_s:g} s on loopback")
-    lt_dir, lt_code = loadtest(loaded, duration_s=duration_s, out=out, console=console)
+    lt_dir, lt_code = loadtest(loaded, duration_s=duration_s, out=out, console=console,
+                               market=market_context(loaded.scenario, 0))
     console.print("demo 3/3: report")
     report_dir = out / f"{stamp(dt.datetime.now(dt.UTC))}-{loaded.scenario.name}-report"
     html = build_report([sim_dir, lt_dir], report_dir)

@@ -10,6 +10,7 @@ from loadtests.plan import DEFAULT_MAX_TOKENS_OUT, DEFAULT_RATE, DEFAULT_USERS
 from loadtests.run import DEFAULT_TIME_SCALE, loadtest
 from regionblock.common import add_scenario_arg, default_runs_dir, load_scenario, stderr_console
 from scenarios.clock import parse_duration, parse_when
+from sim.model import market_context
 
 EPILOG = """\
 Distributed: one host runs the master, the others the workers (same scenario, same EPOCH):
@@ -71,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
                                  workers=args.workers, out=Path(args.out), rate=args.rate,
                                  seed=args.seed, time_scale=args.time_scale,
                                  max_tokens_out=args.max_tokens, epoch=epoch,
-                                 ledgers=tuple(Path(p) for p in args.ledger), console=console)
+                                 ledgers=tuple(Path(p) for p in args.ledger),
+                                 market=market_context(loaded.scenario, args.seed), console=console)
     except LoadTestError as exc:
         console.print(f"load test failed: {exc}")
         return 1

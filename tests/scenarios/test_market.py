@@ -1,0 +1,42 @@
+"""scenarios.market: one imitation-share formula, the recorder and its context agree."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from scenarios.market import MarketContext, MarketRecorder, imitation_share
+
+START = dt.datetime(2024, 6, 1, tzinfo=dt.UTC)
+
+
+def at(h: float) -> dt.datetime:
+    return START + dt.timedelta(hours=h)
+
+
+def test_share_is_decisions_over_affected() -> None:
+    assert imitation_share({"zhipu": 3, "baidu": 1}, 8) == {"zhipu": 0.375, "baidu": 0.125}
+    assert imitation_share({"zhipu": 1}, 0) == {"zhipu": 1.0}   # never less than one affected
+
+
+def test_the_record_answers_what_the_live_market_said(tmp_path: Path) -> None:
+    live = MarketRecorder(START)
+    for _ in range(10):
+        live.affect("CN")
+    said = {}
+    for h, k in [(5.0, "zhipu"), (7.5, "baidu"), (7.5, "zhipu"), (30.0, "zhipu")]:
+        live.chose("CN", k, h)
+        said[h] = live.shares("CN")
+    live.hazard("CN", 1.0, 0.1)
+    live.hazard("CN", 2.0, 0.4)
+    ctx = live.context()
+    path = tmp_path / "market.json"
+    ctx.write(path)
+    for c in (ctx, MarketContext.read(path)):
+        for h, shares in said.items():
+            assert c.shares("CN", at(h)) == shares
+        assert c.shares("CN", at(4.9)) == {}
+        assert c.shares("HK", at(40)) == {}
+        assert c.anticipation_at("CN", 0.05) == at(1.0)
+        assert c.anticipation_at("CN", 0.4) == at(2.0)
+        assert c.anticipation_at("CN", 0.41) is None
