@@ -11,8 +11,8 @@ events and its actions into timelines:
 - **Denied**: at the organisation's *first request* at or after the instant its traffic on a path
   is denied — its first denial, the end of a wait, the detection of its relay
   (``Policy.detection_at``) — drawn from its own request stream: a Poisson process of its rate
-  times its region's traffic intensity (``sim.profile``), from a generator of its own that the
-  choices never touch;
+  times its region's traffic intensity (``sim.profile``), its Exp(1) gaps hashed from (seed,
+  organisation, count) so that they never touch the generator the choices draw from;
 - **MigrationDone**: at the instant the machine asked for.
 
 Each organisation's choices draw from ``lifecycle.org_rng(seed, id)``, the same generator a load
@@ -40,7 +40,7 @@ import simpy
 from scenarios import lifecycle as lc
 from scenarios.ledger import grants_credit
 from scenarios.market import MarketContext, MarketRecorder
-from scenarios.policy import Policy, PolicyRequest
+from scenarios.policy import Policy, PolicyRequest, unit_hash
 from scenarios.schema import Provider, Scenario
 from sim.population import Population
 from sim.profile import Profile
@@ -49,8 +49,6 @@ Change = tuple[float, str, str, str, float | None]
 
 #: Step of the anticipation process (hours): the Bass hazard is integrated once per step.
 ANTICIPATION_STEP_H = 1.0
-#: The organisation's request stream draws from its own generator: stream id of lifecycle.org_rng
-ARRIVALS = 0x41525256
 
 
 @dataclass
@@ -77,7 +75,7 @@ class World:
     open_warned: dict[str, int] = field(default_factory=dict)
     thresholds: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
     _rngs: dict[int, np.random.Generator] = field(default_factory=dict)
-    _arrivals: dict[int, np.random.Generator] = field(default_factory=dict)
+    _arrivals: dict[int, int] = field(default_factory=dict)
     _denied_cache: dict[tuple[Any, ...], bool] = field(default_factory=dict)
 
     @functools.cached_property
@@ -136,9 +134,6 @@ class World:
 
     def first_request(self, i: int, after: float) -> float | None:
         """The organisation's first request at or after hour ``after`` (None: none in the window)."""
-        r = self._arrivals.get(i)
-        if r is None:
-            r = self._arrivals[i] = lc.org_rng(self.seed ^ ARRIVALS, self.pop.ids[i])
         rate = self.rate_of[i]
         if rate <= 0.0 or after >= self.horizon:
             return None
@@ -146,7 +141,7 @@ class World:
         # the integrated intensity is piecewise linear between whole hours
         h = min(int(after), len(cum) - 2)
         lo = cum[h]
-        target = lo + (after - h) * (cum[h + 1] - lo) + r.exponential() / rate
+        target = lo + (after - h) * (cum[h + 1] - lo) + self.arrival_gap(i) / rate
         k = bisect_left(cum, target) - 1
         if k >= len(cum) - 1:
             return None
@@ -154,6 +149,17 @@ class World:
         width = cum[k + 1] - cum[k]
         t = k + ((target - cum[k]) / width if width > 0 else 0.0)
         return t if t < self.horizon else None
+
+    def arrival_gap(self, i: int) -> float:
+        """The organisation's next Exp(1) draw of its request stream: a hash of (seed, id, count),
+        so it never touches the generator its choices draw from, and costs no generator."""
+        k = self._arrivals.get(i, 0)
+        self._arrivals[i] = k + 1
+        return -math.log1p(-unit_hash(self.arrival_salt, f"{self.pop.ids[i]}#{k}"))
+
+    @functools.cached_property
+    def arrival_salt(self) -> str:
+        return f"{self.seed}/arrivals"
 
     def record(self, i: int, state: str, provider: str, path: str, since: float | None = None,
                at: float | None = None) -> None:
