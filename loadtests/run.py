@@ -477,7 +477,9 @@ def _detail(name: str, c: dict[str, Any]) -> str:
         return (f"locust/ledger by decision: {by}; unmatched {c['unmatched_locust']}/"
                 f"{c['unmatched_ledger']}, mismatched {c['decision_mismatches']}")
     if name == "revenue":
-        return f"{c['rows']} rows, {c['mismatches']} off tokens x price; ${c['revenue_usd']:.6f}"
+        return (f"{c['rows']} rows, {c['mismatches']} off the contract (free tokens, price); "
+                f"${c['revenue_usd']:.6f}; {c['free_tokens']} free tokens; credits opened "
+                f"{c['credits']['opened']}, {c['credits']['problems']} with problems")
     if name == "tokens":
         return f"{c['mismatches']} served requests whose ledger tokens differ from the response"
     if name == "slo":

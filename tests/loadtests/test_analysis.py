@@ -9,9 +9,10 @@ import pytest
 
 from loadtests import analysis
 from loadtests.events import RequestRecord, StateRecord
-from loadtests.ledger import LedgerRow
 from loadtests.plan import LoadConfig, Plan, build_plan
+from scenarios.ledger import LedgerRow, revenue_usd
 from scenarios.loader import load
+from tests.ledger_rows import ledger_row
 
 S = load("openai-2024-cn-hk").scenario
 
@@ -27,13 +28,9 @@ def rec(i: int, decision: str, **kw: object) -> RequestRecord:
 
 
 def row(i: int, decision: str, **kw: object) -> LedgerRow:
-    base = dict(request_id=f"g{i}", wall_time=100.0 + i, scenario_time="2024-07-10T00:00:00Z",
-                org="cn-startup-000001", home_region="CN", country="CN", asn=None,
-                asn_class="isp", provider="openai", model="gpt-4o", decision=decision, stage="",
-                status=200, tokens_in=10, tokens_out=5, revenue_usd=10 * 5.0 / 1e6 + 5 * 15.0 / 1e6,
-                upstream_ms=1.0, total_ms=2.0, ttft_ms=None, path="direct", stream=0, error="")
-    base.update(kw)
-    return LedgerRow(**base)  # type: ignore[arg-type]
+    return ledger_row(request_id=f"g{i}", wall_time=100.0 + i, org="cn-startup-000001",
+                      home_region="CN", country="CN", decision=decision, tokens_in=10,
+                      tokens_out=5, revenue_usd=revenue_usd(5.0, 15.0, 10, 5), **kw)
 
 
 def test_reconciliation_passes_when_every_request_is_booked_as_seen() -> None:

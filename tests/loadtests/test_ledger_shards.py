@@ -13,12 +13,11 @@ from gateway.ledger import Ledger
 from loadtests.errors import RunOutputError
 from loadtests.ledger import check_shard, merge_shards, read_ledger
 from regionblock.cli import main
+from tests.ledger_rows import row_tuple
 
 
-def row(request_id: str, wall_time: float) -> tuple[object, ...]:
-    return (request_id, wall_time, "2024-07-10T00:00:00Z", "us-startup-000001", "US", "US", None,
-            "isp", "openai", "gpt-4o", "allow", "", 200, 8, 12, 0.00022, 1.0, 2.0, None, "direct",
-            0, "")
+def row(request_id: str, wall_time: float, **fields: object) -> tuple[object, ...]:
+    return row_tuple(request_id=request_id, wall_time=wall_time, **fields)
 
 
 def shard(path: Path, rows: list[tuple[object, ...]], pid: str) -> Path:
