@@ -36,6 +36,7 @@ from numpy.random.bit_generator import ISeedSequence
 
 from scenarios import behaviour
 from scenarios.distributions import sample_one
+from scenarios.ledger import grants_credit
 from scenarios.policy import Policy, PolicyRequest
 from scenarios.schema import Provider, Scenario
 from sim.population import Population
@@ -350,11 +351,10 @@ def migrate(world: World, i: int, provider: str) -> None:
     counts[provider] = counts.get(provider, 0) + 1
     world.decided_at[i] = now
     p = world.provider_of[provider]
-    if p.incentive is not None and behaviour.incentive_mtokens(p, world.at(now)) > 0:
-        world.credit[i] = p.incentive.free_tokens
     world.record(i, "migrating", provider, "direct")
     seg = world.s.segments[world.segment_of[i]]
     done = now + max(sample_one(seg.migration_days, world.rng(i)), 0.0) * 24.0
+    world.credit[i] = grants_credit(p, world.at(done))  # its first requests there start at done
     if done < world.horizon:  # an event at the horizon itself would not run
         world.record(i, "migrated", provider, "direct", at=done)
 
