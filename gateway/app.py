@@ -437,12 +437,11 @@ class Gateway:
         target = meter.target
         if target is None:
             return
-        bill = self.credits.bill(org=meter.org, provider=target.provider, model=target.model,
-                                 path=meter.path, at=meter.at, tokens_in=meter.tokens_in,
-                                 tokens_out=meter.tokens_out)
-        meter.free_tokens_in, meter.free_tokens_out = bill.free_in, bill.free_out
-        meter.revenue_usd, meter.credit_opened, meter.credit_left = \
-            bill.revenue_usd, bill.credit_opened, bill.credit_left
+        (meter.free_tokens_in, meter.free_tokens_out, meter.revenue_usd, meter.credit_opened,
+         meter.credit_left) = self.credits.bill(org=meter.org, provider=target.provider,
+                                                model=target.model, path=meter.path, at=meter.at,
+                                                tokens_in=meter.tokens_in,
+                                                tokens_out=meter.tokens_out)
 
 
 def _upstream_body(raw: bytes, chat: ChatRequest, target: Target) -> bytes:

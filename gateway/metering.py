@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from scenarios import ledger
 from scenarios.schema import Model, Provider
@@ -30,8 +30,7 @@ _USAGE = b'"usage"'
 _NULL_USAGE = (b'"usage":null', b'"usage": null')
 
 
-@dataclass(frozen=True, slots=True)
-class Bill:
+class Bill(NamedTuple):
     """The money of one request, as its ledger row records it."""
 
     free_in: int
@@ -54,18 +53,21 @@ class Credits:
              tokens_in: int, tokens_out: int) -> Bill:
         """Open the credit on the organisation's first request while the offer is on, draw on it
         for the tokens, and price the rest (the ledger contract's grant, draw and revenue)."""
-        opened, left = 0, None
-        if org and ledger.draws_credit(provider, path):
-            key = (org, provider.name)
-            left = self._balances.get(key)
-            if left is None:
-                opened = ledger.grants_credit(provider, at)
-                left = opened if opened > 0 else None
-        free_in = free_out = 0
-        if left is not None:
-            free_in, free_out = ledger.credit_draw(tokens_in, tokens_out, left)
-            left -= free_in + free_out
-            self._balances[(org, provider.name)] = left
+        if not (org and ledger.draws_credit(provider, path)):  # most requests: no credit
+            return Bill(0, 0, ledger.revenue_usd(model.price_in, model.price_out, tokens_in,
+                                                 tokens_out), 0, None)
+        key = (org, provider.name)
+        left = self._balances.get(key)
+        opened = 0
+        if left is None:
+            opened = ledger.grants_credit(provider, at)
+            if opened == 0:
+                return Bill(0, 0, ledger.revenue_usd(model.price_in, model.price_out, tokens_in,
+                                                     tokens_out), 0, None)
+            left = opened
+        free_in, free_out = ledger.credit_draw(tokens_in, tokens_out, left)
+        left -= free_in + free_out
+        self._balances[key] = left
         revenue = ledger.revenue_usd(model.price_in, model.price_out, tokens_in, tokens_out,
                                      free_in, free_out)
         return Bill(free_in, free_out, revenue, opened, left)

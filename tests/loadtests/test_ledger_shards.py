@@ -126,3 +126,27 @@ def test_a_credit_opened_on_two_shards_keeps_the_first_opening(tmp_path: Path) -
     into = tmp_path / "ledger.sqlite"
     merge_shards([a, b], into, since=0.0, until=1e10)
     assert credits(into) == [("cn-startup-000001", "tencent", 50, 16, "a1")]
+
+
+def test_gateway_writer_loadtest_reader_and_contract_agree_on_every_column(tmp_path: Path) -> None:
+    """The gateway's Meter, its writer and the load test's reader all take the contract's columns:
+    a gateway-written row reads back as the same LedgerRow, column for column."""
+    import dataclasses
+    import datetime as dt
+
+    from gateway.app import Meter
+    from gateway.ledger import COLUMN_NAMES as WRITTEN
+    from loadtests.ledger import COLUMNS as READ
+    from scenarios import ledger as contract
+
+    assert WRITTEN == READ == contract.COLUMN_NAMES
+    meter = Meter("m1", 100.0, "2024-07-10T00:00:00Z", dt.datetime(2024, 7, 10, tzinfo=dt.UTC))
+    written = meter.row(3.5)
+    assert len(written) == len(contract.COLUMN_NAMES)
+    assert dict(zip(contract.COLUMN_NAMES, written, strict=True))["total_ms"] == 3.5
+    values = row("x1", 99.0, free_tokens_in=3, free_tokens_out=4, credit_opened=50,
+                 credit_left=43)
+    path = shard(tmp_path / "a.sqlite", [values, written], "1")
+    rows, _ = read_ledger(path)
+    assert [dataclasses.astuple(r) for r in rows] == [values, written]
+    check_shard(path)
