@@ -135,7 +135,7 @@ class Gateway:
         self.upstreams = Upstreams(config.upstream, self.metrics, loop)
         self.upstreams.configure(config.upstreams)
         self.ledger = Ledger(config.ledger_path, meta=self._ledger_meta(), sync=config.ledger_sync)
-        self.credits = Credits(self.ledger.credit_balances())
+        self.credits = Credits(self.ledger.credit_balances(), config.credit_scales)
         self.inflight = 0
         self.ready = False
         self._ids = 0
@@ -158,7 +158,8 @@ class Gateway:
     def _ledger_meta(self) -> dict[str, str]:
         rt = self.runtime
         return {"scenario": rt.loaded.scenario.name, "scenario_sha256": rt.loaded.sha256,
-                "gateway_pid": str(os.getpid()), "clock": rt.clock.describe()}
+                "gateway_pid": str(os.getpid()), "clock": rt.clock.describe(),
+                "credit_scales": json.dumps(self.config.credit_scales, sort_keys=True)}
 
     def set_runtime(self, runtime: Runtime) -> None:
         """Swap scenario/policy/clock atomically (the admin API)."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -43,8 +44,10 @@ class Bill(NamedTuple):
 class Credits:
     """Free-token credits per (org, provider), drawn in the order requests are billed."""
 
-    def __init__(self, balances: dict[tuple[str, str], int]) -> None:
+    def __init__(self, balances: dict[tuple[str, str], int],
+                 scales: Mapping[str, float] | None = None) -> None:
         self._balances = balances
+        self._scales = scales or {}  # org → credit scale (a load test's sampled users)
 
     def balance(self, org: str, provider: str) -> int | None:
         return self._balances.get((org, provider))
@@ -60,7 +63,7 @@ class Credits:
         left = self._balances.get(key)
         opened = 0
         if left is None:
-            opened = ledger.grants_credit(provider, at)
+            opened = ledger.grants_credit(provider, at, self._scales.get(org, 1.0))
             if opened == 0:
                 return Bill(0, 0, ledger.revenue_usd(model.price_in, model.price_out, tokens_in,
                                                      tokens_out), 0, None)

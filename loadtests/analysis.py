@@ -18,6 +18,7 @@ state at the end of each bin, weighted by the organisations each user stands for
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -94,7 +95,18 @@ def reconcile(requests: Sequence[RequestRecord], ledger: Sequence[LedgerRow]) ->
     }
 
 
-def revenue_check(s: Scenario, ledger: Sequence[LedgerRow]) -> dict[str, Any]:
+def applied_scales(meta: dict[str, str]) -> dict[str, float]:
+    """The credit scales the gateway applied (its ledger's meta ``credit_scales``; none: full)."""
+    try:
+        found = json.loads(meta.get("credit_scales") or "{}")
+    except ValueError:
+        return {}
+    return {str(k): float(v) for k, v in found.items()} if isinstance(found, dict) else {}
+
+
+def revenue_check(s: Scenario, ledger: Sequence[LedgerRow],
+                  scales: dict[str, float] | None = None,
+                  planned: dict[str, float] | None = None) -> dict[str, Any]:
     """Every ledger row's money by the ledger contract (:mod:`scenarios.ledger`): its free tokens
     are the draw on the credit it found (``credit_left`` after it, plus what it drew), its
     ``revenue_usd`` the list price of the rest, bit for bit; and the credits themselves
@@ -116,7 +128,9 @@ def revenue_check(s: Scenario, ledger: Sequence[LedgerRow]) -> dict[str, Any]:
                                                                       row.free_tokens_out],
                         "expected_free_tokens": list(free), "revenue_usd": row.revenue_usd,
                         "expected_usd": expected})
-    credits = credit_check(s, ledger)
+    credits = credit_check(s, ledger, scales or {})
+    if planned is not None:
+        credits["scaled_to_plan"] = (scales or {}) == planned
     return {"passed": not bad and credits["passed"], "rows": len(ledger), "mismatches": len(bad),
             "examples": bad[:5], "revenue_usd": total, "expected_usd": expected_total,
             "free_tokens": sum(r.free_tokens_in + r.free_tokens_out for r in ledger),
@@ -133,10 +147,12 @@ def _expected_free(row: LedgerRow) -> tuple[int, int]:
     return credit_draw(row.tokens_in, row.tokens_out, before)
 
 
-def credit_check(s: Scenario, ledger: Sequence[LedgerRow]) -> dict[str, Any]:
+def credit_check(s: Scenario, ledger: Sequence[LedgerRow],
+                 scales: dict[str, float] | None = None) -> dict[str, Any]:
     """Free-token credits per (org, provider), replayed against the ledger contract: opened once
     (two openings mean the organisation reached two replicas that each gave it a credit: pin
-    organisations to replicas), with the scenario's grant at its instant; every request that could
+    organisations to replicas), with the scenario's grant at its instant (times the organisation's
+    credit scale, ``scales``, as the gateway was told); every request that could
     open one while the offer was on found one; never overdrawn; the last balance (balances only
     fall) is the grant less the draws."""
     providers = {p.name: p for p in s.providers}
@@ -147,7 +163,7 @@ def credit_check(s: Scenario, ledger: Sequence[LedgerRow]) -> dict[str, Any]:
     problems: list[dict[str, Any]] = []
     opened = 0
     for (org, name), rows in sorted(by_key.items()):
-        found = _credit_problem(providers[name], rows)
+        found = _credit_problem(providers[name], rows, (scales or {}).get(org, 1.0))
         opened += sum(1 for r in rows if r.credit_opened > 0)
         if found:
             problems.append({"org": org, "provider": name, "problem": found})
@@ -155,20 +171,20 @@ def credit_check(s: Scenario, ledger: Sequence[LedgerRow]) -> dict[str, Any]:
             "examples": problems[:5]}
 
 
-def _credit_problem(provider: Provider, rows: list[LedgerRow]) -> str:
+def _credit_problem(provider: Provider, rows: list[LedgerRow], scale: float) -> str:
     openings = [r for r in rows if r.credit_opened > 0]
     if len(openings) > 1:
         return (f"credit opened {len(openings)} times (replicas with separate ledgers each gave "
                 "one: route each organisation to one replica)")
     for r in openings:
-        granted = grants_credit(provider, _parse_instant(r.scenario_time))
+        granted = grants_credit(provider, _parse_instant(r.scenario_time), scale)
         if r.credit_opened != granted or not draws_credit(provider, r.path):
             return f"{r.request_id} opened {r.credit_opened} free tokens, the scenario grants {granted}"
     holding = [r for r in rows if r.credit_left is not None]
     if any(r.credit_left < 0 for r in holding):  # type: ignore[operator]
         return "credit overdrawn"
     missed = [r for r in rows if r.credit_left is None and r.org and draws_credit(provider, r.path)
-              and grants_credit(provider, _parse_instant(r.scenario_time)) > 0]
+              and grants_credit(provider, _parse_instant(r.scenario_time), scale) > 0]
     if missed:  # once open, a credit stays open (at 0 when used up)
         return f"{missed[0].request_id} found no credit while the offer was on"
     if openings and holding:

@@ -20,7 +20,9 @@ Free-token incentives (``Provider.incentive``):
 - **Grant** (:func:`grants_credit`): an organisation's credit of ``free_tokens`` at an
   alternative provider opens with its first request to that provider sent while the offer is on
   (before ``deadline``). The gateway sees that request; the simulator takes the instant its
-  migration completes, when its traffic starts going to the provider.
+  migration completes, when its traffic starts going to the provider. A load test's user, which
+  sends a sample of its organisation's traffic, gets the same fraction of the credit
+  (``scale``; the load test writes each user's scale for its gateway, ``--credit-scale FILE``).
 - **Draw** (:func:`credit_draw`): the credit pays for the first tokens the organisation uses
   there, in the order they are metered; within one metered amount (a request in the gateway, a
   piece of a time bin in the simulator) the free tokens are split between input and output in
@@ -34,7 +36,9 @@ the gateway's per-request metering and the simulator's vectorised money run the 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -171,12 +175,43 @@ def credit_draws(owner: np.ndarray, tokens_in: np.ndarray, tokens_out: np.ndarra
     return credit_draw(tokens_in, tokens_out, credit[owner] - before)
 
 
-def grants_credit(provider: Provider, at: dt.datetime) -> int:
-    """Free tokens a first request to ``provider`` at scenario instant ``at`` opens (0: no offer)."""
-    inc = provider.incentive
-    if provider.incumbent or inc is None or (inc.deadline is not None and at >= inc.deadline):
+def grants_credit(provider: Provider, at: dt.datetime, scale: float = 1.0) -> int:
+    """Free tokens a first request to ``provider`` at scenario instant ``at`` opens (0: no offer).
+
+    ``scale`` sizes the credit to a sample's traffic: a load-test user sends a fraction of the
+    tokens of the organisation it plays (:func:`credit_scale`), and gets that fraction of the
+    credit, so its credit lasts as many of its requests as the organisation's lasts of its own.
+    """
+    offer = provider.incentive
+    if provider.incumbent or offer is None or (offer.deadline is not None and at >= offer.deadline):
         return 0
-    return inc.free_tokens
+    return offer.free_tokens if scale == 1.0 else int(offer.free_tokens * scale)
+
+
+def credit_scale(sample_tokens: float, organisation_tokens: float) -> float:
+    """The credit scale of a sample that sends ``sample_tokens`` where the organisation it stands
+    for would send ``organisation_tokens`` (both over the same window, as planned)."""
+    return sample_tokens / organisation_tokens if organisation_tokens > 0 else 0.0
+
+
+def read_credit_scales(path: Path) -> dict[str, float]:
+    """``{org: scale}`` from a JSON object file; ValueError naming the file and the bad entry."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"{path}: not a readable JSON file: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: must be a JSON object of organisation id to credit scale")
+    out: dict[str, float] = {}
+    for org, value in data.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1e6:
+            raise ValueError(f"{path}: {org}: {value!r} is not a credit scale (a number >= 0)")
+        out[str(org)] = float(value)
+    return out
+
+
+def write_credit_scales(path: Path, scales: dict[str, float]) -> None:
+    path.write_text(json.dumps(dict(sorted(scales.items())), indent=1) + "\n", encoding="utf-8")
 
 
 def draws_credit(provider: Provider, path: str) -> bool:

@@ -169,3 +169,18 @@ def _credits(path: Path) -> list[tuple[Any, ...]]:
                           "ORDER BY org, provider").fetchall()
     finally:
         db.close()
+
+
+async def test_a_sampled_organisation_gets_its_share_of_the_credit(
+        start_gateway: StartGateway) -> None:
+    """``--credit-scale``: a load-test user sending a fraction of its organisation's tokens."""
+    gw = await start_gateway(scenario=SMALL_OFFER, credit_scales={ORG: 0.5})
+    rows = await _send(gw, SEQUENCE)
+    assert [(r["credit_opened"], r["credit_left"]) for r in rows] == [
+        (25, 8), (0, 0), (0, 0), (0, 0)]
+    assert _money(rows)[0] == [(10, 7), (4, 4), (0, 0), (0, 0)]  # 8 of 17: 8·10/17 = 4 in
+    assert _simulated(SMALL_OFFER, "tencent", "hunyuan-pro", SEQUENCE, 25) == _money(rows)
+    db = sqlite3.connect(gw.ledger)
+    meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+    db.close()
+    assert meta["credit_scales"] == '{"cn-startup-000001": 0.5}'

@@ -202,3 +202,16 @@ def test_free_tokens_are_in_the_token_check_and_the_timeseries() -> None:
     cells = analysis.cells(plan(), analysis.join([], rows))
     assert {k[1:]: c.sums["free_tokens"] for k, c in cells.items()} == {
         ("CN", "tencent", "direct"): 50}
+
+
+def test_the_credit_check_expects_the_grant_the_gateway_was_told_to_scale() -> None:
+    rows = billed(SEQUENCE, credits=Credits({}, {"cn-startup-000001": 0.5}))
+    scales = analysis.applied_scales({"credit_scales": '{"cn-startup-000001": 0.5}'})
+    assert scales == {"cn-startup-000001": 0.5}
+    result = analysis.revenue_check(OFFER, rows, scales, scales)
+    assert result["passed"] and result["credits"]["scaled_to_plan"] is True
+    assert rows[0].credit_opened == 25
+    unscaled = analysis.revenue_check(OFFER, rows, {}, scales)
+    assert not unscaled["passed"] and unscaled["credits"]["scaled_to_plan"] is False
+    assert unscaled["credits"]["examples"][0]["problem"] == (
+        "cn-startup-000001-0 opened 25 free tokens, the scenario grants 50")
