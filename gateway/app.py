@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import operator
 import os
 import secrets
 import time
@@ -42,7 +43,7 @@ from gateway.errors import (
 from gateway.http11 import Request
 from gateway.identity import Identity, identify
 from gateway.ledger import Ledger
-from gateway.metering import SseMeter, revenue_usd, usage_of_body
+from gateway.metering import Credits, SseMeter, usage_of_body
 from gateway.metrics import Metrics
 from gateway.region import ClientRegion, RegionResolver
 from gateway.routing import Catalog, Target
@@ -51,6 +52,7 @@ from gateway.upstreams import Upstreams
 from gateway.validation import ChatRequest, parse_chat
 from scenarios.clock import Clock, format_instant, parse_clock
 from scenarios.geo import Geo
+from scenarios.ledger import COLUMN_NAMES
 from scenarios.loader import Loaded
 from scenarios.policy import Decision, Policy
 
@@ -77,54 +79,41 @@ class Runtime:
 
 
 class Meter:
-    """The ledger record of one request, filled in as the pipeline learns more."""
+    """The ledger record of one request, filled in as the pipeline learns more: one attribute per
+    column of the ledger contract (:data:`scenarios.ledger.COLUMN_NAMES`), plus the scenario
+    instant and the target the money is computed from."""
 
-    __slots__ = (
-        "asn",
-        "asn_class",
-        "country",
-        "decision",
-        "error",
-        "home_region",
-        "model",
-        "org",
-        "path",
-        "provider",
-        "request_id",
-        "revenue",
-        "scenario_time",
-        "stage",
-        "status",
-        "stream",
-        "tokens_in",
-        "tokens_out",
-        "ttft_ms",
-        "upstream_ms",
-        "wall_time",
-    )
+    __slots__ = (*COLUMN_NAMES, "at", "target")
 
-    def __init__(self, request_id: str, wall_time: float, scenario_time: str) -> None:
+    def __init__(self, request_id: str, wall_time: float, scenario_time: str,
+                 at: dt.datetime) -> None:
         self.request_id = request_id
         self.wall_time = wall_time
         self.scenario_time = scenario_time
+        self.at = at
+        self.target: Target | None = None
         self.org = self.home_region = self.country = self.provider = self.model = ""
         self.asn: int | None = None
         self.asn_class = "unknown"
         self.decision = "failed"
         self.stage = self.error = ""
         self.status = 0
-        self.tokens_in = self.tokens_out = 0
-        self.revenue = 0.0
+        self.tokens_in = self.tokens_out = self.free_tokens_in = self.free_tokens_out = 0
+        self.revenue_usd = 0.0
+        self.credit_opened = 0
+        self.credit_left: int | None = None
         self.upstream_ms: float | None = None
+        self.total_ms = 0.0
         self.ttft_ms: float | None = None
         self.path = "direct"
         self.stream = 0
 
     def row(self, total_ms: float) -> tuple[Any, ...]:
-        return (self.request_id, self.wall_time, self.scenario_time, self.org, self.home_region,
-                self.country, self.asn, self.asn_class, self.provider, self.model, self.decision,
-                self.stage, self.status, self.tokens_in, self.tokens_out, self.revenue,
-                self.upstream_ms, total_ms, self.ttft_ms, self.path, self.stream, self.error)
+        self.total_ms = total_ms
+        return _ROW_OF(self)
+
+
+_ROW_OF = operator.attrgetter(*COLUMN_NAMES)
 
 
 class Gateway:
@@ -146,6 +135,7 @@ class Gateway:
         self.upstreams = Upstreams(config.upstream, self.metrics, loop)
         self.upstreams.configure(config.upstreams)
         self.ledger = Ledger(config.ledger_path, meta=self._ledger_meta(), sync=config.ledger_sync)
+        self.credits = Credits(self.ledger.credit_balances(), config.credit_scales)
         self.inflight = 0
         self.ready = False
         self._ids = 0
@@ -168,7 +158,8 @@ class Gateway:
     def _ledger_meta(self) -> dict[str, str]:
         rt = self.runtime
         return {"scenario": rt.loaded.scenario.name, "scenario_sha256": rt.loaded.sha256,
-                "gateway_pid": str(os.getpid()), "clock": rt.clock.describe()}
+                "gateway_pid": str(os.getpid()), "clock": rt.clock.describe(),
+                "credit_scales": json.dumps(self.config.credit_scales, sort_keys=True)}
 
     def set_runtime(self, runtime: Runtime) -> None:
         """Swap scenario/policy/clock atomically (the admin API)."""
@@ -245,7 +236,8 @@ class Gateway:
         rt = self.runtime
         now = rt.clock.scenario_at(req.wall_time)
         self._ids += 1
-        meter = Meter(f"{self._id_prefix}{self._ids:x}", req.wall_time, self._format_instant(now))
+        meter = Meter(f"{self._id_prefix}{self._ids:x}", req.wall_time, self._format_instant(now),
+                      now)
         if self.inflight >= self.config.limits.max_inflight:
             self.metrics.reject("overloaded")
             return await self._refuse(req, writer, meter, Overloaded(
@@ -326,7 +318,7 @@ class Gateway:
             await self._complete(req, writer, meter, target, response, started, extra)
 
     def _admit(self, meter: Meter, target: Target, decision: Decision) -> None:
-        meter.provider, meter.model = target.provider.name, target.model.name
+        meter.provider, meter.model, meter.target = target.provider.name, target.model.name, target
         meter.decision, meter.stage = decision.action, decision.stage
 
     # ------------------------------------------------------------------ responses
@@ -350,7 +342,6 @@ class Gateway:
                 meter.error = "usage_missing"
             else:
                 meter.tokens_in, meter.tokens_out = usage
-                meter.revenue = revenue_usd(target.model, *usage)
         if not await self._record(req, meter, writer):
             return
         ctype = response.headers.get("content-type", "application/json")
@@ -393,7 +384,6 @@ class Gateway:
             meter.tokens_out = max(1, sse.events - 2)
             if not meter.error:
                 meter.error = "usage_missing"
-        meter.revenue = revenue_usd(target.model, meter.tokens_in, meter.tokens_out)
 
     async def _deny(self, req: Request, writer: ResponseWriter, meter: Meter, target: Target,
                     decision: Decision) -> None:
@@ -432,6 +422,7 @@ class Gateway:
     async def _record(self, req: Request, meter: Meter, writer: ResponseWriter | None) -> bool:
         """Write the ledger row and wait until it is durable; False if the response must not go."""
         total = self.loop.time() - req.started
+        self._bill(meter)
         self.metrics.request(meter.country, meter.provider, meter.decision, meter.status, total)
         try:
             await self.ledger.submit(meter.row(total * 1000))
@@ -441,6 +432,17 @@ class Gateway:
                                                      type_="server_error", code="ledger_unavailable"))
             return False
         return True
+
+    def _bill(self, meter: Meter) -> None:
+        """Revenue and free-token credit of the request's tokens (the ledger contract)."""
+        target = meter.target
+        if target is None:
+            return
+        (meter.free_tokens_in, meter.free_tokens_out, meter.revenue_usd, meter.credit_opened,
+         meter.credit_left) = self.credits.bill(org=meter.org, provider=target.provider,
+                                                model=target.model, path=meter.path, at=meter.at,
+                                                tokens_in=meter.tokens_in,
+                                                tokens_out=meter.tokens_out)
 
 
 def _upstream_body(raw: bytes, chat: ChatRequest, target: Target) -> bytes:

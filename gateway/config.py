@@ -79,6 +79,7 @@ class GatewayConfig:
     clock: str = "real"  # a parse_clock spec: real | at:WHEN | compress:DURATION[@EPOCH]
     ledger_path: Path = Path("runs/ledger")
     ledger_sync: str = "normal"  # normal: durable across a process crash; full: across power loss
+    credit_scales: dict[str, float] = field(default_factory=dict)  # org → free-token credit scale
     geoip_db: Path | None = None
     admin_token: str = ""  # "" = admin API disabled
     relay_memory: int = 100_000  # organisations remembered for relay_since (LRU)

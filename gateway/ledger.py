@@ -17,14 +17,10 @@ because a commit has handed its WAL frames to the OS before any future resolves:
 ``normal`` and ``off`` commit on the event loop itself, at the end of the turn: a commit there
 takes tens of microseconds, cheaper and faster than handing rows to a thread and waking the loop.
 
-Schema (the shared contract; loadtests read it with plain sqlite3)::
-
-    requests(request_id TEXT PRIMARY KEY, wall_time REAL, scenario_time TEXT, org TEXT,
-             home_region TEXT, country TEXT, asn INTEGER NULL, asn_class TEXT, provider TEXT,
-             model TEXT, decision TEXT, stage TEXT, status INTEGER, tokens_in INTEGER,
-             tokens_out INTEGER, revenue_usd REAL, upstream_ms REAL NULL, total_ms REAL,
-             ttft_ms REAL NULL, path TEXT, stream INTEGER, error TEXT)
-    meta(key TEXT PRIMARY KEY, value TEXT)   -- scenario, scenario_sha256, gateway_pid, clock
+Schema: the shared ledger contract, :mod:`scenarios.ledger` (tables ``requests``, ``meta`` and
+``credits``, the credit-keeping trigger, every column's meaning and unit). Free-token credit
+balances live in ``credits``, updated in the same transaction as the request row that moved them,
+so a restarted gateway reads them back with :meth:`Ledger.credit_balances`.
 """
 
 from __future__ import annotations
@@ -40,20 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import LedgerError
+from scenarios import ledger as contract
 
-COLUMNS = (
-    ("request_id", "TEXT PRIMARY KEY"), ("wall_time", "REAL"), ("scenario_time", "TEXT"),
-    ("org", "TEXT"), ("home_region", "TEXT"), ("country", "TEXT"), ("asn", "INTEGER"),
-    ("asn_class", "TEXT"), ("provider", "TEXT"), ("model", "TEXT"), ("decision", "TEXT"),
-    ("stage", "TEXT"), ("status", "INTEGER"), ("tokens_in", "INTEGER"), ("tokens_out", "INTEGER"),
-    ("revenue_usd", "REAL"), ("upstream_ms", "REAL"), ("total_ms", "REAL"), ("ttft_ms", "REAL"),
-    ("path", "TEXT"), ("stream", "INTEGER"), ("error", "TEXT"),
-)
-COLUMN_NAMES = tuple(name for name, _ in COLUMNS)
-_CREATE = ("CREATE TABLE IF NOT EXISTS requests ("
-           + ", ".join(f"{n} {t}" for n, t in COLUMNS) + ")")
-_INSERT = (f"INSERT OR REPLACE INTO requests ({', '.join(COLUMN_NAMES)}) "
-           f"VALUES ({', '.join('?' * len(COLUMNS))})")
+COLUMN_NAMES = contract.COLUMN_NAMES
+_INSERT = contract.INSERT_REQUEST
 _MAX_BATCH = 4096
 #: off: durable across a crash of the gateway process, no fsync ever; normal: also consistent (but
 #: possibly missing the latest rows) after an OS crash or power loss, fsync at checkpoints; full:
@@ -82,6 +68,7 @@ class Ledger:
         self.written = 0
         self.last_lag_s = 0.0  # enqueue → commit of the latest group
         self.failed: BaseException | None = None
+        self._balances: dict[tuple[str, str], int] = {}
         self._init_file(meta)
 
     # ------------------------------------------------------------------ setup
@@ -92,16 +79,25 @@ class Ledger:
             db = self._open()
             try:
                 with db:
-                    db.execute(_CREATE)
-                    db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
-                    db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", sorted(meta.items()))
-                found = tuple(r[1] for r in db.execute("PRAGMA table_info(requests)"))
+                    db.execute(contract.CREATE_STATEMENTS[0])  # requests: checked before the rest
+                    found = tuple(r[1] for r in db.execute("PRAGMA table_info(requests)"))
+                    if found == COLUMN_NAMES:
+                        for statement in contract.CREATE_STATEMENTS[1:]:
+                            db.execute(statement)
+                        db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                                       sorted(meta.items()))
+                        self._balances = {(str(o), str(p)): int(left) for o, p, left in db.execute(
+                            "SELECT org, provider, remaining FROM credits")}
             finally:
                 db.close()
         except (sqlite3.Error, OSError) as exc:
             raise LedgerError(f"{self.path}: cannot open the ledger: {exc}") from exc
         if found != COLUMN_NAMES:
             raise LedgerError(f"{self.path}: an existing ledger has other columns: {', '.join(found)}")
+
+    def credit_balances(self) -> dict[tuple[str, str], int]:
+        """(org, provider) → free tokens left, as this ledger held them when it was opened."""
+        return dict(self._balances)
 
     def _open(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)

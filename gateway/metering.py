@@ -1,4 +1,10 @@
-"""Metering: exact token usage from the upstream's answer, revenue at list price, ledger rows.
+"""Metering: exact token usage from the upstream's answer, revenue and free-token credits.
+
+Money follows the ledger contract (:mod:`scenarios.ledger`): revenue at the served model's list
+price net of free tokens, credits opened and drawn exactly as the simulator does. ``Credits`` holds
+the balance of every open (org, provider) credit in memory, loaded from the ledger's ``credits``
+table at start (so it survives a restart); each request is billed when its ledger row is made,
+on the event loop, so concurrent requests of one organisation draw on the credit one at a time.
 
 Non-streamed answers carry ``usage`` in their JSON body. Streamed answers carry it in a final
 chunk when ``stream_options.include_usage`` is set — the gateway always sets it upstream and, if
@@ -11,22 +17,63 @@ row's ``error`` says ``usage_missing`` — never a silent zero.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-from scenarios.schema import Model
+from scenarios import ledger
+from scenarios.schema import Model, Provider
 
 _DONE = b"data: [DONE]"
 _USAGE = b'"usage"'
 _NULL_USAGE = (b'"usage":null', b'"usage": null')
 
 
-def revenue_usd(model: Model | None, tokens_in: int, tokens_out: int) -> float:
-    """Tokens at the served model's list price (USD per 1M tokens)."""
-    if model is None:
-        return 0.0
-    return tokens_in * model.price_in / 1e6 + tokens_out * model.price_out / 1e6
+class Bill(NamedTuple):
+    """The money of one request, as its ledger row records it."""
+
+    free_in: int
+    free_out: int
+    revenue_usd: float
+    credit_opened: int        # tokens granted by this request (0: none)
+    credit_left: int | None   # the (org, provider) credit after it (None: no credit)
+
+
+class Credits:
+    """Free-token credits per (org, provider), drawn in the order requests are billed."""
+
+    def __init__(self, balances: dict[tuple[str, str], int],
+                 scales: Mapping[str, float] | None = None) -> None:
+        self._balances = balances
+        self._scales = scales or {}  # org → credit scale (a load test's sampled users)
+
+    def balance(self, org: str, provider: str) -> int | None:
+        return self._balances.get((org, provider))
+
+    def bill(self, *, org: str, provider: Provider, model: Model, path: str, at: dt.datetime,
+             tokens_in: int, tokens_out: int) -> Bill:
+        """Open the credit on the organisation's first request while the offer is on, draw on it
+        for the tokens, and price the rest (the ledger contract's grant, draw and revenue)."""
+        if not (org and ledger.draws_credit(provider, path)):  # most requests: no credit
+            return Bill(0, 0, ledger.revenue_usd(model.price_in, model.price_out, tokens_in,
+                                                 tokens_out), 0, None)
+        key = (org, provider.name)
+        left = self._balances.get(key)
+        opened = 0
+        if left is None:
+            opened = ledger.grants_credit(provider, at, self._scales.get(org, 1.0))
+            if opened == 0:
+                return Bill(0, 0, ledger.revenue_usd(model.price_in, model.price_out, tokens_in,
+                                                     tokens_out), 0, None)
+            left = opened
+        free_in, free_out = ledger.credit_draw(tokens_in, tokens_out, left)
+        left -= free_in + free_out
+        self._balances[key] = left
+        revenue = ledger.revenue_usd(model.price_in, model.price_out, tokens_in, tokens_out,
+                                     free_in, free_out)
+        return Bill(free_in, free_out, revenue, opened, left)
 
 
 def usage_from(obj: Any) -> tuple[int, int] | None:

@@ -18,6 +18,7 @@ state at the end of each bin, weighted by the organisations each user stands for
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -28,14 +29,14 @@ import numpy as np
 
 from loadtests.agent import first_block
 from loadtests.events import RequestRecord, StateRecord
-from loadtests.ledger import LedgerRow
 from loadtests.plan import Plan
 from loadtests.wire import DECISIONS
 from scenarios.clock import format_instant
 from scenarios.countries import expand_regions
+from scenarios.ledger import LedgerRow, credit_draw, draws_credit, grants_credit, revenue_usd
 from scenarios.policy import denied_regions
 from scenarios.rundir import ORG_STATES, band
-from scenarios.schema import Scenario
+from scenarios.schema import Provider, Scenario
 
 SERVED = ("allow", "warn")
 PCTS = (50, 95, 99)
@@ -94,32 +95,114 @@ def reconcile(requests: Sequence[RequestRecord], ledger: Sequence[LedgerRow]) ->
     }
 
 
-def revenue_check(s: Scenario, ledger: Sequence[LedgerRow]) -> dict[str, Any]:
-    """Every ledger row: revenue_usd = tokens_in·price_in/1e6 + tokens_out·price_out/1e6."""
+def applied_scales(meta: dict[str, str]) -> dict[str, float]:
+    """The credit scales the gateway applied (its ledger's meta ``credit_scales``; none: full)."""
+    try:
+        found = json.loads(meta.get("credit_scales") or "{}")
+    except ValueError:
+        return {}
+    return {str(k): float(v) for k, v in found.items()} if isinstance(found, dict) else {}
+
+
+def revenue_check(s: Scenario, ledger: Sequence[LedgerRow],
+                  scales: dict[str, float] | None = None,
+                  planned: dict[str, float] | None = None) -> dict[str, Any]:
+    """Every ledger row's money by the ledger contract (:mod:`scenarios.ledger`): its free tokens
+    are the draw on the credit it found (``credit_left`` after it, plus what it drew), its
+    ``revenue_usd`` the list price of the rest, bit for bit; and the credits themselves
+    (:func:`credit_check`) were opened, drawn and left as the contract says."""
     prices = {(p.name, m.name): (m.price_in, m.price_out) for p in s.providers for m in p.models}
     bad: list[dict[str, Any]] = []
     total = expected_total = 0.0
     for row in ledger:
         price = prices.get((row.provider, row.model))
-        expected = (row.tokens_in * price[0] / 1e6 + row.tokens_out * price[1] / 1e6) if price \
-            else 0.0
+        expected = revenue_usd(*price, row.tokens_in, row.tokens_out, row.free_tokens_in,
+                               row.free_tokens_out) if price else 0.0
+        free = _expected_free(row)
         total += row.revenue_usd
         expected_total += expected
-        # Bit-for-bit when computed in the contract's order; 1e-12 relative absorbs a different
-        # but equally valid order of the same two products (a zero price must give exactly 0).
-        if not math.isclose(row.revenue_usd, expected, rel_tol=1e-12, abs_tol=0.0):
+        if row.revenue_usd != expected or (row.free_tokens_in, row.free_tokens_out) != free:
             bad.append({"request_id": row.request_id, "provider": row.provider,
                         "model": row.model, "tokens_in": row.tokens_in,
-                        "tokens_out": row.tokens_out, "revenue_usd": row.revenue_usd,
+                        "tokens_out": row.tokens_out, "free_tokens": [row.free_tokens_in,
+                                                                      row.free_tokens_out],
+                        "expected_free_tokens": list(free), "revenue_usd": row.revenue_usd,
                         "expected_usd": expected})
-    return {"passed": not bad, "rows": len(ledger), "mismatches": len(bad), "examples": bad[:5],
-            "revenue_usd": total, "expected_usd": expected_total}
+    credits = credit_check(s, ledger, scales or {})
+    if planned is not None:
+        credits["scaled_to_plan"] = (scales or {}) == planned
+    return {"passed": not bad and credits["passed"], "rows": len(ledger), "mismatches": len(bad),
+            "examples": bad[:5], "revenue_usd": total, "expected_usd": expected_total,
+            "free_tokens": sum(r.free_tokens_in + r.free_tokens_out for r in ledger),
+            "credits": credits}
+
+
+def _expected_free(row: LedgerRow) -> tuple[int, int]:
+    """What the row's credit should have paid: the draw on the balance it found."""
+    if row.credit_left is None:
+        return 0, 0
+    before = row.credit_left + row.free_tokens_in + row.free_tokens_out
+    if row.credit_opened and before != row.credit_opened:
+        return -1, -1  # an opening row found a balance other than its grant: never matches
+    return credit_draw(row.tokens_in, row.tokens_out, before)
+
+
+def credit_check(s: Scenario, ledger: Sequence[LedgerRow],
+                 scales: dict[str, float] | None = None) -> dict[str, Any]:
+    """Free-token credits per (org, provider), replayed against the ledger contract: opened once
+    (two openings mean the organisation reached two replicas that each gave it a credit: pin
+    organisations to replicas), with the scenario's grant at its instant (times the organisation's
+    credit scale, ``scales``, as the gateway was told); every request that could
+    open one while the offer was on found one; never overdrawn; the last balance (balances only
+    fall) is the grant less the draws."""
+    providers = {p.name: p for p in s.providers}
+    by_key: defaultdict[tuple[str, str], list[LedgerRow]] = defaultdict(list)
+    for row in ledger:
+        if row.provider in providers:
+            by_key[(row.org, row.provider)].append(row)
+    problems: list[dict[str, Any]] = []
+    opened = 0
+    for (org, name), rows in sorted(by_key.items()):
+        found = _credit_problem(providers[name], rows, (scales or {}).get(org, 1.0))
+        opened += sum(1 for r in rows if r.credit_opened > 0)
+        if found:
+            problems.append({"org": org, "provider": name, "problem": found})
+    return {"passed": not problems, "opened": opened, "problems": len(problems),
+            "examples": problems[:5]}
+
+
+def _credit_problem(provider: Provider, rows: list[LedgerRow], scale: float) -> str:
+    openings = [r for r in rows if r.credit_opened > 0]
+    if len(openings) > 1:
+        return (f"credit opened {len(openings)} times (replicas with separate ledgers each gave "
+                "one: route each organisation to one replica)")
+    for r in openings:
+        granted = grants_credit(provider, _parse_instant(r.scenario_time), scale)
+        if r.credit_opened != granted or not draws_credit(provider, r.path):
+            return f"{r.request_id} opened {r.credit_opened} free tokens, the scenario grants {granted}"
+    holding = [r for r in rows if r.credit_left is not None]
+    if any(r.credit_left < 0 for r in holding):  # type: ignore[operator]
+        return "credit overdrawn"
+    missed = [r for r in rows if r.credit_left is None and r.org and draws_credit(provider, r.path)
+              and grants_credit(provider, _parse_instant(r.scenario_time), scale) > 0]
+    if missed:  # once open, a credit stays open (at 0 when used up)
+        return f"{missed[0].request_id} found no credit while the offer was on"
+    if openings and holding:
+        drawn = sum(r.free_tokens_in + r.free_tokens_out for r in holding)
+        last = min(r.credit_left for r in holding)  # type: ignore[type-var]
+        if last != openings[0].credit_opened - drawn:
+            return f"credit left {last}, granted {openings[0].credit_opened} less {drawn} drawn"
+    return ""
 
 
 def token_check(joined: Sequence[Joined]) -> dict[str, Any]:
-    """Served requests: the ledger's tokens are the ones the client asked for and was told."""
+    """Served requests: the ledger's tokens are the ones the client asked for and was told; and no
+    row's credit paid for more tokens than it metered."""
     bad = [j.rec.client_id for j in joined if j.rec and j.row and j.row.decision in SERVED
            and (j.row.tokens_in, j.row.tokens_out) != (j.rec.usage_in, j.rec.usage_out)]
+    bad += [j.row.request_id for j in joined if j.row
+            and not (0 <= j.row.free_tokens_in <= j.row.tokens_in
+                     and 0 <= j.row.free_tokens_out <= j.row.tokens_out)]
     return {"passed": not bad, "mismatches": len(bad), "examples": bad[:5]}
 
 
@@ -275,6 +358,7 @@ def cells(plan: Plan, joined: Iterable[Joined]) -> dict[Key, Cell]:
             cell.sums["tokens_in"] += row.tokens_in
             cell.sums["tokens_out"] += row.tokens_out
             cell.sums["revenue_usd"] += row.revenue_usd
+            cell.sums["free_tokens"] += row.free_tokens_in + row.free_tokens_out
             if row.path == "relay":
                 cell.sums["relay_markup_usd"] += row.revenue_usd * markup
             if row.status == 429 and row.decision == "failed":
@@ -295,8 +379,8 @@ def baseline(plan: Plan) -> dict[tuple[int, str], tuple[int, float]]:
         sch = plan.schedule(u)
         for k in range(len(sch)):
             m = inc.model(sch.models[k])
-            usd = (int(sch.tokens_in[k]) * m.price_in / 1e6
-                   + int(sch.tokens_out[k]) * m.price_out / 1e6) if m else 0.0
+            usd = revenue_usd(m.price_in, m.price_out, int(sch.tokens_in[k]),
+                              int(sch.tokens_out[k])) if m else 0.0
             key = (binner.index(plan.scenario_at(plan.config.epoch + float(sch.offsets[k]))),
                    u.org.region)
             n, total = out.get(key, (0, 0.0))
@@ -340,6 +424,8 @@ def timeseries_rows(plan: Plan, joined: Sequence[Joined],
             add(i, metric, region, provider, path, "", cell.counts.get(metric, 0))
         for metric in ("tokens_in", "tokens_out", "revenue_usd"):
             add(i, metric, region, provider, path, "", cell.sums.get(metric, 0.0))
+        if cell.sums.get("free_tokens"):
+            add(i, "free_tokens", region, provider, path, "", cell.sums["free_tokens"])
         if path == "relay":
             add(i, "relay_markup_usd", region, provider, path, "", cell.sums["relay_markup_usd"])
         for name, values in (("latency_ms", cell.latency), ("ttft_ms", cell.ttft)):
@@ -494,7 +580,8 @@ def _waterfall(plan: Plan, joined: Sequence[Joined], states: Sequence[StateRecor
                 continue
             m = s.incumbent.model(sch.models[k])
             if m:
-                owed += int(sch.tokens_in[k]) * m.price_in / 1e6 + int(sch.tokens_out[k]) * m.price_out / 1e6
+                owed += revenue_usd(m.price_in, m.price_out, int(sch.tokens_in[k]),
+                                    int(sch.tokens_out[k]))
         loss = owed - kept_by_user.get(u.index, 0.0)
         if final_state.get(u.index) in ("migrating", "migrated"):
             to_alt += loss

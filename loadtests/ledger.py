@@ -1,8 +1,9 @@
 """Reading a gateway's metering ledger (SQLite) directly: the load test may not import gateway/.
 
-The schema is the shared contract (README, "Run directories"): table ``requests`` with one row per request
-the gateway answered, and a ``meta`` key/value table. Files are opened read-only. Several gateway
-replicas each write their own shard; :func:`merge_shards` joins the rows of one run into one file.
+The schema is the shared ledger contract, :mod:`scenarios.ledger` (tables ``requests``, ``meta``
+and ``credits``; rows read as :class:`scenarios.ledger.LedgerRow`). Files are opened read-only.
+Several gateway replicas each write their own shard; :func:`merge_shards` joins the rows of one run
+into one file made from the contract, whose trigger rebuilds the run's credits from those rows.
 """
 
 from __future__ import annotations
@@ -10,42 +11,19 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from loadtests.errors import RunOutputError
+from scenarios.ledger import (
+    COLUMN_NAMES,
+    CREATE_STATEMENTS,
+    SELECT_REQUESTS,
+    TABLES,
+    LedgerRow,
+)
 
-COLUMNS = ("request_id", "wall_time", "scenario_time", "org", "home_region", "country", "asn",
-           "asn_class", "provider", "model", "decision", "stage", "status", "tokens_in",
-           "tokens_out", "revenue_usd", "upstream_ms", "total_ms", "ttft_ms", "path", "stream",
-           "error")
-
-
-@dataclass(frozen=True, slots=True)
-class LedgerRow:
-    request_id: str
-    wall_time: float
-    scenario_time: str
-    org: str
-    home_region: str
-    country: str
-    asn: int | None
-    asn_class: str
-    provider: str
-    model: str
-    decision: str
-    stage: str
-    status: int
-    tokens_in: int
-    tokens_out: int
-    revenue_usd: float
-    upstream_ms: float | None
-    total_ms: float
-    ttft_ms: float | None
-    path: str
-    stream: int
-    error: str
+COLUMNS = COLUMN_NAMES
 
 
 def read_ledger(path: Path) -> tuple[list[LedgerRow], dict[str, str]]:
@@ -55,8 +33,7 @@ def read_ledger(path: Path) -> tuple[list[LedgerRow], dict[str, str]]:
     try:
         con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
-            rows = con.execute(f"SELECT {', '.join(COLUMNS)} FROM requests "
-                               "ORDER BY wall_time, request_id").fetchall()
+            rows = con.execute(SELECT_REQUESTS).fetchall()
             meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
         finally:
             con.close()
@@ -80,17 +57,19 @@ def check_shard(path: Path) -> None:
     except sqlite3.Error as exc:
         raise RunOutputError(f"{path}: not a gateway ledger ({exc})") from exc
     missing = [c for c in COLUMNS if c not in cols]
-    if not {"requests", "meta"} <= found or missing:
-        raise RunOutputError(f"{path}: not a gateway ledger (expected tables requests and meta "
-                             f"with columns {', '.join(COLUMNS)})")
+    if not set(TABLES) <= found or missing:
+        raise RunOutputError(f"{path}: not a gateway ledger (expected tables {', '.join(TABLES)}, "
+                             f"requests with columns {', '.join(COLUMNS)})")
 
 
 def merge_shards(shards: Sequence[Path], into: Path, *, since: float,
                  until: float) -> list[dict[str, Any]]:
     """Copy the rows of several gateways' ledgers that arrived in [since, until] into one ledger.
 
-    ``into`` gets the first shard's own table definitions (no second copy of the schema here) and
-    the first shard's meta, plus ``shards`` (JSON: path, rows in the window, rows in all). Gateway
+    ``into`` is made from the ledger contract, with the first shard's meta plus ``shards`` (JSON:
+    path, rows in the window, rows in all); its ``credits`` are rebuilt from the merged rows by the
+    contract's trigger (credits opened before the window are not in it; each row still carries
+    its own free tokens and the credit left after it). Gateway
     request ids carry the process id and a random part, so they do not collide between shards; if
     two shards do share one, that is reported, not silently overwritten. Returns the shard list.
     """
@@ -101,14 +80,14 @@ def merge_shards(shards: Sequence[Path], into: Path, *, since: float,
             con.execute("ATTACH DATABASE ? AS shard", (f"file:{shard}?mode=ro",))
             try:
                 if i == 0:
-                    for (sql,) in con.execute("SELECT sql FROM shard.sqlite_master WHERE type = "
-                                              "'table' AND name IN ('requests', 'meta')").fetchall():
-                        con.execute(str(sql))
+                    for statement in CREATE_STATEMENTS:
+                        con.execute(statement)
                     con.execute("INSERT INTO meta SELECT key, value FROM shard.meta")
                 total = con.execute("SELECT count(*) FROM shard.requests").fetchone()[0]
                 copied = con.execute(
                     f"INSERT INTO requests ({', '.join(COLUMNS)}) SELECT {', '.join(COLUMNS)} "
-                    "FROM shard.requests WHERE wall_time BETWEEN ? AND ?", (since, until)).rowcount
+                    "FROM shard.requests WHERE wall_time BETWEEN ? AND ? "
+                    "ORDER BY rowid", (since, until)).rowcount  # billing order: credits open first
                 con.commit()
             except sqlite3.IntegrityError as exc:
                 raise RunOutputError(f"{shard}: a request id also appears in an earlier --ledger "

@@ -15,6 +15,7 @@ run directory behind (it is staged and renamed into place only when complete).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -33,7 +34,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from loadtests import analysis
+from loadtests import analysis, credits
 from loadtests.errors import RunOutputError, ServiceFailedError, ServiceStartError
 from loadtests.events import Tail, count_records, read_events
 from loadtests.ledger import check_shard, merge_shards, read_ledger
@@ -164,15 +165,17 @@ def _run(loaded: Loaded, opts: Options, d: Path, started: dt.datetime, console: 
     fixed = opts.epoch is not None
     provisional = opts.epoch if opts.epoch is not None else time.time() + PROVISIONAL_EPOCH_S
     admin_token = secrets.token_hex(16)
+    config = LoadConfig(scenario=str(scenario_file), duration_s=opts.duration_s,
+                        epoch=provisional, users=opts.users, rate=opts.rate, seed=opts.seed,
+                        max_tokens_in=opts.max_tokens_in, max_tokens_out=opts.max_tokens_out,
+                        events_dir=str(events_dir), epoch_file="" if fixed else str(d / "epoch"),
+                        drain_s=opts.drain_s, run_id=secrets.token_hex(4),
+                        workers=max(1, opts.workers), market_file=market_file)
+    scales = credits.write(build_plan(config, loaded), d)  # the gateway's --credit-scale
     with Processes(log_dir=d / "logs") as procs:
-        services = _start_services(procs, opts, scenario_file, d, provisional, ports, admin_token)
-        config = LoadConfig(scenario=str(scenario_file), duration_s=opts.duration_s,
-                            epoch=provisional, users=opts.users, rate=opts.rate, seed=opts.seed,
-                            max_tokens_in=opts.max_tokens_in, max_tokens_out=opts.max_tokens_out,
-                            relay_url=services.relay_url, events_dir=str(events_dir),
-                            epoch_file="" if fixed else str(d / "epoch"), drain_s=opts.drain_s,
-                            run_id=secrets.token_hex(4), workers=max(1, opts.workers),
-                            market_file=market_file)
+        services = _start_services(procs, opts, scenario_file, d, provisional, ports, admin_token,
+                                   scales)
+        config = dataclasses.replace(config, relay_url=services.relay_url)
         plan = build_plan(config, loaded)
         console.print(_intro(plan, services, opts), soft_wrap=True)
         locust = _start_locust(procs, config, services.host, d, opts)
@@ -246,7 +249,7 @@ class Ports:
 
 
 def _start_services(procs: Processes, opts: Options, scenario_file: Path, d: Path, epoch: float,
-                    ports: Ports | None, admin_token: str) -> Services:
+                    ports: Ports | None, admin_token: str, credit_scales: Path) -> Services:
     """The mock upstreams + relay and the gateway (nothing when targeting --host)."""
     if ports is None:
         assert opts.host is not None
@@ -261,7 +264,8 @@ def _start_services(procs: Processes, opts: Options, scenario_file: Path, d: Pat
         *_python(), "regionblock", "gateway", str(scenario_file),
         "--port", str(ports.gateway), "--upstream-base-port", str(ports.base),
         "--trusted-proxy", "127.0.0.1/32", "--compress", f"{opts.duration_s:g}s@{epoch!r}",
-        "--ledger", str(ledger)], env=_child_env({ADMIN_TOKEN_ENV: admin_token}))
+        "--ledger", str(ledger), "--credit-scale", str(credit_scales)],
+        env=_child_env({ADMIN_TOKEN_ENV: admin_token}))
     return Services(f"http://127.0.0.1:{ports.gateway}", f"http://127.0.0.1:{ports.relay}",
                     ledger, gateway)
 
@@ -416,7 +420,9 @@ def _write_results(plan: Plan, loaded: Loaded, opts: Options, d: Path, services:
         rec["locust_stats_requests"] = locust_count
         rec["passed"] = rec["passed"] and locust_count == len(events.requests)
         checks["reconciliation"] = rec
-        checks["revenue"] = analysis.revenue_check(plan.scenario, ledger_rows)
+        checks["revenue"] = analysis.revenue_check(plan.scenario, ledger_rows,
+                                                   analysis.applied_scales(ledger_meta),
+                                                   credits.credit_scales(plan))
         checks["tokens"] = analysis.token_check(joined)
     else:
         skipped = {"skipped": True, "reason": f"--host {services.host}: a gateway this run did not "
@@ -491,7 +497,9 @@ def _detail(name: str, c: dict[str, Any]) -> str:
         return (f"locust/ledger by decision: {by}; unmatched {c['unmatched_locust']}/"
                 f"{c['unmatched_ledger']}, mismatched {c['decision_mismatches']}")
     if name == "revenue":
-        return f"{c['rows']} rows, {c['mismatches']} off tokens x price; ${c['revenue_usd']:.6f}"
+        return (f"{c['rows']} rows, {c['mismatches']} off the contract (free tokens, price); "
+                f"${c['revenue_usd']:.6f}; {c['free_tokens']} free tokens; credits opened "
+                f"{c['credits']['opened']}, {c['credits']['problems']} with problems")
     if name == "tokens":
         return f"{c['mismatches']} served requests whose ledger tokens differ from the response"
     if name == "slo":

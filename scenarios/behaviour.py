@@ -19,6 +19,7 @@ import numpy as np
 
 from scenarios.countries import expand_regions
 from scenarios.distributions import Distribution, Lognormal
+from scenarios.ledger import revenue_usd
 from scenarios.schema import Bass, Provider, Scenario, Segment
 
 WAIT, CIRCUMVENT, CHURN = "wait", "circumvent", "churn"
@@ -30,13 +31,14 @@ def typical(d: Distribution) -> float:
 
 
 def cost_per_request(s: Scenario, segment: Segment, provider: Provider) -> float:
-    """Expected USD per request of the segment's model mix at ``provider`` (substitutes applied)."""
+    """Expected USD per request of the segment's model mix at ``provider`` (substitutes applied),
+    priced by the ledger contract's :func:`scenarios.ledger.revenue_usd` (no free tokens)."""
     tin, tout = segment.tokens_in.mean(), segment.tokens_out.mean()
     total = 0.0
     for name, share in segment.model_mix.items():
         m = provider.substitute_for(name)
-        total += share * (tin * m.price_in + tout * m.price_out) / 1e6
-    return total
+        total += share * revenue_usd(m.price_in, m.price_out, tin, tout)
+    return float(total)
 
 
 def quality(segment: Segment, provider: Provider) -> float:

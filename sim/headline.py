@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from scenarios.ledger import revenue_usd
 from scenarios.rundir import ORG_STATES, PATHS
 from sim.outcome import prices
 
@@ -109,6 +110,6 @@ def _incumbent_value_elsewhere(setup: Setup, run: Run, regions: list[int], after
     k = run.fa.provider[cells.fate]
     mine = (k != inc) & (k >= 0) & np.isin(cells.region, regions) & np.isin(cells.bin, after)
     pin, pout = prices(setup.s)
-    value = (cells.tokens_in[mine] * pin[inc, cells.model[mine]]
-             + cells.tokens_out[mine] * pout[inc, cells.model[mine]]) / 1e6
+    value = revenue_usd(pin[inc, cells.model[mine]], pout[inc, cells.model[mine]],
+                        cells.tokens_in[mine], cells.tokens_out[mine])
     return float(value.sum())

@@ -10,8 +10,8 @@ Per cell (bin, region, segment, model, fate):
    that bin and region (:mod:`sim.capacity`) or its injected faults; failures with a retryable
    status (and connection resets) are retried too.
 3. **Money.** Served requests keep their share of the cell's tokens; the served model is the
-   provider's substitute for the organisation's incumbent model; revenue is
-   ``(tokens_in − free_in)·price_in/1e6 + (tokens_out − free_out)·price_out/1e6`` exactly. Relayed
+   provider's substitute for the organisation's incumbent model; revenue is the ledger contract's
+   :func:`scenarios.ledger.revenue_usd` (list prices, net of free tokens), as in the gateway. Relayed
    traffic also pays the relay its mark-up (``relay_markup_usd``, not provider revenue).
 
 ``requests`` counts attempts (retries included), so requests = allowed + warned + blocked + failed.
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from scenarios.ledger import revenue_usd
 from scenarios.schema import Scenario
 from sim.capacity import Capacity
 from sim.pieces import DENY, WARN, Fate
@@ -154,7 +155,7 @@ def money(s: Scenario, cells: Cells, fa: FateArrays, served: np.ndarray, paths: 
     fout = cells.free_out * share_num // share_den
     pin, pout = prices(s)
     k = fa.provider[cells.fate]
-    revenue = ((tin - fin) * pin[k, cells.model] + (tout - fout) * pout[k, cells.model]) / 1e6
+    revenue = revenue_usd(pin[k, cells.model], pout[k, cells.model], tin, tout, fin, fout)
     relay = fa.path[cells.fate] == paths.index("relay")
     markup = np.where(relay, revenue * s.behaviour.relay.markup, 0.0)
     return tin, tout, fin + fout, revenue, markup

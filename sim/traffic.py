@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from scenarios.distributions import Distribution, Lognormal, sample
+from scenarios.ledger import credit_draws
 from scenarios.schema import Scenario
 from sim.pieces import NONE, Pieces
 from sim.population import Population
@@ -363,26 +364,15 @@ def _deal(unit: np.ndarray, bins: np.ndarray, weight: np.ndarray, partial: np.nd
 
 def _free_tokens(migrated: np.ndarray, fate: np.ndarray, org: np.ndarray, tin: np.ndarray,
                  tout: np.ndarray, credit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Free tokens used: a migrated organisation's credit pays for its first tokens at the provider."""
+    """Free tokens used: a migrated organisation's credit pays for its first tokens at the provider
+    (the ledger contract's draw, :func:`scenarios.ledger.credit_draws`, in (unit, time) order)."""
     free_in = np.zeros_like(tin)
     free_out = np.zeros_like(tout)
     idx = np.flatnonzero(credit[org] > 0)
     idx = idx[migrated[fate[idx]]]
     if idx.size == 0:
         return free_in, free_out
-    used = tin[idx] + tout[idx]
-    o = org[idx]
-    cum = np.cumsum(used)
-    new = np.ones(idx.size, dtype=bool)
-    new[1:] = o[1:] != o[:-1]
-    base = np.maximum.accumulate(np.where(new, cum - used, 0))
-    mine = cum - base
-    cap = credit[o]
-    free = np.minimum(mine, cap) - np.minimum(mine - used, cap)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        fin = np.where(used > 0, np.floor(free * tin[idx] / np.maximum(used, 1)), 0).astype(np.int64)
-    free_in[idx] = fin
-    free_out[idx] = free - fin
+    free_in[idx], free_out[idx] = credit_draws(org[idx], tin[idx], tout[idx], credit)
     return free_in, free_out
 
 

@@ -62,6 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="off: durable across a crash of the process, never fsyncs; normal (default): "
                         "also stays consistent across a power loss (fsync at WAL checkpoints); "
                         "full: fsync every commit, durable across a power loss")
+    p.add_argument("--credit-scale", type=Path, metavar="FILE",
+                   help="JSON object of organisation id to the fraction of its free-token credits "
+                        "it gets (a load test's sampled users; written by regionblock loadtest)")
     p.add_argument("--geoip-db", type=Path, metavar="MMDB",
                    help="MaxMind MMDB file (default: the GeoLite2 data embedded in geoip2fast)")
     p.add_argument("--admin-token", metavar="TOKEN",
@@ -126,6 +129,7 @@ def build_config(args: argparse.Namespace, loaded: Loaded) -> GatewayConfig:
         clock=clock_spec(args),
         ledger_path=args.ledger or default_ledger_path(default_runs_dir()),
         ledger_sync=args.ledger_sync,
+        credit_scales=credit_scales_from(args.credit_scale),
         geoip_db=args.geoip_db,
         admin_token=admin_token_from(args.admin_token),
         limits=Limits(max_body_bytes=args.max_body, header_timeout_s=args.header_timeout,
@@ -136,6 +140,15 @@ def build_config(args: argparse.Namespace, loaded: Loaded) -> GatewayConfig:
                                 breaker_failures=args.breaker_failures,
                                 breaker_cooldown_s=args.breaker_cooldown),
     )
+
+
+def credit_scales_from(path: Path | None) -> dict[str, float]:
+    from scenarios.ledger import read_credit_scales
+
+    try:
+        return read_credit_scales(path) if path else {}
+    except ValueError as exc:
+        raise UsageError(f"--credit-scale: {exc}") from None
 
 
 def run(args: argparse.Namespace) -> int:

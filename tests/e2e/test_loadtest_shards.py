@@ -1,20 +1,22 @@
 """Scale-out: a load test against two gateway replicas behind a balancer, reconciled across shards.
 
 The mock upstreams and two ``regionblock gateway`` processes (each with its own ledger shard, both
-compressing the scenario onto the same epoch) run as processes; a round-robin TCP balancer in this
-test spreads Locust's connections over them; ``regionblock loadtest --host --epoch --ledger A
---ledger B`` merges the shards and must reconcile every request exactly.
+compressing the scenario onto the same epoch) run as processes; a TCP balancer in this test spreads
+Locust's connections over them by organisation (a hash of the first request's API key, as a
+deployment must, so that each organisation's free-token credit lives on one replica: README);
+``regionblock loadtest --host --epoch --ledger A --ledger B`` merges the shards and must reconcile
+every request, and every credit, exactly.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 import sqlite3
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,18 +35,19 @@ DURATION_S = 10.0
 LEAD_S = 12.0
 
 
-class RoundRobin:
-    """A TCP balancer on loopback: each accepted connection goes to the next backend in turn."""
+class ByOrg:
+    """A TCP balancer on loopback: each accepted connection goes to the backend its first request's
+    ``Authorization`` key hashes to (each Locust user, one organisation, keeps its connection)."""
 
     def __init__(self, backends: list[int]) -> None:
         self.port = free_port()
-        self._next = itertools.cycle(backends)
+        self._backends = backends
         self.connections: dict[int, int] = dict.fromkeys(backends, 0)
         self._loop = asyncio.new_event_loop()
         self._started = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> RoundRobin:
+    def __enter__(self) -> ByOrg:
         self._thread.start()
         assert self._started.wait(10), "balancer did not start"
         return self
@@ -64,10 +67,21 @@ class RoundRobin:
             server.close()
             self._loop.close()
 
+    def backend_for(self, head: bytes) -> int:
+        key = next((line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"authorization:")), b"")
+        return self._backends[zlib.crc32(key) % len(self._backends)]
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        backend = next(self._next)
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            writer.close()
+            return
+        backend = self.backend_for(head)
         self.connections[backend] += 1
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", backend)
+        up_writer.write(head)
         await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
 
 
@@ -114,7 +128,7 @@ def rows(path: Path, sql: str) -> list[tuple[object, ...]]:
 def test_a_load_test_over_two_gateway_replicas_reconciles_across_their_shards(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     epoch = time.time() + LEAD_S
-    with replicas(tmp_path, epoch) as (ports, shards), RoundRobin(ports) as balancer:
+    with replicas(tmp_path, epoch) as (ports, shards), ByOrg(ports) as balancer:
         code = main(["loadtest", SCENARIO, *OVERRIDES, "--host", f"http://127.0.0.1:{balancer.port}",
                      "--epoch", repr(epoch), "--duration", f"{DURATION_S:g}s", "--users", "20",
                      "--rate", "40", "--ledger", str(shards[0]), "--ledger", str(shards[1]),
@@ -132,3 +146,7 @@ def test_a_load_test_over_two_gateway_replicas_reconciles_across_their_shards(
     shards_meta = json.loads(str(rows(merged, "SELECT value FROM meta WHERE key = 'shards'")[0][0]))
     assert [(s["path"], s["rows_in_run"]) for s in shards_meta] == list(zip(map(str, shards), served,
                                                                             strict=True))
+    money = read_run(run_dir).summary["checks"]["revenue"]
+    assert money["passed"] and money["credits"]["problems"] == 0, money
+    opened = rows(merged, "SELECT count(*) FROM requests WHERE credit_opened > 0")[0][0]
+    assert money["credits"]["opened"] == opened == len(rows(merged, "SELECT * FROM credits"))

@@ -100,12 +100,12 @@ async def start_gateway(loaded: Loaded, fake_server: tuple[FakeUpstream, TestSer
 
     async def start(clock: str = AFTER_BLOCK, scenario: Loaded | None = None,
                     limits: Limits | None = None, upstream_policy: UpstreamPolicy | None = None,
-                    **fields: Any) -> Harness:
+                    ledger: Path | None = None, **fields: Any) -> Harness:
         chosen = scenario or loaded
         base = f"http://127.0.0.1:{upstream.port}/p/"
         upstreams = {p.name: parse_upstream_url(base + p.name, what="test")
                      for p in chosen.scenario.providers}
-        ledger = tmp_path / f"ledger-{len(started)}.sqlite"
+        ledger = ledger or tmp_path / f"ledger-{len(started)}.sqlite"  # reuse one: a restart
         fields.setdefault("scenario_ref", "openai-2024-cn-hk")
         fields.setdefault("trusted_proxies", parse_networks(["127.0.0.1/32"], what="test"))
         config = GatewayConfig(

@@ -29,7 +29,7 @@ async def test_us_client_gets_a_completion_and_an_exact_ledger_row(start_gateway
         "asn_class": "isp", "provider": "openai", "model": "gpt-4o", "decision": "allow",
         "stage": "", "status": 200, "tokens_in": 10, "tokens_out": 7, "path": "direct",
         "stream": 0, "error": "", "ttft_ms": None, "scenario_time": "2024-07-10T00:00:00Z"}
-    assert row["revenue_usd"] == 10 * 5.00 / 1e6 + 7 * 15.00 / 1e6
+    assert row["revenue_usd"] == (10 * 5.00 + 7 * 15.00) / 1e6  # the contract: one division
     assert row["upstream_ms"] > 0 and row["total_ms"] >= row["upstream_ms"]
 
 
@@ -102,7 +102,7 @@ async def test_model_selects_its_provider(start_gateway: StartGateway) -> None:
     assert gw.fake.calls[-1][0] == "deepseek"
     row = gw.row(headers["x-request-id"])
     assert row["provider"] == "deepseek"
-    assert row["revenue_usd"] == 10 * 0.14 / 1e6 + 3 * 0.28 / 1e6
+    assert row["revenue_usd"] == (10 * 0.14 + 3 * 0.28) / 1e6  # the contract: one division
 
 
 async def test_models_lists_what_is_sold_now(start_gateway: StartGateway) -> None:

@@ -10,16 +10,12 @@ import pytest
 
 from gateway.errors import LedgerError
 from gateway.ledger import COLUMN_NAMES, Ledger
-
-SCHEMA = ("request_id", "wall_time", "scenario_time", "org", "home_region", "country", "asn",
-          "asn_class", "provider", "model", "decision", "stage", "status", "tokens_in",
-          "tokens_out", "revenue_usd", "upstream_ms", "total_ms", "ttft_ms", "path", "stream",
-          "error")
+from scenarios import ledger as contract
+from tests.ledger_rows import row_tuple
 
 
 def row(i: int) -> tuple[object, ...]:
-    return (f"r{i}", 1.5, "2024-07-10T00:00:00Z", "us-startup-000001", "US", "US", None, "isp",
-            "openai", "gpt-4o", "allow", "", 200, 8, 12, 0.00022, 1.0, 2.0, None, "direct", 0, "")
+    return row_tuple(request_id=f"r{i}")
 
 
 @pytest.mark.parametrize("sync", ["off", "normal", "full"])
@@ -38,8 +34,18 @@ async def test_rows_are_committed_before_their_futures_resolve(tmp_path: Path, s
     assert ledger.written == 50 and ledger.backlog == 0
 
 
-def test_schema_is_the_shared_contract() -> None:
-    assert COLUMN_NAMES == SCHEMA
+def test_schema_is_the_shared_contract(tmp_path: Path) -> None:
+    """The gateway writes exactly the contract's tables and columns."""
+    assert COLUMN_NAMES == contract.COLUMN_NAMES
+    path = tmp_path / "l.sqlite"
+    Ledger(path, meta={})
+    db = sqlite3.connect(path)
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    cols = tuple(r[1] for r in db.execute("PRAGMA table_info(requests)"))
+    credit_cols = tuple(r[1] for r in db.execute("PRAGMA table_info(credits)"))
+    db.close()
+    assert tables == set(contract.TABLES)
+    assert cols == contract.COLUMN_NAMES and credit_cols == contract.CREDIT_COLUMN_NAMES
 
 
 def test_a_ledger_with_other_columns_is_refused(tmp_path: Path) -> None:

@@ -7,11 +7,13 @@ import datetime as dt
 
 import pytest
 
+from gateway.metering import Credits
 from loadtests import analysis
 from loadtests.events import RequestRecord, StateRecord
-from loadtests.ledger import LedgerRow
 from loadtests.plan import LoadConfig, Plan, build_plan
+from scenarios.ledger import LedgerRow, revenue_usd
 from scenarios.loader import load
+from tests.ledger_rows import ledger_row
 
 S = load("openai-2024-cn-hk").scenario
 
@@ -27,13 +29,9 @@ def rec(i: int, decision: str, **kw: object) -> RequestRecord:
 
 
 def row(i: int, decision: str, **kw: object) -> LedgerRow:
-    base = dict(request_id=f"g{i}", wall_time=100.0 + i, scenario_time="2024-07-10T00:00:00Z",
-                org="cn-startup-000001", home_region="CN", country="CN", asn=None,
-                asn_class="isp", provider="openai", model="gpt-4o", decision=decision, stage="",
-                status=200, tokens_in=10, tokens_out=5, revenue_usd=10 * 5.0 / 1e6 + 5 * 15.0 / 1e6,
-                upstream_ms=1.0, total_ms=2.0, ttft_ms=None, path="direct", stream=0, error="")
-    base.update(kw)
-    return LedgerRow(**base)  # type: ignore[arg-type]
+    return ledger_row(request_id=f"g{i}", wall_time=100.0 + i, org="cn-startup-000001",
+                      home_region="CN", country="CN", decision=decision, tokens_in=10,
+                      tokens_out=5, revenue_usd=revenue_usd(5.0, 15.0, 10, 5), **kw)
 
 
 def test_reconciliation_passes_when_every_request_is_booked_as_seen() -> None:
@@ -125,3 +123,95 @@ def test_org_states_are_weighted_and_taken_at_bin_ends() -> None:
 def test_blocked_regions_and_allow_list() -> None:
     assert analysis.blocked_regions(S) == frozenset({"CN", "HK", "MO", "RU"})
     assert analysis.allow_listed(S) == frozenset({"enterprise-azure"})
+
+
+# ---------------------------------------------------------------- free-token credits
+
+OFFER = load("openai-2024-cn-hk", ["providers[3].incentive.free_tokens=50"]).scenario
+AT = dt.datetime(2024, 7, 10, tzinfo=dt.UTC)
+
+
+def billed(sequence: list[tuple[int, int]], *, org: str = "cn-startup-000001",
+           first: int = 0, credits: Credits | None = None) -> list[LedgerRow]:
+    """Rows for one organisation's requests at Tencent, billed by the gateway's own Credits."""
+    credits = credits or Credits({})
+    tencent = OFFER.provider("tencent")
+    model = tencent.models[0]
+    out = []
+    for k, (tin, tout) in enumerate(sequence):
+        bill = credits.bill(org=org, provider=tencent, model=model, path="direct", at=AT,
+                            tokens_in=tin, tokens_out=tout)
+        out.append(ledger_row(request_id=f"{org}-{first + k}", wall_time=100.0 + first + k,
+                              org=org, home_region="CN", country="CN", provider="tencent",
+                              model=model.name, tokens_in=tin, tokens_out=tout,
+                              free_tokens_in=bill.free_in, free_tokens_out=bill.free_out,
+                              revenue_usd=bill.revenue_usd, credit_opened=bill.credit_opened,
+                              credit_left=bill.credit_left))
+    return out
+
+
+SEQUENCE = [(10, 7), (10, 7), (20, 12), (10, 7)]
+
+
+def test_the_revenue_check_replays_each_rows_credit_draw() -> None:
+    rows = billed(SEQUENCE)
+    result = analysis.revenue_check(OFFER, rows)
+    assert result["passed"] and result["free_tokens"] == 50
+    assert result["credits"] == {"passed": True, "opened": 1, "problems": 0, "examples": []}
+    # a row that drew one token too many (and priced the rest right) is caught
+    off = dataclasses.replace(rows[2], free_tokens_in=11, credit_left=-1,
+                              revenue_usd=revenue_usd(4.14, 13.8, 20, 12, 11, 6))
+    result = analysis.revenue_check(OFFER, [*rows[:2], off, rows[3]])
+    assert not result["passed"] and result["mismatches"] == 1
+    assert result["examples"][0]["expected_free_tokens"] == [10, 6]  # the draw on 16 left
+    assert result["credits"]["examples"][0]["problem"] == "credit overdrawn"
+
+
+def test_a_credit_opened_by_two_replicas_is_reported() -> None:
+    """An organisation that reached two replicas got a credit from each: pin orgs to replicas."""
+    a, b = billed(SEQUENCE[:2]), billed(SEQUENCE[2:], first=2)  # two separate balances
+    result = analysis.revenue_check(OFFER, a + b)
+    assert not result["passed"] and result["mismatches"] == 0  # every row is right on its own
+    (problem,) = result["credits"]["examples"]
+    assert problem["org"] == "cn-startup-000001" and problem["provider"] == "tencent"
+    assert problem["problem"].startswith("credit opened 2 times (replicas with separate ledgers")
+
+
+def test_a_request_that_should_have_opened_a_credit_is_reported() -> None:
+    rows = billed(SEQUENCE[:1])
+    unopened = dataclasses.replace(rows[0], free_tokens_in=0, free_tokens_out=0, credit_opened=0,
+                                   credit_left=None, revenue_usd=revenue_usd(4.14, 13.8, 10, 7))
+    result = analysis.revenue_check(OFFER, [unopened])
+    assert result["mismatches"] == 0 and not result["credits"]["passed"]
+    assert result["credits"]["examples"][0]["problem"] == (
+        "cn-startup-000001-0 found no credit while the offer was on")
+
+
+def test_a_credit_whose_rows_do_not_add_up_is_reported() -> None:
+    rows = billed(SEQUENCE)
+    lost = rows[:1] + rows[2:]  # a drawing row missing from the ledger
+    result = analysis.revenue_check(OFFER, lost)
+    assert result["credits"]["examples"][0]["problem"] == "credit left 0, granted 50 less 33 drawn"
+
+
+def test_free_tokens_are_in_the_token_check_and_the_timeseries() -> None:
+    rows = billed(SEQUENCE)
+    bad = dataclasses.replace(rows[0], free_tokens_out=8)
+    joined = analysis.join([], [*rows[1:], bad])
+    assert analysis.token_check(joined)["examples"] == [bad.request_id]
+    cells = analysis.cells(plan(), analysis.join([], rows))
+    assert {k[1:]: c.sums["free_tokens"] for k, c in cells.items()} == {
+        ("CN", "tencent", "direct"): 50}
+
+
+def test_the_credit_check_expects_the_grant_the_gateway_was_told_to_scale() -> None:
+    rows = billed(SEQUENCE, credits=Credits({}, {"cn-startup-000001": 0.5}))
+    scales = analysis.applied_scales({"credit_scales": '{"cn-startup-000001": 0.5}'})
+    assert scales == {"cn-startup-000001": 0.5}
+    result = analysis.revenue_check(OFFER, rows, scales, scales)
+    assert result["passed"] and result["credits"]["scaled_to_plan"] is True
+    assert rows[0].credit_opened == 25
+    unscaled = analysis.revenue_check(OFFER, rows, {}, scales)
+    assert not unscaled["passed"] and unscaled["credits"]["scaled_to_plan"] is False
+    assert unscaled["credits"]["examples"][0]["problem"] == (
+        "cn-startup-000001-0 opened 25 free tokens, the scenario grants 50")

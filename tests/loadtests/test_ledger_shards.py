@@ -13,12 +13,11 @@ from gateway.ledger import Ledger
 from loadtests.errors import RunOutputError
 from loadtests.ledger import check_shard, merge_shards, read_ledger
 from regionblock.cli import main
+from tests.ledger_rows import row_tuple
 
 
-def row(request_id: str, wall_time: float) -> tuple[object, ...]:
-    return (request_id, wall_time, "2024-07-10T00:00:00Z", "us-startup-000001", "US", "US", None,
-            "isp", "openai", "gpt-4o", "allow", "", 200, 8, 12, 0.00022, 1.0, 2.0, None, "direct",
-            0, "")
+def row(request_id: str, wall_time: float, **fields: object) -> tuple[object, ...]:
+    return row_tuple(request_id=request_id, wall_time=wall_time, **fields)
 
 
 def shard(path: Path, rows: list[tuple[object, ...]], pid: str) -> Path:
@@ -82,3 +81,72 @@ def test_bad_ledger_arguments_are_one_line_and_exit_2(
     err = capsys.readouterr().err
     assert (code, err) == (2, message.format(**names) + "\n")
     assert not out.exists() or not any(out.iterdir())  # nothing started, nothing written
+
+
+def credits(path: Path) -> list[tuple[object, ...]]:
+    con = sqlite3.connect(path)
+    try:
+        return con.execute("SELECT org, provider, granted, remaining, opened_by FROM credits "
+                           "ORDER BY org").fetchall()
+    finally:
+        con.close()
+
+
+def tencent(request_id: str, wall_time: float, org: str, opened: int, free: tuple[int, int],
+            left: int) -> tuple[object, ...]:
+    return row(request_id, wall_time, org=org, provider="tencent", model="hunyuan-pro",
+               tokens_in=10, tokens_out=7, free_tokens_in=free[0], free_tokens_out=free[1],
+               revenue_usd=0.0, credit_opened=opened, credit_left=left)
+
+
+def test_the_merge_carries_the_credit_columns_and_rebuilds_the_runs_credits(tmp_path: Path) -> None:
+    """Each organisation on one replica (pinned): the merged credits are each shard's."""
+    a = shard(tmp_path / "a.sqlite", [tencent("a1", 100.0, "cn-startup-000001", 50, (10, 7), 33),
+                                      tencent("a2", 101.0, "cn-startup-000001", 0, (10, 7), 16)],
+              "1")
+    b = shard(tmp_path / "b.sqlite", [tencent("b1", 100.5, "cn-hobbyist-000002", 50, (10, 7), 33)],
+              "2")
+    assert credits(a) == [("cn-startup-000001", "tencent", 50, 16, "a1")]  # the gateway's own
+    into = tmp_path / "ledger.sqlite"
+    merge_shards([a, b], into, since=0.0, until=1e10)
+    rows, _ = read_ledger(into)
+    assert [(r.request_id, r.free_tokens_in, r.credit_opened, r.credit_left) for r in rows] == [
+        ("a1", 10, 50, 33), ("b1", 10, 50, 33), ("a2", 10, 0, 16)]
+    assert credits(into) == [("cn-hobbyist-000002", "tencent", 50, 33, "b1"),
+                             ("cn-startup-000001", "tencent", 50, 16, "a1")]
+
+
+def test_a_credit_opened_on_two_shards_keeps_the_first_opening(tmp_path: Path) -> None:
+    """Unpinned replicas: the merge keeps one credit, so the draws of both show the double grant
+    (the load test's revenue check reports it)."""
+    a = shard(tmp_path / "a.sqlite", [tencent("a1", 100.0, "cn-startup-000001", 50, (10, 7), 33)],
+              "1")
+    b = shard(tmp_path / "b.sqlite", [tencent("b1", 101.0, "cn-startup-000001", 50, (10, 7), 33)],
+              "2")
+    into = tmp_path / "ledger.sqlite"
+    merge_shards([a, b], into, since=0.0, until=1e10)
+    assert credits(into) == [("cn-startup-000001", "tencent", 50, 16, "a1")]
+
+
+def test_gateway_writer_loadtest_reader_and_contract_agree_on_every_column(tmp_path: Path) -> None:
+    """The gateway's Meter, its writer and the load test's reader all take the contract's columns:
+    a gateway-written row reads back as the same LedgerRow, column for column."""
+    import dataclasses
+    import datetime as dt
+
+    from gateway.app import Meter
+    from gateway.ledger import COLUMN_NAMES as WRITTEN
+    from loadtests.ledger import COLUMNS as READ
+    from scenarios import ledger as contract
+
+    assert WRITTEN == READ == contract.COLUMN_NAMES
+    meter = Meter("m1", 100.0, "2024-07-10T00:00:00Z", dt.datetime(2024, 7, 10, tzinfo=dt.UTC))
+    written = meter.row(3.5)
+    assert len(written) == len(contract.COLUMN_NAMES)
+    assert dict(zip(contract.COLUMN_NAMES, written, strict=True))["total_ms"] == 3.5
+    values = row("x1", 99.0, free_tokens_in=3, free_tokens_out=4, credit_opened=50,
+                 credit_left=43)
+    path = shard(tmp_path / "a.sqlite", [values, written], "1")
+    rows, _ = read_ledger(path)
+    assert [dataclasses.astuple(r) for r in rows] == [values, written]
+    check_shard(path)
