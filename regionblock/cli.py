@@ -17,7 +17,7 @@ from scenarios.errors import ScenarioError
 
 #: The order ``--help`` lists the subcommand modules found in ``regionblock.commands``.
 COMMAND_ORDER = ("scenario", "policy", "simulate", "sweep", "upstreams", "gateway", "loadtest",
-                 "report", "demo")
+                 "report", "compare", "demo")
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE = 0, 1, 2
 

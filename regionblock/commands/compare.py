@@ -1,0 +1,82 @@
+"""``regionblock compare SIM_RUN LOADTEST_RUN``: the verdict table (exit 1 on any 'disagree')."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+from scenarios.errors import RunDirError, UsageError
+from scenarios.verdict import DISAGREE, Verdict
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compare", help="does the load test agree with the simulation? one verdict per figure",
+        description="Compare a load test with a simulation of the same scenario, figure by figure "
+                    "(block share per region, revenue share per provider, organisations per state, "
+                    "direct-path latency percentiles in true time): agree when the 90 %% interval "
+                    "of the difference lies within ±10 %% (±1 point for shares under 10 %%), "
+                    "disagree when the 95 %% interval excludes zero outside that margin, else "
+                    "inconclusive. Exit 1 if any figure disagrees.")
+    p.add_argument("sim_run", type=Path, metavar="SIM_RUN", help="a simulation's run directory")
+    p.add_argument("loadtest_run", type=Path, metavar="LOADTEST_RUN", help="a load test's run directory")
+    p.add_argument("--json", action="store_true", help="print the table as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from scenarios.figures import compare
+    from scenarios.loader import load_text
+    from scenarios.rundir import read_run
+
+    sim, lt = read_run(args.sim_run), read_run(args.loadtest_run)
+    if sim.kind != "simulate":
+        raise UsageError(f"{args.sim_run}: SIM_RUN must be a simulation's run directory (it is a {sim.kind})")
+    if lt.kind != "loadtest":
+        raise UsageError(f"{args.loadtest_run}: LOADTEST_RUN must be a load test's run directory "
+                         f"(it is a {lt.kind})")
+    if sim.meta.get("scenario") != lt.meta.get("scenario"):
+        raise UsageError(f"{args.loadtest_run}: a run of scenario {lt.meta.get('scenario')!r}, but "
+                         f"{args.sim_run} simulates {sim.meta.get('scenario')!r}")
+    if not (lt.path / "ledger.sqlite").is_file():
+        raise RunDirError(f"{args.loadtest_run}: no ledger.sqlite (a load test with --host needs "
+                          "--ledger to be compared)")
+    s = load_text(sim.scenario_yaml, file=str(args.sim_run / "scenario.yaml")).scenario
+    table = compare(s, sim, lt)
+    if args.json:
+        print(json.dumps([v.as_dict() for v in table], indent=2))
+    else:
+        print(render(table, lt.summary))
+    return 1 if any(v.verdict == DISAGREE for v in table) else 0
+
+
+def render(table: list[Verdict], lt_summary: dict[str, object]) -> str:
+    """The verdict table as text: figure, simulation, load test, difference [90 % CI], n, verdict."""
+    head = (f"{'figure':<28} {'simulation':>11} {'load test':>11} {'difference [90% CI]':>30} "
+            f"{'n':>8}  verdict")
+    lines = [head, "-" * len(head)]
+    for v in table:
+        fmt = _pct if not v.figure.startswith("latency") else _ms
+        ci = f"{fmt(v.diff, sign=True)} [{fmt(v.ci90[0], sign=True)}, {fmt(v.ci90[1], sign=True)}]"
+        lines.append(f"{v.figure:<28} {fmt(v.sim_mean):>11} {fmt(v.loadtest):>11} {ci:>30} "
+                     f"{v.n:>8,}  {v.verdict}{'  (' + v.why + ')' if v.why else ''}")
+    info = lt_summary.get("loadtest")
+    if isinstance(info, dict) and info.get("timing") == "scaled":
+        lines.append("latency figures left out: the load test ran at a scaled time (--time-scale)")
+    counts = {k: sum(v.verdict == k for v in table) for k in ("agree", "inconclusive", "disagree")}
+    lines.append(", ".join(f"{n} {k}" for k, n in counts.items()))
+    return "\n".join(lines)
+
+
+def _pct(x: float, sign: bool = False) -> str:
+    if not math.isfinite(x):
+        return "—"
+    return f"{100 * x:+.2f} pt" if sign else f"{100 * x:.2f} %"
+
+
+def _ms(x: float, sign: bool = False) -> str:
+    if not math.isfinite(x):
+        return "—"
+    return f"{x:+,.0f} ms" if sign else f"{x:,.0f} ms"

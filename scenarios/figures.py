@@ -1,0 +1,202 @@
+"""The compared figures: one definition each, computed alike from a simulation's and a load test's
+run directory, in like-for-like units (shares and per-request latencies, never absolute money of
+two different scales).
+
+All figures count from the incumbent's first block or throttle (``scenarios.policy.first_denial``):
+
+- ``block_share.R`` — of region R's requests meant for the incumbent (those it served or denied,
+  *and* those failed over from it to an alternative), the share the incumbent denied;
+- ``revenue_share.k`` — provider k's share of all providers' revenue;
+- ``orgs_share.S`` — of the organisations of the blocked regions, the share in state S at the end
+  of the window;
+- ``latency_ms.P.qQ`` — the Q-th latency percentile on path P (true time only).
+
+A simulation gives one value per replication (from ``timeseries.csv``, or the headline's band for
+the latency percentiles); a load test one value, and its standard error with the organisations
+as clusters (from its ledger): one organisation's requests are not independent draws.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from scenarios.policy import denied_regions, first_denial
+from scenarios.rundir import ORG_STATES, Run
+from scenarios.schema import Scenario
+from scenarios.verdict import Z90, Verdict, cluster_ratio_se, judge
+
+LATENCY_FIGURES = (("direct", 50), ("direct", 95))
+BLOCKED = ("block", "throttle")
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """A load test's figure: value, standard error, and how many requests (or orgs) it rests on."""
+
+    value: float
+    se: float
+    n: int
+
+
+def _after(s: Scenario) -> str:
+    start = first_denial(s) or s.window.start
+    return start.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _last_bin(times: np.ndarray) -> str:
+    return str(max(times)) if times.size else ""
+
+
+def sim_figures(s: Scenario, ts: Mapping[str, np.ndarray], summary: Mapping[str, object]
+                ) -> dict[str, list[float]]:
+    """Every figure, one value per replication, from a simulation's timeseries and headline."""
+    after = _after(s)
+    inc = s.incumbent.name
+    reps = sorted(set(ts["replication"].tolist()))
+    late = ts["time"] >= after
+    out: dict[str, list[float]] = defaultdict(list)
+    metric, region, provider, path, value, rep = (ts["metric"], ts["region"], ts["provider"],
+                                                  ts["path"], ts["value"], ts["replication"])
+    regions = [r for r in denied_regions(s)]
+    for r in reps:
+        mine = late & (rep == r)
+        for code in regions:
+            here = mine & (region == code)
+            blocked = value[here & (metric == "blocked") & (provider == inc)].sum()
+            meant = value[here & (metric == "requests") & ((provider == inc) | (path == "failover"))].sum()
+            out[f"block_share.{code}"].append(float(blocked / meant) if meant else math.nan)
+        rev = mine & (metric == "revenue_usd")
+        total = value[rev].sum()
+        for p in s.providers:
+            out[f"revenue_share.{p.name}"].append(float(value[rev & (provider == p.name)].sum() / total)
+                                                  if total else math.nan)
+        orgs = (rep == r) & (metric == "orgs") & np.isin(region, regions)
+        end = orgs & (ts["time"] == _last_bin(ts["time"][orgs]))
+        n = value[end].sum()
+        for state in ORG_STATES:
+            out[f"orgs_share.{state}"].append(float(value[end & (ts["state"] == state)].sum() / n)
+                                              if n else math.nan)
+    headline = summary.get("headline", {})
+    assert isinstance(headline, Mapping)
+    for lpath, q in LATENCY_FIGURES:
+        band = headline.get(f"latency_ms.{lpath}.p{q}.after")
+        if isinstance(band, Mapping) and band.get("mean") is not None:
+            out[f"latency_ms.{lpath}.p{q}"] = _band_values(band, len(reps))
+    return dict(out)
+
+
+def _band_values(band: Mapping[str, object], reps: int) -> list[float]:
+    """Replication values with the band's mean and spread (the headline keeps mean and 5/95 %)."""
+    mean = float(band["mean"])  # type: ignore[arg-type]
+    sd = (float(band.get("p95", mean)) - float(band.get("p5", mean))) / (2 * Z90)  # type: ignore[arg-type]
+    if reps < 2 or sd == 0:
+        return [mean] * max(reps, 1)
+    z = np.linspace(-1, 1, reps)
+    z = z / z.std(ddof=1)
+    return [mean + sd * float(v) for v in z]
+
+
+def loadtest_figures(s: Scenario, run: Run) -> dict[str, Observed]:
+    """Every figure of a load test, with its cluster-robust standard error, from its ledger."""
+    ledger = run.path / "ledger.sqlite"
+    if not ledger.is_file():
+        return {}
+    after = _after(s)
+    inc = s.incumbent.name
+    db = sqlite3.connect(f"file:{ledger}?mode=ro", uri=True)
+    try:
+        rows = db.execute("SELECT org, home_region, provider, path, decision, revenue_usd, total_ms "
+                          "FROM requests WHERE scenario_time >= ?", (after,)).fetchall()
+    finally:
+        db.close()
+    out: dict[str, Observed] = {}
+    for code in denied_regions(s):
+        num: dict[str, float] = defaultdict(float)
+        den: dict[str, float] = defaultdict(float)
+        for org, home, provider, path, decision, _, _ in rows:
+            if home != code or not (provider == inc or path == "failover"):
+                continue
+            den[org] += 1
+            num[org] += decision in BLOCKED
+        orgs = sorted(den)
+        share, se = cluster_ratio_se([num[o] for o in orgs], [den[o] for o in orgs])
+        out[f"block_share.{code}"] = Observed(share, se, int(sum(den.values())))
+    by_org: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for org, _, provider, _, _, revenue, _ in rows:
+        by_org[org][provider] += revenue or 0.0
+    orgs = sorted(by_org)
+    totals = [sum(by_org[o].values()) for o in orgs]
+    for p in s.providers:
+        share, se = cluster_ratio_se([by_org[o].get(p.name, 0.0) for o in orgs], totals)
+        out[f"revenue_share.{p.name}"] = Observed(share, se, len(rows))
+    out.update(_orgs_figures(s, run))
+    timing = (run.summary.get("loadtest") or {}).get("timing")
+    if timing == "true":
+        out.update(_latency_figures(run, [r[6] for r in rows if r[3] == "direct" and r[4] in ("allow", "warn")
+                                          and r[6] is not None]))
+    return out
+
+
+def _orgs_figures(s: Scenario, run: Run) -> dict[str, Observed]:
+    ts = run.timeseries()
+    regions = list(denied_regions(s))
+    orgs = (ts["metric"] == "orgs") & np.isin(ts["region"], regions)
+    end = orgs & (ts["time"] == _last_bin(ts["time"][orgs]))
+    total = float(ts["value"][end].sum())
+    users = int((run.summary.get("scale") or {}).get("users", 0)) or 1
+    out = {}
+    for state in ORG_STATES:
+        p = float(ts["value"][end & (ts["state"] == state)].sum() / total) if total else math.nan
+        # users stand for organisations: the share is a proportion of the users of those regions
+        out[f"orgs_share.{state}"] = Observed(p, math.sqrt(p * (1 - p) / users) if total else math.nan,
+                                              users)
+    return out
+
+
+def _latency_figures(run: Run, samples: list[float]) -> dict[str, Observed]:
+    """The headline's percentiles, their standard error from the order statistics of the
+    ledger's latencies on that path (distribution-free: ranks n·q ± z·sqrt(n·q·(1−q)))."""
+    headline = run.summary.get("headline") or {}
+    out = {}
+    xs = np.sort(np.asarray(samples, dtype=float))
+    n = xs.size
+    for p, q in LATENCY_FIGURES:
+        band = headline.get(f"latency_ms.{p}.p{q}.after")
+        if not isinstance(band, Mapping) or band.get("mean") is None or n < 20:
+            continue
+        value = float(band["mean"])
+        f = q / 100
+        lo = int(max(0, math.floor(n * f - Z90 * math.sqrt(n * f * (1 - f)))))
+        hi = int(min(n - 1, math.ceil(n * f + Z90 * math.sqrt(n * f * (1 - f)))))
+        centre = float(np.quantile(xs, f))
+        rel = (xs[hi] - xs[lo]) / (2 * Z90) / centre if centre > 0 else 0.0
+        out[f"latency_ms.{p}.p{q}"] = Observed(value, abs(value) * rel, n)
+    return out
+
+
+def compare(s: Scenario, sim: Run, loadtest: Run) -> list[Verdict]:
+    """The verdict table: every figure both runs have, in a stable order."""
+    simulated = sim_figures(s, sim.timeseries(), sim.summary)
+    observed = loadtest_figures(s, loadtest)
+    out = []
+    for key in sorted(simulated, key=_order):
+        values = [v for v in simulated[key] if math.isfinite(v)]
+        obs = observed.get(key)
+        if obs is None or not values or not math.isfinite(obs.value):
+            continue
+        if key.startswith("revenue_share.") and obs.n and max(values) < 1e-3 and obs.value < 1e-3:
+            continue   # a provider with no revenue in either: nothing to compare
+        out.append(judge(key, values, obs.value, obs.se, obs.n, share=not key.startswith("latency")))
+    return out
+
+
+def _order(key: str) -> tuple[int, str]:
+    kinds = ("block_share", "revenue_share", "orgs_share", "latency_ms")
+    return (kinds.index(key.split(".")[0]), key)
+

@@ -1,0 +1,110 @@
+"""The equivalence verdict: does a load test's figure agree with the simulation's?
+
+For one figure, the simulation gives one value per replication and the load test a value with its
+own sampling standard error (from its repeats, or from its organisations as clusters). The
+difference ``d = load test − mean(simulation)`` has the standard error
+``sqrt(se_loadtest² + sd_simulation² / replications)``, and
+
+- **agree** when the 90 % interval of d lies inside ±margin (a two one-sided tests equivalence
+  check at 5 %),
+- **disagree** when the 95 % interval of d excludes zero and lies wholly outside ±margin,
+- **inconclusive** otherwise — with the run size that would settle it, when more requests can.
+
+The margin is 10 % of the simulation's mean, or 1 point absolute for a share below 10 %.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+Z90, Z95 = 1.6448536269514722, 1.959963984540054
+RELATIVE_MARGIN = 0.10
+SMALL_SHARE, SHARE_MARGIN = 0.10, 0.01
+AGREE, DISAGREE, INCONCLUSIVE = "agree", "disagree", "inconclusive"
+
+
+def margin(sim_mean: float, *, share: bool) -> float:
+    """±10 % relative; ±1 point absolute for a share below 10 %."""
+    if share and abs(sim_mean) < SMALL_SHARE:
+        return SHARE_MARGIN
+    return RELATIVE_MARGIN * abs(sim_mean)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    figure: str
+    sim_mean: float
+    sim_sd: float
+    replications: int
+    loadtest: float
+    loadtest_se: float
+    n: int                  # requests (or organisations) behind the load test's figure
+    margin: float
+    diff: float
+    ci90: tuple[float, float]
+    ci95: tuple[float, float]
+    verdict: str
+    why: str = ""           # for an inconclusive figure: what would settle it
+
+    def as_dict(self) -> dict[str, object]:
+        return {"figure": self.figure, "simulation": self.sim_mean, "simulation_sd": self.sim_sd,
+                "replications": self.replications, "loadtest": self.loadtest,
+                "loadtest_se": self.loadtest_se, "n": self.n, "margin": self.margin,
+                "difference": self.diff, "ci90": list(self.ci90), "ci95": list(self.ci95),
+                "verdict": self.verdict, "why": self.why}
+
+
+def judge(figure: str, sim: Sequence[float], loadtest: float, loadtest_se: float, n: int, *,
+          share: bool) -> Verdict:
+    """The verdict for one figure (see the module docstring)."""
+    reps = len(sim)
+    mean = math.fsum(sim) / reps if reps else math.nan
+    sd = math.sqrt(math.fsum((v - mean) ** 2 for v in sim) / (reps - 1)) if reps > 1 else 0.0
+    m = margin(mean, share=share)
+    d = loadtest - mean
+    se = math.sqrt(loadtest_se ** 2 + (sd ** 2 / reps if reps else 0.0))
+    ci90 = (d - Z90 * se, d + Z90 * se)
+    ci95 = (d - Z95 * se, d + Z95 * se)
+    if not (math.isfinite(d) and math.isfinite(se)) or n == 0:
+        return Verdict(figure, mean, sd, reps, loadtest, loadtest_se, n, m, d, ci90, ci95,
+                       INCONCLUSIVE, "no load-test requests to judge")
+    if -m <= ci90[0] and ci90[1] <= m:
+        verdict, why = AGREE, ""
+    elif (ci95[0] > 0 or ci95[1] < 0) and (ci95[0] > m or ci95[1] < -m):
+        verdict, why = DISAGREE, ""
+    else:
+        verdict, why = INCONCLUSIVE, _settle(d, se, loadtest_se, m, n)
+    return Verdict(figure, mean, sd, reps, loadtest, loadtest_se, n, m, d, ci90, ci95, verdict, why)
+
+
+def _settle(d: float, se: float, se_lt: float, m: float, n: int) -> str:
+    """What run size would make the 90 % interval fit the margin, if the difference stayed d."""
+    room = m - abs(d)
+    if room <= 0:
+        return (f"the difference {d:+.4g} is at or beyond the margin ±{m:.4g}: a larger run can "
+                "only tell whether it is outside it")
+    sim_part = math.sqrt(max(se ** 2 - se_lt ** 2, 0.0))
+    if Z90 * sim_part >= room:
+        return "the simulation's own band is wider than the margin: run more replications"
+    # the load test's standard error falls as 1/sqrt(n)
+    need = (Z90 * se_lt) ** 2 / (room ** 2 - (Z90 * sim_part) ** 2)
+    return f"needs about {math.ceil(n * need):,} load-test requests (has {n:,})" if need > 1 else ""
+
+
+def cluster_ratio_se(num: Sequence[float], den: Sequence[float]) -> tuple[float, float]:
+    """A ratio Σnum/Σden over clusters (organisations) and its cluster-robust standard error.
+
+    Requests of one organisation are not independent (it is blocked, or it is not), so the error
+    is taken over organisations: ``var = N/(N−1) · Σ(num_u − R·den_u)² / (Σden)²``.
+    """
+    total = math.fsum(den)
+    if total <= 0:
+        return math.nan, math.nan
+    ratio = math.fsum(num) / total
+    k = len(den)
+    if k < 2:
+        return ratio, math.inf
+    resid = math.fsum((y - ratio * x) ** 2 for y, x in zip(num, den, strict=True))
+    return ratio, math.sqrt(k / (k - 1) * resid) / total

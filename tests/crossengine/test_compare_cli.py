@@ -1,0 +1,113 @@
+"""``regionblock compare``: the verdict table, exit 0 / 1, and one line with exit 2 for bad input.
+
+The simulation is the synthetic run of tests/reports/builders.py (closed-form numbers: after the
+block CN sends 500 requests a day to OpenAI, 440 blocked — a block share of 0.88 in every
+replication); the load test's ledger is written here, so its block share is known exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from regionblock.cli import main
+from scenarios.ledger import CREATE_STATEMENTS, INSERT_REQUEST, LedgerRow
+from tests.reports.builders import write_loadtest_run, write_sim_run
+
+AFTER = "2024-07-20T12:00:00Z"
+BASE = LedgerRow(request_id="", wall_time=0.0, scenario_time=AFTER, org="", home_region="CN",
+                 country="CN", asn=None, asn_class="isp", provider="openai", model="gpt-4o",
+                 decision="block", stage="block", status=403, tokens_in=10, tokens_out=0,
+                 free_tokens_in=0, free_tokens_out=0, revenue_usd=0.0, credit_opened=0,
+                 credit_left=None, upstream_ms=None, total_ms=3.0, ttft_ms=None, path="direct",
+                 stream=0, error="")
+
+
+def _ledger(path: Path, blocked_of_ten: int) -> None:
+    """40 CN organisations, 10 requests each after the block, ``blocked_of_ten`` of them blocked;
+    revenue split as the simulation's (OpenAI 2270, Zhipu 100, DeepSeek 40 a day)."""
+    rows = []
+    for o in range(40):
+        for k in range(10):
+            allowed = k >= blocked_of_ten
+            rows.append(dataclasses.replace(
+                BASE, request_id=f"r{o}-{k}", org=f"cn-startup-{o:06d}",
+                decision="allow" if allowed else "block", status=200 if allowed else 403,
+                revenue_usd=2270 / 40 / max(10 - blocked_of_ten, 1) if allowed else 0.0))
+        rows.append(dataclasses.replace(BASE, request_id=f"z{o}", org=f"cn-startup-{o:06d}",
+                                        provider="zhipu" if o < 20 else "deepseek", decision="allow",
+                                        status=200, revenue_usd=(100 if o < 20 else 40) / 20))
+    db = sqlite3.connect(path)
+    for stmt in CREATE_STATEMENTS:
+        db.execute(stmt)
+    db.executemany(INSERT_REQUEST, [dataclasses.astuple(r) for r in rows])
+    db.commit()
+    db.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> Result:
+    capsys.readouterr()
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return Result(code, captured.out, captured.err)
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> tuple[Path, Path]:
+    return write_sim_run(tmp_path), write_loadtest_run(tmp_path)
+
+
+def test_agreeing_block_share_exits_0(capsys: pytest.CaptureFixture[str], runs: tuple[Path, Path]) -> None:
+    sim, lt = runs
+    _ledger(lt / "ledger.sqlite", blocked_of_ten=9)          # 0.90 against 0.88: within ±8.8 points
+    res = run_cli(capsys, "compare", str(sim), str(lt), "--json")
+    table = {v["figure"]: v for v in json.loads(res.out)}
+    cn = table["block_share.CN"]
+    assert (cn["simulation"], cn["loadtest"], cn["n"]) == (pytest.approx(0.88), 0.9, 400)
+    assert cn["loadtest_se"] == 0.0 and cn["verdict"] == "agree"
+    assert "disagree" not in {v["verdict"] for v in table.values()}
+    assert res.code == 0
+
+
+def test_a_different_system_disagrees_and_exits_1(capsys: pytest.CaptureFixture[str],
+                                                  runs: tuple[Path, Path]) -> None:
+    sim, lt = runs
+    _ledger(lt / "ledger.sqlite", blocked_of_ten=5)          # a gateway blocking half as often
+    res = run_cli(capsys, "compare", str(sim), str(lt))
+    line = next(x for x in res.out.splitlines() if x.startswith("block_share.CN"))
+    assert "88.00 %" in line and "50.00 %" in line and line.endswith("disagree")
+    assert res.code == 1
+
+
+@pytest.mark.parametrize("case", ["not a run", "two simulations", "swapped", "other scenario", "no ledger"])
+def test_bad_input_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str], runs: tuple[Path, Path],
+                                          tmp_path: Path, case: str) -> None:
+    sim, lt = runs
+    args = {"not a run": (tmp_path, lt), "two simulations": (sim, sim), "swapped": (lt, sim),
+            "other scenario": (sim, lt), "no ledger": (sim, lt)}[case]
+    if case == "other scenario":
+        _ledger(lt / "ledger.sqlite", 9)
+        meta = json.loads((lt / "meta.json").read_text())
+        meta["scenario"] = "strict-enforcement"
+        (lt / "meta.json").write_text(json.dumps(meta))
+    res = run_cli(capsys, "compare", *map(str, args))
+    assert res.code == 2 and res.out == ""
+    assert len(res.err.strip().splitlines()) == 1, res.err
+    expected = {"not a run": "not a run directory", "two simulations": "LOADTEST_RUN must be",
+                "swapped": "SIM_RUN must be", "other scenario": "a run of scenario 'strict-enforcement'",
+                "no ledger": "no ledger.sqlite"}[case]
+    assert expected in res.err

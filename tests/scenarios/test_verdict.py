@@ -1,0 +1,62 @@
+"""scenarios.verdict: the equivalence verdict and the cluster-robust ratio error, exactly."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from scenarios.verdict import AGREE, DISAGREE, INCONCLUSIVE, Z90, Z95, cluster_ratio_se, judge, margin
+
+
+def test_margins() -> None:
+    assert margin(0.5, share=True) == pytest.approx(0.05)
+    assert margin(0.05, share=True) == 0.01          # one point below a 10 % share
+    assert margin(4000.0, share=False) == pytest.approx(400.0)
+
+
+def test_agree_when_the_90_interval_fits_the_margin() -> None:
+    sim = [0.50, 0.50, 0.50, 0.50]
+    v = judge("block_share.CN", sim, 0.52, 0.01, 1000, share=True)
+    assert v.diff == pytest.approx(0.02)
+    assert v.ci90 == pytest.approx((0.02 - Z90 * 0.01, 0.02 + Z90 * 0.01))
+    assert v.verdict == AGREE                         # [0.0036, 0.0364] within ±0.05
+
+
+def test_disagree_when_the_95_interval_is_outside_the_margin() -> None:
+    v = judge("block_share.CN", [0.5] * 4, 0.62, 0.02, 1000, share=True)
+    assert v.ci95[0] == pytest.approx(0.12 - Z95 * 0.02)
+    assert v.verdict == DISAGREE                      # [0.081, 0.159] all above 0.05
+
+
+def test_inconclusive_says_what_would_settle_it() -> None:
+    v = judge("block_share.CN", [0.5] * 4, 0.51, 0.03, 400, share=True)
+    assert v.verdict == INCONCLUSIVE                  # [-0.039, 0.059] crosses 0.05
+    # the load test's error must fall to (0.05 - 0.01) / Z90: n x (Z90·0.03 / 0.04)² requests
+    assert v.why == f"needs about {math.ceil(400 * (Z90 * 0.03 / 0.04) ** 2):,} load-test requests (has 400)"
+    wide = judge("x", [0.5] * 4, 0.58, 0.1, 400, share=True)
+    assert wide.verdict == INCONCLUSIVE and "beyond the margin" in wide.why
+
+
+def test_the_simulations_spread_widens_the_interval() -> None:
+    sim = [0.48, 0.52, 0.49, 0.51]
+    v = judge("x", sim, 0.5, 0.0, 100, share=True)
+    sd = float(np.std(sim, ddof=1))
+    assert v.sim_sd == pytest.approx(sd)
+    assert v.ci90[1] - v.ci90[0] == pytest.approx(2 * Z90 * sd / 2)   # sd / sqrt(4)
+
+
+def test_nothing_to_judge_is_inconclusive() -> None:
+    assert judge("x", [0.5], 0.5, 0.0, 0, share=True).verdict == INCONCLUSIVE
+
+
+def test_cluster_ratio_se_matches_the_formula_and_grows_with_clustering() -> None:
+    # 4 organisations of 10 requests: blocked all or nothing vs. 5 of 10 each
+    lumpy = cluster_ratio_se([10, 10, 0, 0], [10, 10, 10, 10])
+    even = cluster_ratio_se([5, 5, 5, 5], [10, 10, 10, 10])
+    assert lumpy[0] == even[0] == 0.5
+    assert lumpy[1] == pytest.approx(math.sqrt(4 / 3 * 4 * 25) / 40)
+    assert even[1] == 0.0
+    r, se = cluster_ratio_se([1], [3])
+    assert (r, se) == (pytest.approx(1 / 3), math.inf)   # one cluster: no error estimate
