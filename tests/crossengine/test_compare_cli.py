@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from regionblock.cli import main
 from scenarios.ledger import CREATE_STATEMENTS, INSERT_REQUEST, LedgerRow
+from tests.cli.cli_helpers import run_cli
 from tests.reports.builders import write_loadtest_run, write_sim_run
 
 AFTER = "2024-07-20T12:00:00Z"
@@ -47,23 +47,6 @@ def _ledger(path: Path, blocked_of_ten: int) -> None:
     db.executemany(INSERT_REQUEST, [dataclasses.astuple(r) for r in rows])
     db.commit()
     db.close()
-
-
-@dataclasses.dataclass(frozen=True)
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> Result:
-    capsys.readouterr()
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return Result(code, captured.out, captured.err)
 
 
 @pytest.fixture
