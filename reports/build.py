@@ -32,7 +32,7 @@ from reports.errors import ReportInputError
 
 SECTIONS: tuple[ModuleType, ...] = (headline, revenue, waterfall, orgs, latency, outcomes,
                                     capacity, compare, sweep)
-MARKERS = ("report.html", "summary.md", "charts.json")
+MARKERS = ("report.html", "summary.md", "charts.json")  # (summary.json: the verdicts)
 
 
 def build_report(run_dirs: list[Path], out: Path | None = None, *,
@@ -88,6 +88,8 @@ def write(runs: Sequence[RunData], out: Path, now: dt.datetime) -> None:
     stamp = now.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     (out / "report.html").write_text(html.render(runs, secs, out, stamp), encoding="utf-8")
     (out / "charts.json").write_text(json.dumps(manifest(secs), indent=2) + "\n", encoding="utf-8")
+    data = {name: value for s in secs for name, value in s.data.items()}
+    (out / "summary.json").write_text(json.dumps({"verdicts": data}, indent=2) + "\n", encoding="utf-8")
 
 
 def manifest(secs: Sequence[Section]) -> list[dict[str, object]]:

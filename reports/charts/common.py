@@ -6,6 +6,7 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -53,6 +54,8 @@ class Section:
     charts: list[Chart] = field(default_factory=list)
     tables: list[TextTable] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: figures for the report's summary.json (e.g. the verdict tables), by name
+    data: dict[str, Any] = field(default_factory=dict)
 
     def skip_if_empty(self, note: str) -> Section:
         if not self.charts and not self.tables:

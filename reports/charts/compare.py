@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from functools import partial
 from typing import Any
 
@@ -24,6 +23,7 @@ from reports.charts.common import (
     render,
 )
 from reports.data import RunData, Table, bands, block_start, blocked_regions, cube, ratio
+from scenarios.figures import compare as compare_runs
 
 SOURCE_STYLES: dict[str, Any] = {"sim": "-", "loadtest": "--"}
 QUANTILE_COLOURS = {"p50": "#1b9e77", "p95": "#d95f02", "p99": "#7570b3"}
@@ -50,7 +50,13 @@ def section(ctx: Context) -> Section:
         sec.charts.append(render(ctx, f"{sim.key}-vs-{lt.key}", title, CAPTION, (11.0, 9.0),
                                  partial(draw, ctx=ctx, sim=sim, lt=lt)))
         sec.tables.append(difference_table(ctx, sim, lt))
-        sec.tables.append(headline_table(sim, lt))
+        verdicts = verdict_table(sim, lt)
+        if verdicts is None:
+            sec.notes.append(f"{lt.key}: no ledger.sqlite, so no verdict table (a load test with "
+                             "--host needs --ledger)")
+        else:
+            sec.tables.append(verdicts[0])
+            sec.data[f"{sim.key}-vs-{lt.key}"] = verdicts[1]
     return sec.skip_if_empty("no simulation and load test of the same scenario among these runs")
 
 
@@ -173,17 +179,27 @@ def difference_table(ctx: Context, sim: RunData, lt: RunData) -> TextTable:
                      ("figure", "simulation", "load test", "difference", "relative"), rows)
 
 
-def headline_table(sim: RunData, lt: RunData) -> TextTable:
+def verdict_table(sim: RunData, lt: RunData) -> tuple[TextTable, list[dict[str, object]]] | None:
+    """The equivalence verdict per compared figure (``scenarios.figures``, as ``regionblock
+    compare`` prints it), or None when the load test has no ledger to judge from."""
+    if not (lt.run.path / "ledger.sqlite").is_file():
+        return None
+    table = compare_runs(sim.scenario, sim.run, lt.run)
     rows = []
-    for key, band in sim.headline.items():
-        other: Any = lt.headline.get(key)
-        if not isinstance(band, dict) or not isinstance(other, dict):
-            continue
-        unit = str(band.get("unit", other.get("unit", "")))
-        rows.append(_diff_row(key, float(band.get("mean", math.nan)),
-                              float(other.get("mean", math.nan)), unit))
-    return TextTable(f"Simulation ({sim.key}) vs load test ({lt.key}): headline figures",
-                     ("figure", "simulation", "load test", "difference", "relative"), rows)
+    for v in table:
+        unit = "ms" if v.figure.startswith("latency") else "pct"
+        diff = v.diff * (1 if unit == "ms" else 100)
+        lo, hi = (x * (1 if unit == "ms" else 100) for x in v.ci90)
+        suffix = " ms" if unit == "ms" else " pp"
+        k = 1 if unit == "ms" else 100   # shares are printed in percent
+        rows.append((v.figure, fmt.value(k * v.sim_mean, unit), fmt.value(k * v.loadtest, unit),
+                     f"{diff:+.2f}{suffix} [{lo:+.2f}, {hi:+.2f}]", f"{v.n:,}",
+                     v.verdict + (f" — {v.why}" if v.why else "")))
+    title = (f"Simulation ({sim.key}) vs load test ({lt.key}): verdict per figure (agree: the "
+             "difference's 90 % interval within ±10 %, ±1 point for shares under 10 %)")
+    return (TextTable(title, ("figure", "simulation", "load test", "difference [90 % CI]", "n",
+                              "verdict"), rows, align="lrrrrl"),
+            [v.as_dict() for v in table])
 
 
 def _diff_row(name: str, a: float, b: float, unit: str) -> tuple[str, ...]:

@@ -94,3 +94,18 @@ def test_bad_input_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str], ru
                 "swapped": "SIM_RUN must be", "other scenario": "a run of scenario 'strict-enforcement'",
                 "no ledger": "no ledger.sqlite"}[case]
     assert expected in res.err
+
+
+def test_the_report_carries_the_verdict_table(runs: tuple[Path, Path], tmp_path: Path) -> None:
+    from reports.build import build_report
+
+    sim, lt = runs
+    _ledger(lt / "ledger.sqlite", blocked_of_ten=5)
+    page = build_report([sim, lt], tmp_path / "report")
+    verdicts = json.loads(page.with_name("summary.json").read_text())["verdicts"]["sim-vs-loadtest"]
+    cn = next(v for v in verdicts if v["figure"] == "block_share.CN")
+    assert (cn["loadtest"], cn["verdict"]) == (0.5, "disagree")
+    md = page.with_name("summary.md").read_text()
+    assert "verdict per figure" in md
+    assert "| block_share.CN | 88.0 % | 50.0 % | -38.00 pp [-38.00, -38.00] | 400 | disagree |" in md
+    assert "block_share.CN" in page.read_text(encoding="utf-8")
