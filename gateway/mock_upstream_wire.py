@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 DEFAULT_COMPLETION_TOKENS = 16
@@ -57,19 +57,13 @@ class ChatRequest:
     completion_tokens: int
     stream: bool
     include_usage: bool
+    body: Mapping[str, Any] = field(default_factory=dict)  # the whole request, for the content
 
 
 def parse_chat_request(raw: bytes, models: Sequence[str]) -> ChatRequest:
     """Validate a request body against this provider's ``models``; raise RequestError if bad."""
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RequestError(400, f"We could not parse the JSON body of your request: {exc}") from None
-    if not isinstance(body, dict):
-        raise RequestError(400, "The request body must be a JSON object.")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise RequestError(400, "You must provide a model parameter.", param="model")
+    body = parse_json_body(raw)
+    model = parse_model(body)
     if model not in models:
         raise RequestError(404, f"The model `{model}` does not exist or you do not have access to it.",
                            code="model_not_found")
@@ -81,7 +75,25 @@ def parse_chat_request(raw: bytes, models: Sequence[str]) -> ChatRequest:
     include_usage = isinstance(options, dict) and options.get("include_usage") is True
     return ChatRequest(model=model, prompt_tokens=prompt_tokens(body.get("messages")),
                        completion_tokens=completion_tokens(body), stream=bool(stream),
-                       include_usage=include_usage)
+                       include_usage=include_usage, body=body)
+
+
+def parse_json_body(raw: bytes) -> dict[str, Any]:
+    """The request's JSON object, or the API's 400."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RequestError(400, f"We could not parse the JSON body of your request: {exc}") from None
+    if not isinstance(body, dict):
+        raise RequestError(400, "The request body must be a JSON object.")
+    return body
+
+
+def parse_model(body: Mapping[str, Any]) -> str:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise RequestError(400, "You must provide a model parameter.", param="model")
+    return model
 
 
 def prompt_tokens(messages: Any) -> int:

@@ -64,7 +64,7 @@ def test_openai_sdk_against_a_mock_upstream(upstreams: tuple[int, subprocess.Pop
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == filler(0, 40)
-    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"  # ran to max_tokens
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
     assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (8, 40)
 
