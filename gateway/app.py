@@ -84,6 +84,7 @@ class Meter:
         "asn_class",
         "country",
         "decision",
+        "endpoint",
         "error",
         "home_region",
         "model",
@@ -119,6 +120,7 @@ class Meter:
         self.ttft_ms: float | None = None
         self.path = "direct"
         self.stream = 0
+        self.endpoint = "chat"  # the metrics label of the API operation
 
     def row(self, total_ms: float) -> tuple[Any, ...]:
         return (self.request_id, self.wall_time, self.scenario_time, self.org, self.home_region,
@@ -189,7 +191,7 @@ class Gateway:
                                           lambda: self.ledger.last_lag_s)
         m.gauges["ledger_backlog"] = ("Ledger rows queued, not yet committed",
                                       lambda: float(self.ledger.backlog))
-        m.gauges["ledger_rows"] = ("Ledger rows committed", lambda: float(self.ledger.written))
+        m.counters["ledger_rows"] = ("Ledger rows committed", lambda: float(self.ledger.written))
         m.gauges["relay_orgs_tracked"] = ("Organisations remembered as relaying",
                                           lambda: float(len(self.relays)))
         m.labelled_gauges["upstream_up"] = ("Upstream circuit: 1 closed, 0.5 half-open, 0 open",
@@ -432,7 +434,7 @@ class Gateway:
     async def _record(self, req: Request, meter: Meter, writer: ResponseWriter | None) -> bool:
         """Write the ledger row and wait until it is durable; False if the response must not go."""
         total = self.loop.time() - req.started
-        self.metrics.request(meter.country, meter.provider, meter.decision, meter.status, total)
+        self.metrics.record(meter, total)
         try:
             await self.ledger.submit(meter.row(total * 1000))
         except LedgerError as exc:
