@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from gateway import admin
+from gateway import admin, endpoints
 from gateway.client_address import AddressResolver
 from gateway.config import GatewayConfig
 from gateway.connection import ClientGone, ResponseWriter
@@ -205,13 +205,18 @@ class Gateway:
             if req.method != "POST":
                 return _method_not_allowed(writer, req)
             return await self.chat(req, writer)
+        endpoint = endpoints.ENDPOINTS.get(path)
+        if endpoint is not None:
+            if req.method != "POST":
+                return _method_not_allowed(writer, req)
+            return await endpoints.serve(self, endpoint, req, writer)
         if path.startswith("/admin/"):
             status, body = admin.handle(self, req)
             return writer.send(status, [_JSON], body)
         if req.method != "GET":
             return _not_found(writer, req)
-        if path == "/v1/models":
-            return self._models(req, writer)
+        if path == "/v1/models" or path.startswith("/v1/models/"):
+            return endpoints.handle_models(self, req, writer)
         if path == "/healthz":
             return writer.send(200, [_JSON], b'{"status":"ok"}')
         if path == "/readyz":
@@ -220,12 +225,6 @@ class Gateway:
             return writer.send(200, [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
                                self.metrics.exposition())
         return _not_found(writer, req)
-
-    def _models(self, req: Request, writer: ResponseWriter) -> None:
-        now = self.runtime.clock.scenario_at(req.wall_time)
-        data = [{"id": t.model.name, "object": "model", "created": 0, "owned_by": t.provider.name}
-                for t in self.runtime.catalog.models(now)]
-        writer.send(200, [_JSON], json.dumps({"object": "list", "data": data}).encode())
 
     def _readyz(self, writer: ResponseWriter) -> None:
         ok = self.ready and self.ledger.failed is None
