@@ -20,7 +20,6 @@ from gateway.mock_completion import (
     generate,
     logprob_entries,
     longest,
-    mentions_json,
     parse_chat_logprobs,
     parse_n,
     parse_output_format,
@@ -48,7 +47,7 @@ def sampling_of(req: ChatRequest) -> Sampling:
     check_parameters(body, KNOWN, UNSUPPORTED)
     logprobs, top = parse_chat_logprobs(body)
     output, schema = parse_output_format(body.get("response_format"), param="response_format",
-                                         mentions_json=mentions_json(body.get("messages")))
+                                         said=body.get("messages"))
     cap = body.get("max_tokens") or body.get("max_completion_tokens")
     return Sampling(n=parse_n(body), cap=cap, stop=parse_stop(body), logprobs=logprobs,
                     top_logprobs=top, seed=parse_seed(body), tool=parse_tools(body),

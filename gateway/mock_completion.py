@@ -101,12 +101,16 @@ def _variant(seed: int | None, salt: str) -> int:
 
 
 def _choice(s: Sampling, index: int, variant: int, natural_tokens: int | None) -> Choice:
-    rng = np.random.default_rng([variant, index])
     tool = s.tool
+    # A generator costs tens of microseconds: a plain text answer without logprobs needs none.
+    rng = np.random.default_rng([variant, index]) if tool or s.output != "text" or s.logprobs \
+        else None
     if tool is not None:
+        assert rng is not None
         pieces = _json_pieces(instance(tool.parameters, rng))
         natural = len(pieces)
     elif s.output != "text":
+        assert rng is not None
         value = {"answer": filler(variant + index * 3, 8).strip()} if s.output == "json_object" \
             else instance(s.schema, rng)
         pieces = _json_pieces(value)
@@ -119,7 +123,7 @@ def _choice(s: Sampling, index: int, variant: int, natural_tokens: int | None) -
         finish = "tool_calls"
     call_id = f"call_{zlib.crc32(f'{variant}:{index}'.encode()):08x}{index:04d}" if tool else ""
     return Choice(index=index, pieces=kept, tokens=tokens, finish_reason=finish,
-                  logprobs=_logprob_values(rng, len(kept)) if s.logprobs else (), tool=tool,
+                  logprobs=_logprob_values(rng, len(kept)) if rng and s.logprobs else (), tool=tool,
                   call_id=call_id)
 
 
@@ -311,16 +315,17 @@ def _chosen_name(choice: Any, flat: bool) -> str:
               "'none', 'auto', 'required' and a named function.", "tool_choice")
 
 
-def parse_output_format(fmt: Any, *, param: str, mentions_json: bool) -> tuple[str, Any]:
+def parse_output_format(fmt: Any, *, param: str, said: Any) -> tuple[str, Any]:
     """(``text`` | ``json_object`` | ``json_schema``, schema) from ``response_format`` or
-    (Responses API) ``text.format``; ``mentions_json``: whether the input says "json"."""
+    (Responses API) ``text.format``; ``said``: the messages or input (json_object needs the
+    word "json" in them)."""
     if fmt is None:
         return "text", None
     kind = fmt.get("type") if isinstance(fmt, dict) else None
     if kind == "text":
         return "text", None
     if kind == "json_object":
-        if not mentions_json:
+        if not mentions_json(said):
             raise bad(f"'messages' must contain the word 'json' in some form, to use '{param}' of "
                       "type 'json_object'.", "messages" if param == "response_format" else "input",
                       None)

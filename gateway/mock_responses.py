@@ -28,7 +28,6 @@ from gateway.mock_completion import (
     Sampling,
     check_parameters,
     generate,
-    mentions_json,
     parse_output_format,
     parse_tools,
 )
@@ -218,8 +217,7 @@ def responses_answer(raw: bytes, provider: Provider, *, response_id: str, create
     text = body.get("text")
     fmt = text.get("format") if isinstance(text, dict) else None
     output, schema = parse_output_format(fmt, param="text.format",
-                                         mentions_json=mentions_json([body["input"],
-                                                                      body.get("instructions")]))
+                                         said=[body["input"], body.get("instructions")])
     stream = body.get("stream") is True
     sampling = Sampling(cap=cap, tool=parse_tools(body, flat=True), output=output, schema=schema)
     choice = generate(sampling, natural_tokens=natural_tokens, salt=model)[0]
