@@ -33,7 +33,6 @@ from gateway.errors import (
     CircuitOpen,
     ClientError,
     LedgerError,
-    NotFound,
     Overloaded,
     UpstreamError,
     UpstreamStatusError,
@@ -272,10 +271,7 @@ class Gateway:
             chat = parse_chat(req.body)
             meter.stream = int(chat.stream)
             meter.model = chat.model
-            target = rt.catalog.lookup(chat.model, now)
-            if target is None:
-                raise NotFound(f"The model `{chat.model}` does not exist or you do not have access "
-                               "to it.", code="model_not_found", param="model")
+            target = endpoints.chat_target(rt, chat.model, now)
         except ClientError as exc:
             return await self._refuse(req, writer, meter, exc)
         decision = decide(rt.policy, self.relays, now, target.provider.name, who, where)

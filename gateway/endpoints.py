@@ -144,10 +144,20 @@ def _lookup(rt: Runtime, name: str, kind: str, now: dt.datetime) -> Target:
     return target
 
 
+def chat_target(rt: Runtime, name: str, now: dt.datetime) -> Target:
+    """The target of a chat-completions request (the chat pipeline's model stage)."""
+    target = rt.catalog.lookup(name, now)
+    return target if target is not None else _lookup(rt, name, "chat_completions", now)
+
+
 def _wrong_kind(name: str, has: str, wants: str) -> ClientError:
     if has == "chat" and wants == "completion":
         return NotFound("This is a chat model and not supported in the v1/completions endpoint. "
                         "Did you mean to use v1/chat/completions?", code=None, param="model")
+    if wants == "chat_completions":
+        return NotFound("This is not a chat model and thus not supported in the "
+                        "v1/chat/completions endpoint. Did you mean to use v1/completions?",
+                        code=None, param="model")
     endpoint = {"embedding": "the v1/embeddings endpoint", "completion": "the v1/completions endpoint",
                 "chat": "the Responses API"}[wants]
     return BadRequest(f"The model `{name}` does not support {endpoint}.", code=None, param="model")

@@ -425,7 +425,7 @@ async def start_upstreams(scenario: Scenario, *, host: str = "127.0.0.1",
     try:
         for p in scenario.providers:
             await serve(make_upstream_app(p, time_scale=time_scale, seed=seed), p.name,
-                        ", ".join(m.name for m in p.models))
+                        ", ".join(m.name for m in all_models(p)))
         relay_geo = geo if geo_loading is None else await geo_loading
         await serve(make_relay_app(relay_config, geo=relay_geo), "relay", f"-> {relay_target}")
         yield Running(upstreams=tuple(servers[:-1]), relay=servers[-1])

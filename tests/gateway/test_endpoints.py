@@ -155,3 +155,14 @@ async def test_blocked_key_is_denied_on_every_endpoint(live: Live) -> None:
         assert status == 403
         row = live.row(headers["x-request-id"])
         assert (row["decision"], row["country"], row["tokens_in"]) == ("block", "CN", 0)
+
+
+async def test_chat_with_a_model_of_another_kind_is_openais_404(live: Live) -> None:
+    status, headers, raw = await live.post("/v1/chat/completions", {
+        "model": "text-embedding-3-small", "messages": [{"role": "user", "content": "x"}]})
+    assert status == 404
+    assert json.loads(raw)["error"] == {
+        "message": "This is not a chat model and thus not supported in the v1/chat/completions "
+                   "endpoint. Did you mean to use v1/completions?", "type": "invalid_request_error",
+        "param": "model", "code": None}
+    assert live.row(headers["x-request-id"])["error"] == "http_404"
