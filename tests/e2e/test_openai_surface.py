@@ -25,9 +25,9 @@ from openai import AsyncOpenAI, OpenAI
 from openai.types import Completion, CreateEmbeddingResponse
 from openai.types import Model as SdkModel
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
-from openai.types.responses import Response
+from openai.types.responses import Response, ResponseStreamEvent
 from prometheus_client.parser import text_string_to_metric_families
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
 from gateway.mock_upstream_wire import filler
 
@@ -35,6 +35,7 @@ pytestmark = pytest.mark.e2e
 
 SCENARIO = "openai-2024-cn-hk"
 UPSTREAM_SERVERS = 7
+EVENT: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
 LIBRARY = Path(__file__).resolve().parents[2] / "scenarios" / "library"
 US_IP, CN_IP = "73.0.0.1", "1.2.4.8"
 MESSAGES: Any = [{"role": "user", "content": "What is the capital of France?"}]  # 8 tokens
@@ -236,7 +237,12 @@ def test_legacy_completions_whole_and_streamed(stack: Stack) -> None:
         2, 10, 2 * 1.5 / 1e6 + 10 * 2.0 / 1e6)
     raw_stream = client.completions.with_raw_response.create(
         model="gpt-3.5-turbo-instruct", prompt="Say hi", max_tokens=7, stream=True)
-    text = "".join(c.choices[0].text for c in raw_stream.parse() if c.choices)
+    chunks = list(raw_stream.parse())
+    for chunk in chunks:  # the real API streams finish_reason null, which the SDK types as required
+        data = chunk.to_dict()
+        Completion.model_validate({**data, "choices": [
+            {**c, "finish_reason": c.get("finish_reason") or "stop"} for c in data["choices"]]})
+    text = "".join(c.choices[0].text for c in chunks if c.choices)
     assert text == filler(0, 7)
     row = stack.row(raw_stream.headers["x-request-id"])
     assert (row["tokens_in"], row["tokens_out"], row["stream"], row["error"]) == (2, 7, 1, "")
@@ -292,6 +298,8 @@ async def test_responses_stream_async(stack: Stack) -> None:
     client = stack.async_client()
     stream = await client.responses.create(model="gpt-4o", input="hello", stream=True)
     events = [e async for e in stream]
+    for event in events:  # each event complete and typed as the reference documents it
+        EVENT.validate_python(event.to_dict())
     assert [e.sequence_number for e in events] == list(range(len(events)))
     assert events[0].type == "response.created" and events[-1].type == "response.completed"
     text = "".join(e.delta for e in events if e.type == "response.output_text.delta")

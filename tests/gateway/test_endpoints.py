@@ -7,6 +7,7 @@ price (embeddings by input tokens), failover only to a model of the same kind.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import sqlite3
 from collections.abc import AsyncIterator
@@ -15,14 +16,18 @@ from typing import Any
 
 import aiohttp
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.app import Gateway
 from gateway.config import GatewayConfig, UpstreamPolicy, parse_networks, parse_upstream_url
+from gateway.endpoints import ENDPOINTS, EventMeter
+from gateway.mock_responses import responses_answer
 from gateway.mock_upstream import start_upstreams
 from gateway.mock_upstream_wire import filler
 from gateway.server import GatewayServer
 from scenarios.geo import default_geo
-from scenarios.loader import Loaded
+from scenarios.loader import Loaded, load
 from tests.gateway.conftest import AFTER_BLOCK, CN_IP, CN_KEY, US_IP, US_KEY
 
 CN_ENTERPRISE = "sk-cn-enterprise-000001"  # the failover rule's segment
@@ -166,3 +171,28 @@ async def test_chat_with_a_model_of_another_kind_is_openais_404(live: Live) -> N
                    "endpoint. Did you mean to use v1/completions?", "type": "invalid_request_error",
         "param": "model", "code": None}
     assert live.row(headers["x-request-id"])["error"] == "http_404"
+
+
+@functools.cache
+def _responses_stream() -> bytes:
+    answer = responses_answer(json.dumps({"model": "gpt-4o", "input": "abcdefgh", "stream": True,
+                                          "max_output_tokens": 20}).encode(),
+                              load("openai-2024-cn-hk").scenario.provider("openai"),
+                              response_id="resp_1", created=1)
+    return answer.head() + answer.deltas(0, 7) + answer.deltas(7, 20) + answer.tail()
+
+
+@settings(derandomize=True, max_examples=80, deadline=None)
+@given(cuts=st.lists(st.integers(0, 4000), max_size=12))
+def test_event_meter_passes_every_event_but_the_terminal_one_whatever_the_chunking(
+        cuts: list[int]) -> None:
+    """The Responses stream split anywhere: the events before the terminal one pass through
+    unchanged, the terminal one is held back whole, and its usage is read."""
+    stream = _responses_stream()
+    meter = EventMeter(ENDPOINTS["/v1/responses"])
+    points = sorted({min(c, len(stream)) for c in cuts})
+    pieces = [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)], strict=True)]
+    passed = b"".join(meter.feed(p) for p in pieces)
+    assert meter.done and passed + meter.final == stream
+    assert meter.final.startswith(b"event: response.incomplete\n")
+    assert meter.usage == (2, 20)
