@@ -189,6 +189,25 @@ def test_chat_tools_required_give_valid_tool_calls(stack: Stack) -> None:
     Weather.model_validate_json(call.function.arguments)
 
 
+@pytest.mark.parametrize("choice", ["auto", {"type": "function", "function": {"name": "Other"}}])
+def test_chat_tool_choice_auto_and_named(stack: Stack, choice: Any) -> None:
+    class Other(BaseModel):
+        flag: bool
+
+    tools = [openai.pydantic_function_tool(Weather), openai.pydantic_function_tool(Other)]
+    done = stack.client().chat.completions.create(model="gpt-4o", messages=MESSAGES, tools=tools,
+                                                  tool_choice=choice)
+    calls = done.choices[0].message.tool_calls
+    assert calls is not None and len(calls) == 1
+    expected = Weather if choice == "auto" else Other  # auto calls the first tool
+    assert calls[0].function.name == expected.__name__
+    expected.model_validate_json(calls[0].function.arguments)
+    none = stack.client().chat.completions.create(model="gpt-4o", messages=MESSAGES, tools=tools,
+                                                  tool_choice="none", max_completion_tokens=3)
+    assert none.choices[0].message.tool_calls is None
+    assert (none.choices[0].message.content, none.choices[0].finish_reason) == (filler(0, 3), "length")
+
+
 def test_chat_structured_outputs_parse_into_the_model(stack: Stack) -> None:
     client = stack.client()
     parsed = client.chat.completions.parse(model="gpt-4o", messages=MESSAGES,
