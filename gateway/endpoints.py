@@ -27,7 +27,7 @@ import datetime as dt
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from gateway.connection import ClientGone
 from gateway.enforcement import decide
@@ -70,7 +70,9 @@ class Endpoint:
     kind: str  # Model.kind it serves
     required: str  # the body field it cannot do without
     usage: Callable[[Any], tuple[int, int] | None]
-    done_marker: bytes  # what ends a successful stream ([DONE] or the terminal event)
+    #: How a successful stream ends: ``data: [DONE]`` after chat-style chunks (whose usage chunk
+    #: the gateway asks for), or the Responses API's terminal event that carries the usage.
+    stream_end: Literal["done", "event"]
 
 
 def _usage_embeddings(obj: Any) -> tuple[int, int] | None:
@@ -92,10 +94,9 @@ def _usage_responses(obj: Any) -> tuple[int, int] | None:
 
 
 ENDPOINTS = {e.path: e for e in (
-    Endpoint("/v1/completions", "completions", "completion", "prompt", usage_from, _DONE),
-    Endpoint("/v1/embeddings", "embeddings", "embedding", "input", _usage_embeddings, b""),
-    Endpoint("/v1/responses", "responses", "chat", "input", _usage_responses,
-             b"event: response."),
+    Endpoint("/v1/completions", "completions", "completion", "prompt", usage_from, "done"),
+    Endpoint("/v1/embeddings", "embeddings", "embedding", "input", _usage_embeddings, "done"),
+    Endpoint("/v1/responses", "responses", "chat", "input", _usage_responses, "event"),
 )}
 #: The Responses API's last stream events: the response in its final state.
 _TERMINAL = (b'"type":"response.completed"', b'"type":"response.incomplete"',
@@ -199,7 +200,7 @@ def parse(raw: bytes, endpoint: Endpoint) -> Parsed:
 
 def _upstream_body(raw: bytes, parsed: Parsed, target: Target, endpoint: Endpoint) -> bytes:
     """As received, unless the model changed (failover) or a chat-style stream needs its usage."""
-    needs_usage = parsed.stream and endpoint.done_marker == _DONE and not parsed.include_usage
+    needs_usage = parsed.stream and endpoint.stream_end == "done" and not parsed.include_usage
     if not needs_usage and target.model.name == parsed.model:
         return raw
     body = dict(parsed.body)
@@ -249,7 +250,7 @@ async def _serve(gw: Gateway, endpoint: Endpoint, rt: Runtime, now: dt.datetime,
         target = _lookup(rt, parsed.model, endpoint.kind, now)
     except ClientError as exc:
         return await gw._refuse(req, writer, meter, exc)
-    decision = gw_decide(gw, rt, now, target, who, where)
+    decision = _decide(gw, rt, now, target, who, where)
     if decision.denied:
         routed = _failover(gw, rt, now, target, "block", who, where)
         if routed is None:
@@ -259,7 +260,7 @@ async def _serve(gw: Gateway, endpoint: Endpoint, rt: Runtime, now: dt.datetime,
     await _forward(gw, endpoint, rt, now, req, writer, meter, parsed, who, where, target, decision)
 
 
-def gw_decide(gw: Gateway, rt: Runtime, now: dt.datetime, target: Target, who: Identity,
+def _decide(gw: Gateway, rt: Runtime, now: dt.datetime, target: Target, who: Identity,
               where: ClientRegion) -> Decision:
     return decide(rt.policy, gw.relays, now, target.provider.name, who, where)
 
@@ -274,7 +275,7 @@ def _failover(gw: Gateway, rt: Runtime, now: dt.datetime, origin: Target, when: 
             if model is None:
                 continue
             alt = Target(alt.provider, model)
-        decision = gw_decide(gw, rt, now, alt, who, where)
+        decision = _decide(gw, rt, now, alt, who, where)
         if not decision.denied:
             return alt, decision
     return None
@@ -348,7 +349,7 @@ async def _stream(gw: Gateway, endpoint: Endpoint, req: Request, writer: Respons
                   meter: Meter, parsed: Parsed, target: Target, response: UpstreamResponse,
                   started: float, extra: list[tuple[str, str]]) -> None:
     meter.status = 200
-    sse = SseMeter(keep_usage_chunk=parsed.include_usage) if endpoint.done_marker == _DONE \
+    sse = SseMeter(keep_usage_chunk=parsed.include_usage) if endpoint.stream_end == "done" \
         else EventMeter(endpoint)
     writer.start(200, [*_SSE_HEADERS, *extra])
     try:

@@ -63,14 +63,22 @@ LEGACY_KNOWN = frozenset({"model", "prompt", "max_tokens", "temperature", "top_p
 LEGACY_UNSUPPORTED = frozenset({"suffix"})
 EMBEDDING_KNOWN = frozenset({"model", "input", "encoding_format", "dimensions", "user"})
 
+#: OpenAI's answers for a model on another kind's endpoint, by (model kind, endpoint).
 WRONG_ENDPOINT = {
-    ("chat", "completion"): "This is a chat model and not supported in the v1/completions endpoint. "
-                            "Did you mean to use v1/chat/completions?",
-    ("completion", "chat"): "This is not a chat model and thus not supported in the "
-                            "v1/chat/completions endpoint. Did you mean to use v1/completions?",
-    ("embedding", "chat"): "This is not a chat model and thus not supported in the "
-                           "v1/chat/completions endpoint. Did you mean to use v1/completions?",
+    ("chat", "completions"): "This is a chat model and not supported in the v1/completions "
+                             "endpoint. Did you mean to use v1/chat/completions?",
+    ("completion", "chat_completions"): "This is not a chat model and thus not supported in the "
+                                        "v1/chat/completions endpoint. Did you mean to use "
+                                        "v1/completions?",
+    ("embedding", "chat_completions"): "This is not a chat model and thus not supported in the "
+                                       "v1/chat/completions endpoint. Did you mean to use "
+                                       "v1/completions?",
 }
+#: The model kind each endpoint serves, and how its refusal names the endpoint.
+ENDPOINT_KINDS = {"chat_completions": ("chat", "v1/chat/completions endpoint"),
+                  "responses": ("chat", "Responses API"),
+                  "completions": ("completion", "v1/completions endpoint"),
+                  "embeddings": ("embedding", "v1/embeddings endpoint")}
 
 
 def all_models(provider: Provider) -> tuple[Model, ...]:
@@ -81,22 +89,20 @@ def model_of(provider: Provider, name: str) -> Model | None:
     return next((m for m in all_models(provider) if m.name == name), None)
 
 
-def require_kind(provider: Provider, name: str, kind: str) -> Model:
-    """The model ``name`` if this endpoint (``kind``) serves it, else the real API's error."""
+def require_kind(provider: Provider, name: str, endpoint: str) -> Model:
+    """The model ``name`` if ``endpoint`` serves its kind, else the real API's error."""
     model = model_of(provider, name)
     if model is None:
         raise RequestError(404, f"The model `{name}` does not exist or you do not have access to it.",
                            code="model_not_found")
+    kind, label = ENDPOINT_KINDS[endpoint]
     if model.kind != kind:
-        message = WRONG_ENDPOINT.get((model.kind, kind)) or \
-            f"The model `{name}` does not support the {_ENDPOINT_NAMES[kind]}."
-        raise RequestError(404 if (model.kind, kind) in WRONG_ENDPOINT else 400, message,
-                           param="model", code=None)
+        message = WRONG_ENDPOINT.get((model.kind, endpoint))
+        if message is not None:
+            raise RequestError(404, message, param="model", code=None)
+        raise RequestError(400, f"The model `{name}` does not support the {label}.", param="model",
+                           code=None)
     return model
-
-
-_ENDPOINT_NAMES = {"chat": "Responses API", "completion": "v1/completions endpoint",
-                   "embedding": "v1/embeddings endpoint"}
 
 
 def model_object(provider: Provider, name: str) -> dict[str, Any]:
@@ -217,7 +223,7 @@ def legacy_answer(raw: bytes, provider: Provider, *, completion_id: str, created
                   natural_tokens: int | None = None) -> LegacyAnswer:
     body = parse_json_body(raw)
     check_parameters(body, LEGACY_KNOWN, LEGACY_UNSUPPORTED)
-    model = require_kind(provider, parse_model(body), "completion").name
+    model = require_kind(provider, parse_model(body), "completions").name
     if "prompt" not in body:
         raise RequestError(400, "Missing required parameter: 'prompt'.", param="prompt",
                            code="missing_required_parameter")
@@ -297,7 +303,7 @@ class EmbeddingAnswer:
 def embedding_answer(raw: bytes, provider: Provider) -> EmbeddingAnswer:
     body = parse_json_body(raw)
     check_parameters(body, EMBEDDING_KNOWN, frozenset())
-    model = require_kind(provider, parse_model(body), "embedding").name
+    model = require_kind(provider, parse_model(body), "embeddings").name
     if "input" not in body:
         raise RequestError(400, "Missing required parameter: 'input'.", param="input",
                            code="missing_required_parameter")

@@ -204,7 +204,7 @@ def responses_answer(raw: bytes, provider: Provider, *, response_id: str, create
                      natural_tokens: int | None = None) -> ResponsesAnswer:
     body = parse_json_body(raw)
     check_parameters(body, KNOWN, UNSUPPORTED)
-    model = require_kind(provider, parse_model(body), "chat").name
+    model = require_kind(provider, parse_model(body), "responses").name
     if "input" not in body:
         raise RequestError(400, "Missing required parameter: 'input'.", param="input",
                            code="missing_required_parameter")

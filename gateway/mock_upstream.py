@@ -149,7 +149,7 @@ Parse = Callable[[bytes, "UpstreamState"], tuple[str, Answer]]
 
 def parse_chat(raw: bytes, state: UpstreamState) -> tuple[str, Answer]:
     req = parse_chat_request(raw, state.model_names)
-    require_kind(state.provider, req.model, "chat")
+    require_kind(state.provider, req.model, "chat_completions")
     request_id, completion_id = state.next_ids()
     return request_id, chat_answer(req, completion_id=completion_id, created=int(time.time()))
 
