@@ -1,6 +1,7 @@
 """The gateway's other OpenAI endpoints, through the same stages as chat completions.
 
-``POST /v1/completions``, ``POST /v1/embeddings`` and ``POST /v1/responses`` run the chat
+``POST /v1/completions``, ``POST /v1/embeddings``, ``POST /v1/responses`` and
+``POST /v1/moderations`` (free: no usage, nothing billed) run the chat
 pipeline's stages in the same order, reusing the :class:`gateway.app.Gateway`'s own pieces:
 
     admission → client address → region → identity → request validation (per endpoint)
@@ -73,12 +74,18 @@ class Endpoint:
     #: How a successful stream ends: ``data: [DONE]`` after chat-style chunks (whose usage chunk
     #: the gateway asks for), or the Responses API's terminal event that carries the usage.
     stream_end: Literal["done", "event"]
+    default_model: str = ""  # what an absent ``model`` means ("": the model is required)
 
 
 def _usage_embeddings(obj: Any) -> tuple[int, int] | None:
     usage = obj.get("usage") if isinstance(obj, dict) else None
     tin = usage.get("prompt_tokens") if isinstance(usage, dict) else None
     return (tin, 0) if isinstance(tin, int) and tin >= 0 else None
+
+
+def _usage_moderations(obj: Any) -> tuple[int, int] | None:
+    """Moderation is free and reports no usage: a well-formed answer bills nothing."""
+    return (0, 0) if isinstance(obj, dict) and isinstance(obj.get("results"), list) else None
 
 
 def _usage_responses(obj: Any) -> tuple[int, int] | None:
@@ -97,6 +104,8 @@ ENDPOINTS = {e.path: e for e in (
     Endpoint("/v1/completions", "completions", "completion", "prompt", usage_from, "done"),
     Endpoint("/v1/embeddings", "embeddings", "embedding", "input", _usage_embeddings, "done"),
     Endpoint("/v1/responses", "responses", "chat", "input", _usage_responses, "event"),
+    Endpoint("/v1/moderations", "moderations", "moderation", "input", _usage_moderations, "done",
+             default_model="omni-moderation-latest"),
 )}
 #: The Responses API's last stream events: the response in its final state.
 _TERMINAL = (b'"type":"response.completed"', b'"type":"response.incomplete"',
@@ -160,7 +169,7 @@ def _wrong_kind(name: str, has: str, wants: str) -> ClientError:
                         "v1/chat/completions endpoint. Did you mean to use v1/completions?",
                         code=None, param="model")
     endpoint = {"embedding": "the v1/embeddings endpoint", "completion": "the v1/completions endpoint",
-                "chat": "the Responses API"}[wants]
+                "moderation": "the v1/moderations endpoint", "chat": "the Responses API"}[wants]
     return BadRequest(f"The model `{name}` does not support {endpoint}.", code=None, param="model")
 
 
@@ -174,8 +183,8 @@ def parse(raw: bytes, endpoint: Endpoint) -> Parsed:
         raise BadRequest(JSON_MESSAGE) from None
     if not isinstance(body, dict):
         raise BadRequest("Invalid type for request body: expected an object.", code="invalid_type")
-    model = body.get("model")
-    if "model" not in body:
+    model = body.get("model", endpoint.default_model or None)
+    if model is None:
         raise BadRequest("Missing required parameter: 'model'.", param="model",
                          code="missing_required_parameter")
     if not isinstance(model, str) or not model:
@@ -188,7 +197,7 @@ def parse(raw: bytes, endpoint: Endpoint) -> Parsed:
     if stream is not None and not isinstance(stream, bool):
         raise BadRequest("Invalid type for 'stream': expected a boolean.", param="stream",
                          code="invalid_type")
-    if stream and endpoint.kind == "embedding":
+    if stream and endpoint.kind in ("embedding", "moderation"):
         raise BadRequest("Unrecognized request argument supplied: stream", code=None)
     options = body.get("stream_options")
     if options is not None and not stream:

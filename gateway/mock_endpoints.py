@@ -11,6 +11,10 @@
   vector per input, a deterministic function of (model, input), ``dimensions`` long if asked
   (text-embedding-3 models only), as float arrays or ``encoding_format: "base64"`` (little-endian
   float32, what the official SDK asks for by default). Usage: ``prompt_tokens`` = ``total_tokens``.
+* ``POST /v1/moderations``: ``input`` a string, an array of strings or of ``text`` parts; one
+  result per input with every category of the omni model, scores a deterministic function of the
+  input, all below 0.01, so nothing is flagged (the mock has no classifier; image parts are refused).
+  ``model`` defaults to :data:`DEFAULT_MODERATION_MODEL`. Moderation is free: no usage.
 * A model is served only by the endpoint of its kind (``Model.kind``); another endpoint answers
   the real API's 404 for it.
 """
@@ -61,6 +65,12 @@ LEGACY_KNOWN = frozenset({"model", "prompt", "max_tokens", "temperature", "top_p
                           "stream_options", "logprobs", "echo", "stop", "presence_penalty",
                           "frequency_penalty", "logit_bias", "user", "seed", "best_of"})
 LEGACY_UNSUPPORTED = frozenset({"suffix"})
+MODERATION_KNOWN = frozenset({"model", "input"})
+DEFAULT_MODERATION_MODEL = "omni-moderation-latest"
+MODERATION_CATEGORIES = ("harassment", "harassment/threatening", "hate", "hate/threatening",
+                         "illicit", "illicit/violent", "self-harm", "self-harm/instructions",
+                         "self-harm/intent", "sexual", "sexual/minors", "violence",
+                         "violence/graphic")
 EMBEDDING_KNOWN = frozenset({"model", "input", "encoding_format", "dimensions", "user"})
 
 #: OpenAI's answers for a model on another kind's endpoint, by (model kind, endpoint).
@@ -76,6 +86,7 @@ WRONG_ENDPOINT = {
 }
 #: The model kind each endpoint serves, and how its refusal names the endpoint.
 ENDPOINT_KINDS = {"chat_completions": ("chat", "v1/chat/completions endpoint"),
+                  "moderations": ("moderation", "v1/moderations endpoint"),
                   "responses": ("chat", "Responses API"),
                   "completions": ("completion", "v1/completions endpoint"),
                   "embeddings": ("embedding", "v1/embeddings endpoint")}
@@ -346,3 +357,71 @@ def _items(value: Any) -> list[Any]:
     if isinstance(value, str) or all(isinstance(t, int) for t in value):
         return [value]
     return list(value)
+
+
+# ---------------------------------------------------------------- moderations
+
+
+@dataclass(frozen=True, slots=True)
+class ModerationAnswer:
+    """A moderations answer (an ``Answer`` that is never streamed and bills nothing)."""
+
+    model: str
+    texts: tuple[str, ...]
+    moderation_id: str
+    stream: bool = False
+    tokens: int = 0
+
+    def body(self) -> dict[str, Any]:
+        return {"id": self.moderation_id, "model": self.model,
+                "results": [self._result(t) for t in self.texts]}
+
+    def _result(self, text: str) -> dict[str, Any]:
+        rng = np.random.default_rng([zlib.crc32(self.model.encode()), zlib.crc32(text.encode())])
+        scores = {c: float(s) for c, s in zip(MODERATION_CATEGORIES,
+                                               rng.random(len(MODERATION_CATEGORIES)) * 0.01,
+                                               strict=True)}
+        return {"flagged": False, "categories": dict.fromkeys(MODERATION_CATEGORIES, False),
+                "category_scores": scores,
+                "category_applied_input_types": {c: ["text"] for c in MODERATION_CATEGORIES}}
+
+    def head(self) -> bytes:
+        return b""
+
+    def deltas(self, start: int, end: int) -> bytes:
+        return b""
+
+    def tail(self) -> bytes:
+        return b""
+
+
+def moderation_answer(raw: bytes, provider: Provider, *, moderation_id: str) -> ModerationAnswer:
+    body = parse_json_body(raw)
+    check_parameters(body, MODERATION_KNOWN, frozenset())
+    name = body.get("model", DEFAULT_MODERATION_MODEL)
+    if not isinstance(name, str) or not name:
+        raise RequestError(400, "Invalid type for 'model': expected a string.", param="model",
+                           code="invalid_type")
+    model = require_kind(provider, name, "moderations").name
+    if "input" not in body:
+        raise RequestError(400, "Missing required parameter: 'input'.", param="input",
+                           code="missing_required_parameter")
+    return ModerationAnswer(model, tuple(_moderation_texts(body["input"])), moderation_id)
+
+
+def _moderation_texts(value: Any) -> list[str]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items:
+        raise RequestError(400, "'$.input' is invalid. Please check the API reference: "
+                                "https://platform.openai.com/docs/api-reference.", param="input")
+    out = []
+    for i, item in enumerate(items):
+        if isinstance(item, str):
+            out.append(item)
+        elif isinstance(item, dict) and item.get("type") == "text" and isinstance(item.get("text"), str):
+            out.append(item["text"])
+        else:
+            raise RequestError(400, f"Unsupported value: 'input[{i}]' must be text; image inputs are "
+                                    "not supported with this model.", param=f"input[{i}]",
+                               code="unsupported_value")
+    return out

@@ -49,6 +49,7 @@ from gateway.mock_endpoints import (
     embedding_answer,
     legacy_answer,
     model_object,
+    moderation_answer,
     require_kind,
 )
 from gateway.mock_responses import responses_answer
@@ -131,6 +132,7 @@ def make_upstream_app(provider: Provider, *, time_scale: float = 1.0, seed: int 
     app.router.add_post("/v1/completions", endpoint(parse_legacy))
     app.router.add_post("/v1/embeddings", endpoint(parse_embeddings))
     app.router.add_post("/v1/responses", endpoint(parse_responses))
+    app.router.add_post("/v1/moderations", endpoint(parse_moderations))
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model}", retrieve_model)
     app.router.add_get("/healthz", healthz)
@@ -163,6 +165,12 @@ def parse_legacy(raw: bytes, state: UpstreamState) -> tuple[str, Answer]:
 def parse_embeddings(raw: bytes, state: UpstreamState) -> tuple[str, Answer]:
     request_id, _ = state.next_ids()
     return request_id, embedding_answer(raw, state.provider)
+
+
+def parse_moderations(raw: bytes, state: UpstreamState) -> tuple[str, Answer]:
+    request_id, completion_id = state.next_ids()
+    return request_id, moderation_answer(raw, state.provider,
+                                         moderation_id=completion_id.replace("chatcmpl-", "modr-"))
 
 
 def parse_responses(raw: bytes, state: UpstreamState) -> tuple[str, Answer]:

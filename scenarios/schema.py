@@ -174,8 +174,9 @@ class Model(_Model):
     quality: float = Field(default=1.0, ge=0, le=1)
     available_from: UtcDatetime | None = None
     #: The endpoint that sells it: chat (chat completions and the Responses API), legacy
-    #: ``completion``, or ``embedding`` (priced by input tokens only: ``price_out`` must be 0).
-    kind: Literal["chat", "completion", "embedding"] = "chat"
+    #: ``completion``, ``embedding`` (priced by input tokens only: ``price_out`` must be 0), or
+    #: ``moderation`` (no usage: free).
+    kind: Literal["chat", "completion", "embedding", "moderation"] = "chat"
 
 
 class Latency(_Model):

@@ -22,7 +22,7 @@ import openai
 import pytest
 from e2e_support import free_port, free_run, spawn_regionblock, wait_ok
 from openai import AsyncOpenAI, OpenAI
-from openai.types import Completion, CreateEmbeddingResponse
+from openai.types import Completion, CreateEmbeddingResponse, ModerationCreateResponse
 from openai.types import Model as SdkModel
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.responses import Response, ResponseStreamEvent
@@ -290,6 +290,16 @@ def test_embeddings_default_base64_and_float_are_billed_by_input(stack: Stack) -
     with pytest.raises(openai.BadRequestError) as caught:
         client.embeddings.create(model="gpt-4o", input="x")
     assert caught.value.param == "model"
+
+
+def test_moderations_are_free_and_complete(stack: Stack) -> None:
+    raw = stack.client().moderations.with_raw_response.create(input=["hello", "world"])
+    ModerationCreateResponse.model_validate(_raw_json(raw))
+    done = raw.parse()
+    assert done.model == "omni-moderation-latest" and [r.flagged for r in done.results] == [False] * 2
+    row = stack.row(raw.headers["x-request-id"])
+    assert (row["model"], row["tokens_in"], row["revenue_usd"], row["error"]) == (
+        "omni-moderation-latest", 0, 0.0, "")
 
 
 # ---------------------------------------------------------------- responses

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from openai.types import Completion, CreateEmbeddingResponse
+from openai.types import Completion, CreateEmbeddingResponse, ModerationCreateResponse
 from openai.types import Model as SdkModel
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.responses import Response
@@ -340,3 +340,18 @@ def test_json_instance_follows_refs_and_bounds() -> None:
     assert 2 < value["p"]["x"] <= 3 and value["tags"] == ["t", "t", "t"]
     assert isinstance(value["maybe"], bool)
     assert Tool("f", schema).name == "f"
+
+
+async def test_moderations_every_category_nothing_flagged(mock: Any) -> None:
+    status, body = await _post(mock, "/v1/moderations", {"input": ["hello", {"type": "text",
+                                                                             "text": "hi"}]})
+    assert status == 200
+    ModerationCreateResponse.model_validate(body)
+    assert body["model"] == "omni-moderation-latest" and len(body["results"]) == 2
+    for result in body["results"]:
+        assert result["flagged"] is False and not any(result["categories"].values())
+        assert all(0 <= v < 0.01 for v in result["category_scores"].values())
+    status, again = await _post(mock, "/v1/moderations", {"input": "hello"})
+    assert again["results"][0] == body["results"][0]  # a function of the input
+    status, err = await _post(mock, "/v1/moderations", {"input": [{"type": "image_url"}]})
+    assert status == 400 and err["error"]["code"] == "unsupported_value"
