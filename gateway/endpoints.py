@@ -50,6 +50,7 @@ _JSON = ("content-type", "application/json")
 _SSE_HEADERS = [("content-type", "text/event-stream; charset=utf-8"), ("cache-control", "no-cache")]
 _DONE = b"data: [DONE]\n\n"
 MODELS_PATH = "/v1/models"
+RELAY_VIA = "regionblock-relay"  # the relay's Via token (gateway.app.RELAY_VIA)
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +252,8 @@ async def _serve(gw: Gateway, endpoint: Endpoint, rt: Runtime, now: dt.datetime,
     where = gw.regions.resolve(addr.ip, peer_trusted=addr.peer_trusted,
                                cf_country=headers.get("cf-ipcountry"))
     meter.country, meter.asn, meter.asn_class = where.country, where.asn, where.asn_class
+    if addr.peer_trusted and RELAY_VIA in headers.get("via", ""):
+        meter.path = "relay"  # came through the circumvention relay (as in the chat pipeline)
     try:
         who = identify(headers.get("authorization"))
         meter.org, meter.home_region = who.org, who.home_region

@@ -91,7 +91,7 @@ def test_openai_sdk_against_a_mock_upstream(upstreams: tuple[int, subprocess.Pop
     lines = out.splitlines()
     assert lines[0] == (f"openai    http://127.0.0.1:{base}  (gpt-4o, gpt-4-turbo, gpt-3.5-turbo, "
                         "gpt-4o-mini, text-embedding-3-small, text-embedding-3-large, "
-                        "gpt-3.5-turbo-instruct)")
+                        "gpt-3.5-turbo-instruct, omni-moderation-latest)")
     assert lines[6].startswith(f"relay     http://127.0.0.1:{base + 6}  -> http://127.0.0.1:{base}  ")
     assert len(lines) == SERVERS
 

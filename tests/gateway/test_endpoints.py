@@ -196,3 +196,13 @@ def test_event_meter_passes_every_event_but_the_terminal_one_whatever_the_chunki
     assert meter.done and passed + meter.final == stream
     assert meter.final.startswith(b"event: response.incomplete\n")
     assert meter.usage == (2, 20)
+
+
+async def test_a_request_through_the_relay_is_metered_as_relay(live: Live) -> None:
+    data = json.dumps({"model": "text-embedding-3-small", "input": "x"}).encode()
+    headers = {"X-Forwarded-For": US_IP, "Authorization": f"Bearer {US_KEY}",
+               "Via": "1.1 regionblock-relay", "Content-Type": "application/json"}
+    async with live.session.post(live.url + "/v1/embeddings", data=data, headers=headers) as r:
+        assert r.status == 200
+        request_id = r.headers["x-request-id"]
+    assert live.row(request_id)["path"] == "relay"

@@ -132,7 +132,7 @@ async def test_models_healthz_and_unknown_model(aiohttp_client: MakeClient) -> N
 
 async def test_other_paths_and_methods_are_invalid_urls(aiohttp_client: MakeClient) -> None:
     client = await aiohttp_client(make_upstream_app(_openai()))
-    for method, path in (("GET", "/v1/chat/completions"), ("POST", "/v1/moderations")):
+    for method, path in (("GET", "/v1/chat/completions"), ("POST", "/v1/images/generations")):
         resp = await client.request(method, path)
         assert resp.status == 404
         assert await resp.json() == {"error": {"message": f"Invalid URL ({method} {path})",
