@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from gateway import admin
+from gateway import admin, endpoints
 from gateway.client_address import AddressResolver
 from gateway.config import GatewayConfig
 from gateway.connection import ClientGone, ResponseWriter
@@ -34,7 +34,6 @@ from gateway.errors import (
     CircuitOpen,
     ClientError,
     LedgerError,
-    NotFound,
     Overloaded,
     UpstreamError,
     UpstreamStatusError,
@@ -83,7 +82,7 @@ class Meter:
     column of the ledger contract (:data:`scenarios.ledger.COLUMN_NAMES`), plus the scenario
     instant and the target the money is computed from."""
 
-    __slots__ = (*COLUMN_NAMES, "at", "target")
+    __slots__ = (*COLUMN_NAMES, "at", "target", "endpoint")
 
     def __init__(self, request_id: str, wall_time: float, scenario_time: str,
                  at: dt.datetime) -> None:
@@ -107,6 +106,7 @@ class Meter:
         self.ttft_ms: float | None = None
         self.path = "direct"
         self.stream = 0
+        self.endpoint = "chat"  # the metrics label of the API operation
 
     def row(self, total_ms: float) -> tuple[Any, ...]:
         self.total_ms = total_ms
@@ -180,7 +180,7 @@ class Gateway:
                                           lambda: self.ledger.last_lag_s)
         m.gauges["ledger_backlog"] = ("Ledger rows queued, not yet committed",
                                       lambda: float(self.ledger.backlog))
-        m.gauges["ledger_rows"] = ("Ledger rows committed", lambda: float(self.ledger.written))
+        m.counters["ledger_rows"] = ("Ledger rows committed", lambda: float(self.ledger.written))
         m.gauges["relay_orgs_tracked"] = ("Organisations remembered as relaying",
                                           lambda: float(len(self.relays)))
         m.labelled_gauges["upstream_up"] = ("Upstream circuit: 1 closed, 0.5 half-open, 0 open",
@@ -194,13 +194,18 @@ class Gateway:
             if req.method != "POST":
                 return _method_not_allowed(writer, req)
             return await self.chat(req, writer)
+        endpoint = endpoints.ENDPOINTS.get(path)
+        if endpoint is not None:
+            if req.method != "POST":
+                return _method_not_allowed(writer, req)
+            return await endpoints.serve(self, endpoint, req, writer)
         if path.startswith("/admin/"):
             status, body = admin.handle(self, req)
             return writer.send(status, [_JSON], body)
         if req.method != "GET":
             return _not_found(writer, req)
-        if path == "/v1/models":
-            return self._models(req, writer)
+        if path == "/v1/models" or path.startswith("/v1/models/"):
+            return endpoints.handle_models(self, req, writer)
         if path == "/healthz":
             return writer.send(200, [_JSON], b'{"status":"ok"}')
         if path == "/readyz":
@@ -209,12 +214,6 @@ class Gateway:
             return writer.send(200, [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
                                self.metrics.exposition())
         return _not_found(writer, req)
-
-    def _models(self, req: Request, writer: ResponseWriter) -> None:
-        now = self.runtime.clock.scenario_at(req.wall_time)
-        data = [{"id": t.model.name, "object": "model", "created": 0, "owned_by": t.provider.name}
-                for t in self.runtime.catalog.models(now)]
-        writer.send(200, [_JSON], json.dumps({"object": "list", "data": data}).encode())
 
     def _readyz(self, writer: ResponseWriter) -> None:
         ok = self.ready and self.ledger.failed is None
@@ -263,10 +262,7 @@ class Gateway:
             chat = parse_chat(req.body)
             meter.stream = int(chat.stream)
             meter.model = chat.model
-            target = rt.catalog.lookup(chat.model, now)
-            if target is None:
-                raise NotFound(f"The model `{chat.model}` does not exist or you do not have access "
-                               "to it.", code="model_not_found", param="model")
+            target = endpoints.chat_target(rt, chat.model, now)
         except ClientError as exc:
             return await self._refuse(req, writer, meter, exc)
         decision = decide(rt.policy, self.relays, now, target.provider.name, who, where)
@@ -423,7 +419,7 @@ class Gateway:
         """Write the ledger row and wait until it is durable; False if the response must not go."""
         total = self.loop.time() - req.started
         self._bill(meter)
-        self.metrics.request(meter.country, meter.provider, meter.decision, meter.status, total)
+        self.metrics.record(meter, total)
         try:
             await self.ledger.submit(meter.row(total * 1000))
         except LedgerError as exc:

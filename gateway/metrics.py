@@ -5,22 +5,40 @@ the gateway instead keeps its counts in dicts keyed by label tuples (one event l
 lock needed) and a custom collector turns them into metric families at scrape time, in a
 registry of its own (no process-global state).
 
+Named like the anchors' exports (LiteLLM's ``litellm_input_tokens``/``litellm_spend_metric``/
+``..._time_to_first_token_metric``, Envoy AI Gateway's ``gen_ai_client_token_usage`` and
+``gen_ai_server_time_to_first_token``) in Prometheus' conventions: counters end in ``_total``,
+durations are in seconds, money in USD; no organisation, key or address is ever a label (their
+number is unbounded), only provider, model, endpoint, country and outcome.
+
 Metrics:
   regionblock_gateway_requests_total{country,provider,decision,status}
   regionblock_gateway_request_duration_seconds{provider,decision}        histogram (total time)
   regionblock_gateway_upstream_duration_seconds{provider}                histogram
-  regionblock_gateway_ledger_lag_seconds / _ledger_backlog / _ledger_rows_total
+  regionblock_gateway_prompt_tokens_total{provider,model,endpoint}       tokens billed as input
+  regionblock_gateway_completion_tokens_total{provider,model,endpoint}   tokens billed as output
+  regionblock_gateway_spend_usd_total{provider,model,endpoint}           revenue at list price
+  regionblock_gateway_time_to_first_token_seconds{provider,model}        histogram (streams)
+  regionblock_gateway_ledger_lag_seconds / _ledger_backlog (gauges), _ledger_rows_total (counter)
   regionblock_gateway_upstream_up{provider} (1 closed, 0.5 half-open, 0 open circuit)
   regionblock_gateway_upstream_failures_total{provider,error}
   regionblock_gateway_inflight, regionblock_gateway_rejected_total{reason}
+  process_* and python_* (prometheus-client's process, platform and GC collectors)
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
+from typing import Protocol
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -55,19 +73,61 @@ class Histogram:
         return out
 
 
+class Metered(Protocol):
+    """What :meth:`Metrics.record` reads of a request's ledger record."""
+
+    country: str
+    provider: str
+    model: str
+    endpoint: str
+    decision: str
+    status: int
+    tokens_in: int
+    tokens_out: int
+    revenue_usd: float
+    ttft_ms: float | None
+
+
 class Metrics:
-    """The gateway's counters; ``gauges`` callbacks are read at scrape time."""
+    """The gateway's counters; ``gauges`` and ``counters`` callbacks are read at scrape time."""
 
     def __init__(self) -> None:
         self.requests: dict[tuple[str, str, str, str], int] = {}
+        self.tokens: dict[tuple[str, str, str], list[float]] = {}  # [in, out, usd]
+        self.ttft: dict[tuple[str, str], Histogram] = {}
         self.durations: dict[tuple[str, str], Histogram] = {}
         self.upstream: dict[str, Histogram] = {}
         self.upstream_failures: dict[tuple[str, str], int] = {}
         self.rejected: dict[str, int] = {}
         self.gauges: dict[str, tuple[str, Callable[[], float]]] = {}
         self.labelled_gauges: dict[str, tuple[str, str, Callable[[], dict[str, float]]]] = {}
+        self.counters: dict[str, tuple[str, Callable[[], float]]] = {}
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
+        # The default exports every Prometheus client has (process_*, python_info, python_gc_*),
+        # in this registry rather than the process-global one.
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+
+    def record(self, m: Metered, seconds: float) -> None:
+        """One finished request: its outcome, and what it was billed (if a model served it)."""
+        self.request(m.country, m.provider, m.decision, m.status, seconds)
+        if not m.provider or not (m.tokens_in or m.tokens_out):
+            return
+        key = (m.provider, m.model, m.endpoint)
+        sums = self.tokens.get(key)
+        if sums is None:
+            sums = self.tokens[key] = [0.0, 0.0, 0.0]
+        sums[0] += m.tokens_in
+        sums[1] += m.tokens_out
+        sums[2] += m.revenue_usd
+        if m.ttft_ms is not None:
+            hkey = (m.provider, m.model)
+            hist = self.ttft.get(hkey)
+            if hist is None:
+                hist = self.ttft[hkey] = Histogram()
+            hist.observe(m.ttft_ms / 1000)
 
     def request(self, country: str, provider: str, decision: str, status: int, seconds: float) -> None:
         key = (country, provider, decision, str(status))
@@ -120,6 +180,9 @@ class _Collector:
         for reason, n in sorted(m.rejected.items()):
             rejected.add_metric([reason], n)
         yield rejected
+        yield from _usage(m)
+        for name, (doc, read) in m.counters.items():
+            yield CounterMetricFamily(PREFIX + name, doc, value=read())
         for name, (doc, read) in m.gauges.items():
             yield GaugeMetricFamily(PREFIX + name, doc, value=read())
         for name, (doc, label, read_all) in m.labelled_gauges.items():
@@ -127,6 +190,22 @@ class _Collector:
             for value_label, value in sorted(read_all().items()):
                 gauge.add_metric([value_label], value)
             yield gauge
+
+
+def _usage(m: Metrics) -> Iterator[Metric]:
+    labels = ["provider", "model", "endpoint"]
+    families = [CounterMetricFamily(PREFIX + "prompt_tokens", "Input tokens billed", labels=labels),
+                CounterMetricFamily(PREFIX + "completion_tokens", "Output tokens billed",
+                                    labels=labels),
+                CounterMetricFamily(PREFIX + "spend_usd", "Revenue at list price, USD",
+                                    labels=labels)]
+    for key, sums in sorted(m.tokens.items()):
+        for family, value in zip(families, sums, strict=True):
+            family.add_metric(list(key), value)
+    yield from families
+    yield _histograms(PREFIX + "time_to_first_token_seconds",
+                      "Time from arrival to the first streamed event", ["provider", "model"],
+                      {k: h for k, h in m.ttft.items()})
 
 
 def _histograms(name: str, doc: str, labels: list[str],

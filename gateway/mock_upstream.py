@@ -33,7 +33,7 @@ import socket
 import struct
 import time
 import zlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,18 +42,20 @@ import numpy as np
 from aiohttp import web
 
 from gateway.faults import FaultPlan, FaultSettings, injected_error_body, plan_fault
+from gateway.mock_chat import chat_answer
+from gateway.mock_completion import Answer
+from gateway.mock_endpoints import (
+    all_models,
+    embedding_answer,
+    legacy_answer,
+    model_object,
+    moderation_answer,
+    require_kind,
+)
+from gateway.mock_responses import responses_answer
 from gateway.mock_upstream_capacity import CapacityLimiter, QueueFull
 from gateway.mock_upstream_errors import FaultSettingsError, ListenError
-from gateway.mock_upstream_wire import (
-    DONE_EVENT,
-    ChatRequest,
-    Reply,
-    RequestError,
-    error_body,
-    filler,
-    models_body,
-    parse_chat_request,
-)
+from gateway.mock_upstream_wire import RequestError, error_body, models_body, parse_chat_request
 from gateway.relay import DEFAULT_RELAY_TARGET, RelayConfig, make_relay_app
 from scenarios.distributions import sample_one
 from scenarios.geo import Geo, default_geo
@@ -125,9 +127,14 @@ def make_upstream_app(provider: Provider, *, time_scale: float = 1.0, seed: int 
         limiter=CapacityLimiter(provider.capacity.concurrency, provider.capacity.queue_limit),
         latency_rng=provider_rng(seed, provider.name, _LATENCY_STREAM),
         fault_rng=provider_rng(seed, provider.name, _FAULT_STREAM),
-        model_names=tuple(m.name for m in provider.models))
-    app.router.add_post("/v1/chat/completions", chat_completions)
+        model_names=tuple(m.name for m in all_models(provider)))
+    app.router.add_post("/v1/chat/completions", endpoint(parse_chat))
+    app.router.add_post("/v1/completions", endpoint(parse_legacy))
+    app.router.add_post("/v1/embeddings", endpoint(parse_embeddings))
+    app.router.add_post("/v1/responses", endpoint(parse_responses))
+    app.router.add_post("/v1/moderations", endpoint(parse_moderations))
     app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{model}", retrieve_model)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/admin/faults", get_faults)
     app.router.add_put("/admin/faults", put_faults)
@@ -136,14 +143,54 @@ def make_upstream_app(provider: Provider, *, time_scale: float = 1.0, seed: int 
     return app
 
 
-# ---------------------------------------------------------------- chat completions
+# ---------------------------------------------------------------- completions of every endpoint
+
+#: What an endpoint makes of a request body: (x-request-id, the answer), or RequestError.
+Parse = Callable[[bytes, "UpstreamState"], tuple[str, Answer]]
 
 
-async def chat_completions(request: web.Request) -> web.StreamResponse:
+def parse_chat(raw: bytes, state: UpstreamState) -> tuple[str, Answer]:
+    req = parse_chat_request(raw, state.model_names)
+    require_kind(state.provider, req.model, "chat_completions")
+    request_id, completion_id = state.next_ids()
+    return request_id, chat_answer(req, completion_id=completion_id, created=int(time.time()))
+
+
+def parse_legacy(raw: bytes, state: UpstreamState) -> tuple[str, Answer]:
+    request_id, completion_id = state.next_ids()
+    return request_id, legacy_answer(raw, state.provider, created=int(time.time()),
+                                     completion_id=completion_id.replace("chatcmpl-", "cmpl-"))
+
+
+def parse_embeddings(raw: bytes, state: UpstreamState) -> tuple[str, Answer]:
+    request_id, _ = state.next_ids()
+    return request_id, embedding_answer(raw, state.provider)
+
+
+def parse_moderations(raw: bytes, state: UpstreamState) -> tuple[str, Answer]:
+    request_id, completion_id = state.next_ids()
+    return request_id, moderation_answer(raw, state.provider,
+                                         moderation_id=completion_id.replace("chatcmpl-", "modr-"))
+
+
+def parse_responses(raw: bytes, state: UpstreamState) -> tuple[str, Answer]:
+    request_id, completion_id = state.next_ids()
+    return request_id, responses_answer(raw, state.provider, created=int(time.time()),
+                                        response_id=completion_id.replace("chatcmpl-", "resp_"))
+
+
+def endpoint(parse: Parse) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """The handler of one endpoint: parse, faults, admission, then the paced answer."""
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await _complete(request, parse)
+    return handler
+
+
+async def _complete(request: web.Request, parse: Parse) -> web.StreamResponse:
     state = request.app[UPSTREAM]
     started = time.monotonic()
     try:
-        req = parse_chat_request(await request.read(), state.model_names)
+        request_id, answer = parse(await request.read(), state)
     except RequestError as exc:
         return _json(exc.body(), status=exc.status)
     plan = plan_fault(state.faults, state.fault_rng)
@@ -153,7 +200,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         state.fault_counts.spike += 1
     try:
         async with state.limiter.slot():
-            response = await _serve(request, state, req, plan, started)
+            response = await _serve(request, state, request_id, answer, plan, started)
     except QueueFull:
         return _json(RATE_LIMIT_BODY, status=429)
     state.served += 1
@@ -209,52 +256,47 @@ def _timing(state: UpstreamState, plan: FaultPlan) -> _Timing:
                    per_token_s=1.0 / (tps * state.time_scale))
 
 
-async def _serve(request: web.Request, state: UpstreamState, req: ChatRequest, plan: FaultPlan,
-                 started: float) -> web.StreamResponse:
+async def _serve(request: web.Request, state: UpstreamState, request_id: str, answer: Answer,
+                 plan: FaultPlan, started: float) -> web.StreamResponse:
     timing = _timing(state, plan)
-    request_id, completion_id = state.next_ids()
-    reply = Reply(req=req, completion_id=completion_id, created=int(time.time()))
     headers = {"x-request-id": request_id, "openai-version": "2020-10-01"}
-    if req.stream:
-        return await _stream(request, reply, timing, started, headers)
-    await asyncio.sleep(timing.ttft_s + req.completion_tokens * timing.per_token_s)
-    return _json(reply.completion(), headers={**headers, **_processing_ms(started)})
+    if answer.stream:
+        return await _stream(request, answer, timing, started, headers)
+    await asyncio.sleep(timing.ttft_s + answer.tokens * timing.per_token_s)
+    return _json(answer.body(), headers={**headers, **_processing_ms(started)})
 
 
-async def _stream(request: web.Request, reply: Reply, timing: _Timing, started: float,
+async def _stream(request: web.Request, reply: Answer, timing: _Timing, started: float,
                   headers: Mapping[str, str]) -> web.StreamResponse:
     await asyncio.sleep(timing.ttft_s)
     response = web.StreamResponse(headers={
         "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
         **headers, **_processing_ms(started)})
-    n = reply.req.completion_tokens
+    n = reply.tokens
     try:
         await response.prepare(request)
         first_at = asyncio.get_running_loop().time()
-        await response.write(reply.chunk({"role": "assistant", "content": filler(0, 1)}))
+        await response.write(reply.head() + reply.deltas(0, 1))
         await _stream_tokens(response, reply, timing, first_at)
         await _sleep_until(first_at + n * timing.per_token_s)
-        await response.write(reply.chunk({}, finish_reason="stop"))
-        if reply.req.include_usage:
-            await response.write(reply.usage_chunk())
-        await response.write(DONE_EVENT)
+        await response.write(reply.tail())
         await response.write_eof()
     except ConnectionResetError:
         pass  # the client went away mid-stream; nothing left to send it
     return response
 
 
-async def _stream_tokens(response: web.StreamResponse, reply: Reply, timing: _Timing,
+async def _stream_tokens(response: web.StreamResponse, reply: Answer, timing: _Timing,
                          first_at: float) -> None:
     """Tokens 1..n-1: token k is ready at first_at + k·per_token; ready tokens share a chunk."""
     loop = asyncio.get_running_loop()
-    n = reply.req.completion_tokens
+    n = reply.tokens
     sent, last_emit = 1, first_at
     while sent < n:
         await _sleep_until(max(first_at + sent * timing.per_token_s, last_emit + MIN_CHUNK_INTERVAL_S))
         last_emit = loop.time()
         ready = min(n, max(int((last_emit - first_at) / timing.per_token_s) + 1, sent + 1))
-        await response.write(reply.chunk({"content": filler(sent, ready - sent)}))
+        await response.write(reply.deltas(sent, ready))
         sent = ready
 
 
@@ -281,6 +323,13 @@ def _json(body: Mapping[str, Any], *, status: int = 200,
 async def list_models(request: web.Request) -> web.Response:
     state = request.app[UPSTREAM]
     return _json(models_body(state.model_names, owner=state.provider.name, created=0))
+
+
+async def retrieve_model(request: web.Request) -> web.Response:
+    try:
+        return _json(model_object(request.app[UPSTREAM].provider, request.match_info["model"]))
+    except RequestError as exc:
+        return _json(exc.body(), status=exc.status)
 
 
 async def invalid_url(request: web.Request) -> web.Response:
@@ -384,7 +433,7 @@ async def start_upstreams(scenario: Scenario, *, host: str = "127.0.0.1",
     try:
         for p in scenario.providers:
             await serve(make_upstream_app(p, time_scale=time_scale, seed=seed), p.name,
-                        ", ".join(m.name for m in p.models))
+                        ", ".join(m.name for m in all_models(p)))
         relay_geo = geo if geo_loading is None else await geo_loading
         await serve(make_relay_app(relay_config, geo=relay_geo), "relay", f"-> {relay_target}")
         yield Running(upstreams=tuple(servers[:-1]), relay=servers[-1])

@@ -10,9 +10,10 @@ Token counting (the gateway and the load tests rely on it, so it is exact and do
   (:data:`DEFAULT_COMPLETION_TOKENS`).
 * ``total_tokens`` = their sum.
 
-Every completion ends with ``finish_reason: "stop"``. The generated text is one word per token:
-token ``k`` is ``FILLER_WORDS[k % len(FILLER_WORDS)]`` followed by a space, so the content of
-``n`` tokens is always the same string.
+The generated text is one word per token: token ``k`` is ``FILLER_WORDS[k % len(FILLER_WORDS)]``
+followed by a space, so the content of ``n`` tokens is always the same string. What an answer
+contains beyond that (choices, stop, finish reasons, tools, JSON, logprobs) is decided in
+:mod:`gateway.mock_completion` and written by :mod:`gateway.mock_chat`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 DEFAULT_COMPLETION_TOKENS = 16
@@ -57,19 +58,13 @@ class ChatRequest:
     completion_tokens: int
     stream: bool
     include_usage: bool
+    body: Mapping[str, Any] = field(default_factory=dict)  # the whole request, for the content
 
 
 def parse_chat_request(raw: bytes, models: Sequence[str]) -> ChatRequest:
     """Validate a request body against this provider's ``models``; raise RequestError if bad."""
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RequestError(400, f"We could not parse the JSON body of your request: {exc}") from None
-    if not isinstance(body, dict):
-        raise RequestError(400, "The request body must be a JSON object.")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise RequestError(400, "You must provide a model parameter.", param="model")
+    body = parse_json_body(raw)
+    model = parse_model(body)
     if model not in models:
         raise RequestError(404, f"The model `{model}` does not exist or you do not have access to it.",
                            code="model_not_found")
@@ -81,7 +76,25 @@ def parse_chat_request(raw: bytes, models: Sequence[str]) -> ChatRequest:
     include_usage = isinstance(options, dict) and options.get("include_usage") is True
     return ChatRequest(model=model, prompt_tokens=prompt_tokens(body.get("messages")),
                        completion_tokens=completion_tokens(body), stream=bool(stream),
-                       include_usage=include_usage)
+                       include_usage=include_usage, body=body)
+
+
+def parse_json_body(raw: bytes) -> dict[str, Any]:
+    """The request's JSON object, or the API's 400."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RequestError(400, f"We could not parse the JSON body of your request: {exc}") from None
+    if not isinstance(body, dict):
+        raise RequestError(400, "The request body must be a JSON object.")
+    return body
+
+
+def parse_model(body: Mapping[str, Any]) -> str:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise RequestError(400, "You must provide a model parameter.", param="model")
+    return model
 
 
 def prompt_tokens(messages: Any) -> int:
@@ -141,52 +154,6 @@ def _char_offset(token: int) -> int:
     """Where token ``token`` starts in ``_CYCLE`` repeated."""
     cycles, k = divmod(token, len(FILLER_WORDS))
     return cycles * len(_CYCLE) + _STARTS[k]
-
-
-def usage(req: ChatRequest) -> dict[str, int]:
-    return {"prompt_tokens": req.prompt_tokens, "completion_tokens": req.completion_tokens,
-            "total_tokens": req.prompt_tokens + req.completion_tokens}
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """The answer to one request: its ids, and the bodies or stream chunks that carry it."""
-
-    req: ChatRequest
-    completion_id: str
-    created: int
-
-    def completion(self) -> dict[str, Any]:
-        """A whole ``chat.completion`` object."""
-        req = self.req
-        return {
-            "id": self.completion_id, "object": "chat.completion", "created": self.created,
-            "model": req.model,
-            "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
-                         "message": {"role": "assistant",
-                                     "content": filler(0, req.completion_tokens)}}],
-            "usage": usage(req),
-            "system_fingerprint": None,
-        }
-
-    def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-        """One ``data: {chat.completion.chunk}`` server-sent event with one choice."""
-        chunk: dict[str, Any] = {
-            **self._chunk_head(),
-            "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                         "finish_reason": finish_reason}],
-        }
-        if self.req.include_usage:
-            chunk["usage"] = None  # as the real API does: usage only in the last chunk
-        return sse(chunk)
-
-    def usage_chunk(self) -> bytes:
-        """The extra last chunk sent with ``stream_options.include_usage``: no choices, the usage."""
-        return sse({**self._chunk_head(), "choices": [], "usage": usage(self.req)})
-
-    def _chunk_head(self) -> dict[str, Any]:
-        return {"id": self.completion_id, "object": "chat.completion.chunk",
-                "created": self.created, "model": self.req.model, "system_fingerprint": None}
 
 
 def sse(obj: Mapping[str, Any]) -> bytes:

@@ -173,6 +173,10 @@ class Model(_Model):
     price_out: float = Field(ge=0)
     quality: float = Field(default=1.0, ge=0, le=1)
     available_from: UtcDatetime | None = None
+    #: The endpoint that sells it: chat (chat completions and the Responses API), legacy
+    #: ``completion``, ``embedding`` (priced by input tokens only: ``price_out`` must be 0), or
+    #: ``moderation`` (no usage: free).
+    kind: Literal["chat", "completion", "embedding", "moderation"] = "chat"
 
 
 class Latency(_Model):
@@ -216,6 +220,9 @@ class Provider(_Model):
     label: str = ""
     incumbent: bool = False
     models: tuple[Model, ...] = Field(min_length=1)
+    #: Models of the other endpoints (embeddings, legacy completions), kept apart from ``models``
+    #: so the chat traffic the simulator and the load test model is unchanged by them.
+    other_models: tuple[Model, ...] = ()
     substitutes: dict[str, str] = {}
     latency: Latency
     capacity: Capacity
@@ -517,11 +524,30 @@ def _provider_rules(s: Scenario) -> list[tuple[Loc, str]]:
         out.append((("providers",), f"exactly one provider must be the incumbent (found {len(incumbents)})"))
     for i, p in enumerate(s.providers):
         out += _duplicates([m.name for m in p.models], ("providers", i, "models"), "name")
+        out += _model_kind_rules(p, i)
         for src, dst in p.substitutes.items():
             if p.model(dst) is None:
                 out.append((("providers", i, "substitutes", src), f"{p.name} has no model {dst!r}"))
         if p.incentive and p.incentive.deadline and p.incentive.deadline < s.window.start:
             out.append((("providers", i, "incentive", "deadline"), "is before window.start"))
+    return out
+
+
+def _model_kind_rules(p: Provider, i: int) -> list[tuple[Loc, str]]:
+    out: list[tuple[Loc, str]] = []
+    chat = {m.name for m in p.models}
+    for j, m in enumerate(p.models):
+        if m.kind != "chat":
+            out.append((("providers", i, "models", j, "kind"),
+                        f"{m.kind!r} models belong in other_models (models are chat models)"))
+    for j, m in enumerate(p.other_models):
+        where: Loc = ("providers", i, "other_models", j)
+        if m.kind == "chat":
+            out.append(((*where, "kind"), "chat models belong in models"))
+        if m.kind == "embedding" and m.price_out:
+            out.append(((*where, "price_out"), "must be 0: embeddings are priced by input tokens"))
+        if m.name in chat:
+            out.append(((*where, "name"), f"{m.name!r} is also in models"))
     return out
 
 

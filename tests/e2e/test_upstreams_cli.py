@@ -64,7 +64,7 @@ def test_openai_sdk_against_a_mock_upstream(upstreams: tuple[int, subprocess.Pop
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == filler(0, 40)
-    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"  # ran to max_tokens
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
     assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (8, 40)
 
@@ -89,7 +89,9 @@ def test_openai_sdk_against_a_mock_upstream(upstreams: tuple[int, subprocess.Pop
     assert proc.wait(timeout=READY_DEADLINE_S) == 0
     out = proc.stdout.read() if proc.stdout else ""
     lines = out.splitlines()
-    assert lines[0] == f"openai    http://127.0.0.1:{base}  (gpt-4o, gpt-4-turbo, gpt-3.5-turbo, gpt-4o-mini)"
+    assert lines[0] == (f"openai    http://127.0.0.1:{base}  (gpt-4o, gpt-4-turbo, gpt-3.5-turbo, "
+                        "gpt-4o-mini, text-embedding-3-small, text-embedding-3-large, "
+                        "gpt-3.5-turbo-instruct, omni-moderation-latest)")
     assert lines[6].startswith(f"relay     http://127.0.0.1:{base + 6}  -> http://127.0.0.1:{base}  ")
     assert len(lines) == SERVERS
 

@@ -75,8 +75,9 @@ async def test_non_streamed_completion_has_exact_usage(aiohttp_client: MakeClien
     assert int(resp.headers["openai-processing-ms"]) >= 0
     body = await resp.json()
     assert body["object"] == "chat.completion" and body["model"] == "gpt-4o"
-    assert body["choices"][0]["message"] == {"role": "assistant", "content": filler(0, 7)}
-    assert body["choices"][0]["finish_reason"] == "stop"
+    assert body["choices"][0]["message"] == {"role": "assistant", "content": filler(0, 7),
+                                             "refusal": None}
+    assert body["choices"][0]["finish_reason"] == "length"  # the answer ran on to max_tokens
     assert body["usage"] == {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": 7,
                              "total_tokens": PROMPT_TOKENS + 7}
 
@@ -89,17 +90,18 @@ async def test_streamed_completion_chunk_sequence(aiohttp_client: MakeClient) ->
     assert resp.headers["Content-Type"] == "text/event-stream; charset=utf-8"
     events = _events(await resp.read())
     # 10 tokens/s is one token per 100 ms > the 20 ms chunk interval: one token per chunk.
-    assert [e["choices"][0]["delta"] for e in events[:4]] == [
-        {"role": "assistant", "content": "lorem "}, {"content": "ipsum "}, {"content": "dolor "},
-        {"content": "sit "}]
-    assert all(e["choices"][0]["finish_reason"] is None and e["usage"] is None for e in events[:4])
-    assert events[4]["choices"] == [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]
-    assert events[5]["choices"] == []
-    assert events[5]["usage"] == {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": 4,
+    assert [e["choices"][0]["delta"] for e in events[:5]] == [
+        {"role": "assistant", "content": "", "refusal": None}, {"content": "lorem "},
+        {"content": "ipsum "}, {"content": "dolor "}, {"content": "sit "}]
+    assert all(e["choices"][0]["finish_reason"] is None and e["usage"] is None for e in events[:5])
+    assert events[5]["choices"] == [{"index": 0, "delta": {}, "logprobs": None,
+                                     "finish_reason": "length"}]
+    assert events[6]["choices"] == []
+    assert events[6]["usage"] == {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": 4,
                                   "total_tokens": PROMPT_TOKENS + 4}
-    assert events[6] == "[DONE]" and len(events) == 7
-    assert {e["id"] for e in events[:6]} == {"chatcmpl-0000000001"}
-    assert {e["object"] for e in events[:6]} == {"chat.completion.chunk"}
+    assert events[7] == "[DONE]" and len(events) == 8
+    assert {e["id"] for e in events[:7]} == {"chatcmpl-0000000001"}
+    assert {e["object"] for e in events[:7]} == {"chat.completion.chunk"}
 
 
 async def test_fast_tokens_are_batched_into_few_chunks(aiohttp_client: MakeClient) -> None:
@@ -108,8 +110,8 @@ async def test_fast_tokens_are_batched_into_few_chunks(aiohttp_client: MakeClien
     resp = await client.post("/v1/chat/completions", json=_chat(max_tokens=200, stream=True))
     events = _events(await resp.read())
     content = [e["choices"][0]["delta"].get("content") for e in events[:-1]]
-    assert content[:2] == [filler(0, 1), filler(1, 199)] and content[2] is None
-    assert "usage" not in events[0] and len(events) == 4  # 2 content, finish, [DONE]
+    assert content[:3] == ["", filler(0, 1), filler(1, 199)] and content[3] is None
+    assert "usage" not in events[0] and len(events) == 5  # role, 2 content, finish, [DONE]
     assert MIN_CHUNK_INTERVAL_S == 0.020
 
 
@@ -118,7 +120,8 @@ async def test_models_healthz_and_unknown_model(aiohttp_client: MakeClient) -> N
     models = await (await client.get("/v1/models")).json()
     assert models == {"object": "list", "data": [
         {"id": "glm-4", "object": "model", "created": 0, "owned_by": "zhipu"},
-        {"id": "glm-4-air", "object": "model", "created": 0, "owned_by": "zhipu"}]}
+        {"id": "glm-4-air", "object": "model", "created": 0, "owned_by": "zhipu"},
+        {"id": "embedding-2", "object": "model", "created": 0, "owned_by": "zhipu"}]}
     assert await (await client.get("/healthz")).json() == {"status": "ok", "provider": "zhipu"}
     resp = await client.post("/v1/chat/completions", json=_chat())  # gpt-4o is not Zhipu's
     assert resp.status == 404
@@ -129,7 +132,7 @@ async def test_models_healthz_and_unknown_model(aiohttp_client: MakeClient) -> N
 
 async def test_other_paths_and_methods_are_invalid_urls(aiohttp_client: MakeClient) -> None:
     client = await aiohttp_client(make_upstream_app(_openai()))
-    for method, path in (("GET", "/v1/chat/completions"), ("POST", "/v1/embeddings")):
+    for method, path in (("GET", "/v1/chat/completions"), ("POST", "/v1/images/generations")):
         resp = await client.request(method, path)
         assert resp.status == 404
         assert await resp.json() == {"error": {"message": f"Invalid URL ({method} {path})",

@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway.mock_chat import SYSTEM_FINGERPRINT, chat_answer
 from gateway.mock_upstream_wire import (
     DEFAULT_COMPLETION_TOKENS,
     FILLER_WORDS,
     ChatRequest,
-    Reply,
     RequestError,
     filler,
     parse_chat_request,
@@ -88,21 +88,22 @@ def test_filler_is_one_word_per_token_and_splits_consistently() -> None:
 
 def test_completion_body_carries_exact_usage() -> None:
     req = _parse({"model": "gpt-4o", "messages": [{"content": "abcdefghi"}], "max_tokens": 3})
-    body = Reply(req=req, completion_id="chatcmpl-1", created=7).completion()
+    body = chat_answer(req, completion_id="chatcmpl-1", created=7).body()
     assert body == {
         "id": "chatcmpl-1", "object": "chat.completion", "created": 7, "model": "gpt-4o",
-        "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
-                     "message": {"role": "assistant", "content": "lorem ipsum dolor "}}],
+        "choices": [{"index": 0, "finish_reason": "length", "logprobs": None,
+                     "message": {"role": "assistant", "content": "lorem ipsum dolor ",
+                                 "refusal": None}}],
         "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6},
-        "system_fingerprint": None}
+        "system_fingerprint": SYSTEM_FINGERPRINT}
 
 
 def test_usage_chunk_has_no_choices() -> None:
     req = _parse({"model": "gpt-4o", "messages": [{"content": "abcd"}], "max_tokens": 2,
                   "stream": True, "stream_options": {"include_usage": True}})
-    event = Reply(req=req, completion_id="c", created=1).usage_chunk()
-    assert event.startswith(b"data: ") and event.endswith(b"\n\n")
-    chunk = json.loads(event[6:])
+    events = chat_answer(req, completion_id="c", created=1).tail().split(b"\n\n")
+    assert events[-1] == b"" and events[-2] == b"data: [DONE]"
+    chunk = json.loads(events[-3][6:])
     assert chunk["choices"] == [] and chunk["usage"] == {
         "prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
 

@@ -1,0 +1,429 @@
+"""The gateway's other OpenAI endpoints, through the same stages as chat completions.
+
+``POST /v1/completions``, ``POST /v1/embeddings``, ``POST /v1/responses`` and
+``POST /v1/moderations`` (free: no usage, nothing billed) run the chat
+pipeline's stages in the same order, reusing the :class:`gateway.app.Gateway`'s own pieces:
+
+    admission → client address → region → identity → request validation (per endpoint)
+    → model (of the endpoint's kind) → policy (with failover to a model of the same kind)
+    → upstream (retries, breaker, error failover) → meter (per-endpoint usage, revenue, ledger)
+
+Per endpoint, only three things differ, gathered in an :class:`Endpoint`: the kind of model it
+serves (``Model.kind``), how its usage reads (``prompt_tokens``/``completion_tokens``,
+embeddings' ``prompt_tokens`` alone, the Responses API's ``input_tokens``/``output_tokens``) and
+how its stream ends (``data: [DONE]``, or the Responses API's terminal ``response.completed``
+event). Revenue is the ledger contract's
+(:func:`scenarios.ledger.revenue_usd`, billed in ``Gateway._record``) at the served model's list price; an
+embedding model has ``price_out: 0``, so embeddings are billed by input tokens alone.
+
+``GET /v1/models`` lists every model on sale at the scenario's clock (chat and other kinds), and
+``GET /v1/models/{model}`` returns one, or the real API's 404.
+
+A stream's terminal event (``[DONE]``, ``response.completed``…) is held back until the ledger
+row is durable, as for chat.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from gateway.connection import ClientGone
+from gateway.enforcement import decide
+from gateway.errors import BadRequest, ClientError, NotFound, Overloaded, UpstreamError
+from gateway.identity import Identity, identify
+from gateway.metering import SseMeter, usage_from
+from gateway.region import ClientRegion
+from gateway.routing import Target
+from gateway.validation import JSON_MESSAGE
+from scenarios.policy import Decision
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway, Meter, Runtime
+    from gateway.connection import ResponseWriter
+    from gateway.http11 import Request
+    from gateway.upstream_client import UpstreamResponse
+
+_JSON = ("content-type", "application/json")
+_SSE_HEADERS = [("content-type", "text/event-stream; charset=utf-8"), ("cache-control", "no-cache")]
+_DONE = b"data: [DONE]\n\n"
+MODELS_PATH = "/v1/models"
+RELAY_VIA = "regionblock-relay"  # the relay's Via token (gateway.app.RELAY_VIA)
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """What the gateway needs of a request body: the JSON, the model, the stream options."""
+
+    body: dict[str, Any]
+    model: str
+    stream: bool
+    include_usage: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One OpenAI endpoint the gateway forwards: its path, label, model kind and metering."""
+
+    path: str
+    label: str  # the metrics' ``endpoint`` label
+    kind: str  # Model.kind it serves
+    required: str  # the body field it cannot do without
+    usage: Callable[[Any], tuple[int, int] | None]
+    #: How a successful stream ends: ``data: [DONE]`` after chat-style chunks (whose usage chunk
+    #: the gateway asks for), or the Responses API's terminal event that carries the usage.
+    stream_end: Literal["done", "event"]
+    default_model: str = ""  # what an absent ``model`` means ("": the model is required)
+
+
+def _usage_embeddings(obj: Any) -> tuple[int, int] | None:
+    usage = obj.get("usage") if isinstance(obj, dict) else None
+    tin = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+    return (tin, 0) if isinstance(tin, int) and tin >= 0 else None
+
+
+def _usage_moderations(obj: Any) -> tuple[int, int] | None:
+    """Moderation is free and reports no usage: a well-formed answer bills nothing."""
+    return (0, 0) if isinstance(obj, dict) and isinstance(obj.get("results"), list) else None
+
+
+def _usage_responses(obj: Any) -> tuple[int, int] | None:
+    if isinstance(obj, dict) and isinstance(obj.get("response"), dict):
+        obj = obj["response"]  # a stream's terminal event carries the response
+    usage = obj.get("usage") if isinstance(obj, dict) else None
+    if not isinstance(usage, dict):
+        return None
+    tin, tout = usage.get("input_tokens"), usage.get("output_tokens")
+    if isinstance(tin, int) and isinstance(tout, int) and tin >= 0 and tout >= 0:
+        return tin, tout
+    return None
+
+
+ENDPOINTS = {e.path: e for e in (
+    Endpoint("/v1/completions", "completions", "completion", "prompt", usage_from, "done"),
+    Endpoint("/v1/embeddings", "embeddings", "embedding", "input", _usage_embeddings, "done"),
+    Endpoint("/v1/responses", "responses", "chat", "input", _usage_responses, "event"),
+    Endpoint("/v1/moderations", "moderations", "moderation", "input", _usage_moderations, "done",
+             default_model="omni-moderation-latest"),
+)}
+#: The Responses API's last stream events: the response in its final state.
+_TERMINAL = (b'"type":"response.completed"', b'"type":"response.incomplete"',
+             b'"type":"response.failed"')
+
+
+# ---------------------------------------------------------------- models
+
+
+def handle_models(gw: Gateway, req: Request, writer: ResponseWriter) -> None:
+    """``GET /v1/models`` and ``GET /v1/models/{model}``."""
+    now = gw.runtime.clock.scenario_at(req.wall_time)
+    targets = _on_sale(gw.runtime, now)
+    if req.path == MODELS_PATH:
+        data = [_model_object(t) for t in targets.values()]
+        return writer.send(200, [_JSON], json.dumps({"object": "list", "data": data}).encode())
+    name = req.path.removeprefix(MODELS_PATH + "/")
+    target = targets.get(name)
+    if target is None:
+        exc = NotFound(f"The model '{name}' does not exist", code="model_not_found", param="model")
+        return writer.send(404, [_JSON], exc.body())
+    writer.send(200, [_JSON], json.dumps(_model_object(target)).encode())
+
+
+def _model_object(t: Target) -> dict[str, Any]:
+    return {"id": t.model.name, "object": "model", "created": 0, "owned_by": t.provider.name}
+
+
+def _on_sale(rt: Runtime, now: dt.datetime) -> dict[str, Target]:
+    """Every model on sale at ``now``, by name: the chat catalog, then the other kinds."""
+    out = {t.model.name: t for t in rt.catalog.models(now)}
+    for provider in rt.loaded.scenario.providers:
+        for model in provider.other_models:
+            if model.available_from is None or model.available_from <= now:
+                out.setdefault(model.name, Target(provider, model))
+    return out
+
+
+def _lookup(rt: Runtime, name: str, kind: str, now: dt.datetime) -> Target:
+    target = _on_sale(rt, now).get(name)
+    if target is None:
+        raise NotFound(f"The model `{name}` does not exist or you do not have access to it.",
+                       code="model_not_found", param="model")
+    if target.model.kind != kind:
+        raise _wrong_kind(name, target.model.kind, kind)
+    return target
+
+
+def chat_target(rt: Runtime, name: str, now: dt.datetime) -> Target:
+    """The target of a chat-completions request (the chat pipeline's model stage)."""
+    target = rt.catalog.lookup(name, now)
+    return target if target is not None else _lookup(rt, name, "chat_completions", now)
+
+
+def _wrong_kind(name: str, has: str, wants: str) -> ClientError:
+    if has == "chat" and wants == "completion":
+        return NotFound("This is a chat model and not supported in the v1/completions endpoint. "
+                        "Did you mean to use v1/chat/completions?", code=None, param="model")
+    if wants == "chat_completions":
+        return NotFound("This is not a chat model and thus not supported in the "
+                        "v1/chat/completions endpoint. Did you mean to use v1/completions?",
+                        code=None, param="model")
+    endpoint = {"embedding": "the v1/embeddings endpoint", "completion": "the v1/completions endpoint",
+                "moderation": "the v1/moderations endpoint", "chat": "the Responses API"}[wants]
+    return BadRequest(f"The model `{name}` does not support {endpoint}.", code=None, param="model")
+
+
+# ---------------------------------------------------------------- request validation
+
+
+def parse(raw: bytes, endpoint: Endpoint) -> Parsed:
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise BadRequest(JSON_MESSAGE) from None
+    if not isinstance(body, dict):
+        raise BadRequest("Invalid type for request body: expected an object.", code="invalid_type")
+    model = body.get("model", endpoint.default_model or None)
+    if model is None:
+        raise BadRequest("Missing required parameter: 'model'.", param="model",
+                         code="missing_required_parameter")
+    if not isinstance(model, str) or not model:
+        raise BadRequest("Invalid type for 'model': expected a non-empty string.", param="model",
+                         code="invalid_type")
+    if endpoint.required not in body:
+        raise BadRequest(f"Missing required parameter: '{endpoint.required}'.",
+                         param=endpoint.required, code="missing_required_parameter")
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise BadRequest("Invalid type for 'stream': expected a boolean.", param="stream",
+                         code="invalid_type")
+    if stream and endpoint.kind in ("embedding", "moderation"):
+        raise BadRequest("Unrecognized request argument supplied: stream", code=None)
+    options = body.get("stream_options")
+    if options is not None and not stream:
+        raise BadRequest("The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+                         param="stream_options", code="invalid_value")
+    include = isinstance(options, dict) and options.get("include_usage") is True
+    return Parsed(body, model, bool(stream), include)
+
+
+def _upstream_body(raw: bytes, parsed: Parsed, target: Target, endpoint: Endpoint) -> bytes:
+    """As received, unless the model changed (failover) or a chat-style stream needs its usage."""
+    needs_usage = parsed.stream and endpoint.stream_end == "done" and not parsed.include_usage
+    if not needs_usage and target.model.name == parsed.model:
+        return raw
+    body = dict(parsed.body)
+    body["model"] = target.model.name
+    if needs_usage:
+        options = body.get("stream_options")
+        body["stream_options"] = {**(options if isinstance(options, dict) else {}),
+                                  "include_usage": True}
+    return json.dumps(body, ensure_ascii=False).encode()
+
+
+# ---------------------------------------------------------------- the pipeline
+
+
+async def serve(gw: Gateway, endpoint: Endpoint, req: Request, writer: ResponseWriter) -> None:
+    """One request to ``endpoint``: the chat pipeline's stages, with this endpoint's parts."""
+    from gateway.app import Meter  # the gateway's ledger record (a runtime import: no cycle)
+
+    rt = gw.runtime
+    now = rt.clock.scenario_at(req.wall_time)
+    gw._ids += 1
+    meter = Meter(f"{gw._id_prefix}{gw._ids:x}", req.wall_time, gw._format_instant(now), now)
+    meter.endpoint = endpoint.label
+    if gw.inflight >= gw.config.limits.max_inflight:
+        gw.metrics.reject("overloaded")
+        return await gw._refuse(req, writer, meter, Overloaded(
+            "The server is overloaded; please retry shortly."), [("retry-after", "1")])
+    gw.inflight += 1
+    try:
+        await _serve(gw, endpoint, rt, now, req, writer, meter)
+    finally:
+        gw.inflight -= 1
+
+
+async def _serve(gw: Gateway, endpoint: Endpoint, rt: Runtime, now: dt.datetime, req: Request,
+                 writer: ResponseWriter, meter: Meter) -> None:
+    headers = req.headers
+    addr = gw.addresses.resolve(req.peer, headers.get("x-forwarded-for"))
+    where = gw.regions.resolve(addr.ip, peer_trusted=addr.peer_trusted,
+                               cf_country=headers.get("cf-ipcountry"))
+    meter.country, meter.asn, meter.asn_class = where.country, where.asn, where.asn_class
+    if addr.peer_trusted and RELAY_VIA in headers.get("via", ""):
+        meter.path = "relay"  # came through the circumvention relay (as in the chat pipeline)
+    try:
+        who = identify(headers.get("authorization"))
+        meter.org, meter.home_region = who.org, who.home_region
+        parsed = parse(req.body, endpoint)
+        meter.stream, meter.model = int(parsed.stream), parsed.model
+        target = _lookup(rt, parsed.model, endpoint.kind, now)
+    except ClientError as exc:
+        return await gw._refuse(req, writer, meter, exc)
+    decision = _decide(gw, rt, now, target, who, where)
+    if decision.denied:
+        routed = _failover(gw, rt, now, target, "block", who, where)
+        if routed is None:
+            return await gw._deny(req, writer, meter, target, decision)
+        target, decision = routed
+        meter.path = "failover"
+    await _forward(gw, endpoint, rt, now, req, writer, meter, parsed, who, where, target, decision)
+
+
+def _decide(gw: Gateway, rt: Runtime, now: dt.datetime, target: Target, who: Identity,
+              where: ClientRegion) -> Decision:
+    return decide(rt.policy, gw.relays, now, target.provider.name, who, where)
+
+
+def _failover(gw: Gateway, rt: Runtime, now: dt.datetime, origin: Target, when: str,
+              who: Identity, where: ClientRegion) -> tuple[Target, Decision] | None:
+    """The chat failover rules, each alternative serving a model of the origin's kind."""
+    for alt in rt.catalog.failover(origin, when, who, where.country, now):
+        if origin.model.kind != "chat":
+            model = next((m for m in alt.provider.other_models if m.kind == origin.model.kind
+                          and (m.available_from is None or m.available_from <= now)), None)
+            if model is None:
+                continue
+            alt = Target(alt.provider, model)
+        decision = _decide(gw, rt, now, alt, who, where)
+        if not decision.denied:
+            return alt, decision
+    return None
+
+
+async def _forward(gw: Gateway, endpoint: Endpoint, rt: Runtime, now: dt.datetime, req: Request,
+                   writer: ResponseWriter, meter: Meter, parsed: Parsed, who: Identity,
+                   where: ClientRegion, target: Target, decision: Decision) -> None:
+    tried: set[str] = set()
+    while True:
+        tried.add(target.provider.name)
+        gw._admit(meter, target, decision)
+        body = _upstream_body(req.body, parsed, target, endpoint)
+        started = gw.loop.time()
+        try:
+            response = await gw.upstreams.call(target.provider.name, endpoint.path, body)
+        except UpstreamError as exc:
+            gw.metrics.upstream_time(target.provider.name, gw.loop.time() - started)
+            routed = _failover(gw, rt, now, target, "error", who, where)
+            if routed is not None and routed[0].provider.name not in tried:
+                target, decision = routed
+                meter.path = "failover"
+                continue
+            meter.upstream_ms = (gw.loop.time() - started) * 1000
+            return await gw._upstream_failed(req, writer, meter, exc)
+        break
+    extra = [("x-request-id", meter.request_id), *decision.headers,
+             ("x-regionblock-provider", target.provider.name)]
+    if meter.path != "direct":
+        extra.append(("x-regionblock-path", meter.path))
+    if parsed.stream and response.status == 200:
+        await _stream(gw, endpoint, req, writer, meter, parsed, target, response, started, extra)
+    else:
+        await _whole(gw, endpoint, req, writer, meter, target, response, started, extra)
+
+
+async def _whole(gw: Gateway, endpoint: Endpoint, req: Request, writer: ResponseWriter,
+                 meter: Meter, target: Target, response: UpstreamResponse, started: float,
+                 extra: list[tuple[str, str]]) -> None:
+    try:
+        body = await response.read()
+    except UpstreamError as exc:
+        meter.upstream_ms = (gw.loop.time() - started) * 1000
+        return await gw._upstream_failed(req, writer, meter, exc)
+    meter.upstream_ms = (gw.loop.time() - started) * 1000
+    gw.metrics.upstream_time(meter.provider, meter.upstream_ms / 1000)
+    meter.status = response.status
+    if response.status >= 400:
+        meter.decision, meter.error = "failed", f"upstream_{response.status}"
+    else:
+        usage = _usage_of(body, endpoint)
+        if usage is None:
+            meter.error = "usage_missing"
+        else:
+            meter.tokens_in, meter.tokens_out = usage  # billed in Gateway._record (the contract)
+    if not await gw._record(req, meter, writer):
+        return
+    ctype = response.headers.get("content-type", "application/json")
+    writer.send(response.status, [("content-type", ctype), *extra], body)
+
+
+def _usage_of(body: bytes, endpoint: Endpoint) -> tuple[int, int] | None:
+    try:
+        return endpoint.usage(json.loads(body))
+    except (ValueError, RecursionError):
+        return None
+
+
+async def _stream(gw: Gateway, endpoint: Endpoint, req: Request, writer: ResponseWriter,
+                  meter: Meter, parsed: Parsed, target: Target, response: UpstreamResponse,
+                  started: float, extra: list[tuple[str, str]]) -> None:
+    meter.status = 200
+    sse = SseMeter(keep_usage_chunk=parsed.include_usage) if endpoint.stream_end == "done" \
+        else EventMeter(endpoint)
+    writer.start(200, [*_SSE_HEADERS, *extra])
+    try:
+        async for chunk in response.chunks():
+            out = sse.feed(chunk)
+            if out:
+                if meter.ttft_ms is None:
+                    meter.ttft_ms = (gw.loop.time() - req.started) * 1000
+                await writer.write(out)
+    except UpstreamError as exc:
+        meter.decision, meter.error = "failed", exc.code
+    except ClientGone:
+        response.close()
+        meter.error = "client_disconnected"
+    meter.upstream_ms = (gw.loop.time() - started) * 1000
+    gw.metrics.upstream_time(meter.provider, meter.upstream_ms / 1000)
+    if sse.usage is not None:
+        meter.tokens_in, meter.tokens_out = sse.usage
+    elif not meter.error:
+        meter.error = "usage_missing"
+    if not await gw._record(req, meter, None) or writer.closed:
+        return
+    if sse.done and meter.decision != "failed":
+        writer.end(_DONE if isinstance(sse, SseMeter) else sse.final)
+    else:
+        writer.end()
+
+
+class EventMeter:
+    """Passes the Responses API's typed events through; reads the usage from the terminal event
+    and holds that event back (``final``) until the ledger row is durable."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self.usage: tuple[int, int] | None = None
+        self.done = False
+        self.final = b""
+        self._pending = b""
+
+    def feed(self, data: bytes) -> bytes:
+        if self.done:
+            return b""
+        buf = self._pending + data
+        cut = buf.rfind(b"\n\n")
+        if cut < 0:
+            self._pending = buf
+            return b""
+        complete, self._pending = buf[:cut + 2], buf[cut + 2:]
+        if not any(marker in complete for marker in _TERMINAL):
+            return complete
+        out: list[bytes] = []
+        for event in complete.split(b"\n\n")[:-1]:
+            if any(marker in event for marker in _TERMINAL):
+                self.final, self.done = event + b"\n\n", True
+                self.usage = _usage_of(_data(event), self.endpoint)
+                break
+            out.append(event + b"\n\n")
+        return b"".join(out)
+
+
+def _data(event: bytes) -> bytes:
+    for line in event.split(b"\n"):
+        if line.startswith(b"data:"):
+            return line[5:].strip()
+    return b""
