@@ -18,8 +18,9 @@ cannot be replayed one to one, so a load test keeps its *shape*:
 
 Everything a user sends is drawn here, up front, from seeded generators: the arrival instants,
 and per request the model (from the segment's mix), prompt and completion tokens (from the
-segment's distributions, capped: see ``max_tokens_in``/``max_tokens_out``) and whether it
-streams. The plan is a pure function of the configuration, so every Locust process (master,
+segment's distributions, as the simulator draws them: uncapped unless ``max_tokens_in`` /
+``max_tokens_out`` set a cap, which then makes the run's figures differ from the model's) and
+whether it streams. The plan is a pure function of the configuration, so every Locust process (master,
 workers) and the analysis afterwards compute the very same plan.
 """
 
@@ -44,10 +45,14 @@ from scenarios.schema import Scenario
 from scenarios.traffic import hourly_intensity, window_hours
 
 ENV_PREFIX = "REGIONBLOCK_"
+#: The network paths a region's traffic takes (each has a WAN-path proxy in a local run).
+PATHS = ("direct", "relay")
 DEFAULT_USERS = 40
 DEFAULT_RATE = 50.0
-DEFAULT_MAX_TOKENS_IN = 2048
-DEFAULT_MAX_TOKENS_OUT = 64
+#: 0: no cap (the simulator applies none); a positive value caps the planned tokens.
+DEFAULT_MAX_TOKENS_IN = 0
+DEFAULT_MAX_TOKENS_OUT = 0
+DEFAULT_DRAIN_S = 120.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,30 +73,42 @@ class LoadConfig:
     max_tokens_in: int = DEFAULT_MAX_TOKENS_IN
     max_tokens_out: int = DEFAULT_MAX_TOKENS_OUT
     relay_url: str = ""
+    #: WAN-path proxy per "REGION/path" (direct, relay): the base URL that region's users send to
+    wan: tuple[tuple[str, str], ...] = ()
     events_dir: str = ""
     epoch_file: str = ""  # when set, users wait for it and read the epoch from it
-    drain_s: float = 5.0  # after the last planned send, time for answers before Locust stops
+    #: After the last planned send, the longest Locust waits for answers and retries before it
+    #: stops (it stops as soon as every user is done): true-time completions take seconds to minutes.
+    drain_s: float = DEFAULT_DRAIN_S
     run_id: str = "lt"
     workers: int = 1
+    #: neither an epoch nor an epoch file given: the epoch is fixed at Locust's test_start
+    epoch_on_start: bool = False
 
     def __post_init__(self) -> None:
         checks = (
             (self.duration_s > 0 and math.isfinite(self.duration_s), "duration", self.duration_s),
             (self.users >= 1, "users", self.users),
             (self.rate > 0 and math.isfinite(self.rate), "rate", self.rate),
-            (self.max_tokens_in >= 1, "max-tokens-in", self.max_tokens_in),
-            (self.max_tokens_out >= 1, "max-tokens-out", self.max_tokens_out),
+            (self.max_tokens_in >= 0, "max-tokens-in", self.max_tokens_in),
+            (self.max_tokens_out >= 0, "max-tokens-out", self.max_tokens_out),
             (self.workers >= 1, "workers", self.workers),
         )
         for ok, flag, value in checks:
             if not ok:
-                raise UsageError(f"--{flag}: {value!r} must be greater than zero")
+                least = "must not be negative" if flag.startswith("max-tokens") else \
+                    "must be greater than zero"
+                raise UsageError(f"--{flag}: {value!r} {least}")
 
     def to_env(self) -> dict[str, str]:
         out = {}
         for key, value in asdict(self).items():
+            if key == "epoch_on_start":
+                continue  # derived: no REGIONBLOCK_EPOCH and no _EPOCH_FILE
             if key == "overrides":
                 out[ENV_PREFIX + "SET"] = json.dumps(list(value))
+            elif key == "wan":
+                out[ENV_PREFIX + "WAN"] = json.dumps(dict(value))
             elif key == "duration_s":
                 out[ENV_PREFIX + "DURATION"] = f"{value!r}s"
             else:
@@ -112,6 +129,7 @@ class LoadConfig:
             raise UsageError(f"{ENV_PREFIX}DURATION: not set (e.g. 60s, 5m)")
         try:
             overrides = tuple(str(o) for o in json.loads(get("set") or "[]"))
+            wan = tuple((str(k), str(v)) for k, v in json.loads(get("wan") or "{}").items())
             return cls(
                 scenario=get("scenario"), overrides=overrides,
                 duration_s=parse_duration(get("duration"), what=ENV_PREFIX + "DURATION"),
@@ -120,11 +138,12 @@ class LoadConfig:
                 seed=int(get("seed") or 0),
                 max_tokens_in=int(get("max_tokens_in") or DEFAULT_MAX_TOKENS_IN),
                 max_tokens_out=int(get("max_tokens_out") or DEFAULT_MAX_TOKENS_OUT),
-                relay_url=get("relay_url"), events_dir=get("events_dir"),
-                epoch_file=get("epoch_file"), drain_s=float(get("drain_s") or 5.0),
+                relay_url=get("relay_url"), wan=wan, events_dir=get("events_dir"),
+                epoch_file=get("epoch_file"), drain_s=float(get("drain_s") or DEFAULT_DRAIN_S),
                 run_id=get("run_id") or "lt", workers=int(get("workers") or 1),
+                epoch_on_start=not get("epoch") and not get("epoch_file"),
             )
-        except ValueError as exc:
+        except (ValueError, AttributeError) as exc:
             raise UsageError(f"{ENV_PREFIX}*: {exc}") from None
 
 
@@ -286,11 +305,17 @@ class Plan:
         n = len(offsets)
         names = list(seg.model_mix)
         picks = rng.choice(len(names), size=n, p=np.array([seg.model_mix[m] for m in names]))
-        tin = np.clip(np.rint(sample(seg.tokens_in, rng, n)), 1, self.config.max_tokens_in)
-        tout = np.clip(np.rint(sample(seg.tokens_out, rng, n)), 1, self.config.max_tokens_out)
+        tin = _tokens(sample(seg.tokens_in, rng, n), self.config.max_tokens_in)
+        tout = _tokens(sample(seg.tokens_out, rng, n), self.config.max_tokens_out)
         stream = rng.random(n) < seg.stream_share
         return Schedule(offsets, tuple(names[i] for i in picks), tin.astype(np.int64),
                         tout.astype(np.int64), stream)
+
+    def base_url(self, region: str, path: str, host: str) -> str:
+        """Where a request of ``region`` by ``path`` goes: its WAN path, else the relay or host."""
+        wan = dict(self.config.wan)
+        url = wan.get(f"{region}/{path}") or (self.config.relay_url if path == "relay" else "")
+        return (url or host).rstrip("/")
 
     # ------------------------------------------------------------ scale
 
@@ -315,6 +340,12 @@ class Plan:
                     "the full-size world. orgs rows are weighted: each user stands for "
                     "orgs_per_user organisations of its region x segment stratum.",
         }
+
+
+def _tokens(drawn: np.ndarray, cap: int) -> np.ndarray:
+    """Whole tokens, at least 1 (an API request asks for one at least), capped when ``cap`` > 0."""
+    whole = np.maximum(np.rint(drawn), 1)
+    return np.minimum(whole, cap) if cap > 0 else whole
 
 
 def build_plan(config: LoadConfig, loaded: Loaded | None = None) -> Plan:
