@@ -40,6 +40,7 @@ from loadtests import traffic
 from scenarios.distributions import sample
 from scenarios.errors import UsageError
 from scenarios.loader import Loaded, load
+from scenarios.policy import first_denial
 from scenarios.population import Org, build_population, segment_counts
 from scenarios.schema import Scenario
 from scenarios.traffic import hourly_intensity, window_hours
@@ -317,6 +318,41 @@ class Plan:
         url = wan.get(f"{region}/{path}") or (self.config.relay_url if path == "relay" else "")
         return (url or host).rstrip("/")
 
+    # ------------------------------------------------------------ what the run can judge
+
+    def precision(self) -> list[RegionPrecision]:
+        """Per region: users, planned requests after the incumbent's first block, and the
+        precision (95 % half-width, worst case) of the block share and revenue share measured.
+
+        An organisation's requests rise and fall together (it is blocked, allow-listed, migrates
+        or circumvents as a whole), so the effective sample is of organisations, weighted by
+        their requests: n_eff = (sum x)^2 / sum x^2 over the region's users' planned requests x
+        after the block (for the revenue share, their planned revenue at the incumbent's prices).
+        A share p measured on clusters has a standard error sqrt(p(1-p)/n_eff); at the worst
+        case p = 1/2 the 95 % half-width is 0.98 / sqrt(n_eff).
+        """
+        s = self.scenario
+        block_at = first_denial(s, s.incumbent.name)
+        cut = self.wall_at(block_at) - self.config.epoch if block_at else self.config.duration_s
+        prices = {m.name: (m.price_in, m.price_out) for m in s.incumbent.models}
+        by: dict[str, list[tuple[float, float]]] = {}
+        for u in self.users:
+            sch = self.schedule(u)
+            after = sch.offsets >= cut
+            revenue = sum(prices[m][0] * ti + prices[m][1] * to
+                          for m, ti, to, a in zip(sch.models, sch.tokens_in.tolist(),
+                                                  sch.tokens_out.tolist(), after.tolist(),
+                                                  strict=True) if a) / 1e6
+            by.setdefault(u.org.region, []).append((float(after.sum()), revenue))
+        out = []
+        for region in (r.code for r in s.regions):
+            rows = by.get(region, [])
+            out.append(RegionPrecision(region=region, users=len(rows),
+                                       requests_after=int(sum(x for x, _ in rows)),
+                                       block_share_pm=_half_width([x for x, _ in rows]),
+                                       revenue_share_pm=_half_width([r for _, r in rows])))
+        return out
+
     # ------------------------------------------------------------ scale
 
     def scale(self) -> dict[str, float | int | str]:
@@ -340,6 +376,26 @@ class Plan:
                     "the full-size world. orgs rows are weighted: each user stands for "
                     "orgs_per_user organisations of its region x segment stratum.",
         }
+
+
+@dataclass(frozen=True)
+class RegionPrecision:
+    """What a run can judge in one region (see :meth:`Plan.precision`)."""
+
+    region: str
+    users: int
+    requests_after: int
+    block_share_pm: float | None  # 95 % half-width in share units; None: nothing to judge
+    revenue_share_pm: float | None
+
+
+def _half_width(values: list[float]) -> float | None:
+    """0.98 / sqrt(n_eff): the worst-case 95 % half-width of a share measured on clusters."""
+    total = sum(values)
+    squares = sum(v * v for v in values)
+    if total <= 0 or squares <= 0:
+        return None
+    return 0.98 / math.sqrt(total * total / squares)
 
 
 def _tokens(drawn: np.ndarray, cap: int) -> np.ndarray:

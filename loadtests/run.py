@@ -26,7 +26,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -181,6 +181,7 @@ def _run(loaded: Loaded, opts: Options, d: Path, started: dt.datetime, console: 
                             run_id=secrets.token_hex(4), workers=max(1, opts.workers))
         plan = build_plan(config, loaded)
         console.print(_intro(plan, services, opts), soft_wrap=True)
+        console.print(precision_table(plan), soft_wrap=True)
         locust = _start_locust(procs, config, services.host, d, opts)
         _wait_ready(procs, services, ports, locust, plan, opts)
         if not fixed:
@@ -412,6 +413,22 @@ def _intro(plan: Plan, services: Services, opts: Options) -> str:
             f"against {target}{workers}; requests scale {scale['requests_scale']:.3g}")
 
 
+def precision_table(plan: Plan) -> str:
+    """Before the run: per region what it can judge (users, planned requests after the block,
+    the worst-case 95 % half-width of the block share and revenue share it will measure)."""
+
+    def pm(v: float | None) -> str:
+        return "n/a" if v is None else f"±{v * 100:.1f} pt"
+
+    lines = ["load test plan: region  users  requests after block  block share  revenue share"]
+    for p in plan.precision():
+        lines.append(f"                {p.region:<6} {p.users:>6} {p.requests_after:>21,}  "
+                     f"{pm(p.block_share_pm):>11}  {pm(p.revenue_share_pm):>13}")
+    lines.append("                (planned requests before behaviour thins them; half-widths are "
+                 "95 %, worst case, organisations as clusters)")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------- results
 
 
@@ -482,6 +499,7 @@ def _write_results(plan: Plan, loaded: Loaded, opts: Options, d: Path, services:
         "capacity_hotspots": analysis.capacity_hotspots(plan, joined),
         "checks": checks, "passed": not failed, "failed_checks": failed,
         "scale": plan.scale(),
+        "plan_precision": [asdict(p) for p in plan.precision()],
         "loadtest": {"target": services.host, "own_gateway": services.gateway is not None,
                      "ledger": "ledger.sqlite" if services.ledger else None,
                      "ledger_meta": ledger_meta, "workers": opts.workers,
