@@ -66,6 +66,9 @@ DEFAULT_CHUNK_MS = 200.0
 #: The gateway waits this long for an upstream's head or next chunk: an uncapped completion at a
 #: slow provider's rate may take minutes, as it would for real (the openai SDK waits 600 s).
 UPSTREAM_TIMEOUT_S = 600.0
+#: In true time a request holds its slot for seconds (a stream's whole generation): thousands
+#: are in flight at a few hundred requests per second, more than the gateway's default 1,024.
+GATEWAY_MAX_INFLIGHT = 16384
 #: Checks whose failure fails the run (exit 1); the others are reported only.
 FAILING_CHECKS = ("slo", "reconciliation", "revenue", "tokens")
 #: The gateway starts with its clock this far in the future, until everything is ready.
@@ -277,7 +280,7 @@ def _start_services(procs: Processes, opts: Options, scenario_file: Path, d: Pat
         *_python(), "regionblock", "gateway", str(scenario_file),
         "--port", str(ports.gateway), "--upstream-base-port", str(ports.base),
         "--trusted-proxy", "127.0.0.1/32", "--compress", f"{opts.duration_s:g}s@{epoch!r}",
-        "--upstream-timeout", f"{UPSTREAM_TIMEOUT_S:g}",
+        "--upstream-timeout", f"{UPSTREAM_TIMEOUT_S:g}", "--max-inflight", str(GATEWAY_MAX_INFLIGHT),
         "--ledger", str(ledger)], env=_child_env({ADMIN_TOKEN_ENV: admin_token}))
     return Services(f"http://127.0.0.1:{ports.gateway}", f"http://127.0.0.1:{ports.relay}",
                     ledger, gateway, ports.wan())

@@ -61,6 +61,10 @@ EPOCH_MESSAGE = "regionblock_epoch"
 DONE_MESSAGE = "regionblock_done"
 #: The admin token of the gateway whose clock Locust sets at test_start (the gateway's variable).
 ADMIN_TOKEN_ENV = "REGIONBLOCK_ADMIN_TOKEN"
+#: A user idle this long drops its kept-alive connections before its next request, as httpx does
+#: with connections the server may have closed: the gateway closes idle ones after 75 s, and
+#: geventhttpclient would otherwise send into a closed one (a failure no real client sees).
+IDLE_CLOSE_S = 60.0
 #: Users Locust spawns per second, for the lead between test_start and the epoch.
 SPAWN_PER_S = 1000.0
 log = logging.getLogger("regionblock.loadtest")
@@ -158,6 +162,7 @@ class World:
         self.ips = self._source_ips()
         self.agents: dict[int, OrgAgent] = {}
         self.logged: dict[int, int] = {}
+        self._shares: dict[str, dict[str, float]] = {}
         self.events = EventWriter(config.events_dir)
         self._claims = itertools.count()
         self.finished = 0
@@ -205,7 +210,17 @@ class World:
         return agent
 
     def migrated_share(self, region: str) -> dict[str, float]:
-        """Weighted share of this process's users of ``region`` migrated to each provider."""
+        """Weighted share of this process's users of ``region`` migrated to each provider.
+
+        Cached until an agent's transitions are synced (:meth:`sync_states`): every request asks,
+        and walking thousands of users per request would cost more than sending it.
+        """
+        cached = self._shares.get(region)
+        if cached is None:
+            cached = self._shares[region] = self._migrated_share(region)
+        return cached
+
+    def _migrated_share(self, region: str) -> dict[str, float]:
         total = 0.0
         by: dict[str, float] = {}
         for u in self.plan.users:
@@ -220,6 +235,8 @@ class World:
     def sync_states(self, user: UserSpec, agent: OrgAgent) -> None:
         """Write the agent's transitions not written yet."""
         done = self.logged.get(user.index, 0)
+        if len(agent.log) > done:
+            self._shares.pop(user.org.region, None)  # a state changed: recount this region
         for t in agent.log[done:]:
             self.events.state(StateRecord(user.index, user.org.id, user.org.region,
                                           format_instant(t.at), t.state, t.provider))
@@ -309,6 +326,7 @@ class OrgUser(FastHttpUser):
         self.schedule: Schedule = self.world.plan.schedule(spec)
         self.seq = itertools.count()
         self.inflight = Pool(self.concurrency)
+        self.last_done = time.time()  # when this user's connections were last used
         self.world.events.user(spec.index, spec.org.id, time.time())
 
     @task
@@ -323,12 +341,17 @@ class OrgUser(FastHttpUser):
             self.world.sync_states(self.spec, self.agent)
             if route is None:
                 break  # churned: this organisation sends nothing more
+            self._drop_idle_connections()
             self.inflight.spawn(self._send_with_retries, k, intended, route)
         self.inflight.join()
         self.world.events.done(self.spec.index, time.time())
         self.world.user_finished()
         while True:  # done: idle until the runner stops (a task that returns would run again)
             gevent.sleep(3600)
+
+    def _drop_idle_connections(self) -> None:
+        if len(self.inflight) == 0 and time.time() - self.last_done > IDLE_CLOSE_S:
+            self.client.client.clientpool.close()
 
     # ------------------------------------------------------------ one request
 
@@ -369,7 +392,7 @@ class OrgUser(FastHttpUser):
             status = int(resp.status_code or 0)
             got = {key.lower(): value for key, value in (resp.headers or {}).items()}
             usage, complete, error = self._read_body(resp, status, stream, ttft)
-            done = time.time()
+            done = self.last_done = time.time()
             decision = classify(status, got, world.denials, complete=complete)
             resp.request_meta["response_time"] = (done - intended) * 1000
             if decision in ("allow", "warn"):

@@ -125,17 +125,17 @@ def _announce(running: Running, wan: list[RunningPath], scenario: Scenario,
               args: argparse.Namespace) -> None:
     """One line per server on stdout (flushed: scripts wait for it), a notice on stderr."""
     width = max(len(s.name) for s in running.servers)
-    width = max(width, *(len(f"wan {w.wan.spec.key}") for w in wan))
     for server in running.upstreams:
         print(f"{server.name:<{width}}  {server.url}  ({server.detail})")
     relay = scenario.behaviour.relay
     print(f"{running.relay.name:<{width}}  {running.relay.url}  -> {args.relay_target}  "
           f"(exit {relay.country}{' hosting' if relay.hosting else ''}, "
           f"+{relay.extra_latency_ms.mean():.0f} ms mean)")
+    wan_width = max((len(f"wan {w.wan.spec.key}") for w in wan), default=0)
     for w in wan:
         spec = w.wan.spec
-        print(f"{'wan ' + spec.key:<{width}}  {w.url}  -> {spec.target_host}:{spec.target_port}  "
-              f"(round trip {spec.rtt_ms.mean():.0f} ms mean)")
+        print(f"{'wan ' + spec.key:<{wan_width}}  {w.url}  -> {spec.target_host}:{spec.target_port}"
+              f"  (round trip {spec.rtt_ms.mean():.0f} ms mean)")
     sys.stdout.flush()
     stderr_console().print(f"time scale {args.time_scale:g}x, seed {args.seed}; "
                            "Ctrl-C or SIGTERM to stop")
