@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                     "compressed clock, each request in true time: start mock upstreams at the "
                     "scenario's latency laws, the relay, a WAN-path proxy per region and path and "
                     "the gateway (unless --host), run Locust headless with one user per sampled "
-                    "organisation at an open-model rate following the scenario's traffic curve, then reconcile "
+                    "organisation at an open-model rate following the scenario's traffic curve, then "
+                    "reconcile "
                     "Locust's requests with the gateway's ledger, check the scenario's SLOs and "
                     "write a run directory. Exit 1 if a check fails.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
