@@ -35,7 +35,8 @@ from gevent.pool import Pool
 from locust import FastHttpUser, constant, task
 from locust.env import Environment
 from locust.exception import StopUser
-from locust.runners import MasterRunner, WorkerRunner
+from locust.runners import WORKER_REPORT_INTERVAL, MasterRunner, WorkerRunner
+from locust.stats import CSV_STATS_INTERVAL_SEC
 
 from loadtests.agent import OrgAgent, Route
 from loadtests.events import EventWriter, RequestRecord, StateRecord
@@ -65,6 +66,9 @@ ADMIN_TOKEN_ENV = "REGIONBLOCK_ADMIN_TOKEN"
 #: with connections the server may have closed: the gateway closes idle ones after 75 s, and
 #: geventhttpclient would otherwise send into a closed one (a failure no real client sees).
 IDLE_CLOSE_S = 60.0
+#: From the last answer to quitting: Locust's CSV writer writes every CSV_STATS_INTERVAL_SEC and
+#: not again on quit, so quitting sooner would leave the last answers out of locust_stats.csv.
+QUIT_AFTER_S = 2 * CSV_STATS_INTERVAL_SEC + 0.5
 #: Users Locust spawns per second, for the lead between test_start and the epoch.
 SPAWN_PER_S = 1000.0
 log = logging.getLogger("regionblock.loadtest")
@@ -100,7 +104,8 @@ class Completion:
     def _worker_done(self, environment: Environment, msg: Any, **_: Any) -> None:
         self.workers_done.add(int(msg.data["worker"]))
         if len(self.workers_done) >= self.config.workers and environment.runner is not None:
-            gevent.spawn_later(0.2, environment.runner.quit)
+            # the workers' last statistics arrive with their next report
+            gevent.spawn_later(WORKER_REPORT_INTERVAL + QUIT_AFTER_S, environment.runner.quit)
 
     def local_done(self) -> None:
         """Every user of this process is done."""
@@ -108,7 +113,7 @@ class Completion:
         if isinstance(runner, WorkerRunner):
             runner.send_message(DONE_MESSAGE, {"worker": max(runner.worker_index, 0)})
         elif runner is not None and not isinstance(runner, MasterRunner):
-            gevent.spawn_later(0.2, runner.quit)
+            gevent.spawn_later(QUIT_AFTER_S, runner.quit)
 
 
 def on_test_start(environment: Environment, config: LoadConfig, completion: Completion,
