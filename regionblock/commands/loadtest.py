@@ -12,12 +12,15 @@ from regionblock.common import add_scenario_arg, default_runs_dir, load_scenario
 from scenarios.clock import parse_duration, parse_when
 
 EPILOG = """\
-Distributed: one host runs the master, the others the workers (same scenario, same EPOCH):
-  REGIONBLOCK_SCENARIO=S REGIONBLOCK_DURATION=5m REGIONBLOCK_EPOCH=E REGIONBLOCK_USERS=N \\
-  REGIONBLOCK_WORKERS=W locust -f loadtests/locustfile.py --master --headless -u N -r N -t 6m \\
+Distributed: one host runs the master, the others the workers (same scenario and environment);
+the scenario clock starts on the master's test_start, which sends the epoch to every worker and
+sets the gateway's clock (with the gateway's admin token):
+  REGIONBLOCK_SCENARIO=S REGIONBLOCK_DURATION=5m REGIONBLOCK_USERS=N REGIONBLOCK_WORKERS=W \\
+  REGIONBLOCK_ADMIN_TOKEN=T locust -f loadtests/locustfile.py --master --headless \\
       --expect-workers W --host http://GATEWAY:18080
   (on each worker host, same environment)  locust -f loadtests/locustfile.py --worker \\
       --master-host MASTER
+The load shape runs exactly N users (one organisation each); -u and -r are ignored.
 """
 
 
