@@ -105,7 +105,7 @@ class Completion:
         self.workers_done.add(int(msg.data["worker"]))
         if len(self.workers_done) >= self.config.workers and environment.runner is not None:
             # the workers' last statistics arrive with their next report
-            gevent.spawn_later(WORKER_REPORT_INTERVAL + QUIT_AFTER_S, environment.runner.quit)
+            gevent.spawn_later(WORKER_REPORT_INTERVAL + QUIT_AFTER_S, end_run, environment)
 
     def local_done(self) -> None:
         """Every user of this process is done."""
@@ -113,7 +113,20 @@ class Completion:
         if isinstance(runner, WorkerRunner):
             runner.send_message(DONE_MESSAGE, {"worker": max(runner.worker_index, 0)})
         elif runner is not None and not isinstance(runner, MasterRunner):
-            gevent.spawn_later(QUIT_AFTER_S, runner.quit)
+            gevent.spawn_later(QUIT_AFTER_S, end_run, self.environment)
+
+
+def end_run(environment: Environment) -> None:
+    """Headless: quit (Locust writes its reports and exits). In the web UI: stop, so the page
+    keeps the run's statistics and charts for the user to read and download."""
+    runner = environment.runner
+    if runner is None:
+        return
+    options = environment.parsed_options
+    if options is not None and not getattr(options, "headless", True):
+        runner.stop()
+    else:
+        runner.quit()
 
 
 def on_test_start(environment: Environment, config: LoadConfig, completion: Completion,
@@ -272,8 +285,7 @@ def stop_after_run(environment: Environment, config: LoadConfig, completion: Com
     planned send (normally every user is done earlier, see :class:`Completion`)."""
     epoch = float(completion.epoch.get())
     gevent.sleep(max(0.0, epoch + config.duration_s + config.drain_s - time.time()))
-    if environment.runner is not None:
-        environment.runner.quit()
+    end_run(environment)
 
 
 class WorldHolder:
