@@ -70,8 +70,9 @@ def test_the_same_requests_pass_the_default_thresholds() -> None:
 
 def test_default_thresholds_hold_for_the_no_block_baseline_latency_law() -> None:
     """The simulator's sum (sim.latency: RTT of the path + queue + TTFT + tokens / rate) for the
-    incumbent, by region and path, without the block: each threshold is above its p99 by more
-    than the sampling noise of a p99 (the incumbent's queue is empty at its capacity)."""
+    incumbent, by region and path, without the block (the incumbent's queue is empty at its
+    capacity): each threshold is above its p99, and above the 99th percentile of a p99 measured
+    on ``min_requests`` requests, so a baseline run fails it in under 1 % of runs."""
     s = load("openai-2024-cn-hk").scenario
     p = s.incumbent
     rng = np.random.default_rng(20240709)
@@ -92,9 +93,12 @@ def test_default_thresholds_hold_for_the_no_block_baseline_latency_law() -> None
                                                                 rng, n)
         first = rtt + sample(p.latency.ttft_ms, rng, n)
         total = first + tokens / sample(p.latency.tokens_per_s, rng, n) * 1000
+        runs = rng.integers(0, n, size=(1000, s.slos.min_requests))  # 1,000 small runs
         if t.ttft_p99_ms is not None:
             assert np.percentile(first, 99) < 0.85 * t.ttft_p99_ms, t
+            assert np.percentile(np.percentile(first[runs], 99, axis=1), 99) < t.ttft_p99_ms, t
         if t.latency_p99_ms is not None:
             assert np.percentile(total, 99) < 0.85 * t.latency_p99_ms, t
+            assert np.percentile(np.percentile(total[runs], 99, axis=1), 99) < t.latency_p99_ms, t
     assert s.slos.p99_latency_ms >= max(t.latency_p99_ms or 0 for t in s.slos.thresholds
                                         if t.path == "direct")

@@ -215,7 +215,7 @@ FIELD_RULES: dict[str, Case] = {
                              ("{name: ''", "providers[0].models[0].name",
                               "String should have at least 1 character")),
     "slo-latency": case(
-        "  p99_latency_ms: 30000 ", "  p99_latency_ms: 0 ",
+        "  p99_latency_ms: 40000 ", "  p99_latency_ms: 0 ",
         ("p99_latency_ms: 0", "slos.p99_latency_ms", "Input should be greater than 0 (got 0)")),
     "slo-threshold-region": case(
         "    - {region: US, path: direct, ttft_p99_ms: 1500",
