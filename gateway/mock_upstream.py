@@ -9,7 +9,8 @@ One app per scenario provider (:func:`make_upstream_app`):
   sampled per request from a seeded generator, all divided by the time scale. Non-streamed, the
   whole ``chat.completion`` arrives after ``ttft + n / tps``; streamed, the headers and the first
   token arrive after ``ttft``, token ``k`` is ready ``k / tps`` later, and ready tokens are batched
-  so a chunk goes out at most every :data:`MIN_CHUNK_INTERVAL_S`; then a chunk with
+  so a chunk goes out at most every ``chunk_interval_s`` (:mod:`gateway.mock_upstream_timing`);
+  then a chunk with
   ``finish_reason``, the usage chunk if ``stream_options.include_usage``, and ``data: [DONE]``.
   Token counts follow the rule in :mod:`gateway.mock_upstream_wire` (exact, documented).
 * ``GET /v1/models``, ``GET /healthz``, ``GET/PUT /admin/faults``, ``GET /admin/stats``; any
@@ -55,17 +56,15 @@ from gateway.mock_endpoints import (
 from gateway.mock_responses import responses_answer
 from gateway.mock_upstream_capacity import CapacityLimiter, QueueFull
 from gateway.mock_upstream_errors import FaultSettingsError, ListenError
+from gateway.mock_upstream_timing import DEFAULT_CHUNK_INTERVAL_S, Timing, draw_timing
 from gateway.mock_upstream_wire import RequestError, error_body, models_body, parse_chat_request
 from gateway.relay import DEFAULT_RELAY_TARGET, RelayConfig, make_relay_app
-from scenarios.distributions import sample_one
 from scenarios.geo import Geo, default_geo
 from scenarios.schema import Provider, Scenario
 
 DEFAULT_BASE_PORT = 18100
-#: Streamed tokens that become ready closer together than this share one chunk.
-MIN_CHUNK_INTERVAL_S = 0.020
-#: A sampled tokens/s below this is raised to it (a zero rate would never finish).
-MIN_TOKENS_PER_S = 0.1
+#: Streamed tokens that become ready closer together than this share one chunk (the default).
+MIN_CHUNK_INTERVAL_S = DEFAULT_CHUNK_INTERVAL_S
 #: On shutdown, requests still in flight (long streams, stalls) get this long, then are cancelled.
 SHUTDOWN_GRACE_S = 1.0
 RATE_LIMIT_BODY = error_body("Rate limit reached for requests: the provider's queue is full. "
@@ -97,6 +96,7 @@ class UpstreamState:
     latency_rng: np.random.Generator
     fault_rng: np.random.Generator
     model_names: tuple[str, ...]
+    chunk_interval_s: float = DEFAULT_CHUNK_INTERVAL_S
     served: int = 0
     counter: int = 0
     fault_counts: FaultCounts = field(default_factory=FaultCounts)
@@ -116,7 +116,8 @@ def provider_rng(seed: int, provider: str, stream: int) -> np.random.Generator:
 
 
 def make_upstream_app(provider: Provider, *, time_scale: float = 1.0, seed: int = 0,
-                      faults: FaultSettings | None = None) -> web.Application:
+                      faults: FaultSettings | None = None,
+                      chunk_interval_s: float = DEFAULT_CHUNK_INTERVAL_S) -> web.Application:
     """The aiohttp app of one mock provider (faults default to the scenario's ``provider.faults``)."""
     if not time_scale > 0:
         raise ValueError(f"time_scale ({time_scale}) must be > 0")
@@ -127,7 +128,7 @@ def make_upstream_app(provider: Provider, *, time_scale: float = 1.0, seed: int 
         limiter=CapacityLimiter(provider.capacity.concurrency, provider.capacity.queue_limit),
         latency_rng=provider_rng(seed, provider.name, _LATENCY_STREAM),
         fault_rng=provider_rng(seed, provider.name, _FAULT_STREAM),
-        model_names=tuple(m.name for m in all_models(provider)))
+        model_names=tuple(m.name for m in all_models(provider)), chunk_interval_s=chunk_interval_s)
     app.router.add_post("/v1/chat/completions", endpoint(parse_chat))
     app.router.add_post("/v1/completions", endpoint(parse_legacy))
     app.router.add_post("/v1/embeddings", endpoint(parse_embeddings))
@@ -240,34 +241,19 @@ def _close(request: web.Request, *, reset: bool) -> None:
         transport.close()
 
 
-@dataclass(frozen=True, slots=True)
-class _Timing:
-    """One request's service times in wall seconds (already divided by the time scale)."""
-
-    ttft_s: float
-    per_token_s: float
-
-
-def _timing(state: UpstreamState, plan: FaultPlan) -> _Timing:
-    latency = state.provider.latency
-    ttft_ms = max(0.0, sample_one(latency.ttft_ms, state.latency_rng))
-    tps = max(MIN_TOKENS_PER_S, sample_one(latency.tokens_per_s, state.latency_rng))
-    return _Timing(ttft_s=(ttft_ms / 1000.0 + plan.spike_s) / state.time_scale,
-                   per_token_s=1.0 / (tps * state.time_scale))
-
-
 async def _serve(request: web.Request, state: UpstreamState, request_id: str, answer: Answer,
                  plan: FaultPlan, started: float) -> web.StreamResponse:
-    timing = _timing(state, plan)
+    timing = draw_timing(state.provider.latency, state.latency_rng, spike_s=plan.spike_s,
+                         time_scale=state.time_scale)
     headers = {"x-request-id": request_id, "openai-version": "2020-10-01"}
     if answer.stream:
-        return await _stream(request, answer, timing, started, headers)
-    await asyncio.sleep(timing.ttft_s + answer.tokens * timing.per_token_s)
+        return await _stream(request, answer, timing, started, headers, state.chunk_interval_s)
+    await asyncio.sleep(timing.total_s(answer.tokens))
     return _json(answer.body(), headers={**headers, **_processing_ms(started)})
 
 
-async def _stream(request: web.Request, reply: Answer, timing: _Timing, started: float,
-                  headers: Mapping[str, str]) -> web.StreamResponse:
+async def _stream(request: web.Request, reply: Answer, timing: Timing, started: float,
+                  headers: Mapping[str, str], chunk_interval_s: float) -> web.StreamResponse:
     await asyncio.sleep(timing.ttft_s)
     response = web.StreamResponse(headers={
         "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
@@ -277,7 +263,7 @@ async def _stream(request: web.Request, reply: Answer, timing: _Timing, started:
         await response.prepare(request)
         first_at = asyncio.get_running_loop().time()
         await response.write(reply.head() + reply.deltas(0, 1))
-        await _stream_tokens(response, reply, timing, first_at)
+        await _stream_tokens(response, reply, timing, first_at, chunk_interval_s)
         await _sleep_until(first_at + n * timing.per_token_s)
         await response.write(reply.tail())
         await response.write_eof()
@@ -286,14 +272,14 @@ async def _stream(request: web.Request, reply: Answer, timing: _Timing, started:
     return response
 
 
-async def _stream_tokens(response: web.StreamResponse, reply: Answer, timing: _Timing,
-                         first_at: float) -> None:
+async def _stream_tokens(response: web.StreamResponse, reply: Answer, timing: Timing,
+                         first_at: float, chunk_interval_s: float) -> None:
     """Tokens 1..n-1: token k is ready at first_at + k·per_token; ready tokens share a chunk."""
     loop = asyncio.get_running_loop()
     n = reply.tokens
     sent, last_emit = 1, first_at
     while sent < n:
-        await _sleep_until(max(first_at + sent * timing.per_token_s, last_emit + MIN_CHUNK_INTERVAL_S))
+        await _sleep_until(max(first_at + sent * timing.per_token_s, last_emit + chunk_interval_s))
         last_emit = loop.time()
         ready = min(n, max(int((last_emit - first_at) / timing.per_token_s) + 1, sent + 1))
         await response.write(reply.deltas(sent, ready))
@@ -409,7 +395,9 @@ class Running:
 async def start_upstreams(scenario: Scenario, *, host: str = "127.0.0.1",
                           base_port: int = DEFAULT_BASE_PORT, time_scale: float = 1.0,
                           seed: int = 0, relay_target: str = DEFAULT_RELAY_TARGET,
-                          geo: Geo | None = None) -> AsyncIterator[Running]:
+                          geo: Geo | None = None,
+                          chunk_interval_s: float = DEFAULT_CHUNK_INTERVAL_S,
+                          ) -> AsyncIterator[Running]:
     """Serve every provider on base_port+i and the relay on base_port+len(providers).
 
     ``base_port=0`` binds every server to a free port of the system's choosing (for tests).
@@ -432,7 +420,8 @@ async def start_upstreams(scenario: Scenario, *, host: str = "127.0.0.1",
 
     try:
         for p in scenario.providers:
-            await serve(make_upstream_app(p, time_scale=time_scale, seed=seed), p.name,
+            await serve(make_upstream_app(p, time_scale=time_scale, seed=seed,
+                                          chunk_interval_s=chunk_interval_s), p.name,
                         ", ".join(m.name for m in all_models(p)))
         relay_geo = geo if geo_loading is None else await geo_loading
         await serve(make_relay_app(relay_config, geo=relay_geo), "relay", f"-> {relay_target}")

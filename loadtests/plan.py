@@ -18,8 +18,9 @@ cannot be replayed one to one, so a load test keeps its *shape*:
 
 Everything a user sends is drawn here, up front, from seeded generators: the arrival instants,
 and per request the model (from the segment's mix), prompt and completion tokens (from the
-segment's distributions, capped: see ``max_tokens_in``/``max_tokens_out``) and whether it
-streams. The plan is a pure function of the configuration, so every Locust process (master,
+segment's distributions, as the simulator draws them: uncapped unless ``max_tokens_in`` /
+``max_tokens_out`` set a cap, which then makes the run's figures differ from the model's) and
+whether it streams. The plan is a pure function of the configuration, so every Locust process (master,
 workers) and the analysis afterwards compute the very same plan.
 """
 
@@ -39,15 +40,20 @@ from loadtests import traffic
 from scenarios.distributions import sample
 from scenarios.errors import UsageError
 from scenarios.loader import Loaded, load
+from scenarios.policy import first_denial
 from scenarios.population import Org, build_population, segment_counts
 from scenarios.schema import Scenario
 from scenarios.traffic import hourly_intensity, window_hours
 
 ENV_PREFIX = "REGIONBLOCK_"
+#: The network paths a region's traffic takes (each has a WAN-path proxy in a local run).
+PATHS = ("direct", "relay")
 DEFAULT_USERS = 40
 DEFAULT_RATE = 50.0
-DEFAULT_MAX_TOKENS_IN = 2048
-DEFAULT_MAX_TOKENS_OUT = 64
+#: 0: no cap (the simulator applies none); a positive value caps the planned tokens.
+DEFAULT_MAX_TOKENS_IN = 0
+DEFAULT_MAX_TOKENS_OUT = 0
+DEFAULT_DRAIN_S = 120.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,31 +74,43 @@ class LoadConfig:
     max_tokens_in: int = DEFAULT_MAX_TOKENS_IN
     max_tokens_out: int = DEFAULT_MAX_TOKENS_OUT
     relay_url: str = ""
+    #: WAN-path proxy per "REGION/path" (direct, relay): the base URL that region's users send to
+    wan: tuple[tuple[str, str], ...] = ()
     events_dir: str = ""
     epoch_file: str = ""  # when set, users wait for it and read the epoch from it
-    drain_s: float = 5.0  # after the last planned send, time for answers before Locust stops
+    #: After the last planned send, the longest Locust waits for answers and retries before it
+    #: stops (it stops as soon as every user is done): true-time completions take seconds to minutes.
+    drain_s: float = DEFAULT_DRAIN_S
     run_id: str = "lt"
     workers: int = 1
     market_file: str = ""  # the full-market simulation's market context (scenarios.market)
+    #: neither an epoch nor an epoch file given: the epoch is fixed at Locust's test_start
+    epoch_on_start: bool = False
 
     def __post_init__(self) -> None:
         checks = (
             (self.duration_s > 0 and math.isfinite(self.duration_s), "duration", self.duration_s),
             (self.users >= 1, "users", self.users),
             (self.rate > 0 and math.isfinite(self.rate), "rate", self.rate),
-            (self.max_tokens_in >= 1, "max-tokens-in", self.max_tokens_in),
-            (self.max_tokens_out >= 1, "max-tokens-out", self.max_tokens_out),
+            (self.max_tokens_in >= 0, "max-tokens-in", self.max_tokens_in),
+            (self.max_tokens_out >= 0, "max-tokens-out", self.max_tokens_out),
             (self.workers >= 1, "workers", self.workers),
         )
         for ok, flag, value in checks:
             if not ok:
-                raise UsageError(f"--{flag}: {value!r} must be greater than zero")
+                least = "must not be negative" if flag.startswith("max-tokens") else \
+                    "must be greater than zero"
+                raise UsageError(f"--{flag}: {value!r} {least}")
 
     def to_env(self) -> dict[str, str]:
         out = {}
         for key, value in asdict(self).items():
+            if key == "epoch_on_start":
+                continue  # derived: no REGIONBLOCK_EPOCH and no _EPOCH_FILE
             if key == "overrides":
                 out[ENV_PREFIX + "SET"] = json.dumps(list(value))
+            elif key == "wan":
+                out[ENV_PREFIX + "WAN"] = json.dumps(dict(value))
             elif key == "duration_s":
                 out[ENV_PREFIX + "DURATION"] = f"{value!r}s"
             else:
@@ -113,6 +131,7 @@ class LoadConfig:
             raise UsageError(f"{ENV_PREFIX}DURATION: not set (e.g. 60s, 5m)")
         try:
             overrides = tuple(str(o) for o in json.loads(get("set") or "[]"))
+            wan = tuple((str(k), str(v)) for k, v in json.loads(get("wan") or "{}").items())
             return cls(
                 scenario=get("scenario"), overrides=overrides,
                 duration_s=parse_duration(get("duration"), what=ENV_PREFIX + "DURATION"),
@@ -121,12 +140,13 @@ class LoadConfig:
                 seed=int(get("seed") or 0),
                 max_tokens_in=int(get("max_tokens_in") or DEFAULT_MAX_TOKENS_IN),
                 max_tokens_out=int(get("max_tokens_out") or DEFAULT_MAX_TOKENS_OUT),
-                relay_url=get("relay_url"), events_dir=get("events_dir"),
-                epoch_file=get("epoch_file"), drain_s=float(get("drain_s") or 5.0),
+                relay_url=get("relay_url"), wan=wan, events_dir=get("events_dir"),
+                epoch_file=get("epoch_file"), drain_s=float(get("drain_s") or DEFAULT_DRAIN_S),
                 run_id=get("run_id") or "lt", workers=int(get("workers") or 1),
                 market_file=get("market_file"),
+                epoch_on_start=not get("epoch") and not get("epoch_file"),
             )
-        except ValueError as exc:
+        except (ValueError, AttributeError) as exc:
             raise UsageError(f"{ENV_PREFIX}*: {exc}") from None
 
 
@@ -288,11 +308,52 @@ class Plan:
         n = len(offsets)
         names = list(seg.model_mix)
         picks = rng.choice(len(names), size=n, p=np.array([seg.model_mix[m] for m in names]))
-        tin = np.clip(np.rint(sample(seg.tokens_in, rng, n)), 1, self.config.max_tokens_in)
-        tout = np.clip(np.rint(sample(seg.tokens_out, rng, n)), 1, self.config.max_tokens_out)
+        tin = _tokens(sample(seg.tokens_in, rng, n), self.config.max_tokens_in)
+        tout = _tokens(sample(seg.tokens_out, rng, n), self.config.max_tokens_out)
         stream = rng.random(n) < seg.stream_share
         return Schedule(offsets, tuple(names[i] for i in picks), tin.astype(np.int64),
                         tout.astype(np.int64), stream)
+
+    def base_url(self, region: str, path: str, host: str) -> str:
+        """Where a request of ``region`` by ``path`` goes: its WAN path, else the relay or host."""
+        wan = dict(self.config.wan)
+        url = wan.get(f"{region}/{path}") or (self.config.relay_url if path == "relay" else "")
+        return (url or host).rstrip("/")
+
+    # ------------------------------------------------------------ what the run can judge
+
+    def precision(self) -> list[RegionPrecision]:
+        """Per region: users, planned requests after the incumbent's first block, and the
+        precision (95 % half-width, worst case) of the block share and revenue share measured.
+
+        An organisation's requests rise and fall together (it is blocked, allow-listed, migrates
+        or circumvents as a whole), so the effective sample is of organisations, weighted by
+        their requests: n_eff = (sum x)^2 / sum x^2 over the region's users' planned requests x
+        after the block (for the revenue share, their planned revenue at the incumbent's prices).
+        A share p measured on clusters has a standard error sqrt(p(1-p)/n_eff); at the worst
+        case p = 1/2 the 95 % half-width is 0.98 / sqrt(n_eff).
+        """
+        s = self.scenario
+        block_at = first_denial(s, s.incumbent.name)
+        cut = self.wall_at(block_at) - self.config.epoch if block_at else self.config.duration_s
+        prices = {m.name: (m.price_in, m.price_out) for m in s.incumbent.models}
+        by: dict[str, list[tuple[float, float]]] = {}
+        for u in self.users:
+            sch = self.schedule(u)
+            after = sch.offsets >= cut
+            revenue = sum(prices[m][0] * ti + prices[m][1] * to
+                          for m, ti, to, a in zip(sch.models, sch.tokens_in.tolist(),
+                                                  sch.tokens_out.tolist(), after.tolist(),
+                                                  strict=True) if a) / 1e6
+            by.setdefault(u.org.region, []).append((float(after.sum()), revenue))
+        out = []
+        for region in (r.code for r in s.regions):
+            rows = by.get(region, [])
+            out.append(RegionPrecision(region=region, users=len(rows),
+                                       requests_after=int(sum(x for x, _ in rows)),
+                                       block_share_pm=_half_width([x for x, _ in rows]),
+                                       revenue_share_pm=_half_width([r for _, r in rows])))
+        return out
 
     # ------------------------------------------------------------ scale
 
@@ -317,6 +378,32 @@ class Plan:
                     "the full-size world. orgs rows are weighted: each user stands for "
                     "orgs_per_user organisations of its region x segment stratum.",
         }
+
+
+@dataclass(frozen=True)
+class RegionPrecision:
+    """What a run can judge in one region (see :meth:`Plan.precision`)."""
+
+    region: str
+    users: int
+    requests_after: int
+    block_share_pm: float | None  # 95 % half-width in share units; None: nothing to judge
+    revenue_share_pm: float | None
+
+
+def _half_width(values: list[float]) -> float | None:
+    """0.98 / sqrt(n_eff): the worst-case 95 % half-width of a share measured on clusters."""
+    total = sum(values)
+    squares = sum(v * v for v in values)
+    if total <= 0 or squares <= 0:
+        return None
+    return 0.98 / math.sqrt(total * total / squares)
+
+
+def _tokens(drawn: np.ndarray, cap: int) -> np.ndarray:
+    """Whole tokens, at least 1 (an API request asks for one at least), capped when ``cap`` > 0."""
+    whole = np.maximum(np.rint(drawn), 1)
+    return np.minimum(whole, cap) if cap > 0 else whole
 
 
 def build_plan(config: LoadConfig, loaded: Loaded | None = None) -> Plan:

@@ -172,7 +172,11 @@ def free_port_block(n: int, host: str = "127.0.0.1", attempts: int = 50) -> int:
 
 
 def _bindable(host: str, port: int) -> bool:
+    """Whether our servers could listen on ``port``: they bind with SO_REUSEADDR (asyncio's and
+    aiohttp's default), so a port held only by connections in TIME_WAIT (thousands after a big
+    load test) is free for them too."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:

@@ -1,7 +1,8 @@
-"""``loadtest()``: mock upstreams + relay + gateway + Locust, then checks and the run directory.
+"""``loadtest()``: mock upstreams + relay + WAN paths + gateway + Locust, then checks and the run directory.
 
-Without ``host`` it starts, as subprocesses on free loopback ports, the mock upstreams and the
-relay (``regionblock upstreams``, latencies divided by ``time_scale``) and the gateway
+Without ``host`` it starts, as subprocesses on free loopback ports, the mock upstreams, the
+relay and the WAN-path proxies (``regionblock upstreams``: true time by default, every latency
+divided by ``time_scale`` otherwise, which labels the run *scaled*) and the gateway
 (``regionblock gateway``, its clock compressing the scenario window onto ``duration_s`` from the
 shared epoch, trusting X-Forwarded-For from 127.0.0.1, its ledger in the run directory); with
 ``host`` it targets that OpenAI-compatible endpoint, and reconciles with the ledgers the user names
@@ -26,7 +27,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +40,12 @@ from loadtests.errors import RunOutputError, ServiceFailedError, ServiceStartErr
 from loadtests.events import Tail, count_records, read_events
 from loadtests.ledger import check_shard, merge_shards, read_ledger
 from loadtests.plan import (
+    DEFAULT_DRAIN_S,
     DEFAULT_MAX_TOKENS_IN,
     DEFAULT_MAX_TOKENS_OUT,
     DEFAULT_RATE,
     DEFAULT_USERS,
+    PATHS,
     LoadConfig,
     Plan,
     build_plan,
@@ -53,10 +56,21 @@ from scenarios.errors import UsageError
 from scenarios.loader import Loaded, resolved_yaml
 from scenarios.market import MarketContext
 from scenarios.rundir import meta, run_dir_name, staged_run_dir, write_json, write_timeseries
+from scenarios.schema import Scenario
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 DEFAULT_DURATION_S = 60.0
-DEFAULT_TIME_SCALE = 40.0
+#: 1: true time, every request at the scenario's latency laws (only the calendar is compressed).
+DEFAULT_TIME_SCALE = 1.0
+#: Streamed tokens ready within this of the previous chunk share the next one (several tokens
+#: per chunk, as real streams sometimes carry): fewer chunks for thousands of concurrent streams.
+DEFAULT_CHUNK_MS = 200.0
+#: The gateway waits this long for an upstream's head or next chunk: an uncapped completion at a
+#: slow provider's rate may take minutes, as it would for real (the openai SDK waits 600 s).
+UPSTREAM_TIMEOUT_S = 600.0
+#: In true time a request holds its slot for seconds (a stream's whole generation): thousands
+#: are in flight at a few hundred requests per second, more than the gateway's default 1,024.
+GATEWAY_MAX_INFLIGHT = 16384
 #: Checks whose failure fails the run (exit 1); the others are reported only.
 FAILING_CHECKS = ("slo", "reconciliation", "revenue", "tokens")
 #: The gateway starts with its clock this far in the future, until everything is ready.
@@ -64,6 +78,8 @@ PROVISIONAL_EPOCH_S = 86400.0
 #: From fixing the epoch to the scenario's start: time for the clock PUT and the users' poll.
 START_MARGIN_S = 0.5
 ADMIN_TOKEN_ENV = "REGIONBLOCK_ADMIN_TOKEN"
+#: A probe through a WAN path waits out a long sampled round trip (a heavy tail of seconds).
+WAN_PROBE_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,11 +93,12 @@ class Options:
     workers: int = 0
     seed: int = 0
     time_scale: float = DEFAULT_TIME_SCALE
+    chunk_ms: float = DEFAULT_CHUNK_MS
     max_tokens_in: int = DEFAULT_MAX_TOKENS_IN
     max_tokens_out: int = DEFAULT_MAX_TOKENS_OUT
     epoch: float | None = None
     ledgers: tuple[Path, ...] = ()
-    drain_s: float = 5.0
+    drain_s: float = DEFAULT_DRAIN_S
     ready_timeout_s: float = 30.0
     #: the full-market simulation's market context (None: the closed-form stand-in)
     market: MarketContext | None = None
@@ -92,8 +109,8 @@ def loadtest(loaded: Loaded, *, duration_s: float = DEFAULT_DURATION_S, users: i
              rate: float = DEFAULT_RATE, seed: int = 0, time_scale: float = DEFAULT_TIME_SCALE,
              max_tokens_in: int = DEFAULT_MAX_TOKENS_IN,
              max_tokens_out: int = DEFAULT_MAX_TOKENS_OUT, epoch: float | None = None,
-             ledgers: tuple[Path, ...] = (), drain_s: float = 5.0,
-             market: MarketContext | None = None,
+             ledgers: tuple[Path, ...] = (), drain_s: float = DEFAULT_DRAIN_S,
+             chunk_ms: float = DEFAULT_CHUNK_MS, market: MarketContext | None = None,
              console: Console | None = None) -> tuple[Path, int]:
     """Run a load test of ``loaded``; returns (run directory, exit code 0 ok / 1 a check failed).
 
@@ -101,7 +118,8 @@ def loadtest(loaded: Loaded, *, duration_s: float = DEFAULT_DURATION_S, users: i
     the anticipation hazard): the record of the full-market simulation of the same scenario and
     seed (``scenarios.market``), written to the run directory as market.json."""
     opts = Options(duration_s=duration_s, users=users, rate=rate, host=host, workers=workers,
-                   seed=seed, time_scale=time_scale, max_tokens_in=max_tokens_in,
+                   seed=seed, time_scale=time_scale, chunk_ms=chunk_ms,
+                   max_tokens_in=max_tokens_in,
                    max_tokens_out=max_tokens_out, epoch=epoch, ledgers=ledgers, drain_s=drain_s,
                    market=market)
     _validate(opts)
@@ -123,8 +141,10 @@ def _validate(o: Options) -> None:
         raise UsageError(f"--workers: {o.workers} must not be negative")
     if not (o.rate > 0 and math.isfinite(o.rate)):
         raise UsageError(f"--rate: {o.rate!r} must be greater than zero")
-    if not o.time_scale > 0:
+    if not (o.time_scale > 0 and math.isfinite(o.time_scale)):
         raise UsageError(f"--time-scale: {o.time_scale!r} must be greater than zero")
+    if not (o.chunk_ms >= 0 and math.isfinite(o.chunk_ms)):
+        raise UsageError(f"--chunk-ms: {o.chunk_ms!r} must not be negative")
     if o.host is not None and not o.host.startswith(("http://", "https://")):
         raise UsageError(f"--host: {o.host!r} is not an http:// or https:// URL")
     if o.ledgers and o.host is None:
@@ -148,6 +168,7 @@ class Services:
     relay_url: str
     ledger: Path | None
     gateway: Child | None
+    wan: tuple[tuple[str, str], ...] = ()  # "REGION/path" -> the WAN-path proxy's URL
 
 
 def _run(loaded: Loaded, opts: Options, d: Path, started: dt.datetime, console: Console) -> int:
@@ -158,7 +179,7 @@ def _run(loaded: Loaded, opts: Options, d: Path, started: dt.datetime, console: 
     if opts.market is not None:
         opts.market.write(d / "market.json")
         market_file = str(d / "market.json")
-    ports = None if opts.host else Ports.pick(len(loaded.scenario.providers))
+    ports = None if opts.host else Ports.pick(loaded.scenario)
     # Every process starts at once. Unless the user fixed the epoch, the scenario clock starts
     # only once all of them are ready: the gateway's clock is then set through its admin API and
     # the Locust processes read the epoch from a file they wait for.
@@ -175,9 +196,10 @@ def _run(loaded: Loaded, opts: Options, d: Path, started: dt.datetime, console: 
     with Processes(log_dir=d / "logs") as procs:
         services = _start_services(procs, opts, scenario_file, d, provisional, ports, admin_token,
                                    scales)
-        config = dataclasses.replace(config, relay_url=services.relay_url)
+        config = dataclasses.replace(config, relay_url=services.relay_url, wan=services.wan)
         plan = build_plan(config, loaded)
         console.print(_intro(plan, services, opts), soft_wrap=True)
+        console.print(precision_table(plan), soft_wrap=True)
         locust = _start_locust(procs, config, services.host, d, opts)
         _wait_ready(procs, services, ports, locust, plan, opts)
         if not fixed:
@@ -229,23 +251,32 @@ def _child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Ports:
-    """Loopback ports of our own services: providers on base+i, the relay after, the gateway."""
+    """Loopback ports of our own services: providers on base+i, the relay after, then the WAN
+    paths (``regionblock upstreams``' layout), and the gateway."""
 
     base: int
     providers: int
+    regions: tuple[str, ...]
     gateway: int
 
     @classmethod
-    def pick(cls, providers: int) -> Ports:
-        base = free_port_block(providers + 1)
+    def pick(cls, scenario: Scenario) -> Ports:
+        regions = tuple(r.code for r in scenario.regions)
+        n = len(scenario.providers) + 1 + len(PATHS) * len(regions)
+        base = free_port_block(n)
         gateway = free_port()
-        while base <= gateway <= base + providers:
+        while base <= gateway < base + n:
             gateway = free_port()
-        return cls(base, providers, gateway)
+        return cls(base, len(scenario.providers), regions, gateway)
 
     @property
     def relay(self) -> int:
         return self.base + self.providers
+
+    def wan(self) -> tuple[tuple[str, str], ...]:
+        """"REGION/path" -> URL of its WAN-path proxy, in the order ``upstreams`` listens."""
+        keys = [f"{r}/{p}" for r in self.regions for p in PATHS]
+        return tuple((k, f"http://127.0.0.1:{self.relay + 1 + i}") for i, k in enumerate(keys))
 
 
 def _start_services(procs: Processes, opts: Options, scenario_file: Path, d: Path, epoch: float,
@@ -256,7 +287,7 @@ def _start_services(procs: Processes, opts: Options, scenario_file: Path, d: Pat
         return Services(opts.host.rstrip("/"), "", None, None)
     procs.start("upstreams", [
         *_python(), "regionblock", "upstreams", str(scenario_file), "--base-port", str(ports.base),
-        "--time-scale", f"{opts.time_scale:g}",
+        "--time-scale", f"{opts.time_scale:g}", "--chunk-ms", f"{opts.chunk_ms:g}",
         "--relay-target", f"http://127.0.0.1:{ports.gateway}", "--seed", str(opts.seed)],
         env=_child_env())
     ledger = d / "ledger.sqlite"
@@ -264,10 +295,11 @@ def _start_services(procs: Processes, opts: Options, scenario_file: Path, d: Pat
         *_python(), "regionblock", "gateway", str(scenario_file),
         "--port", str(ports.gateway), "--upstream-base-port", str(ports.base),
         "--trusted-proxy", "127.0.0.1/32", "--compress", f"{opts.duration_s:g}s@{epoch!r}",
+        "--upstream-timeout", f"{UPSTREAM_TIMEOUT_S:g}", "--max-inflight", str(GATEWAY_MAX_INFLIGHT),
         "--ledger", str(ledger), "--credit-scale", str(credit_scales)],
         env=_child_env({ADMIN_TOKEN_ENV: admin_token}))
     return Services(f"http://127.0.0.1:{ports.gateway}", f"http://127.0.0.1:{ports.relay}",
-                    ledger, gateway)
+                    ledger, gateway, ports.wan())
 
 
 def _wait_ready(procs: Processes, services: Services, ports: Ports | None, locust: Child,
@@ -283,6 +315,10 @@ def _wait_ready(procs: Processes, services: Services, ports: Ports | None, locus
                    what="the relay listening")
         wait_until(http_ok(services.host + "/readyz"), deadline=deadline, child=services.gateway,
                    what="the gateway answering /readyz")
+        for key, url in services.wan:  # through each WAN path, to what lies behind it
+            probe = url + ("/__relay/healthz" if key.endswith("/relay") else "/readyz")
+            wait_until(http_ok(probe, timeout_s=WAN_PROBE_TIMEOUT_S), deadline=deadline,
+                       child=upstreams, what=f"the WAN path {key} answering {probe}")
     events_dir = Path(plan.config.events_dir)
     wait_until(lambda: count_records(events_dir, "user") >= len(plan.users), deadline=deadline,
                child=locust, what=f"all {len(plan.users)} Locust users starting")
@@ -313,8 +349,9 @@ def _locust_args(config: LoadConfig, host: str, d: Path, opts: Options) -> list[
     # Locust stops itself after the last answer is due (stop_after_run); -t is a safety net.
     run_time = math.ceil(max(0.0, config.epoch - time.time()) if not config.epoch_file else 0.0) \
         + math.ceil(opts.ready_timeout_s + config.duration_s + opts.drain_s + 30)
-    return [*_python(), "locust", "-f", str(LOCUSTFILE), "--headless", "-u", str(config.users),
-            "-r", str(config.users), "-t", f"{run_time}s", "--host", host,
+    # No -u/-r: the locustfile's load shape runs exactly the plan's users.
+    return [*_python(), "locust", "-f", str(LOCUSTFILE), "--headless", "-t", f"{run_time}s",
+            "--host", host,
             "--csv", str(d / "locust"), "--csv-full-history", "--html", str(d / "locust.html"),
             "--only-summary", "--exit-code-on-error", "0", "--stop-timeout", "5"]
 
@@ -395,16 +432,56 @@ def _intro(plan: Plan, services: Services, opts: Options) -> str:
             f"against {target}{workers}; requests scale {scale['requests_scale']:.3g}")
 
 
+def precision_table(plan: Plan) -> str:
+    """Before the run: per region what it can judge (users, planned requests after the block,
+    the worst-case 95 % half-width of the block share and revenue share it will measure)."""
+
+    def pm(v: float | None) -> str:
+        return "n/a" if v is None else f"±{v * 100:.1f} pt"
+
+    lines = ["load test plan: region  users  requests after block  block share  revenue share"]
+    for p in plan.precision():
+        lines.append(f"                {p.region:<6} {p.users:>6} {p.requests_after:>21,}  "
+                     f"{pm(p.block_share_pm):>11}  {pm(p.revenue_share_pm):>13}")
+    lines.append("                (planned requests before behaviour thins them; half-widths are "
+                 "95 %, worst case, organisations as clusters)")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------- results
 
 
 def locust_post_count(path: Path) -> int:
-    """Requests Locust itself counted (its TTFT entries are not requests)."""
+    """Requests Locust itself counted: its Aggregated row (every entry is a request)."""
     if not path.is_file():
         raise RunOutputError(f"{path}: Locust wrote no statistics")
     with path.open(newline="", encoding="utf-8") as fh:
-        return sum(int(row["Request Count"]) for row in csv.DictReader(fh)
-                   if row.get("Type") == "POST")
+        rows = list(csv.DictReader(fh))
+    aggregated = [int(r["Request Count"]) for r in rows if r.get("Name") == "Aggregated"]
+    if not aggregated:
+        raise RunOutputError(f"{path}: no Aggregated row")
+    return aggregated[0]
+
+
+def write_ttft_csv(path: Path, requests: list[Any]) -> None:
+    """Time to first token of streamed, served requests by Locust's names (provider|REGION|path),
+    in the columns of Locust's own statistics: its own file, never part of the request totals."""
+    groups: dict[str, list[float]] = {}
+    for r in requests:
+        if r.ttft_ms is not None:
+            groups.setdefault(f"{r.provider}|{r.region}|{r.path}", []).append(float(r.ttft_ms))
+    everything = [v for vs in groups.values() for v in vs]
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["Type", "Name", "Count", "Median (ms)", "95%", "99%", "Min (ms)", "Max (ms)",
+                    "Average (ms)"])
+        for name, values in [*sorted(groups.items()), ("Aggregated", everything)]:
+            if not values:
+                continue
+            q = analysis.quantiles(values)
+            w.writerow(["TTFT", name, len(values), f"{q[0]:.1f}", f"{q[1]:.1f}", f"{q[2]:.1f}",
+                        f"{min(values):.1f}", f"{max(values):.1f}",
+                        f"{sum(values) / len(values):.1f}"])
 
 
 def _write_results(plan: Plan, loaded: Loaded, opts: Options, d: Path, services: Services,
@@ -415,6 +492,7 @@ def _write_results(plan: Plan, loaded: Loaded, opts: Options, d: Path, services:
     checks: dict[str, Any] = {"slo": analysis.slo_check(plan.scenario, joined),
                               "rate_accuracy": analysis.rate_accuracy(plan, events.requests)}
     locust_count = locust_post_count(d / "locust_stats.csv")
+    write_ttft_csv(d / "locust_ttft.csv", list(events.requests))
     if ledger_rows is not None:
         rec = analysis.reconcile(events.requests, ledger_rows)
         rec["locust_stats_requests"] = locust_count
@@ -442,15 +520,15 @@ def _write_results(plan: Plan, loaded: Loaded, opts: Options, d: Path, services:
         "capacity_hotspots": analysis.capacity_hotspots(plan, joined),
         "checks": checks, "passed": not failed, "failed_checks": failed,
         "scale": plan.scale(),
+        "plan_precision": [asdict(p) for p in plan.precision()],
         "loadtest": {"target": services.host, "own_gateway": services.gateway is not None,
                      "ledger": "ledger.sqlite" if services.ledger else None,
                      "ledger_meta": ledger_meta, "workers": opts.workers,
                      "time_scale": opts.time_scale if services.gateway else None,
+                     "timing": _timing_label(opts, services),
                      "epoch": plan.config.epoch, "duration_s": plan.config.duration_s,
                      "requests_sent": len(events.requests), "users_started": len(events.users),
-                     "note": "latencies are measured from each request's intended send instant; "
-                             "mock upstream latencies are divided by time_scale; loopback has "
-                             "no WAN round trip"},
+                     "note": _timing_note(opts, services)},
     }
     write_json(d / "summary.json", summary)
     write_json(d / "meta.json", meta(kind="loadtest", scenario=plan.scenario.name,
@@ -460,10 +538,31 @@ def _write_results(plan: Plan, loaded: Loaded, opts: Options, d: Path, services:
                                                "duration_s": opts.duration_s,
                                                "workers": opts.workers, "host": opts.host,
                                                "ledgers": [str(x) for x in opts.ledgers],
-                                               "time_scale": opts.time_scale}))
+                                               "time_scale": opts.time_scale,
+                                               "timing": _timing_label(opts, services)}))
     _cleanup(d)
     console.print(verdict(summary), soft_wrap=True)
     return 1 if failed else 0
+
+
+def _timing_label(opts: Options, services: Services) -> str:
+    """``true`` (every latency as the scenario's laws say), ``scaled`` (divided by time_scale: no
+    agreement check may use them) or ``external`` (--host: whatever that system's time is)."""
+    if services.gateway is None:
+        return "external"
+    return "true" if opts.time_scale == 1.0 else "scaled"
+
+
+def _timing_note(opts: Options, services: Services) -> str:
+    label = _timing_label(opts, services)
+    base = "latencies are measured from each request's intended send instant"
+    if label == "true":
+        return (f"{base}, in true time: mock providers at the scenario's latency laws, each "
+                "region's WAN round trip added by its WAN-path proxy")
+    if label == "scaled":
+        return (f"{base}; SCALED: every mock, relay and WAN-path latency was divided by "
+                f"{opts.time_scale:g}, so no latency figure of this run compares with the model")
+    return f"{base}, against {services.host} (its own network and providers)"
 
 
 def _cleanup(d: Path) -> None:
@@ -486,7 +585,8 @@ def verdict(summary: dict[str, Any]) -> str:
         lines.append(f"  {name:<15} {state:<8} {_detail(name, c)}")
     head = "load test: all checks passed" if summary["passed"] else \
         f"load test: FAILED ({', '.join(summary['failed_checks'])})"
-    return "\n".join([head, *lines])
+    breaches = [f"  SLO breached: {line}" for line in checks.get("slo", {}).get("breaches", [])]
+    return "\n".join([head, *lines, *breaches])
 
 
 def _detail(name: str, c: dict[str, Any]) -> str:
@@ -504,9 +604,13 @@ def _detail(name: str, c: dict[str, Any]) -> str:
         return f"{c['mismatches']} served requests whose ledger tokens differ from the response"
     if name == "slo":
         o = c["overall"]
+        th = c.get("thresholds", [])
+        judged = [t for t in th if t["passed"] is not None]
+        ok = sum(1 for t in judged if t["passed"])
         return (f"{'/'.join(c['regions'])}: p99 {o['p99_latency_ms']:.0f} ms (max "
                 f"{c['p99_latency_ms_max']:g}), errors {o['error_rate']:.2%} (max "
-                f"{c['error_rate_max']:.2%})")
+                f"{c['error_rate_max']:.2%}); region/path thresholds {ok}/{len(judged)} met"
+                f" ({len(th) - len(judged)} not judged: too few requests)")
     if name == "rate_accuracy":
         pooled = c["judged_periods"] < c["judged_days"]
         over = (f"{c['judged_periods']} periods of consecutive days" if pooled else "days")

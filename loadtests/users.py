@@ -7,16 +7,22 @@ A user sleeps until each planned instant and then *spawns* the request (a greenl
 up to the connection pool's size in flight), so the arrival process does not slow down when the
 system does: an open model. Locust's statistics get each request's time from its *intended*
 send instant (no coordinated omission), under the name ``provider|REGION|path`` (split by
-region, path and provider); streamed requests also report their time to first token as a
-``TTFT`` entry of the same name. Policy denials are marked as failures (``block: HTTP 403``), so
-``locust_failures.csv`` shows them by region and path.
+region, path and provider). Time to first token is recorded with each request in the event log,
+not as a Locust request (which Locust would add to its request totals): ``regionblock loadtest``
+writes it to ``locust_ttft.csv``, by the same names. Policy denials are marked as failures
+(``block: HTTP 403``), so ``locust_failures.csv`` shows them by region and path.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
+import json
 import logging
+import os
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -29,7 +35,8 @@ from gevent.pool import Pool
 from locust import FastHttpUser, constant, task
 from locust.env import Environment
 from locust.exception import StopUser
-from locust.runners import MasterRunner, WorkerRunner
+from locust.runners import WORKER_REPORT_INTERVAL, MasterRunner, WorkerRunner
+from locust.stats import CSV_STATS_INTERVAL_SEC
 
 from loadtests.agent import OrgAgent, Route
 from loadtests.events import EventWriter, RequestRecord, StateRecord
@@ -54,15 +61,123 @@ from scenarios.schema import Scenario
 CHAT_PATH = "/v1/chat/completions"
 WORLD_ATTR = "regionblock_world"
 EPOCH_POLL_S = 0.01
+#: Locust messages between master and workers: the epoch (master -> workers), a worker done.
+EPOCH_MESSAGE = "regionblock_epoch"
+DONE_MESSAGE = "regionblock_done"
+#: The admin token of the gateway whose clock Locust sets at test_start (the gateway's variable).
+ADMIN_TOKEN_ENV = "REGIONBLOCK_ADMIN_TOKEN"
+#: A user idle this long drops its kept-alive connections before its next request, as httpx does
+#: with connections the server may have closed: the gateway closes idle ones after 75 s, and
+#: geventhttpclient would otherwise send into a closed one (a failure no real client sees).
+IDLE_CLOSE_S = 60.0
+#: From the last answer to quitting: Locust's CSV writer writes every CSV_STATS_INTERVAL_SEC and
+#: not again on quit, so quitting sooner would leave the last answers out of locust_stats.csv.
+QUIT_AFTER_S = 2 * CSV_STATS_INTERVAL_SEC + 0.5
+#: Users Locust spawns per second, for the lead between test_start and the epoch.
+SPAWN_PER_S = 1000.0
 log = logging.getLogger("regionblock.loadtest")
+
+
+class Completion:
+    """When the scenario starts (the epoch) and when this process's part of the run is done.
+
+    The epoch is known at once (``REGIONBLOCK_EPOCH``), from the epoch file, or at Locust's
+    ``test_start`` (:func:`on_test_start`; workers get it from the master's message). Done: a
+    stand-alone runner quits when all its users are; a worker tells the master, which quits when
+    every worker has.
+    """
+
+    def __init__(self, environment: Environment, config: LoadConfig) -> None:
+        self.environment = environment
+        self.config = config
+        self.epoch: gevent.event.AsyncResult = gevent.event.AsyncResult()
+        self.workers_done: set[int] = set()
+
+    def listen(self) -> None:
+        runner = self.environment.runner
+        if self.config.epoch_file:
+            gevent.spawn(lambda: self.epoch.set(await_epoch(Path(self.config.epoch_file))))
+        elif not self.config.epoch_on_start:
+            self.epoch.set(self.config.epoch)
+        if isinstance(runner, WorkerRunner):
+            runner.register_message(EPOCH_MESSAGE, lambda environment, msg, **_: self.epoch.set(
+                float(msg.data["epoch"])))
+        elif isinstance(runner, MasterRunner):
+            runner.register_message(DONE_MESSAGE, self._worker_done)
+
+    def _worker_done(self, environment: Environment, msg: Any, **_: Any) -> None:
+        self.workers_done.add(int(msg.data["worker"]))
+        if len(self.workers_done) >= self.config.workers and environment.runner is not None:
+            # the workers' last statistics arrive with their next report
+            gevent.spawn_later(WORKER_REPORT_INTERVAL + QUIT_AFTER_S, end_run, environment)
+
+    def local_done(self) -> None:
+        """Every user of this process is done."""
+        runner = self.environment.runner
+        if isinstance(runner, WorkerRunner):
+            runner.send_message(DONE_MESSAGE, {"worker": max(runner.worker_index, 0)})
+        elif runner is not None and not isinstance(runner, MasterRunner):
+            gevent.spawn_later(QUIT_AFTER_S, end_run, self.environment)
+
+
+def end_run(environment: Environment) -> None:
+    """Headless: quit (Locust writes its reports and exits). In the web UI: stop, so the page
+    keeps the run's statistics and charts for the user to read and download."""
+    runner = environment.runner
+    if runner is None:
+        return
+    options = environment.parsed_options
+    if options is not None and not getattr(options, "headless", True):
+        runner.stop()
+    else:
+        runner.quit()
+
+
+def on_test_start(environment: Environment, config: LoadConfig, completion: Completion,
+                  lead_s: float) -> None:
+    """The Start button (or a headless start): fix the epoch a moment ahead, for every process
+    and the gateway's clock."""
+    if completion.epoch.ready():
+        log.error("regionblock: this Locust process already played the scenario once; restart "
+                  "Locust to play it again")
+        return
+    epoch = time.time() + lead_s + config.users / SPAWN_PER_S
+    set_gateway_clock(environment.host or "", config, epoch)
+    if isinstance(environment.runner, MasterRunner):
+        environment.runner.send_message(EPOCH_MESSAGE, {"epoch": epoch})
+    completion.epoch.set(epoch)
+    log.info("regionblock: scenario clock starts at %s",
+             format_instant(dt.datetime.fromtimestamp(epoch, dt.UTC)))
+
+
+def set_gateway_clock(host: str, config: LoadConfig, epoch: float) -> None:
+    """Compress the scenario onto the run from ``epoch`` in the gateway too (its admin API)."""
+    token = os.environ.get(ADMIN_TOKEN_ENV, "")
+    spec = f"compress:{config.duration_s!r}s@{epoch!r}"
+    if not token or not host:
+        log.warning("regionblock: %s is not set, so the gateway's clock is not set from here: "
+                    "give the gateway --compress %gs@%r (or the same admin token)",
+                    ADMIN_TOKEN_ENV, config.duration_s, epoch)
+        return
+    req = urllib.request.Request(host.rstrip("/") + "/admin/clock", method="PUT",
+                                 data=json.dumps({"clock": spec}).encode(),
+                                 headers={"Authorization": f"Bearer {token}",
+                                          "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            resp.read()
+    except (urllib.error.URLError, OSError) as exc:
+        log.error("regionblock: could not set the gateway's clock (%s): %s", spec, exc)
 
 
 class World:
     """Everything the users of one Locust process share."""
 
-    def __init__(self, environment: Environment, config: LoadConfig) -> None:
+    def __init__(self, environment: Environment, config: LoadConfig,
+                 completion: Completion) -> None:
         self.environment = environment
         self.config = config
+        self.completion = completion
         self.plan: Plan = build_plan(config)
         s = self.plan.scenario
         self.denials = DenialStatuses.of(s)
@@ -78,13 +193,10 @@ class World:
 
     def start(self) -> None:
         """Start waiting for the epoch (in the gevent loop that runs the users)."""
-        if self.config.epoch_file:
-            gevent.spawn(self._await_epoch, Path(self.config.epoch_file))
-        else:
-            self.go.set()
+        gevent.spawn(self._await_epoch)
 
-    def _await_epoch(self, path: Path) -> None:
-        epoch = await_epoch(path)
+    def _await_epoch(self) -> None:
+        epoch = float(self.completion.epoch.get())
         self.config = replace(self.config, epoch=epoch)
         self.plan = replace(self.plan, config=self.config)
         self.go.set()
@@ -136,13 +248,17 @@ class World:
                                           format_instant(t.at), t.state, t.provider))
         self.logged[user.index] = len(agent.log)
 
-    def user_finished(self) -> None:
-        """When every local user is done, a stand-alone runner stops at once (no idle tail)."""
-        self.finished += 1
+    def owned(self) -> int:
+        """Planned organisations this process plays (see :meth:`claim`)."""
         runner = self.environment.runner
-        if self.finished >= self.started and not isinstance(runner, (WorkerRunner, MasterRunner)) \
-                and runner is not None:
-            gevent.spawn_later(0.2, runner.quit)
+        worker = max(runner.worker_index, 0) if isinstance(runner, WorkerRunner) else 0
+        return len(range(worker, len(self.plan.users), self.config.workers))
+
+    def user_finished(self) -> None:
+        """When every local user is done, the run ends for this process (no idle tail)."""
+        self.finished += 1
+        if self.finished == self.owned():
+            self.completion.local_done()
 
 
 def await_epoch(path: Path) -> float:
@@ -152,12 +268,12 @@ def await_epoch(path: Path) -> float:
     return float(path.read_text(encoding="utf-8").strip())
 
 
-def stop_after_run(environment: Environment, config: LoadConfig) -> None:
-    """Quit the runner (which writes the reports) when the last request's answer is due."""
-    epoch = await_epoch(Path(config.epoch_file)) if config.epoch_file else config.epoch
+def stop_after_run(environment: Environment, config: LoadConfig, completion: Completion) -> None:
+    """Quit the runner (which writes the reports) at the latest ``drain_s`` after the last
+    planned send (normally every user is done earlier, see :class:`Completion`)."""
+    epoch = float(completion.epoch.get())
     gevent.sleep(max(0.0, epoch + config.duration_s + config.drain_s - time.time()))
-    if environment.runner is not None:
-        environment.runner.quit()
+    end_run(environment)
 
 
 class WorldHolder:
@@ -169,9 +285,11 @@ class WorldHolder:
         self.world: World | None = None
         self.error = ""
 
-    def build(self, environment: Environment, config: LoadConfig) -> None:
+    def build(self, environment: Environment, config: LoadConfig,
+              completion: Completion) -> None:
         try:
-            self.world = gevent.get_hub().threadpool.apply(World, (environment, config))
+            self.world = gevent.get_hub().threadpool.apply(World, (environment, config,
+                                                                   completion))
             self.world.start()
         except Exception as exc:
             self.error = f"{type(exc).__name__}: {exc}"
@@ -197,7 +315,7 @@ class OrgUser(FastHttpUser):
     host = "http://127.0.0.1:18080"
     wait_time = constant(0)
     concurrency = 32  # requests one organisation may have in flight (the open model's headroom)
-    network_timeout = 120.0
+    network_timeout = 600.0  # a long completion at a slow provider's rate (no cap) takes minutes
     connection_timeout = 10.0
     insecure = False
 
@@ -214,6 +332,7 @@ class OrgUser(FastHttpUser):
         self.schedule: Schedule = self.world.plan.schedule(spec)
         self.seq = itertools.count()
         self.inflight = Pool(self.concurrency)
+        self.last_done = time.time()  # when this user's connections were last used
         self.world.events.user(spec.index, spec.org.id, time.time())
 
     @task
@@ -227,12 +346,17 @@ class OrgUser(FastHttpUser):
             self.world.sync_states(self.spec, self.agent)
             if route is None:
                 break  # churned: this organisation sends nothing more
+            self._drop_idle_connections()
             self.inflight.spawn(self._send_with_retries, k, intended, route)
         self.inflight.join()
         self.world.events.done(self.spec.index, time.time())
         self.world.user_finished()
         while True:  # done: idle until the runner stops (a task that returns would run again)
             gevent.sleep(3600)
+
+    def _drop_idle_connections(self) -> None:
+        if len(self.inflight) == 0 and time.time() - self.last_done > IDLE_CLOSE_S:
+            self.client.client.clientpool.close()
 
     # ------------------------------------------------------------ one request
 
@@ -259,7 +383,8 @@ class OrgUser(FastHttpUser):
         tin, tout = int(sch.tokens_in[k]), int(sch.tokens_out[k])
         client_id = f"{world.config.run_id}-{spec.index}-{next(self.seq)}"
         name = f"{route.provider}|{spec.org.region}|{route.path}"
-        url = world.config.relay_url.rstrip("/") + CHAT_PATH if route.path == "relay" else CHAT_PATH
+        # the region's WAN path (direct: to the gateway; relay: to the relay), else host/relay_url
+        url = world.plan.base_url(spec.org.region, route.path, "") + CHAT_PATH
         headers = {"Authorization": f"Bearer sk-{spec.org.id}", "X-Forwarded-For": world.ips[spec.index],
                    "Content-Type": "application/json", "Accept-Encoding": "identity",
                    "X-Client-Request-Id": client_id}
@@ -272,18 +397,16 @@ class OrgUser(FastHttpUser):
             status = int(resp.status_code or 0)
             got = {key.lower(): value for key, value in (resp.headers or {}).items()}
             usage, complete, error = self._read_body(resp, status, stream, ttft)
-            done = time.time()
+            done = self.last_done = time.time()
             decision = classify(status, got, world.denials, complete=complete)
             resp.request_meta["response_time"] = (done - intended) * 1000
             if decision in ("allow", "warn"):
                 resp.success()
             else:
                 resp.failure(f"{decision}: HTTP {status}{' ' + error if error else ''}")
+        # Not a Locust request event: Locust would count it as a request (see loadtests.analysis
+        # for the TTFT statistics, written to locust_ttft.csv).
         ttft_ms = (ttft[0] - intended) * 1000 if ttft else None
-        if ttft_ms is not None:
-            self.environment.events.request.fire(
-                request_type="TTFT", name=name, response_time=ttft_ms, response_length=0,
-                exception=None, context={})
         rec = RequestRecord(
             id=got.get(REQUEST_ID_HEADER, ""), client_id=client_id, user=spec.index,
             org=spec.org.id, region=spec.org.region, segment=spec.org.segment,
@@ -312,9 +435,19 @@ class OrgUser(FastHttpUser):
 
 
 def _lines(resp: Any) -> Iterator[bytes]:
-    """The body of a streamed response, line by line, as it arrives."""
+    """The body of a streamed response, line by line, each as soon as it is complete.
+
+    geventhttpclient's ``readline`` returns a line once its newline has arrived. Locust's
+    ``iter_content(chunk_size)`` would instead wait for ``chunk_size`` bytes, which holds back
+    the first token (and the time to first token measured) until later chunks fill the buffer.
+    """
+    raw = getattr(resp, "_response", None)
+    if raw is not None and hasattr(raw, "readline"):
+        while line := raw.readline(b"\n"):
+            yield line
+        return
     buffer = b""
-    for chunk in resp.iter_content(chunk_size=4096, decode_content=False):
+    for chunk in resp.iter_content(chunk_size=1, decode_content=False):
         buffer += chunk if isinstance(chunk, bytes) else chunk.encode()
         *lines, buffer = buffer.split(b"\n")
         yield from lines

@@ -409,12 +409,31 @@ class TrafficPattern(_Model):
         return v
 
 
+class SloThreshold(_Model):
+    """A k6-style threshold on one region's requests by one path, in true time (from the intended
+    send instant): time to first token p99 of streamed requests, total latency p99 of all served."""
+
+    region: RegionItem
+    path: Literal["direct", "relay"] = "direct"
+    ttft_p99_ms: float | None = Field(default=None, gt=0)
+    latency_p99_ms: float | None = Field(default=None, gt=0)
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, v: str) -> str:
+        return _iso_country(v)
+
+
 class Slos(_Model):
-    """Load-test thresholds for supported regions (like k6 thresholds)."""
+    """Load-test thresholds (like k6 thresholds): for the supported ``regions`` a p99 latency and
+    an error rate; ``thresholds`` per region and path (TTFT p99 of streams, total p99), judged
+    when at least ``min_requests`` requests of the group were served."""
 
     p99_latency_ms: float = Field(gt=0)
     error_rate: Fraction
     regions: tuple[RegionItem, ...] = ()
+    thresholds: tuple[SloThreshold, ...] = ()
+    min_requests: int = Field(default=100, ge=1)
 
     @field_validator("regions")
     @classmethod
@@ -490,7 +509,15 @@ def _duplicates(names: list[str], loc: Loc, what: str) -> list[tuple[Loc, str]]:
 
 
 def _region_rules(s: Scenario) -> list[tuple[Loc, str]]:
-    return _duplicates([r.code for r in s.regions], ("regions",), "code")
+    out = _duplicates([r.code for r in s.regions], ("regions",), "code")
+    codes = {r.code for r in s.regions}
+    for i, t in enumerate(s.slos.thresholds):
+        if t.region not in codes:
+            out.append((("slos", "thresholds", i, "region"), f"unknown region {t.region!r}"))
+        if t.ttft_p99_ms is None and t.latency_p99_ms is None:
+            out.append((("slos", "thresholds", i),
+                        "needs ttft_p99_ms or latency_p99_ms (a threshold with neither checks nothing)"))
+    return out
 
 
 def _segment_rules(s: Scenario) -> list[tuple[Loc, str]]:

@@ -7,18 +7,21 @@ from pathlib import Path
 
 from loadtests.errors import LoadTestError
 from loadtests.plan import DEFAULT_MAX_TOKENS_OUT, DEFAULT_RATE, DEFAULT_USERS
-from loadtests.run import DEFAULT_TIME_SCALE, loadtest
+from loadtests.run import DEFAULT_CHUNK_MS, DEFAULT_TIME_SCALE, loadtest
 from regionblock.common import add_scenario_arg, default_runs_dir, load_scenario, stderr_console
 from scenarios.clock import parse_duration, parse_when
 from sim.model import market_context
 
 EPILOG = """\
-Distributed: one host runs the master, the others the workers (same scenario, same EPOCH):
-  REGIONBLOCK_SCENARIO=S REGIONBLOCK_DURATION=5m REGIONBLOCK_EPOCH=E REGIONBLOCK_USERS=N \\
-  REGIONBLOCK_WORKERS=W locust -f loadtests/locustfile.py --master --headless -u N -r N -t 6m \\
+Distributed: one host runs the master, the others the workers (same scenario and environment);
+the scenario clock starts on the master's test_start, which sends the epoch to every worker and
+sets the gateway's clock (with the gateway's admin token):
+  REGIONBLOCK_SCENARIO=S REGIONBLOCK_DURATION=5m REGIONBLOCK_USERS=N REGIONBLOCK_WORKERS=W \\
+  REGIONBLOCK_ADMIN_TOKEN=T locust -f loadtests/locustfile.py --master --headless \\
       --expect-workers W --host http://GATEWAY:18080
   (on each worker host, same environment)  locust -f loadtests/locustfile.py --worker \\
       --master-host MASTER
+The load shape runs exactly N users (one organisation each); -u and -r are ignored.
 """
 
 
@@ -26,9 +29,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "loadtest", help="replay the scenario against a real gateway with Locust",
         description="Put the scenario's organisations, policy and behaviour onto real sockets on a "
-                    "compressed clock: start mock upstreams, the relay and the gateway (unless "
-                    "--host), run Locust headless with one user per sampled organisation at an "
-                    "open-model rate following the scenario's traffic curve, then reconcile "
+                    "compressed clock, each request in true time: start mock upstreams at the "
+                    "scenario's latency laws, the relay, a WAN-path proxy per region and path and "
+                    "the gateway (unless --host), run Locust headless with one user per sampled "
+                    "organisation at an open-model rate following the scenario's traffic curve, then "
+                    "reconcile "
                     "Locust's requests with the gateway's ledger, check the scenario's SLOs and "
                     "write a run directory. Exit 1 if a check fails.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -53,9 +58,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="runs root (default runs/)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed (default 0)")
     p.add_argument("--time-scale", type=float, default=DEFAULT_TIME_SCALE, metavar="X",
-                   help=f"divide the mock upstreams' latencies by X (default {DEFAULT_TIME_SCALE:g})")
+                   help="divide every mock, relay and WAN-path latency by X (default "
+                        f"{DEFAULT_TIME_SCALE:g}: true time; another X labels the run scaled, and "
+                        "its latencies are compared with nothing)")
+    p.add_argument("--chunk-ms", type=float, default=DEFAULT_CHUNK_MS, metavar="MS",
+                   help="streamed tokens ready within MS of the previous chunk share the next one "
+                        f"(default {DEFAULT_CHUNK_MS:g}; neither TTFT nor the last token moves)")
     p.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS_OUT, metavar="N",
-                   help=f"cap on completion tokens per request (default {DEFAULT_MAX_TOKENS_OUT})")
+                   help="cap on completion tokens per request (default 0: none, as in the "
+                        "simulator; a cap makes latencies and revenue differ from the model's)")
     p.add_argument("--epoch", default=None, metavar="WHEN",
                    help="wall instant the scenario starts (unix time or ISO-8601; default a few "
                         "seconds from now) — for --host targets running --compress D@EPOCH")
@@ -71,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         run_dir, code = loadtest(loaded, duration_s=duration, users=args.users, host=args.host,
                                  workers=args.workers, out=Path(args.out), rate=args.rate,
                                  seed=args.seed, time_scale=args.time_scale,
+                                 chunk_ms=args.chunk_ms,
                                  max_tokens_out=args.max_tokens, epoch=epoch,
                                  ledgers=tuple(Path(p) for p in args.ledger),
                                  market=market_context(loaded.scenario, args.seed), console=console)

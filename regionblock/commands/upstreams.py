@@ -1,8 +1,10 @@
-"""``regionblock upstreams SCENARIO``: mock providers on consecutive ports, and the relay.
+"""``regionblock upstreams SCENARIO``: mock providers, the relay and the WAN paths on consecutive ports.
 
 Provider i of the scenario's ``providers`` list listens on BASE_PORT+i, the relay on
-BASE_PORT+len(providers). Everything runs in one process and one event loop (uvloop when
-installed) until SIGINT or SIGTERM, then shuts down cleanly and exits 0.
+BASE_PORT+len(providers), then each region's WAN-path proxies (:mod:`gateway.wanpath`), direct
+(to ``--relay-target``, the gateway) and relay (to the relay), region by region in scenario order.
+Everything runs in one process and one event loop (uvloop when installed) until SIGINT or
+SIGTERM, then shuts down cleanly and exits 0.
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ import signal
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
+from urllib.parse import urlsplit
 
 from gateway.mock_upstream import DEFAULT_BASE_PORT, Running, start_upstreams
 from gateway.mock_upstream_errors import ListenError
+from gateway.mock_upstream_timing import DEFAULT_CHUNK_INTERVAL_S
 from gateway.relay import DEFAULT_RELAY_TARGET
+from gateway.wanpath import PathSpec, RunningPath, path_specs, serve_wanpaths
 from regionblock.common import add_scenario_arg, load_scenario, stderr_console
 from scenarios.errors import UsageError
 from scenarios.schema import Scenario
@@ -24,18 +29,24 @@ from scenarios.schema import Scenario
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
-        "upstreams", help="run mock OpenAI-compatible providers and the relay",
+        "upstreams", help="run mock OpenAI-compatible providers, the relay and the WAN paths",
         description="Serve one mock OpenAI-compatible provider per scenario provider (its latency, "
-                    "capacity and faults) on consecutive loopback ports, and the relay "
-                    "(the circumvention path) on the next port, until interrupted.")
+                    "capacity and faults) on consecutive loopback ports, the relay "
+                    "(the circumvention path) on the next port, then two WAN-path proxies per "
+                    "region (direct to the gateway, relay to the relay) adding the region's "
+                    "sampled round trip, until interrupted.")
     add_scenario_arg(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--base-port", type=int, default=DEFAULT_BASE_PORT, metavar="P",
-                   help=f"provider i listens on P+i, the relay after them (default {DEFAULT_BASE_PORT})")
+                   help=f"provider i listens on P+i, the relay after them, then the WAN paths "
+                        f"(default {DEFAULT_BASE_PORT})")
     p.add_argument("--time-scale", type=float, default=1.0, metavar="X",
                    help="divide every simulated latency by X (default 1: real time)")
     p.add_argument("--relay-target", default=DEFAULT_RELAY_TARGET, metavar="URL",
                    help=f"where the relay forwards to (default {DEFAULT_RELAY_TARGET}, the gateway)")
+    p.add_argument("--chunk-ms", type=float, default=DEFAULT_CHUNK_INTERVAL_S * 1000, metavar="MS",
+                   help="streamed tokens ready within MS of the previous chunk share the next one "
+                        f"(default {DEFAULT_CHUNK_INTERVAL_S * 1000:g})")
     p.add_argument("--seed", type=int, default=0, metavar="S",
                    help="seed of the latency, fault and relay-address draws (default 0)")
     p.set_defaults(func=run)
@@ -47,16 +58,25 @@ def run(args: argparse.Namespace) -> int:
     return _run_in_loop(lambda: _serve(scenario, args))
 
 
+def port_count(scenario: Scenario) -> int:
+    """Ports from the base port on: providers, the relay, two WAN paths per region."""
+    return len(scenario.providers) + 1 + 2 * len(scenario.regions)
+
+
 def _check_args(args: argparse.Namespace, scenario: Scenario) -> None:
-    last = args.base_port + len(scenario.providers)
-    if args.base_port < 1 or last > 65535:
-        raise UsageError(f"--base-port: {args.base_port} leaves no room for "
-                         f"{len(scenario.providers) + 1} ports (P..P+{len(scenario.providers)} "
-                         "must lie in 1-65535)")
+    n = port_count(scenario)
+    if args.base_port < 1 or args.base_port + n - 1 > 65535:
+        raise UsageError(f"--base-port: {args.base_port} leaves no room for {n} ports "
+                         f"(P..P+{n - 1} must lie in 1-65535)")
+    if not args.chunk_ms >= 0:
+        raise UsageError(f"--chunk-ms: must not be negative (got {args.chunk_ms:g})")
     if not args.time_scale > 0:
         raise UsageError(f"--time-scale: must be > 0 (got {args.time_scale:g})")
     if not args.relay_target.startswith(("http://", "https://")):
         raise UsageError(f"--relay-target: {args.relay_target!r} is not an http:// or https:// URL")
+    if urlsplit(args.relay_target).port is None:
+        raise UsageError(f"--relay-target: {args.relay_target!r} names no port (the WAN paths "
+                         "forward to host:port)")
 
 
 def _run_in_loop(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
@@ -76,8 +96,12 @@ async def _serve(scenario: Scenario, args: argparse.Namespace) -> int:
     try:
         async with start_upstreams(scenario, host=args.host, base_port=args.base_port,
                                    time_scale=args.time_scale, seed=args.seed,
-                                   relay_target=args.relay_target) as running:
-            _announce(running, scenario, args)
+                                   relay_target=args.relay_target,
+                                   chunk_interval_s=args.chunk_ms / 1000) as running, \
+                serve_wanpaths(_specs(scenario, running, args.relay_target), host=args.host,
+                               ports=_wan_ports(scenario, args.base_port), seed=args.seed,
+                               time_scale=args.time_scale) as wan:
+            _announce(running, wan, scenario, args)
             await stop.wait()
     except ListenError as exc:
         raise UsageError(f"upstreams: {exc}") from exc
@@ -85,7 +109,20 @@ async def _serve(scenario: Scenario, args: argparse.Namespace) -> int:
     return 0
 
 
-def _announce(running: Running, scenario: Scenario, args: argparse.Namespace) -> None:
+def _specs(scenario: Scenario, running: Running, gateway_url: str) -> list[PathSpec]:
+    gw = urlsplit(gateway_url)
+    relay = urlsplit(running.relay.url)
+    return path_specs(scenario, gateway=(gw.hostname or "127.0.0.1", int(gw.port or 80)),
+                      relay=(relay.hostname or "127.0.0.1", int(relay.port or 80)))
+
+
+def _wan_ports(scenario: Scenario, base_port: int) -> list[int] | None:
+    first = base_port + len(scenario.providers) + 1
+    return list(range(first, first + 2 * len(scenario.regions))) if base_port else None
+
+
+def _announce(running: Running, wan: list[RunningPath], scenario: Scenario,
+              args: argparse.Namespace) -> None:
     """One line per server on stdout (flushed: scripts wait for it), a notice on stderr."""
     width = max(len(s.name) for s in running.servers)
     for server in running.upstreams:
@@ -94,6 +131,11 @@ def _announce(running: Running, scenario: Scenario, args: argparse.Namespace) ->
     print(f"{running.relay.name:<{width}}  {running.relay.url}  -> {args.relay_target}  "
           f"(exit {relay.country}{' hosting' if relay.hosting else ''}, "
           f"+{relay.extra_latency_ms.mean():.0f} ms mean)")
+    wan_width = max((len(f"wan {w.wan.spec.key}") for w in wan), default=0)
+    for w in wan:
+        spec = w.wan.spec
+        print(f"{'wan ' + spec.key:<{wan_width}}  {w.url}  -> {spec.target_host}:{spec.target_port}"
+              f"  (round trip {spec.rtt_ms.mean():.0f} ms mean)")
     sys.stdout.flush()
     stderr_console().print(f"time scale {args.time_scale:g}x, seed {args.seed}; "
                            "Ctrl-C or SIGTERM to stop")

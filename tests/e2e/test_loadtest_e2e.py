@@ -1,8 +1,9 @@
-"""One brief, real load test: upstreams, relay, gateway and Locust as processes on loopback.
+"""One brief, real load test: upstreams, relay, WAN paths, gateway and Locust as processes on loopback.
 
 25 scenario days (around the 2024-07-09 block) are compressed onto 20 s at 70 req/s; the relay
-is made attractive (``asc_circumvent``) so the circumvention path carries traffic, and the mock
-latencies are divided by 10 only, so the relay's extra delay (120 ms median / 10) stands out.
+is made attractive (``asc_circumvent``) so the circumvention path carries traffic. To stay brief
+the run is *scaled*: every latency (mocks, relay, WAN paths) is divided by 10, so a CN request's
+direct round trip is 20 ms median and the relay's extra delay 12 ms; the run says so.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ BLOCK = "2024-07-09T00:00:00Z"
 def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
     loaded = load("openai-2024-cn-hk", OVERRIDES)
     return loadtest(loaded, duration_s=20.0, users=40, rate=70.0, time_scale=10.0,
-                    out=tmp_path_factory.mktemp("runs"), drain_s=3.0)
+                    out=tmp_path_factory.mktemp("runs"), drain_s=60.0)
 
 
 def ledger(run_dir: Path, sql: str) -> list[tuple[Any, ...]]:
@@ -51,12 +52,23 @@ def test_the_run_passes_its_checks_and_reconciles_exactly(run: tuple[Path, int])
     assert code == 0, r.summary["failed_checks"]
     rec = checks["reconciliation"]
     assert rec["passed"] and rec["locust_requests"] == rec["ledger_rows"] > 1000
-    assert rec["locust_stats_requests"] == rec["locust_requests"]
+    # Locust's own Aggregated count is the ledger's rows: no TTFT pseudo-requests in it
+    assert rec["locust_stats_requests"] == rec["locust_requests"] == rec["ledger_rows"]
+    with (run_dir / "locust_stats.csv").open(newline="") as fh:
+        stats = list(csv.DictReader(fh))
+    assert {r["Type"] for r in stats} <= {"POST", ""}
+    assert [int(r["Request Count"]) for r in stats if r["Name"] == "Aggregated"] == [
+        rec["ledger_rows"]]
+    with (run_dir / "locust_ttft.csv").open(newline="") as fh:
+        ttft = {r["Name"]: int(r["Count"]) for r in csv.DictReader(fh)}
+    streamed = sum(1 for r in read_events(run_dir / "events").requests if r.ttft_ms is not None)
+    assert ttft["Aggregated"] == streamed > 100
+    assert r.summary["loadtest"]["timing"] == "scaled" and r.meta["loadtest"]["timing"] == "scaled"
     assert checks["revenue"]["passed"] and checks["revenue"]["rows"] == rec["ledger_rows"]
     assert checks["tokens"]["passed"]
     for name in ("meta.json", "scenario.yaml", "timeseries.csv", "summary.json", "ledger.sqlite",
                  "locust_stats.csv", "locust_stats_history.csv", "locust_failures.csv",
-                 "locust.html"):
+                 "locust.html", "locust_ttft.csv"):
         assert (run_dir / name).is_file(), name
 
 
@@ -94,6 +106,19 @@ def test_the_relay_path_is_slower(run: tuple[Path, int]) -> None:
     assert statistics.median(overhead["relay"]) > statistics.median(overhead["direct"]) + 6.0
     head = read_run(run_dir).summary["headline"]
     assert head["latency_ms.relay.p50.after"]["mean"] > 0
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(120)
+def test_the_wan_path_adds_the_regions_round_trip(run: tuple[Path, int]) -> None:
+    run_dir, _ = run
+    total_ms = dict(ledger(run_dir, "SELECT request_id, total_ms FROM requests"))
+    outside = [(r.done - r.sent) * 1000 - total_ms[r.id]
+               for r in read_events(run_dir / "events").requests
+               if r.region == "CN" and r.path == "direct" and r.id in total_ms]
+    assert len(outside) >= 200
+    # CN direct: lognormal median 200 ms / 10; the rest is loopback, Locust and the proxy hops
+    assert 18.0 <= statistics.median(outside) <= 35.0
 
 
 @pytest.mark.e2e

@@ -96,7 +96,7 @@ async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
 
 @contextlib.contextmanager
 def replicas(tmp: Path, epoch: float) -> Iterator[tuple[list[int], list[Path]]]:
-    base = free_run(7)
+    base = free_run(7 + 16)  # providers, the relay, then the 16 WAN paths
     procs = [spawn_regionblock("upstreams", SCENARIO, *OVERRIDES, "--base-port", str(base),
                     "--time-scale", "40")]
     ports = [free_port(), free_port()]

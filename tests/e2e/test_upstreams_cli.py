@@ -25,11 +25,12 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = "openai-2024-cn-hk"
 SERVERS = 7  # six providers and the relay
+WAN_PATHS = 16  # then a direct and a relay WAN path for each of the eight regions
 
 
 @pytest.fixture
 def upstreams() -> Iterator[tuple[int, subprocess.Popen[str]]]:
-    base = free_run(SERVERS)
+    base = free_run(SERVERS + WAN_PATHS)
     proc = subprocess.Popen(
         [sys.executable, "-m", "regionblock", "upstreams", SCENARIO, "--base-port", str(base),
          "--time-scale", "1000", "--relay-target", f"http://127.0.0.1:{base}"],
@@ -77,6 +78,14 @@ def test_openai_sdk_against_a_mock_upstream(upstreams: tuple[int, subprocess.Pop
     assert "".join(c.choices[0].delta.content or "" for c in relayed if c.choices) == filler(0, 25)
     assert relayed[-1].usage is not None and relayed[-1].usage.completion_tokens == 25
 
+    # Through CN's direct WAN path (to --relay-target, here the openai upstream): intact.
+    via_wan = OpenAI(base_url=f"http://127.0.0.1:{base + SERVERS}/v1",
+                     api_key="sk-cn-startup-000001", max_retries=0, timeout=10)
+    wan_stream = list(via_wan.chat.completions.create(
+        model="gpt-4o", messages=messages, max_tokens=30, stream=True,
+        stream_options={"include_usage": True}))
+    assert "".join(c.choices[0].delta.content or "" for c in wan_stream if c.choices) == filler(0, 30)
+
     # Runtime fault injection: every request now ends in a TCP reset.
     put = urllib.request.Request(f"http://127.0.0.1:{base}/admin/faults", method="PUT",
                                  data=b'{"reset_rate": 1.0}')
@@ -93,7 +102,11 @@ def test_openai_sdk_against_a_mock_upstream(upstreams: tuple[int, subprocess.Pop
                         "gpt-4o-mini, text-embedding-3-small, text-embedding-3-large, "
                         "gpt-3.5-turbo-instruct, omni-moderation-latest)")
     assert lines[6].startswith(f"relay     http://127.0.0.1:{base + 6}  -> http://127.0.0.1:{base}  ")
-    assert len(lines) == SERVERS
+    assert lines[SERVERS] == (f"wan CN/direct  http://127.0.0.1:{base + SERVERS}  -> "
+                              f"127.0.0.1:{base}  (round trip 227 ms mean)")
+    assert lines[SERVERS + 1] == (f"wan CN/relay   http://127.0.0.1:{base + SERVERS + 1}  -> "
+                                  f"127.0.0.1:{base + 6}  (round trip 366 ms mean)")
+    assert len(lines) == SERVERS + WAN_PATHS
 
 
 def test_a_taken_port_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:

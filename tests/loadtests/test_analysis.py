@@ -29,9 +29,11 @@ def rec(i: int, decision: str, **kw: object) -> RequestRecord:
 
 
 def row(i: int, decision: str, **kw: object) -> LedgerRow:
-    return ledger_row(request_id=f"g{i}", wall_time=100.0 + i, org="cn-startup-000001",
-                      home_region="CN", country="CN", decision=decision, tokens_in=10,
-                      tokens_out=5, revenue_usd=revenue_usd(5.0, 15.0, 10, 5), **kw)
+    fields: dict[str, object] = {
+        "request_id": f"g{i}", "wall_time": 100.0 + i, "org": "cn-startup-000001",
+        "home_region": "CN", "country": "CN", "decision": decision, "tokens_in": 10,
+        "tokens_out": 5, "revenue_usd": revenue_usd(5.0, 15.0, 10, 5)}
+    return ledger_row(**{**fields, **kw})
 
 
 def test_reconciliation_passes_when_every_request_is_booked_as_seen() -> None:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from loadtests.plan import LoadConfig, allocate, build_plan, sample_users, strata
+from scenarios.distributions import Lognormal
 from scenarios.errors import UsageError
 from scenarios.loader import Loaded, load
 from scenarios.population import build_population
@@ -63,15 +64,38 @@ def test_region_traffic_shares_match_the_population(loaded: Loaded) -> None:
         assert by_region[region] == pytest.approx(rph / total, rel=1e-9)
 
 
-def test_schedules_are_deterministic_capped_and_follow_the_mix(loaded: Loaded) -> None:
+def test_schedules_are_deterministic_uncapped_and_follow_the_mix(loaded: Loaded) -> None:
     a, b = build_plan(config(), loaded), build_plan(config(), loaded)
     user = a.users[1]  # a CN enterprise: plenty of requests
     sa, sb = a.schedule(user), b.schedule(user)
     assert sa.offsets.tolist() == sb.offsets.tolist() and sa.models == sb.models
     assert len(sa) > 50
-    assert sa.tokens_in.max() <= 2048 and sa.tokens_out.max() <= 64 and sa.tokens_out.min() >= 1
     assert set(sa.models) <= set(loaded.scenario.segment(user.org.segment).model_mix)
     assert np.all((sa.offsets >= 0) & (sa.offsets < 60.0))
+    # no cap by default, as in the simulator: the segment's law, rounded, at least one token
+    seg = loaded.scenario.segment(user.org.segment)
+    assert sa.tokens_out.min() >= 1 and sa.tokens_in.max() > 2048
+    logs = np.log(sa.tokens_out.astype(float))
+    n = len(sa)
+    assert isinstance(seg.tokens_out, Lognormal)
+    assert abs(np.median(logs) - np.log(seg.tokens_out.median)) < 4 * 1.26 * seg.tokens_out.sigma / np.sqrt(n)
+    assert abs(logs.std() - seg.tokens_out.sigma) < 4 * seg.tokens_out.sigma / np.sqrt(2 * n)
+
+
+def test_a_token_cap_caps_every_request(loaded: Loaded) -> None:
+    plan = build_plan(config(max_tokens_in=2048, max_tokens_out=64), loaded)
+    sch = plan.schedule(plan.users[1])
+    assert sch.tokens_in.max() == 2048 and sch.tokens_out.max() == 64
+    assert sch.tokens_out.min() >= 1
+
+
+def test_each_region_and_path_goes_through_its_wan_path(loaded: Loaded) -> None:
+    wan = (("CN/direct", "http://127.0.0.1:7001"), ("CN/relay", "http://127.0.0.1:7002/"))
+    plan = build_plan(config(wan=wan, relay_url="http://127.0.0.1:9"), loaded)
+    assert plan.base_url("CN", "direct", "") == "http://127.0.0.1:7001"
+    assert plan.base_url("CN", "relay", "") == "http://127.0.0.1:7002"
+    assert plan.base_url("US", "relay", "") == "http://127.0.0.1:9"  # no WAN path: the relay
+    assert plan.base_url("US", "direct", "http://gw:1/") == "http://gw:1"
 
 
 def test_planned_total_matches_the_rate_times_duration(loaded: Loaded) -> None:
@@ -97,8 +121,17 @@ def test_clock_mapping_is_the_gateways_compression(loaded: Loaded) -> None:
 def test_config_round_trips_through_the_environment() -> None:
     c = config(overrides=("window.bin=hour", "slos.error_rate=0.02"), users=7, rate=12.5,
                relay_url="http://127.0.0.1:1", events_dir="/tmp/x", epoch_file="/tmp/e",
-               workers=3, seed=4, drain_s=2.5)
+               workers=3, seed=4, drain_s=2.5, max_tokens_out=64,
+               wan=(("CN/direct", "http://127.0.0.1:7001"), ("US/relay", "http://127.0.0.1:7")))
     assert LoadConfig.from_env(c.to_env(), default_epoch=0.0) == c
+
+
+def test_without_an_epoch_the_clock_starts_on_test_start() -> None:
+    env = {"REGIONBLOCK_SCENARIO": "openai-2024-cn-hk", "REGIONBLOCK_DURATION": "60s"}
+    assert LoadConfig.from_env(env, default_epoch=5.0).epoch_on_start
+    assert not LoadConfig.from_env({**env, "REGIONBLOCK_EPOCH": "7"}, default_epoch=5.0).epoch_on_start
+    assert not LoadConfig.from_env({**env, "REGIONBLOCK_EPOCH_FILE": "/e"},
+                                   default_epoch=5.0).epoch_on_start
 
 
 def test_config_refuses_bad_values() -> None:

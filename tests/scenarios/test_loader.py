@@ -248,8 +248,11 @@ def test_inherited_problems_point_at_extends() -> None:
     text = ("# derived\nextends: openai-2024-cn-hk\nname: x\nregions:\n"
             "  - {code: CN, organisations: 1, utc_offset: 8}\n")
     gone = ("HK", "MO", "RU", "US", "SG", "JP", "DE")
-    assert problems(text) == sorted(f"s.yaml:2: segments[{i}].share.{code}: unknown region {code!r}"
-                                    for i in range(4) for code in gone)
+    shares = [f"s.yaml:2: segments[{i}].share.{code}: unknown region {code!r}"
+              for i in range(4) for code in gone]
+    slo_thresholds = [f"s.yaml:2: slos.thresholds[{i}].region: unknown region {code!r}"
+                      for i, code in enumerate(("US", "SG", "JP", "DE", "CN", "HK")) if code != "CN"]
+    assert problems(text) == sorted(shares + slo_thresholds)
 
 
 def test_circular_extends(tmp_path: Path) -> None:

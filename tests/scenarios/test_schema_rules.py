@@ -215,8 +215,17 @@ FIELD_RULES: dict[str, Case] = {
                              ("{name: ''", "providers[0].models[0].name",
                               "String should have at least 1 character")),
     "slo-latency": case(
-        "  p99_latency_ms: 20000 ", "  p99_latency_ms: 0 ",
+        "  p99_latency_ms: 40000 ", "  p99_latency_ms: 0 ",
         ("p99_latency_ms: 0", "slos.p99_latency_ms", "Input should be greater than 0 (got 0)")),
+    "slo-threshold-region": case(
+        "    - {region: US, path: direct, ttft_p99_ms: 1500",
+        "    - {region: XX, path: direct, ttft_p99_ms: 1500",
+        ("{region: XX", "slos.thresholds[0].region",
+         f"'XX' is not an ISO 3166-1 alpha-2 code or a named set {ISO_SETS}")),
+    "slo-threshold-path": case(
+        "    - {region: US, path: direct, ttft_p99_ms: 1500",
+        "    - {region: US, path: tunnel, ttft_p99_ms: 1500",
+        ("{region: US", "slos.thresholds[0].path", "Input should be 'direct' or 'relay' (got 'tunnel')")),
     "slo-error-rate": case(
         "  error_rate: 0.01 ", "  error_rate: 2 ",
         ("error_rate: 2", "slos.error_rate", "Input should be less than or equal to 1 (got 2)")),
