@@ -20,7 +20,7 @@ import numpy as np
 
 from scenarios.distributions import sample
 from scenarios.schema import Scenario
-from sim.capacity import Capacity
+from sim.capacity import Capacity, Hours
 from sim.queueing import sample_mmck_waits
 
 #: Requests sampled per (provider, path, bin): p99 rests on the 10 slowest of them.
@@ -111,19 +111,45 @@ def _compose(s: Scenario, k: np.ndarray, relay: np.ndarray, b: np.ndarray, hour:
             continue
         ttft[mine] = sample(p.latency.ttft_ms, rng, mine.size)
         gen[mine] = tokens[mine] / np.maximum(sample(p.latency.tokens_per_s, rng, mine.size), 1e-9) * 1000.0
-        offered = cap.offered[pi, b[mine], hour[mine]]
-        mu = 1.0 / np.maximum(cap.service_s[pi, b[mine]], 1e-9)
-        # the queue's state per (bin, hour) was solved once by sim.capacity: gather, don't re-solve
-        state = (cap.queue[pi].take(b[mine] * cap.offered.shape[2] + hour[mine])
-                 if cap.queue else None)
-        wait[mine] = sample_mmck_waits(p.capacity.concurrency, p.capacity.queue_limit, offered,
-                                       mu, rng, state) * 1000.0
+        wait[mine] = hour_waits(cap.hours[pi], b[mine] * cap.offered.shape[2] + hour[mine], rng) * 1000.0
         f = p.faults
         spikes = rng.random(mine.size) < f.spike_rate
         stalls = rng.random(mine.size) < f.stall_rate
         extra[mine] = np.where(spikes, sample(f.spike_ms, rng, mine.size), 0.0) + stalls * f.stall_s * 1000.0
     first = rtt + wait + ttft + extra
     return first + gen, first
+
+
+def hour_waits(h: Hours, t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Seconds waited by admitted requests arriving in hours ``t`` of one provider.
+
+    A steady hour draws from its M/M/c/K state. A fluid hour draws the arrival's moment among
+    the *admitted* ones (while the room is full only c·μ of the λ arrivals per second get in),
+    reads the fluid queue Q then, and waits for Q + 1 completions at rate c·μ — or, once the
+    queue has drained, draws from the hour's steady state like a steady hour.
+    """
+    steady = h.steady.take(t)
+    mu = h.mu[t]
+    out = sample_mmck_waits(h.servers, h.queue_limit, steady.rho * h.servers, mu, rng, steady)
+    live = np.flatnonzero(h.fluid[t])
+    if live.size == 0:
+        return out
+    tt = t[live]
+    cmu = h.servers * mu[live]
+    rate, q0, limit, span = h.rate_open[tt], h.q0[tt], float(h.queue_limit), h.seconds
+    net = rate - cmu
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_full = np.where(net > 0, np.clip((limit - q0) / net, 0.0, span), span)
+    mass_open = rate * t_full
+    mass = mass_open + cmu * (span - t_full)
+    u = rng.random(live.size) * mass
+    when = np.where(u < mass_open, u / np.maximum(rate, 1e-300),
+                    t_full + (u - mass_open) / np.maximum(cmu, 1e-300))
+    queue = np.clip(q0 + net * when, 0.0, limit)
+    busy = queue >= 1.0
+    fluid_wait = rng.gamma(np.maximum(queue, 1.0), 1.0 / cmu)
+    out[live] = np.where(busy, fluid_wait, out[live])
+    return out
 
 
 def percentiles(values: np.ndarray) -> np.ndarray:

@@ -130,8 +130,8 @@ def _capacity_fn(setup: Setup, s: Scenario, cells: Cells,
     k = fa.provider[cells.fate]
 
     def assess(passed: np.ndarray) -> capacity_mod.Capacity:
-        arrivals = np.zeros((len(s.providers), len(s.regions), nb))
-        np.add.at(arrivals, (k, cells.region, cells.bin), passed)
+        arrivals = np.zeros((len(s.providers), len(s.segments), len(s.regions), nb))
+        np.add.at(arrivals, (k, cells.segment, cells.region, cells.bin), passed)
         tokens = np.zeros((len(s.providers), nb))
         counts = np.zeros((len(s.providers), nb))
         np.add.at(tokens, (k, cells.bin), cells.tokens_out)
