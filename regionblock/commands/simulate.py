@@ -18,7 +18,8 @@ from scenarios.errors import UsageError
 
 #: Headline keys shown in the terminal table (the full set is in summary.json).
 SHOWN = ("incumbent_baseline_revenue_usd", "incumbent_revenue_usd", "incumbent_revenue_lost_usd",
-         "incumbent_revenue_lost_pct", "relay_markup_usd", "retry_amplification")
+         "incumbent_revenue_lost_pct", "blocked_regions_share_of_revenue_pct",
+         "blocked_regions_revenue_lost_pct", "relay_markup_usd", "retry_amplification")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -93,7 +94,12 @@ def run(args: argparse.Namespace) -> int:
                         progress=lambda done, total: bar.update(task, completed=done))
     print(path)
     summary = json.loads((path / "summary.json").read_text(encoding="utf-8"))
-    wide_console().print(headline_table(summary))
+    console_out = wide_console()
+    console_out.print(headline_table(summary))
+    if summary.get("bands"):
+        console_out.print(f"Bands: {summary['bands']}")
+    if summary.get("magnitudes"):
+        console_out.print(f"Magnitudes: {summary['magnitudes']}")
     return 0
 
 
