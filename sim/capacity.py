@@ -24,6 +24,7 @@ with ``λ``, ``λ`` with ``p``), so served work never exceeds what the servers c
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -137,6 +138,27 @@ class RetryClass:
         retry = np.divide(weight, total, out=np.zeros_like(total), where=total > 0)
         share = np.divide(p429, total, out=np.zeros_like(total), where=total > 0)
         return fail, retry, share
+
+    def scalar_rate(self, k: int, lam0: list[float]) -> Callable[[float], float]:
+        """λ(p) = Σ_g λ0_g · A_g(p) for one hour, in plain floats (the fluid hours' bisection
+        calls it some forty times per hour; NumPy's per-call overhead would dominate)."""
+        err, reset = float(self.error_rate[k]), float(self.reset_rate[k])
+        terms = [(lam, bool(self.on_429[g]), bool(self.on_error[g, k]), int(self.rounds[g]))
+                 for g, lam in enumerate(lam0) if lam > 0.0]
+
+        def rate(p: float) -> float:
+            fail = 1.0 - (1.0 - p) * (1.0 - err) * (1.0 - reset)
+            total = p + err + reset
+            out = 0.0
+            for lam, on429, onerr, rounds in terms:
+                c = fail * (p * on429 + err * onerr + reset) / total if total > 0.0 else 0.0
+                a, term = 1.0, 1.0
+                for _ in range(rounds):
+                    term *= c
+                    a += term
+                out += lam * a
+            return out
+        return rate
 
     def attempts(self, k: int, p429: np.ndarray, g: int) -> np.ndarray:
         """Expected attempts per original: Σ_{j ≤ R} (fail · retry)^j."""
@@ -288,8 +310,8 @@ def _fluid_fixed_point(q0: float, lam0: np.ndarray, cmu: float, limit: int, seco
     in turn: that phase's share p solves p = 1 − c·μ / λ(p) (bisection). Once a backlog has
     drained, the rest of the hour is in its steady state and rejects ``steady_p``.
     """
-    lam = lam0[:, None]
-    r0 = float(_offered_rate(lam, np.zeros(1), retry, k)[0])
+    rate_of = retry.scalar_rate(k, lam0.tolist())
+    r0 = rate_of(0.0)
     if r0 <= 0.0:
         return 0.0, max(q0 - cmu * seconds, 0.0), 0.0
     _, q_end, when = fluid_hour(q0, r0, cmu, limit, seconds)
@@ -301,13 +323,12 @@ def _fluid_fixed_point(q0: float, lam0: np.ndarray, cmu: float, limit: int, seco
     lo, hi = 0.0, 1.0
     for _ in range(BISECT):
         mid = 0.5 * (lo + hi)
-        rate = float(_offered_rate(lam, np.array([mid]), retry, k)[0])
-        if 1.0 - cmu / rate > mid:
+        if 1.0 - cmu / rate_of(mid) > mid:
             lo = mid
         else:
             hi = mid
     p_full = 0.5 * (lo + hi)
-    rate_full = float(_offered_rate(lam, np.array([p_full]), retry, k)[0])
+    rate_full = rate_of(p_full)
     attempts = r0 * when + rate_full * full
     return p_full * rate_full * full / attempts, q_end, attempts / seconds
 
