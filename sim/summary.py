@@ -23,11 +23,9 @@ _LABELS = {
     "incumbent_revenue_lost_pct": "Incumbent revenue lost vs. the baseline (%)",
     "relay_markup_usd": "Mark-up paid to relays",
     "retry_amplification": "Attempts per denied request (retries included)",
-    "blocked_regions_baseline_revenue_usd":
-        "Blocked regions' incumbent revenue after the block, without it (baseline)",
-    "blocked_regions_revenue_lost_pct": "Share of the blocked regions' post-block revenue lost (%)",
-    "blocked_regions_share_of_revenue_pct":
-        "Blocked regions' share of the incumbent's post-block baseline revenue (%)",
+    "blocked_regions_baseline_revenue_usd": "Blocked regions' post-block baseline revenue",
+    "blocked_regions_revenue_lost_pct": "Blocked regions' post-block revenue lost (%)",
+    "blocked_regions_share_of_revenue_pct": "Blocked regions' share of post-block revenue (%)",
 }
 
 
