@@ -49,6 +49,9 @@ SHARED_METRICS = (
 EXTRA_METRICS = (
     "baseline_requests", "baseline_revenue_usd", "relay_markup_usd", "free_tokens",
     "utilisation", "rejected_429", "ttft_ms_p50", "ttft_ms_p95", "ttft_ms_p99",
+    # the simulator's latency decomposed: network, queueing at the provider, generation
+    "network_ms_p50", "network_ms_p95", "network_ms_p99", "queue_ms_p50", "queue_ms_p95",
+    "queue_ms_p99", "generation_ms_p50", "generation_ms_p95", "generation_ms_p99",
 )
 ORG_STATES = ("direct", "circumventing", "migrating", "migrated", "churned")
 PATHS = ("direct", "relay", "failover")

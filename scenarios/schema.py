@@ -444,6 +444,15 @@ class Slos(_Model):
 # ---------------------------------------------------------------- scenario
 
 
+class Uncertain(_Model):
+    """An assumed parameter given as a distribution: the simulator draws it afresh for every
+    replication (so the bands cover it); everything else reads the value written at ``path``."""
+
+    path: str = Field(min_length=1)   # a field path as --set takes it: providers[1].capacity.concurrency
+    dist: Distribution
+    reason: str = ""
+
+
 class Scenario(_Model):
     """A region-blocking rollout and the world it happens in."""
 
@@ -459,6 +468,8 @@ class Scenario(_Model):
     behaviour: Behaviour
     slos: Slos
     traffic: TrafficPattern = TrafficPattern()
+    #: assumed parameters drawn per replication (additive: absent means none)
+    uncertain: tuple[Uncertain, ...] = ()
 
     def provider(self, name: str) -> Provider:
         return next(p for p in self.providers if p.name == name)

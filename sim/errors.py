@@ -31,3 +31,7 @@ class EmptyPopulationError(SimError, UsageError):
 
 class ClusterUnavailableError(SimError, UsageError):
     """Dask is not installed, or the scheduler at ``--dask ADDRESS`` cannot be reached."""
+
+
+class UncertainParameterError(SimError, UsageError):
+    """A scenario's ``uncertain`` entry names no number, or draws an invalid scenario."""

@@ -9,23 +9,20 @@ import numpy as np
 
 from scenarios.ledger import revenue_usd
 from scenarios.rundir import ORG_STATES, PATHS
+from sim.latency import pooled_latencies
 from sim.outcome import prices
+from sim.setup import FLOW_METRICS, Run, Setup, blocked_regions, first_block_start
 
 if TYPE_CHECKING:
     from sim.latency import LatencySamples
-    from sim.replication import Run, Setup
 
 
 def _metric(flows: np.ndarray, name: str) -> np.ndarray:
-    from sim.replication import FLOW_METRICS
-
     return flows[FLOW_METRICS.index(name)]
 
 
 def after_bins(setup: Setup) -> np.ndarray:
     """Bins that start at or after the first block stage (empty if nothing is blocked)."""
-    from sim.replication import first_block_start
-
     start = first_block_start(setup.s)
     if start is None:
         return np.zeros(0, dtype=np.int64)
@@ -35,8 +32,6 @@ def after_bins(setup: Setup) -> np.ndarray:
 
 def headline(setup: Setup, run: Run, base: Run, flows: np.ndarray,
              lat: LatencySamples) -> dict[str, float]:
-    from sim.replication import pooled_latencies
-
     s = setup.s
     inc = [p.name for p in s.providers].index(s.incumbent.name)
     revenue = _metric(flows, "revenue_usd")
@@ -63,11 +58,24 @@ def headline(setup: Setup, run: Run, base: Run, flows: np.ndarray,
     after = after_bins(setup)
     before = np.setdiff1d(np.arange(setup.edges.size - 1), after)
     for j, path in enumerate(PATHS):
-        pooled = pooled_latencies(lat, j, [before, after])
-        for label, pct in zip(("before", "after"), pooled, strict=True):
-            if pct is not None:
-                for q, v in zip(("p50", "p95", "p99"), pct, strict=True):
-                    out[f"latency_ms.{path}.{q}.{label}"] = float(v)
+        for name, values, keep in (("latency_ms", None, None),
+                                   ("ttft_ms", lat.ttft_ms, lat.streamed)):  # streamed requests
+            pooled = pooled_latencies(lat, j, [before, after], values, keep)
+            for label, pct in zip(("before", "after"), pooled, strict=True):
+                if pct is not None:
+                    for q, v in zip(("p50", "p95", "p99"), pct, strict=True):
+                        out[f"{name}.{path}.{q}.{label}"] = float(v)
+    # relative figures: what the blocked regions would have paid after the block, and its share lost
+    regions = np.asarray(blocked_regions(s), dtype=np.int64)
+    if regions.size and after.size:
+        base_after = float(baseline[np.ix_(after, regions)][..., inc, :].sum())
+        actual_after = float(revenue[np.ix_(after, regions)][..., inc, :].sum())
+        out["blocked_regions_baseline_revenue_usd"] = base_after
+        out["blocked_regions_revenue_lost_pct"] = (
+            100.0 * (base_after - actual_after) / base_after if base_after else 0.0)
+        total_after = float(baseline[after][:, :, inc].sum())
+        out["blocked_regions_share_of_revenue_pct"] = (
+            100.0 * base_after / total_after if total_after else 0.0)
     requests = _metric(flows, "requests")[after][:, :, inc].sum(axis=(0, 2))
     blocked = _metric(flows, "blocked")[after][:, :, inc].sum(axis=(0, 2))
     for r, reg in enumerate(s.regions):
@@ -77,8 +85,6 @@ def headline(setup: Setup, run: Run, base: Run, flows: np.ndarray,
 
 def waterfall(setup: Setup, run: Run, base: Run, flows: np.ndarray) -> dict[str, float]:
     """baseline → blocked → kept via relay → kept via allow-list → (lost to alternatives/churn) → actual."""
-    from sim.replication import blocked_regions
-
     s = setup.s
     inc = [p.name for p in s.providers].index(s.incumbent.name)
     regions = blocked_regions(s)

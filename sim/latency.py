@@ -20,7 +20,7 @@ import numpy as np
 
 from scenarios.distributions import sample
 from scenarios.schema import Scenario
-from sim.capacity import Capacity
+from sim.capacity import Capacity, Hours
 from sim.queueing import sample_mmck_waits
 
 #: Requests sampled per (provider, path, bin): p99 rests on the 10 slowest of them.
@@ -37,7 +37,11 @@ class LatencySamples:
     bin: np.ndarray
     weight: np.ndarray
     latency_ms: np.ndarray    # (groups, SAMPLE)
-    ttft_ms: np.ndarray       # (groups, SAMPLE)
+    ttft_ms: np.ndarray       # (groups, SAMPLE): time to first token as the client sees it
+    network_ms: np.ndarray    # (groups, SAMPLE): round trip of the path (+ the relay's hop)
+    queue_ms: np.ndarray      # (groups, SAMPLE): waiting for a server at the provider
+    generation_ms: np.ndarray  # (groups, SAMPLE): output tokens at the provider's throughput
+    streamed: np.ndarray      # (groups, SAMPLE) bool: the request streamed its answer
 
 
 def sample_latency(s: Scenario, *, provider: np.ndarray, path: np.ndarray, bins: np.ndarray,
@@ -55,10 +59,14 @@ def sample_latency(s: Scenario, *, provider: np.ndarray, path: np.ndarray, bins:
     g_of = np.repeat(np.arange(groups.shape[1]), size)
     k, j, b = groups[0][g_of], groups[1][g_of], groups[2][g_of]
     hour = _pick_hours(cap.hour_weight, cell_region, b, rng)
-    total, first = _compose(s, k, j == relay_path, b, hour, cell_region, cell_segment, cap, rng)
+    parts = _compose(s, k, j == relay_path, b, hour, cell_region, cell_segment, cap, rng)
+    share = np.array([g.stream_share for g in s.segments])
+    streamed = rng.random(cell_segment.size) < share[cell_segment]
     shape = (groups.shape[1], size)
+    network, queue, first, gen = (x.reshape(shape) for x in parts)
     return LatencySamples(provider=groups[0], path=groups[1], bin=groups[2], weight=weight,
-                          latency_ms=total.reshape(shape), ttft_ms=first.reshape(shape))
+                          latency_ms=first + gen, ttft_ms=first, network_ms=network,
+                          queue_ms=queue, generation_ms=gen, streamed=streamed.reshape(shape))
 
 
 def _pick_cells(group: np.ndarray, served: np.ndarray, n_groups: int, size: int,
@@ -88,7 +96,9 @@ def _pick_hours(weight: np.ndarray, region: np.ndarray, b: np.ndarray,
 
 def _compose(s: Scenario, k: np.ndarray, relay: np.ndarray, b: np.ndarray, hour: np.ndarray,
              region: np.ndarray, segment: np.ndarray, cap: Capacity,
-             rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+             rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(network, queue, time to first token, generation) ms per sample; TTFT includes the
+    network and the queue (what a streaming client waits for), latency = TTFT + generation."""
     n = k.size
     rtt = np.zeros(n)
     for ri, reg in enumerate(s.regions):
@@ -111,19 +121,45 @@ def _compose(s: Scenario, k: np.ndarray, relay: np.ndarray, b: np.ndarray, hour:
             continue
         ttft[mine] = sample(p.latency.ttft_ms, rng, mine.size)
         gen[mine] = tokens[mine] / np.maximum(sample(p.latency.tokens_per_s, rng, mine.size), 1e-9) * 1000.0
-        offered = cap.offered[pi, b[mine], hour[mine]]
-        mu = 1.0 / np.maximum(cap.service_s[pi, b[mine]], 1e-9)
-        # the queue's state per (bin, hour) was solved once by sim.capacity: gather, don't re-solve
-        state = (cap.queue[pi].take(b[mine] * cap.offered.shape[2] + hour[mine])
-                 if cap.queue else None)
-        wait[mine] = sample_mmck_waits(p.capacity.concurrency, p.capacity.queue_limit, offered,
-                                       mu, rng, state) * 1000.0
+        wait[mine] = hour_waits(cap.hours[pi], b[mine] * cap.offered.shape[2] + hour[mine], rng) * 1000.0
         f = p.faults
         spikes = rng.random(mine.size) < f.spike_rate
         stalls = rng.random(mine.size) < f.stall_rate
         extra[mine] = np.where(spikes, sample(f.spike_ms, rng, mine.size), 0.0) + stalls * f.stall_s * 1000.0
     first = rtt + wait + ttft + extra
-    return first + gen, first
+    return rtt, wait, first, gen
+
+
+def hour_waits(h: Hours, t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Seconds waited by admitted requests arriving in hours ``t`` of one provider.
+
+    A steady hour draws from its M/M/c/K state. A fluid hour draws the arrival's moment among
+    the *admitted* ones (while the room is full only c·μ of the λ arrivals per second get in),
+    reads the fluid queue Q then, and waits for Q + 1 completions at rate c·μ — or, once the
+    queue has drained, draws from the hour's steady state like a steady hour.
+    """
+    steady = h.steady.take(t)
+    mu = h.mu[t]
+    out = sample_mmck_waits(h.servers, h.queue_limit, steady.rho * h.servers, mu, rng, steady)
+    live = np.flatnonzero(h.fluid[t])
+    if live.size == 0:
+        return out
+    tt = t[live]
+    cmu = h.servers * mu[live]
+    rate, q0, limit, span = h.rate_open[tt], h.q0[tt], float(h.queue_limit), h.seconds
+    net = rate - cmu
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_full = np.where(net > 0, np.clip((limit - q0) / net, 0.0, span), span)
+    mass_open = rate * t_full
+    mass = mass_open + cmu * (span - t_full)
+    u = rng.random(live.size) * mass
+    when = np.where(u < mass_open, u / np.maximum(rate, 1e-300),
+                    t_full + (u - mass_open) / np.maximum(cmu, 1e-300))
+    queue = np.clip(q0 + net * when, 0.0, limit)
+    busy = queue >= 1.0
+    fluid_wait = rng.gamma(np.maximum(queue, 1.0), 1.0 / cmu)
+    out[live] = np.where(busy, fluid_wait, out[live])
+    return out
 
 
 def percentiles(values: np.ndarray) -> np.ndarray:
@@ -142,3 +178,33 @@ def weighted_percentiles(values: np.ndarray, weights: np.ndarray, presorted: boo
     cum = np.cumsum(w)
     targets = np.array(QUANTILES) / 100.0 * cum[-1]
     return v[np.minimum(np.searchsorted(cum, targets, side="left"), v.size - 1)]
+
+
+def pooled_latency(lat: LatencySamples, path: int, bins: np.ndarray) -> np.ndarray | None:
+    """Volume-weighted p50/p95/p99 over the groups of one path in the given bins."""
+    return pooled_latencies(lat, path, [bins])[0]
+
+
+def pooled_latencies(lat: LatencySamples, path: int, bin_sets: list[np.ndarray],
+                     values_ms: np.ndarray | None = None,
+                     keep: np.ndarray | None = None) -> list[np.ndarray | None]:
+    """:func:`pooled_latency` for several sets of bins, sorting the path's samples once: the
+    stable order of a subset is the subset of the stable order, so each answer is the same.
+    ``values_ms`` (default: total latency) and ``keep`` (a sample mask) pick what is pooled."""
+    rows = np.flatnonzero(lat.path == path)
+    source = lat.latency_ms if values_ms is None else values_ms
+    values = source[rows].ravel()
+    order = np.argsort(values, kind="stable")
+    row_of = order // lat.latency_ms.shape[1]
+    kept = None if keep is None else keep[rows].ravel()
+    out: list[np.ndarray | None] = []
+    for bins in bin_sets:
+        mine = np.isin(lat.bin[rows], bins)
+        take = mine[row_of] if kept is None else mine[row_of] & kept[order]
+        if not np.any(take):
+            out.append(None)
+            continue
+        picked = order[take]
+        weights = lat.weight[rows][picked // lat.latency_ms.shape[1]] / lat.latency_ms.shape[1]
+        out.append(weighted_percentiles(values[picked], weights, presorted=True))
+    return out

@@ -122,26 +122,34 @@ def policy_stage(s: Scenario, cells: Cells, fa: FateArrays,
 def provider_stage(s: Scenario, cells: Cells, fa: FateArrays, passed: np.ndarray, cap: Capacity,
                    rng: np.random.Generator,
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(served, failed attempts, retries, failed at first attempt, 429 attempts) per cell."""
+    """(served, failed attempts, retries, failed at first attempt, 429 attempts) per cell.
+
+    Each retry round draws with that round's own laws (:func:`sim.capacity.attempt_laws`): the
+    hour's 429 share applies to first attempts and retries alike, and an original whose first
+    attempt met a busy hour is likelier to meet it again.
+    """
     k = fa.provider[cells.fate]
-    p429 = cap.reject_by_region[k, cells.bin, cells.region]
-    err = np.array([p.faults.error_rate for p in s.providers])[k]
-    reset = np.array([p.faults.reset_rate for p in s.providers])[k]
-    p_fail = 1.0 - (1.0 - p429) * (1.0 - err) * (1.0 - reset)
-    retry = np.zeros(cells.n.size)
+    at = (k, cells.bin, cells.region, cells.segment)
+    fail, retry, share = cap.fail[at], cap.retry[at], cap.share429[at]   # (cells, rounds)
     rounds = np.zeros(cells.n.size, dtype=np.int64)
-    err_status = np.array([p.faults.error_status for p in s.providers])[k]
     for gi, seg in enumerate(s.segments):
-        mine = cells.segment == gi
-        codes = np.array(seg.retry.statuses)
-        weight = (p429[mine] * np.isin(429, codes) + err[mine] * np.isin(err_status[mine], codes)
-                  + reset[mine])  # the SDK retries connection errors
-        total = p429[mine] + err[mine] + reset[mine]
-        retry[mine] = np.divide(weight, total, out=np.zeros_like(total), where=total > 0)
-        rounds[mine] = seg.retry.max_retries
-    served, failed, retries, first = resolve(passed, p_fail, retry, rounds, rng)
-    share429 = np.divide(p429, p429 + err + reset, out=np.zeros_like(p429), where=p429 > 0)
-    rejected = rng.binomial(failed, np.clip(share429, 0.0, 1.0))
+        rounds[cells.segment == gi] = seg.retry.max_retries
+    attempts = passed.copy()
+    served = np.zeros_like(passed)
+    failed = np.zeros_like(passed)
+    retries = np.zeros_like(passed)
+    rejected = np.zeros_like(passed)
+    first = np.zeros_like(passed)
+    for j in range(fail.shape[1]):
+        f = rng.binomial(attempts, np.clip(fail[:, j], 0.0, 1.0))
+        if j == 0:
+            first = f.copy()
+        served += attempts - f
+        failed += f
+        rejected += rng.binomial(f, np.clip(share[:, j], 0.0, 1.0))
+        again = rng.binomial(f, np.clip(retry[:, j], 0.0, 1.0))
+        attempts = np.where(rounds > j, again, 0)
+        retries += attempts
     return served, failed, retries, first, rejected
 
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scenarios.population import build_population
+from scenarios.distributions import sample
+from scenarios.population import build_population, segment_counts
 from scenarios.schema import Scenario
 
 
@@ -29,15 +30,25 @@ class Population:
         return len(self.ids)
 
 
-def build(s: Scenario, seed: int, scale: float = 1.0) -> Population:
-    """The population for ``seed``; fixed across replications (the uncertainty is in behaviour)."""
-    orgs = build_population(s, seed, scale=scale)
-    regions = {r.code: i for i, r in enumerate(s.regions)}
-    segments = {g.name: i for i, g in enumerate(s.segments)}
+def resample(s: Scenario, pop: Population, seed: int, scale: float = 1.0) -> Population:
+    """``build(s, seed, scale)`` without building the organisations again: their ids, regions and
+    segments do not depend on the seed, only their request rates and models do — drawn here
+    from exactly the streams :func:`scenarios.population.build_population` uses (tested equal)."""
+    rate = np.empty(pop.size)
+    at = 0
+    for ri, region in enumerate(s.regions):
+        total = round(region.organisations * scale)
+        counts = segment_counts(total, [seg.share.get(region.code, 0.0) for seg in s.segments])
+        for si, (seg, n) in enumerate(zip(s.segments, counts, strict=True)):
+            rate[at : at + n] = sample(seg.requests_per_hour, np.random.default_rng([seed, ri, si]), n)
+            at += n
+    return Population(ids=pop.ids, region=pop.region, segment=pop.segment,
+                      model=_models(s, seed, pop.segment), rate=rate)
+
+
+def _models(s: Scenario, seed: int, segment: np.ndarray) -> np.ndarray:
     models = {m.name: i for i, m in enumerate(s.incumbent.models)}
-    region = np.array([regions[o.region] for o in orgs], dtype=np.int64)
-    segment = np.array([segments[o.segment] for o in orgs], dtype=np.int64)
-    model = np.zeros(len(orgs), dtype=np.int64)
+    model = np.zeros(segment.size, dtype=np.int64)
     for gi, seg in enumerate(s.segments):
         members = np.flatnonzero(segment == gi)
         names = list(seg.model_mix)
@@ -45,6 +56,17 @@ def build(s: Scenario, seed: int, scale: float = 1.0) -> Population:
         rng = np.random.default_rng([seed, 0x6D6F64, gi])
         picks = rng.choice(len(names), size=members.size, p=probs / probs.sum())
         model[members] = np.array([models[n] for n in names], dtype=np.int64)[picks]
+    return model
+
+
+def build(s: Scenario, seed: int, scale: float = 1.0) -> Population:
+    """The population for ``seed`` (each replication resamples it: :func:`resample`)."""
+    orgs = build_population(s, seed, scale=scale)
+    regions = {r.code: i for i, r in enumerate(s.regions)}
+    segments = {g.name: i for i, g in enumerate(s.segments)}
+    region = np.array([regions[o.region] for o in orgs], dtype=np.int64)
+    segment = np.array([segments[o.segment] for o in orgs], dtype=np.int64)
+    model = _models(s, seed, segment)
     rate = np.array([o.requests_per_hour for o in orgs], dtype=float)
     return Population(ids=tuple(o.id for o in orgs), region=region, segment=segment, model=model,
                       rate=rate)

@@ -186,12 +186,109 @@ def sample_mmck_waits(servers: int, queue_limit: int, offered: np.ndarray,
         state = mmck(servers, queue_limit, a)
     admitted = np.maximum(1.0 - state.p_reject, 1e-300)
     waits = rng.random(a.size) < state.p_wait / admitted
-    u = rng.random(a.size)
-    rho = np.maximum(state.rho, 1e-12)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        rk = np.exp(np.minimum(queue_limit * np.log(rho), 700.0))
-        ahead = np.where(np.abs(rho - 1.0) < 1e-9, np.floor(u * queue_limit),
-                         np.floor(np.log1p(-u * (1.0 - rk)) / np.log(rho)))
-    ahead = np.clip(np.nan_to_num(ahead, nan=0.0, posinf=queue_limit - 1.0), 0, max(queue_limit - 1, 0))
+    ahead = trunc_geometric(state.rho, queue_limit, rng.random(a.size))
     gam = rng.gamma(ahead + 1.0, 1.0 / (servers * service_rate))
     return np.where(waits, gam, 0.0)
+
+
+def trunc_geometric(rho: np.ndarray, places: int, u: np.ndarray) -> np.ndarray:
+    """Inverse CDF at ``u`` of the law on 0..places-1 with P(j) ∝ rho^j (the number of requests
+    ahead of an arrival that waits in M/M/c/K).
+
+    Computed in logarithms on both sides of rho = 1, so a huge ``places · ln rho`` (a long queue
+    in overload: the arrival finds it nearly full) is exact instead of capped: for rho > 1 the law
+    is mirrored, j = places − 1 − j' with j' geometric of ratio 1/rho.
+    """
+    if places <= 0:
+        return np.zeros_like(np.asarray(u, dtype=float))
+    rho = np.maximum(np.asarray(rho, dtype=float), 1e-300)
+    u = np.asarray(u, dtype=float)
+    log_r = np.log(rho)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        # ratio r < 1 (after mirroring): j = floor(log(1 − u(1 − r^K)) / log r)
+        lr = -np.abs(log_r)
+        one_minus_rk = -np.expm1(places * lr)
+        j = np.floor(np.log1p(-u * one_minus_rk) / lr)
+        flat = np.abs(log_r) < 1e-12
+        j = np.where(flat, np.floor(u * places), j)
+        j = np.nan_to_num(j, nan=0.0, posinf=places - 1.0)
+        j = np.clip(j, 0.0, places - 1.0)
+        return np.where(log_r > 0, places - 1.0 - j, j)
+
+
+def trunc_geometric_mean(rho: np.ndarray, places: int) -> np.ndarray:
+    """Mean of :func:`trunc_geometric` (stable for any rho and ``places``)."""
+    if places <= 0:
+        return np.zeros_like(np.asarray(rho, dtype=float))
+    rho = np.maximum(np.asarray(rho, dtype=float), 1e-300)
+    log_r = np.log(rho)
+    lr = -np.abs(log_r)
+    r = np.exp(lr)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        rk = np.exp(places * lr)
+        m = r / (1.0 - r) - places * rk / (1.0 - rk)
+    m = np.where(np.abs(log_r) < 1e-9, (places - 1) / 2.0, np.nan_to_num(m))
+    m = np.clip(m, 0.0, places - 1.0)
+    return np.where(log_r > 0, places - 1.0 - m, m)
+
+
+def mean_waiting(servers: int, queue_limit: int, state: MMcK) -> np.ndarray:
+    """Mean number of requests waiting (not in service) in the M/M/c/K steady state:
+    λ_admitted · W_q by Little's law, W_q = P(wait | admitted) · E[ahead + 1] / (c·μ), so
+    L_q = a · P(wait) · (E[ahead] + 1) / c with a the offered load (Erlangs)."""
+    ahead = trunc_geometric_mean(state.rho, queue_limit)
+    return state.rho * state.p_wait * (ahead + 1.0)
+
+
+def fcfs_retry(arrivals: np.ndarray, services: np.ndarray, backoff: np.ndarray, *, servers: int,
+               queue_limit: int, max_retries: int) -> RetryResult:
+    """:func:`fcfs` with rejected requests retried ``backoff[i, k]`` seconds later, up to
+    ``max_retries`` times (each attempt needs the same service time) — the request-level engine
+    the per-hour capacity model is checked against: retries are offered load like any arrival.
+    """
+    if servers < 1:
+        raise ValueError(f"servers ({servers}) must be at least 1")
+    pending = [(float(t), i, 0) for i, t in enumerate(arrivals.tolist())]
+    heapq.heapify(pending)
+    free = [0.0] * servers
+    waiting: deque[float] = deque()
+    svc = services.tolist()
+    times: list[float] = []
+    starts: list[float] = []
+    ok: list[bool] = []
+    served = np.zeros(len(svc), dtype=bool)
+    heappop, heappush, heapreplace = heapq.heappop, heapq.heappush, heapq.heapreplace
+    while pending:
+        t, i, k = heappop(pending)
+        while waiting and waiting[0] <= t:
+            waiting.popleft()
+        earliest = free[0]
+        times.append(t)
+        if earliest <= t:
+            heapreplace(free, t + svc[i])
+            starts.append(t)
+        elif len(waiting) >= queue_limit:
+            ok.append(False)
+            starts.append(math.nan)
+            if k < max_retries:
+                heappush(pending, (t + float(backoff[i, k]), i, k + 1))
+            continue
+        else:
+            heapreplace(free, earliest + svc[i])
+            waiting.append(earliest)
+            starts.append(earliest)
+        ok.append(True)
+        served[i] = True
+    return RetryResult(attempt_time=np.asarray(times), start=np.asarray(starts),
+                       admitted=np.asarray(ok), served=served)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryResult:
+    """Per attempt (in time order): when it arrived, when its service started (NaN if
+    rejected), whether it was admitted; per original request: whether it was finally served."""
+
+    attempt_time: np.ndarray
+    start: np.ndarray
+    admitted: np.ndarray
+    served: np.ndarray

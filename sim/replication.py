@@ -8,7 +8,6 @@ and *latency* streams are derived the same way for both runs.
 
 from __future__ import annotations
 
-import datetime as dt
 import gc
 import itertools
 from collections.abc import Callable, Iterator
@@ -17,60 +16,44 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scenarios.policy import Policy, denied_regions, first_denial
+from scenarios.policy import Policy
 from scenarios.rundir import ORG_STATES, PATHS
 from scenarios.schema import Scenario
 from sim import capacity as capacity_mod
-from sim.errors import EmptyPopulationError
-from sim.latency import LatencySamples, percentiles, sample_latency, weighted_percentiles
+from sim.headline import headline, waterfall
+from sim.latency import (
+    LatencySamples,
+    percentiles,
+    pooled_latencies,
+    pooled_latency,
+    sample_latency,
+)
 from sim.model import Timelines, simulate_agents
-from sim.outcome import FateArrays, Outcome, fate_arrays, outcome
+from sim.outcome import FateArrays, fate_arrays, outcome
 from sim.pieces import build_pieces
-from sim.population import Population
-from sim.profile import Profile
-from sim.traffic import Cells, Draws, bin_edges, draw, split
+from sim.setup import (
+    AGENTS,
+    FLOW_METRICS,
+    LATENCY,
+    LATENCY_METRICS,
+    OUTCOME,
+    POPULATION,
+    TRAFFIC,
+    UNCERTAIN,
+    Run,
+    Setup,
+    baseline_of,
+    blocked_regions,
+    first_block_start,
+    population_seed,
+    stream,
+)
+from sim.traffic import Cells, Draws, draw, split
 
-FLOW_METRICS = ("requests", "allowed", "warned", "blocked", "failed", "retries", "tokens_in",
-                "tokens_out", "revenue_usd", "relay_markup_usd", "free_tokens",
-                "baseline_requests", "baseline_revenue_usd")
-LATENCY_METRICS = ("latency_ms_p50", "latency_ms_p95", "latency_ms_p99",
-                   "ttft_ms_p50", "ttft_ms_p95", "ttft_ms_p99")
-AGENTS, TRAFFIC, OUTCOME, LATENCY = range(4)
-
-
-def stream(seq: np.random.SeedSequence, purpose: int) -> np.random.Generator:
-    """A generator for one purpose, derived from (and stable for) the replication's sequence."""
-    return np.random.default_rng(np.random.SeedSequence(seq.entropy, spawn_key=(*seq.spawn_key, purpose)))
-
-
-def baseline_of(s: Scenario) -> Scenario:
-    """The counterfactual: no blocking policy and no announcement."""
-    return s.model_copy(update={"policy": {},
-                                "behaviour": s.behaviour.model_copy(update={"announcement": None})})
-
-
-def first_block_start(s: Scenario) -> dt.datetime | None:
-    """When the incumbent first blocks or throttles (the shared definition in scenarios.policy)."""
-    return first_denial(s)
-
-
-def blocked_regions(s: Scenario) -> list[int]:
-    """Indices of the scenario's regions the incumbent's blocking stages target."""
-    codes = set(denied_regions(s))
-    return [i for i, r in enumerate(s.regions) if r.code in codes]
-
-
-@dataclass(frozen=True, slots=True)
-class Run:
-    """One engine pass (policy or baseline): timelines, cells, their outcome and capacity."""
-
-    timelines: Timelines
-    cells: Cells
-    fates: tuple[object, ...]
-    out: Outcome
-    cap: capacity_mod.Capacity
-    fa: FateArrays
-
+__all__ = ["AGENTS", "FLOW_METRICS", "LATENCY", "LATENCY_METRICS", "OUTCOME", "POPULATION",
+           "TRAFFIC", "UNCERTAIN", "ReplicationResult", "Run", "Setup", "baseline_of",
+           "blocked_regions", "engine_pass", "first_block_start", "pooled_latencies",
+           "pooled_latency", "population_seed", "run_replication", "stream"]
 
 @dataclass(frozen=True, slots=True)
 class ReplicationResult:
@@ -87,36 +70,10 @@ class ReplicationResult:
     timeseries: bytes = b""
 
 
-@dataclass(frozen=True, slots=True)
-class Setup:
-    """What every replication of one scenario shares (built once per process)."""
-
-    s: Scenario
-    base: Scenario
-    pop: Population
-    profile: Profile
-    edges: np.ndarray
-    hour_weight: np.ndarray
-    inverse_throughput: np.ndarray
-
-    @classmethod
-    def of(cls, s: Scenario, seed: int, scale: float) -> Setup:
-        from sim.population import build
-
-        profile = Profile.of(s)
-        edges = bin_edges(s)
-        pop = build(s, seed, scale)
-        if pop.size == 0:
-            raise EmptyPopulationError(f"{s.name}: no organisations to simulate at scale {scale:g}")
-        return cls(s=s, base=baseline_of(s), pop=pop, profile=profile,
-                   edges=edges, hour_weight=capacity_mod.hour_weights(profile, edges),
-                   inverse_throughput=capacity_mod.inverse_throughputs(s))
-
-
 def engine_pass(setup: Setup, s: Scenario, seq: np.random.SeedSequence, draws: Draws) -> Run:
     policy = Policy(s)
     entropy = int(stream(seq, AGENTS).integers(0, 2**63))
-    timelines = simulate_agents(s, policy, setup.pop, entropy)
+    timelines = simulate_agents(s, policy, setup.pop, entropy, setup.profile)
     pieces = build_pieces(s, policy, setup.pop, timelines.changes)
     cells = split(s, setup.pop, setup.profile, setup.edges, draws, pieces, timelines.credit)
     fa = fate_arrays(s, pieces.fates, PATHS)
@@ -130,8 +87,8 @@ def _capacity_fn(setup: Setup, s: Scenario, cells: Cells,
     k = fa.provider[cells.fate]
 
     def assess(passed: np.ndarray) -> capacity_mod.Capacity:
-        arrivals = np.zeros((len(s.providers), len(s.regions), nb))
-        np.add.at(arrivals, (k, cells.region, cells.bin), passed)
+        arrivals = np.zeros((len(s.providers), len(s.segments), len(s.regions), nb))
+        np.add.at(arrivals, (k, cells.segment, cells.region, cells.bin), passed)
         tokens = np.zeros((len(s.providers), nb))
         counts = np.zeros((len(s.providers), nb))
         np.add.at(tokens, (k, cells.bin), cells.tokens_out)
@@ -167,7 +124,8 @@ def run_replication(setup: Setup, index: int, seq: np.random.SeedSequence) -> Re
         return _run_replication(setup, index, seq)
 
 
-def _run_replication(setup: Setup, index: int, seq: np.random.SeedSequence) -> ReplicationResult:
+def _run_replication(shared: Setup, index: int, seq: np.random.SeedSequence) -> ReplicationResult:
+    setup = shared.for_replication(seq)
     s = setup.s
     draws = draw(s, setup.pop, setup.profile, setup.edges,
                  np.random.SeedSequence(seq.entropy, spawn_key=(*seq.spawn_key, TRAFFIC)))
@@ -177,8 +135,6 @@ def _run_replication(setup: Setup, index: int, seq: np.random.SeedSequence) -> R
                          path=run.fa.path[run.cells.fate], bins=run.cells.bin,
                          region=run.cells.region, segment=run.cells.segment, served=run.out.served,
                          relay_path=PATHS.index("relay"), cap=run.cap, rng=stream(seq, LATENCY))
-    from sim.headline import headline, waterfall
-
     flows = _flows(setup, run, base)
     return ReplicationResult(
         index=index, flows=flows, orgs=_org_states(setup, run.timelines),
@@ -246,11 +202,14 @@ def _org_states(setup: Setup, tl: Timelines) -> np.ndarray:
 
 
 def _latency_cube(setup: Setup, lat: LatencySamples) -> np.ndarray:
+    """(bin, provider, path, LATENCY_METRICS): p50/p95/p99 of the total, of the time to first
+    token, and of its parts (network, queue) and the generation time; NaN where nothing served."""
     s = setup.s
-    cube = np.full((setup.edges.size - 1, len(s.providers), len(PATHS), 6), np.nan)
+    cube = np.full((setup.edges.size - 1, len(s.providers), len(PATHS), len(LATENCY_METRICS)), np.nan)
     if lat.weight.size:
-        cube[lat.bin, lat.provider, lat.path, :3] = percentiles(lat.latency_ms)
-        cube[lat.bin, lat.provider, lat.path, 3:] = percentiles(lat.ttft_ms)
+        for i, values in enumerate((lat.latency_ms, lat.ttft_ms, lat.network_ms, lat.queue_ms,
+                                    lat.generation_ms)):
+            cube[lat.bin, lat.provider, lat.path, 3 * i : 3 * i + 3] = percentiles(values)
     return cube
 
 
@@ -261,26 +220,3 @@ def _rejected(setup: Setup, run: Run) -> np.ndarray:
     return out
 
 
-def pooled_latency(lat: LatencySamples, path: int, bins: np.ndarray) -> np.ndarray | None:
-    """Volume-weighted p50/p95/p99 over the groups of one path in the given bins."""
-    return pooled_latencies(lat, path, [bins])[0]
-
-
-def pooled_latencies(lat: LatencySamples, path: int,
-                     bin_sets: list[np.ndarray]) -> list[np.ndarray | None]:
-    """:func:`pooled_latency` for several sets of bins, sorting the path's samples once: the
-    stable order of a subset is the subset of the stable order, so each answer is the same."""
-    rows = np.flatnonzero(lat.path == path)
-    values = lat.latency_ms[rows].ravel()
-    order = np.argsort(values, kind="stable")
-    row_of = order // lat.latency_ms.shape[1]
-    out: list[np.ndarray | None] = []
-    for bins in bin_sets:
-        mine = np.isin(lat.bin[rows], bins)
-        if not np.any(mine):
-            out.append(None)
-            continue
-        picked = order[mine[row_of]]
-        weights = lat.weight[rows][picked // lat.latency_ms.shape[1]] / lat.latency_ms.shape[1]
-        out.append(weighted_percentiles(values[picked], weights, presorted=True))
-    return out

@@ -13,10 +13,10 @@ import ctypes.util
 import dataclasses
 import datetime as dt
 import multiprocessing
+import signal
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,12 +75,45 @@ def _run_all(setup: Setup, seqs: list[np.random.SeedSequence],
         for i, seq in enumerate(seqs):
             yield i, _one(setup, i, seq)
         return
+    yield from pool_map(_one, [(setup, i, seq) for i, seq in enumerate(seqs)], jobs)
+
+
+def _indexed(item: tuple[int, Callable[..., Any], tuple[Any, ...]]) -> tuple[int, Any]:
+    index, fn, args = item
+    return index, fn(*args)
+
+
+def _worker_init() -> None:
+    """Pool workers leave Ctrl-C to the parent (which terminates them) and keep freed memory."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    keep_freed_memory()
+
+
+def pool_map(fn: Callable[..., Any], calls: list[tuple[Any, ...]],
+             jobs: int) -> Iterator[tuple[int, Any]]:
+    """``fn(*calls[i])`` on ``jobs`` spawned processes, yielding ``(i, result)`` as each finishes.
+
+    On any exception in the parent — Ctrl-C included — the workers are terminated at once rather
+    than left to finish their replications (a clean stop within a second, not after minutes).
+    """
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(jobs, len(seqs)), mp_context=context,
-                             initializer=keep_freed_memory) as pool:
-        futures = {pool.submit(_one, setup, i, seq): i for i, seq in enumerate(seqs)}
-        for fut in as_completed(futures):
-            yield futures[fut], fut.result()
+    pool = context.Pool(processes=min(jobs, len(calls)), initializer=_worker_init)
+    try:
+        results = pool.imap_unordered(_indexed, [(i, fn, c) for i, c in enumerate(calls)])
+        for _ in calls:
+            while True:
+                try:
+                    item = results.next(timeout=0.2)  # a short wait keeps Ctrl-C prompt
+                    break
+                except multiprocessing.TimeoutError:
+                    continue
+            yield item
+        pool.close()
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
 
 
 #: glibc ``mallopt`` parameters (malloc.h) and the values a replication worker sets.

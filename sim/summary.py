@@ -23,6 +23,9 @@ _LABELS = {
     "incumbent_revenue_lost_pct": "Incumbent revenue lost vs. the baseline (%)",
     "relay_markup_usd": "Mark-up paid to relays",
     "retry_amplification": "Attempts per denied request (retries included)",
+    "blocked_regions_baseline_revenue_usd": "Blocked regions' post-block baseline revenue",
+    "blocked_regions_revenue_lost_pct": "Blocked regions' post-block revenue lost (%)",
+    "blocked_regions_share_of_revenue_pct": "Blocked regions' share of post-block revenue (%)",
 }
 
 
@@ -40,6 +43,9 @@ def unit_and_label(key: str) -> tuple[str, str]:
     if head == "latency_ms":
         path, q, when = rest.split(".")
         return "ms", f"Latency {q} on the {path} path, {when} the block"
+    if head == "ttft_ms":
+        path, q, when = rest.split(".")
+        return "ms", f"Time to first token {q} (streamed) on the {path} path, {when} the block"
     if head == "block_rate":
         return "ratio", f"Share of {rest}'s incumbent requests blocked after the block"
     return "", key
@@ -87,6 +93,23 @@ def checks(s: Scenario, results: list[ReplicationResult], population: int) -> di
             "waterfall_residual_usd": round(residual, 2)}
 
 
+#: How to read the dollar figures (summary.json ``magnitudes``).
+MAGNITUDES = ("Dollar figures scale with the scenario's assumed organisation counts and request "
+              "rates (labelled ASSUMPTION in the scenario); read the relative figures (% lost, "
+              "the blocked regions' share) first.")
+
+
+def bands_cover(s: Scenario) -> str:
+    """What the 5–95 % bands are over (summary.json ``bands``; the report prints it)."""
+    drawn = ", ".join(u.path for u in s.uncertain)
+    return ("5-95 % over replications; each replication resamples the population (request rates "
+            "and models of every organisation), the organisations' decisions and the traffic"
+            + (f", and draws the scenario's uncertain parameters ({drawn})" if drawn else "")
+            + ". Every other assumed parameter is fixed at its value in the scenario: the bands "
+            "do not cover it (see `regionblock sweep`). Each replication's no-block baseline "
+            "shares its draws (common random numbers).")
+
+
 def summary(s: Scenario, results: list[ReplicationResult], *, seed: int, times: list[str],
             population: int) -> dict[str, Any]:
     return {
@@ -97,6 +120,8 @@ def summary(s: Scenario, results: list[ReplicationResult], *, seed: int, times: 
         "replications": len(results),
         "seed": seed,
         "headline": headline_bands(results),
+        "bands": bands_cover(s),
+        "magnitudes": MAGNITUDES,
         "waterfall": waterfall(results),
         "capacity_hotspots": hotspots(s, results, times),
         "checks": checks(s, results, population),

@@ -13,9 +13,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import itertools
-import multiprocessing
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +33,7 @@ from scenarios.rundir import (
 )
 from sim.errors import ClusterUnavailableError, SweepSpecError
 from sim.replication import ReplicationResult, Setup
-from sim.run import Replicated, _one, seeds_for, write_run
+from sim.run import Replicated, _one, pool_map, seeds_for, write_run
 
 Progress = Callable[[int, int], None]
 
@@ -140,11 +138,9 @@ def _pool_tasks(setups: list[Setup], seqs: list[np.random.SeedSequence], tasks: 
         for p, r in tasks:
             yield (p, r), _one(setups[p], r, seqs[r])
         return
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        futures = {pool.submit(_one, setups[p], r, seqs[r]): (p, r) for p, r in tasks}
-        for fut in as_completed(futures):
-            yield futures[fut], fut.result()
+    calls = [(setups[p], r, seqs[r]) for p, r in tasks]
+    for i, item in pool_map(_one, calls, jobs):
+        yield tasks[i], item
 
 
 def _dask_tasks(setups: list[Setup], seqs: list[np.random.SeedSequence], tasks: list[Task], jobs: int,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,8 @@ from scenarios.errors import UsageError
 
 #: Headline keys shown in the terminal table (the full set is in summary.json).
 SHOWN = ("incumbent_baseline_revenue_usd", "incumbent_revenue_usd", "incumbent_revenue_lost_usd",
-         "incumbent_revenue_lost_pct", "relay_markup_usd", "retry_amplification")
+         "incumbent_revenue_lost_pct", "blocked_regions_share_of_revenue_pct",
+         "blocked_regions_revenue_lost_pct", "relay_markup_usd", "retry_amplification")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -51,6 +53,22 @@ def check_run_options(args: argparse.Namespace) -> None:
         raise UsageError(f"--scale: must be in (0, 1] (got {args.scale:g})")
     if args.seed < 0:
         raise UsageError(f"--seed: must be non-negative (got {args.seed})")
+    check_out_dir(args.out)
+
+
+def check_out_dir(out: Path) -> None:
+    """``--out`` must be a directory we can write into, or creatable in one — checked before any
+    work (nothing is created here), so a typo does not cost a whole simulation and a traceback."""
+    probe = out
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        what = "exists and is not a directory" if probe == out else f"{probe} is not a directory"
+        raise UsageError(f"--out: {out}: {what}")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f"--out: {out}: cannot write there ({probe}: permission denied)")
 
 
 def wide_console() -> Console:
@@ -76,7 +94,12 @@ def run(args: argparse.Namespace) -> int:
                         progress=lambda done, total: bar.update(task, completed=done))
     print(path)
     summary = json.loads((path / "summary.json").read_text(encoding="utf-8"))
-    wide_console().print(headline_table(summary))
+    console_out = wide_console()
+    console_out.print(headline_table(summary))
+    if summary.get("bands"):
+        console_out.print(f"Bands: {summary['bands']}")
+    if summary.get("magnitudes"):
+        console_out.print(f"Magnitudes: {summary['magnitudes']}")
     return 0
 
 

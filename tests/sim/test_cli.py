@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -146,3 +147,68 @@ def test_sweep_without_dask_installed(capsys: Capsys, tmp_path: Path,
     assert err.strip().splitlines() == [
         "--dask: dask.distributed is not installed (install the 'cluster' extra: "
         "pip install 'regionblock[cluster]')"]
+
+
+@pytest.mark.parametrize("command", ["simulate", "sweep"])
+def test_unwritable_out_fails_before_any_work(capsys: Capsys, tmp_path: Path, command: str) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    extra = ("--set", "behaviour.relay.markup=0.1,0.2") if command == "sweep" else ()
+    for out, message in ((blocker, "exists and is not a directory"),
+                         (blocker / "runs", f"{blocker} is not a directory")):
+        code, stdout, err = _cli(capsys, command, "openai-2024-cn-hk", *extra, "--out", str(out))
+        assert code == 2 and stdout == ""
+        assert err.strip() == f"--out: {out}: {message}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
+def _children(pid: int) -> list[int]:
+    """Process ids of ``pid``'s children (Linux /proc)."""
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        out += [int(t) for t in text]
+    return out
+
+
+def _cpu_ticks(pid: int) -> int:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0
+    return int(fields[11]) + int(fields[12])   # utime + stime
+
+
+def test_ctrl_c_stops_the_pool_and_leaves_nothing_half_written(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "regionblock", "simulate", "openai-2024-cn-hk",
+                             "--replications", "50", "--jobs", "2", "--out", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        # wait until both workers have spent a second of CPU: they are running replications
+        deadline = time.monotonic() + 120
+        workers: list[int] = []
+        while time.monotonic() < deadline and proc.poll() is None:
+            workers = [c for c in _children(proc.pid)
+                       if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text(errors="replace")]
+            if len(workers) >= 2 and all(_cpu_ticks(w) >= 100 for w in workers):
+                break
+        assert len(workers) >= 2, "the pool never started"
+        os.killpg(proc.pid, signal.SIGINT)   # what a terminal's Ctrl-C does: the whole group
+        t0 = time.monotonic()
+        _out, err = proc.communicate(timeout=10)
+        elapsed = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "interrupted"
+    assert "Traceback" not in err
+    assert elapsed < 2.0, f"took {elapsed:.1f} s to stop"
+    assert not any(Path(f"/proc/{w}").exists() for w in workers)
+    assert list(tmp_path.iterdir()) == []

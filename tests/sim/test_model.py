@@ -5,6 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 
+import numpy as np
+import pytest
+
 from scenarios.loader import Loaded
 from scenarios.policy import Policy
 from sim.model import simulate_agents
@@ -77,3 +80,56 @@ def test_agent_randomness_is_seeded(default: Loaded) -> None:
     assert a.changes == b.changes
     c = simulate_agents(s, policy, full.pop, entropy=10)
     assert a.changes != c.changes
+
+
+def test_replications_resample_the_population_and_baseline_shares_it() -> None:
+    from scenarios.loader import load as load_scenario
+    from scenarios.population import build_population
+    from sim.population import build, resample
+    from sim.setup import population_seed
+
+    s = load_scenario("openai-2024-cn-hk").scenario
+    setup = Setup.of(s, 0, 0.02)
+    seqs = np.random.SeedSequence(0).spawn(2)
+    views = [setup.for_replication(q) for q in seqs]
+    # the same organisations, different request rates per replication
+    assert views[0].pop.ids == views[1].pop.ids == setup.pop.ids
+    assert not np.array_equal(views[0].pop.rate, views[1].pop.rate)
+    # resampling is exactly build_population at the replication's population seed
+    seed = population_seed(seqs[1])
+    direct = build(s, seed, 0.02)
+    np.testing.assert_array_equal(views[1].pop.rate, direct.rate)
+    np.testing.assert_array_equal(views[1].pop.model, direct.model)
+    assert [o.requests_per_hour for o in build_population(s, seed, scale=0.02)] == direct.rate.tolist()
+    np.testing.assert_array_equal(resample(s, setup.pop, 0, 0.02).rate, setup.pop.rate)
+    # the same replication seed gives the same view (determinism whatever --jobs)
+    np.testing.assert_array_equal(setup.for_replication(seqs[1]).pop.rate, views[1].pop.rate)
+
+
+def test_uncertain_parameters_are_drawn_per_replication_and_checked() -> None:
+    from scenarios.loader import load as load_scenario
+    from sim.errors import UncertainParameterError
+
+    s = load_scenario("openai-2024-cn-hk", (
+        "uncertain=[{path: 'providers[1].capacity.concurrency', "
+        "dist: {dist: uniform, low: 500, high: 1500}, reason: test}]",)).scenario
+    setup = Setup.of(s, 0, 0.02)
+    drawn = [setup.for_replication(q).s.providers[1].capacity.concurrency
+             for q in np.random.SeedSequence(0).spawn(4)]
+    assert len(set(drawn)) == 4 and all(10 <= c <= 30 for c in drawn)  # 500–1500 × scale 0.02
+    for bad, message in (("[{path: 'providers[1].capacity.nope', dist: {dist: constant, value: 1}}]",
+                          "no such field"),
+                         ("[{path: 'regions[0].organisations', dist: {dist: constant, value: 1}}]",
+                          "cannot be uncertain")):
+        with pytest.raises(UncertainParameterError, match=message):
+            Setup.of(load_scenario("openai-2024-cn-hk", (f"uncertain={bad}",)).scenario, 0, 0.02)
+
+
+def test_scale_scales_capacity_with_the_population() -> None:
+    from scenarios.loader import load as load_scenario
+
+    s = load_scenario("openai-2024-cn-hk").scenario
+    setup = Setup.of(s, 0, 0.25)
+    for full, scaled in zip(s.providers, setup.s.providers, strict=True):
+        assert scaled.capacity.concurrency == max(1, round(full.capacity.concurrency * 0.25))
+        assert scaled.capacity.queue_limit == round(full.capacity.queue_limit * 0.25)

@@ -37,7 +37,9 @@ def test_a_429_throttle_is_retried_by_the_sdk_policy() -> None:
     retries = _flow(result, "retries")[:, :, inc]
     assert blocked.sum() > 0
     np.testing.assert_array_equal(3 * retries, 2 * blocked)
-    assert result.headline["retry_amplification"] > 2.9
+    # the run-wide figure also counts the alternatives' own 429s (capacity scales with --scale,
+    # so their small server pools reject at peaks), whose retries often succeed
+    assert result.headline["retry_amplification"] > 2.8
 
 
 def test_partial_throttle_lets_retries_through() -> None:
