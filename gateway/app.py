@@ -226,7 +226,7 @@ class Gateway:
         writer.send(200, [_JSON], json.dumps({"object": "list", "data": data}).encode())
 
     def _readyz(self, writer: ResponseWriter) -> None:
-        ok = self.ready and self.ledger.failed is None
+        ok = self.ready and self.ledger.alive
         body = {"ready": ok, "scenario": self.runtime.loaded.scenario.name,
                 "upstreams": self.upstreams.states()}
         writer.send(200 if ok else 503, [_JSON], json.dumps(body).encode())

@@ -46,6 +46,7 @@ class Limits:
     header_timeout_s: float = 10.0
     body_timeout_s: float = 30.0
     keepalive_timeout_s: float = 75.0
+    send_timeout_s: float = 30.0  # a response the client stops reading must drain within this
     max_inflight: int = 1024  # requests in progress beyond this are refused at once (503)
     drain_timeout_s: float = 30.0  # graceful shutdown: how long in-flight requests may finish
 
