@@ -83,6 +83,10 @@ class GatewayConfig:
     geoip_db: Path | None = None
     admin_token: str = ""  # "" = admin API disabled
     relay_memory: int = 100_000  # organisations remembered for relay_since (LRU)
+    keys_path: Path | None = None  # --keys FILE: the key store (hashed secrets → organisations)
+    insecure_org_keys: bool = False  # also accept an org id as the key (tests, load tests, demo)
+    max_completion_tokens: int = 16_384  # max_tokens above this: 400, as a provider answers
+    min_tokens_per_s: float = 20.0  # slowest generation the upstream timeout allows for
     limits: Limits = Limits()
     upstream: UpstreamPolicy = UpstreamPolicy()
 

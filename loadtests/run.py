@@ -247,7 +247,8 @@ def _start_services(procs: Processes, opts: Options, scenario_file: Path, d: Pat
         *_python(), "regionblock", "gateway", str(scenario_file),
         "--port", str(ports.gateway), "--upstream-base-port", str(ports.base),
         "--trusted-proxy", "127.0.0.1/32", "--compress", f"{opts.duration_s:g}s@{epoch!r}",
-        "--ledger", str(ledger)], env=_child_env({ADMIN_TOKEN_ENV: admin_token}))
+        "--ledger", str(ledger), "--insecure-org-keys"],  # the agents' keys are their org ids
+        env=_child_env({ADMIN_TOKEN_ENV: admin_token}))
     return Services(f"http://127.0.0.1:{ports.gateway}", f"http://127.0.0.1:{ports.relay}",
                     ledger, gateway)
 

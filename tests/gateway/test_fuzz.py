@@ -51,7 +51,7 @@ def live(loaded: Loaded, tmp_path_factory: pytest.TempPathFactory) -> Iterator[i
             port=0, clock="at:2024-07-10", ledger_path=Path(ledger),
             upstreams={p.name: parse_upstream_url(base + p.name, what="t")
                        for p in loaded.scenario.providers},
-            trusted_proxies=parse_networks(["127.0.0.1/32"], what="t"),
+            trusted_proxies=parse_networks(["127.0.0.1/32"], what="t"), insecure_org_keys=True,
             limits=Limits(header_timeout_s=1.0, max_body_bytes=64 * 1024),
             upstream=UpstreamPolicy(retries=0))
         server = GatewayServer(Gateway(config, loaded, geo=default_geo(), loop=loop))
