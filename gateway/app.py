@@ -31,7 +31,7 @@ from gateway.config import GatewayConfig
 from gateway.connection import ResponseWriter
 from gateway.context import ChatContext, Meter
 from gateway.enforcement import RelayMemory
-from gateway.errors import BadRequest, ClientError, error_body
+from gateway.errors import BadRequest, ClientError, NotFound
 from gateway.http11 import Request
 from gateway.keystore import KeyStore
 from gateway.ledger import Ledger
@@ -175,7 +175,9 @@ class Gateway:
             route = self.routes.get(("GET", path))  # the writer sends the head only
         if route is None:
             allowed = sorted(method for method, p in self.routes if p == path)
-            return _method_not_allowed(writer, req, allowed) if allowed else _not_found(writer, req)
+            exc = _method_not_allowed(req, allowed) if allowed else _not_found(req)
+            headers = [_JSON, *exc.headers, *self.refused(req.peer, exc, req.wall_time)]
+            return writer.send(exc.status, headers, exc.body())
         pending = route(req, writer)
         if pending is not None:
             await pending
@@ -191,11 +193,11 @@ class Gateway:
         return Meter(f"{self._id_prefix}{self._ids:x}", wall_time, self._format_instant(now))
 
     def refused(self, peer: str, exc: ClientError, wall_time: float) -> list[tuple[str, str]]:
-        """A request refused before it could be parsed (400/408/413/431): metered too."""
+        """A request refused before it reached a route (400/408/413/431 from the connection, 404
+        and 405 here): metered too, with its ``x-request-id``."""
         now = self.runtime.clock.scenario_at(wall_time)
         meter = self._new_meter(wall_time, now)
         meter.status, meter.error = exc.status, exc.code or f"http_{exc.status}"
-        meter.country = ""
         self.metrics.request("", "", "failed", exc.status, 0.0)
         if self.ledger.alive:
             future = self.ledger.submit(meter.row(0.0))
@@ -238,13 +240,10 @@ def _ignore_result(future: asyncio.Future[None]) -> None:
         future.exception()
 
 
-def _not_found(writer: ResponseWriter, req: Request) -> None:
-    body = error_body(f"Invalid URL ({req.method} {req.path})", type_="invalid_request_error",
-                      code=None)
-    writer.send(404, [_JSON], body)
+def _not_found(req: Request) -> ClientError:
+    return NotFound(f"Invalid URL ({req.method} {req.path})", code=None)
 
 
-def _method_not_allowed(writer: ResponseWriter, req: Request, allowed: list[str]) -> None:
-    exc = BadRequest(f"Method {req.method} not allowed on {req.path}", code="method_not_allowed",
-                     status=405)
-    writer.send(405, [_JSON, ("allow", ", ".join(allowed))], exc.body())
+def _method_not_allowed(req: Request, allowed: list[str]) -> ClientError:
+    return BadRequest(f"Method {req.method} not allowed on {req.path}", code="method_not_allowed",
+                      status=405, headers=[("allow", ", ".join(allowed))])
