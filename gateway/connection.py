@@ -44,6 +44,7 @@ IDLE, HEAD, BODY, BUSY = range(4)
 _JSON = ("content-type", "application/json")
 _CLOSE = ("connection", "close")
 _MAX_PIPELINED = 16  # complete requests queued on one connection before reading pauses
+_LINGER_S = 2.0  # after our FIN, how long the client's remaining bytes are read and discarded
 
 
 class ClientGone(Exception):
@@ -217,6 +218,7 @@ class HttpConnection(asyncio.Protocol):
         self._error: ClientError | None = None  # a parse error, answered after queued requests
         self._read_paused = False
         self._running = False
+        self._lingering = False
         # The message being parsed.
         self._url = b""
         self._headers: dict[str, str] = {}
@@ -258,7 +260,7 @@ class HttpConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._error is not None or self.closed:
-            return
+            return  # refused or lingering: what the client still sends is discarded
         self._progress = False
         try:
             self._parser.feed_data(data)
@@ -407,6 +409,30 @@ class HttpConnection(asyncio.Protocol):
             self.transport.close()
             self._wake_drain()
 
+    def _linger(self) -> None:
+        """Close after an answer while the client may still be sending: send our FIN but keep
+        reading (and discarding) for a moment, as nginx's lingering_close does. Closing with
+        unread input makes the kernel send a reset, which can destroy the answer in flight."""
+        transport = self.transport
+        if transport is None or self.closed:
+            return
+        self.closed = True
+        self._wake_drain()
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        self._lingering = True
+        self.deadline = self.loop.time() + _LINGER_S
+        if self._read_paused:
+            self._read_paused = False
+            transport.resume_reading()
+
+    def eof_received(self) -> bool | None:
+        if self._lingering and self.transport is not None:
+            self.transport.close()  # the client is done too
+        return None
+
     def _abort(self) -> None:
         """Drop the connection and whatever it still had to send (a reader that stopped)."""
         if self.transport is not None and not self.closed:
@@ -447,7 +473,7 @@ class HttpConnection(asyncio.Protocol):
 
     def _after_response(self) -> None:
         if not self.keep_alive or self.closed:
-            self.close()
+            self._linger()
             return
         if self._read_paused and self.transport is not None:
             self._read_paused = False
@@ -479,9 +505,13 @@ class HttpConnection(asyncio.Protocol):
         body = exc.body()
         self.write(encode_head(exc.status, [_JSON, *extra, ("content-length", str(len(body))),
                                             _CLOSE]) + body)
-        self.close()
+        self._linger()
 
     def check_deadline(self, now: float) -> None:
+        if self._lingering:
+            if now >= self.deadline and self.transport is not None:
+                self.transport.close()
+            return
         if self.closed:
             return
         if self.write_paused and now >= self._write_deadline:

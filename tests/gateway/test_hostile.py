@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -23,27 +25,40 @@ MAX_LAG_S = 0.1
 
 
 class LagProbe:
-    """The longest gap between two ticks of a task that wants to run every 5 ms."""
+    """The longest stall of the event loop, seen by a task that wants to run every 5 ms.
+
+    A stall is measured in CPU time of the loop's thread between two ticks (``worst``), not in
+    wall time (``worst_wall``): on a shared machine the process may be preempted for longer than
+    any of its callbacks run, and that is not the gateway's doing.
+    """
 
     def __init__(self) -> None:
         self.worst = 0.0
+        self.worst_wall = 0.0
         self._task: asyncio.Task[None] | None = None
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        last = loop.time()
+        last, last_cpu = loop.time(), time.thread_time()
         while True:
             await asyncio.sleep(PROBE_TICK_S)
-            now = loop.time()
-            self.worst = max(self.worst, now - last - PROBE_TICK_S)
-            last = now
+            now, cpu = loop.time(), time.thread_time()
+            self.worst_wall = max(self.worst_wall, now - last - PROBE_TICK_S)
+            self.worst = max(self.worst, cpu - last_cpu)
+            last, last_cpu = now, cpu
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[LagProbe]:
+        # As the server does after start-up (gateway.server._freeze_startup_heap): the GeoIP
+        # tables are excluded from garbage collection, or a full collection traversing them
+        # stalls the loop for tens of milliseconds, whatever the requests do.
+        gc.collect()
+        gc.freeze()
         self._task = asyncio.get_running_loop().create_task(self._run())
         try:
             yield self
         finally:
+            gc.unfreeze()
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
