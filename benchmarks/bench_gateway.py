@@ -47,7 +47,9 @@ aiohttp proxy is printed too), throughput >= 1.5x and CPU per request <= 0.5x th
 Request parsers: before the rounds, in a process pinned like the servers, the same typical request
 and a body of 20,000 one-byte chunks (read 4 KiB at a time) are parsed by httptools (llhttp, what
 the gateway uses), h11, and — with ``--baseline-tree`` of a checkout from before httptools — the
-gateway's own former parser, driven as its connection drove it: µs per request and per chunk. Each prints PASS or FAIL; the exit status is 0 either way (1 only if the benchmark could not
+gateway's own former parser, driven as its connection drove it: µs per request and per chunk.
+
+Each check prints PASS or FAIL; the exit status is 0 either way (1 only if the benchmark could not
 run). ``--baseline-tree PATH`` also measures the gateway of another checkout (e.g. an older
 commit) in the same rounds, for before/after figures. Everything listens on 127.0.0.1 and stops
 by itself.
