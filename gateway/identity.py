@@ -53,6 +53,7 @@ def identify(store: KeyStore | None, authorization: str | None, *,
                        "at https://platform.openai.com/account/api-keys.", code="invalid_api_key")
 
 
+@functools.lru_cache(maxsize=65536)
 def bearer_key(authorization: str) -> str:
     scheme, _, key = authorization.strip().partition(" ")
     key = key.strip()
