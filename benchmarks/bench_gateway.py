@@ -425,6 +425,9 @@ def main() -> int:
                         help="also measure a second gateway with this --ledger-sync (A/B)")
     parser.add_argument("--baseline-tree", type=Path, default=None,
                         help="also measure the gateway of this checkout, in the same rounds")
+    parser.add_argument("--hostile", type=int, default=0, metavar="N",
+                        help="also measure the gateway at half load with N connections open that "
+                             "sent half a request head and stopped (slowloris)")
     parser.add_argument("role", nargs="?", help=argparse.SUPPRESS)
     parser.add_argument("ports", nargs="*", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -514,10 +517,46 @@ def run_benchmark(args: argparse.Namespace) -> int:
         measure_max(servers, wrk, args)
         target = median([r.rps for r in servers[0].max_runs]) / 2
         measure_half([direct, *servers], target, wrk, args)
+        hostile = measure_hostile(servers[0], target, wrk, args) if args.hostile else []
         rows = _ledger_rows(tmp / "ledger.sqlite")
     report(direct, servers, target, rows, time.monotonic() - started, args, pin, jitter)
     report_parsers(parsers)
+    if hostile:
+        report_hostile(servers[0], direct, hostile, args.hostile)
     return 0
+
+
+def measure_hostile(gateway: Server, target_rps: float, wrk: Wrk,
+                    args: argparse.Namespace) -> list[WrkResult]:
+    """Half load on the gateway while ``args.hostile`` connections hold half a head each."""
+    runs = []
+    for r in range(args.rounds):
+        socks = []
+        try:
+            for _ in range(args.hostile):
+                sock = socket.create_connection(("127.0.0.1", gateway.port))
+                sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Le")
+                socks.append(sock)
+            res = wrk.run(gateway, connections=args.paced_connections, seconds=args.duration,
+                          rate=target_rps)
+        finally:
+            for sock in socks:
+                sock.close()
+        runs.append(res)
+        _progress(f"round {r + 1} half  gateway + {args.hostile} slowloris", res)
+    return runs
+
+
+def report_hostile(gateway: Server, direct: Server, runs: list[WrkResult], n: int) -> None:
+    def added(results: list[WrkResult], key: str) -> float:
+        return median([getattr(a, key) - getattr(b, key)
+                       for a, b in zip(results, direct.half_runs, strict=True)])
+
+    print(f"gateway at half load with {n} slowloris connections open: "
+          f"{median([r.rps for r in runs]):.0f} req/s, errors {sum(r.errors for r in runs)}, "
+          f"added p50 {added(runs, 'p50_ms'):.2f} ms, p99 {added(runs, 'p99_ms'):.2f} ms "
+          f"(without: p50 {added(gateway.half_runs, 'p50_ms'):.2f} ms, "
+          f"p99 {added(gateway.half_runs, 'p99_ms'):.2f} ms)")
 
 
 def _ledger_rows(path: Path) -> int:
