@@ -44,7 +44,8 @@ IDLE, HEAD, BODY, BUSY = range(4)
 _JSON = ("content-type", "application/json")
 _CLOSE = ("connection", "close")
 _MAX_PIPELINED = 16  # complete requests queued on one connection before reading pauses
-_LINGER_S = 2.0  # after our FIN, how long the client's remaining bytes are read and discarded
+_LINGER_S = 2.0
+_MAX_NAMES = 4096  # after our FIN, how long the client's remaining bytes are read and discarded
 
 
 class ClientGone(Exception):
@@ -156,6 +157,8 @@ class ConnectionSet:
         self.limits = limits
         self.loop = loop
         self.connections: set[HttpConnection] = set()
+        # Header names as sent → lower-case str: clients repeat the same few on every request.
+        self.header_names: dict[bytes, str] = {}
         self.closing = False
         self._sweeper: asyncio.TimerHandle | None = None
         timeouts = (limits.header_timeout_s, limits.body_timeout_s, limits.keepalive_timeout_s,
@@ -214,6 +217,7 @@ class HttpConnection(asyncio.Protocol):
         self._write_deadline = 0.0
         self._drain: asyncio.Future[None] | None = None
         self._parser = httptools.HttpRequestParser(self)
+        self._names = owner.header_names
         self._queue: collections.deque[Request] = collections.deque()
         self._error: ClientError | None = None  # a parse error, answered after queued requests
         self._read_paused = False
@@ -327,10 +331,17 @@ class HttpConnection(asyncio.Protocol):
         self._fields += 1
         if self._fields > self.limits.max_headers:
             raise HeaderTooLarge(f"more than {self.limits.max_headers} header fields")
-        self._grow_head(len(name) + len(value) + 4)
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > self.limits.max_header_bytes:
+            self._grow_head(0)  # raises, naming the head or the trailer section
         if self.phase == BODY:
             return  # a trailer field: skipped
-        key = name.decode("latin-1").lower()
+        names = self._names
+        key = names.get(name)
+        if key is None:
+            key = name.decode("latin-1").lower()
+            if len(names) < _MAX_NAMES:
+                names[name] = key
         text = value.decode("latin-1")
         if key == "host":
             self._hosts += 1

@@ -8,11 +8,11 @@ The upstream side (``parse_response_head``) reads the providers' answers.
 from __future__ import annotations
 
 import email.utils
+import functools
 import re
 import time
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import cast
 
 from gateway.errors import BadRequest
 
@@ -84,16 +84,14 @@ def safe_header_value(value: str) -> str:
     return value.encode("utf-8").decode("latin-1")
 
 
-_date_cache: list[object] = [0, b""]
-
-
 def _date_line() -> bytes:
     """``Date: ...`` (RFC 9110 section 6.6.1), formatted once per second."""
-    now = int(time.time())
-    if _date_cache[0] != now:
-        _date_cache[0] = now
-        _date_cache[1] = f"date: {email.utils.formatdate(now, usegmt=True)}\r\n".encode()
-    return cast(bytes, _date_cache[1])
+    return _date_of(int(time.time()))
+
+
+@functools.lru_cache(maxsize=4)
+def _date_of(second: int) -> bytes:
+    return f"date: {email.utils.formatdate(second, usegmt=True)}\r\n".encode()
 
 
 # ------------------------------------------------------------------ responses (upstream side)
