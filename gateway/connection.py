@@ -223,6 +223,7 @@ class HttpConnection(asyncio.Protocol):
         self._read_paused = False
         self._running = False
         self._lingering = False
+        self._eof = False  # the client half-closed its side
         # The message being parsed.
         self._url = b""
         self._headers: dict[str, str] = {}
@@ -432,6 +433,9 @@ class HttpConnection(asyncio.Protocol):
         if not transport.can_write_eof():
             transport.close()
             return
+        if self._eof:  # nothing more can come: no need to linger
+            transport.close()
+            return
         transport.write_eof()
         self._lingering = True
         self.deadline = self.loop.time() + _LINGER_S
@@ -440,8 +444,16 @@ class HttpConnection(asyncio.Protocol):
             transport.resume_reading()
 
     def eof_received(self) -> bool | None:
+        """The client half-closed: answer what it asked (keep our side open), then close."""
+        self._eof = True
         if self._lingering and self.transport is not None:
             self.transport.close()  # the client is done too
+            return None
+        if self._running or self._queue:
+            self.keep_alive = False
+            for request in self._queue:
+                request.keep_alive = False
+            return True
         return None
 
     def _abort(self) -> None:

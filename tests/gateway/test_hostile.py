@@ -18,6 +18,7 @@ import pytest
 
 from gateway.config import Limits
 from tests.gateway.conftest import Harness, StartGateway, chat_body
+from tests.gateway.fake_upstream import Faults
 from tests.gateway.test_hardening import AUTH, body_of, post, raw, status_of
 
 PROBE_TICK_S = 0.005
@@ -237,3 +238,18 @@ async def test_readyz_says_not_ready_once_the_ledger_writer_died(start_gateway: 
         assert (r.status, (await r.json())["ready"]) == (503, False)
     status, _, _ = await gw.chat()
     assert status == 503  # at once, not a hang
+
+
+async def test_a_client_that_half_closes_after_its_request_gets_the_answer(
+        start_gateway: StartGateway) -> None:
+    gw = await start_gateway()
+    gw.fake.faults["openai"] = Faults(stall_s=0.2)  # the EOF arrives while the request runs
+    port = int(gw.url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(post(json.dumps(chat_body()).encode(), close=False))
+    writer.write_eof()
+    async with asyncio.timeout(5):
+        response = await reader.read(-1)
+    writer.close()
+    assert status_of(response) == 200
+    assert header(response, b"connection") == b"close"
