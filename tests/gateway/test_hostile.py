@@ -253,3 +253,21 @@ async def test_a_client_that_half_closes_after_its_request_gets_the_answer(
     writer.close()
     assert status_of(response) == 200
     assert header(response, b"connection") == b"close"
+
+
+async def test_a_slow_writer_within_the_timeouts_is_served(start_gateway: StartGateway) -> None:
+    """A request trickled 7 bytes at a time (1 ms apart: pacing the input, not waiting for the
+    gateway) is parsed across ~100 reads and served."""
+    gw = await start_gateway()
+    data = post(json.dumps(chat_body()).encode())
+    port = int(gw.url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.transport.set_write_buffer_limits(0)
+    for at in range(0, len(data), 7):
+        writer.write(data[at:at + 7])
+        await writer.drain()
+        await asyncio.sleep(0.001)
+    async with asyncio.timeout(5):
+        response = await reader.read(-1)
+    writer.close()
+    assert status_of(response) == 200
