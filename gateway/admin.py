@@ -5,7 +5,12 @@
     GET  /admin/policy   the scenario's policy and the stages active now
     POST /admin/reload   {"scenario": NAME_OR_PATH (default: the current one), "set": ["PATH=VALUE", ...]}
                          loads and validates the scenario, then swaps it in atomically
+    POST /admin/keys/reload  re-reads the --keys file (or {"keys": PATH}) and swaps the key store
+                         in atomically; a bad file is refused (400) and the old keys stay
 Without a configured token the admin API answers 403; a wrong or missing token gets 401.
+
+The admin API sees the gateway through ``AdminTarget`` (what it reads and swaps), so it imports
+nothing of ``gateway.app``: the app imports the admin API, not the other way round.
 """
 
 from __future__ import annotations
@@ -14,23 +19,44 @@ import datetime as dt
 import hmac
 import json
 import time
-from typing import TYPE_CHECKING, Any
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Protocol
 
-from gateway.config import UpstreamUrl
+from gateway.config import GatewayConfig, UpstreamUrl
+from gateway.enforcement import RelayMemory
 from gateway.errors import error_body
 from gateway.http11 import Request
+from gateway.keystore import KeyFileError, KeyStore
+from gateway.ledger import Ledger
+from gateway.runtime import Runtime
+from gateway.upstreams import Upstreams
 from scenarios.clock import format_instant
 from scenarios.errors import ScenarioError
 from scenarios.loader import load
 from scenarios.schema import Scenario
 
-if TYPE_CHECKING:
-    from gateway.app import Gateway
-
 Reply = tuple[int, bytes]
 
 
-def handle(gw: Gateway, req: Request) -> Reply:
+class AdminTarget(Protocol):
+    """What of the gateway the admin API reads and swaps."""
+
+    config: GatewayConfig
+    runtime: Runtime
+    upstreams: Upstreams
+    ledger: Ledger
+    relays: RelayMemory
+
+    @property
+    def inflight(self) -> int: ...
+
+    def set_runtime(self, runtime: Runtime) -> None: ...
+
+    def set_clock(self, spec: str) -> Runtime: ...
+
+
+def handle(gw: AdminTarget, req: Request) -> Reply:
     denied = _authorise(gw.config.admin_token, req.headers.get("authorization", ""))
     if denied is not None:
         return denied
@@ -46,6 +72,8 @@ def handle(gw: Gateway, req: Request) -> Reply:
             return _ok(policy(gw))
         if route == ("POST", "/admin/reload"):
             return _reload(gw, _json(req))
+        if route == ("POST", "/admin/keys/reload"):
+            return _reload_keys(gw, _json(req))
     except _BadInput as exc:
         return 400, error_body(str(exc), type_="invalid_request_error", code="invalid_admin_request")
     return 404, error_body(f"Invalid URL ({req.method} {req.path})", type_="invalid_request_error",
@@ -82,7 +110,7 @@ def _json(req: Request) -> dict[str, Any]:
     return obj
 
 
-def clock(gw: Gateway) -> dict[str, Any]:
+def clock(gw: AdminTarget) -> dict[str, Any]:
     rt = gw.runtime
     return {"spec": rt.clock_spec, "describe": rt.clock.describe(),
             "scenario_time": format_instant(rt.clock.scenario_at(time.time()))}
@@ -93,7 +121,7 @@ def active_stages(scenario: Scenario, now: dt.datetime) -> dict[str, list[str]]:
             for name, pol in scenario.policy.items()}
 
 
-def state(gw: Gateway) -> dict[str, Any]:
+def state(gw: AdminTarget) -> dict[str, Any]:
     rt = gw.runtime
     now = rt.clock.scenario_at(time.time())
     return {"scenario": rt.loaded.scenario.name, "sha256": rt.loaded.sha256,
@@ -103,10 +131,12 @@ def state(gw: Gateway) -> dict[str, Any]:
                        "backlog": gw.ledger.backlog},
             "upstreams": {name: {"url": gw.upstreams.url(name).url, "circuit": circuit}
                           for name, circuit in gw.upstreams.states().items()},
-            "relay_orgs_tracked": len(gw.relays)}
+            "relay_orgs_tracked": len(gw.relays),
+            "keys": {"source": str(rt.keys.source) if rt.keys else None,
+                     "count": len(rt.keys) if rt.keys else 0}}
 
 
-def policy(gw: Gateway) -> dict[str, Any]:
+def policy(gw: AdminTarget) -> dict[str, Any]:
     scenario = gw.runtime.loaded.scenario
     now = gw.runtime.clock.scenario_at(time.time())
     return {"policy": {name: pol.model_dump(mode="json", by_alias=True, exclude_defaults=True)
@@ -115,7 +145,7 @@ def policy(gw: Gateway) -> dict[str, Any]:
             "active": active_stages(scenario, now), "scenario_time": format_instant(now)}
 
 
-def _set_clock(gw: Gateway, body: dict[str, Any]) -> Reply:
+def _set_clock(gw: AdminTarget, body: dict[str, Any]) -> Reply:
     spec = body.get("clock")
     if not isinstance(spec, str):
         raise _BadInput('expected {"clock": "real" | "at:WHEN" | "compress:DURATION[@EPOCH]"}')
@@ -126,9 +156,7 @@ def _set_clock(gw: Gateway, body: dict[str, Any]) -> Reply:
     return _ok(clock(gw))
 
 
-def _reload(gw: Gateway, body: dict[str, Any]) -> Reply:
-    from gateway.app import Runtime  # the runtime type lives with the pipeline it feeds
-
+def _reload(gw: AdminTarget, body: dict[str, Any]) -> Reply:
     source = body.get("scenario")
     overrides = body.get("set", [])
     if not isinstance(source, str | None) or not isinstance(overrides, list) \
@@ -141,13 +169,30 @@ def _reload(gw: Gateway, body: dict[str, Any]) -> Reply:
         loaded = load(source, tuple(overrides))
     except ScenarioError as exc:
         raise _BadInput(f"reload refused: {exc}") from None
+    except (ValueError, OSError) as exc:  # e.g. a NUL in the path, or an unreadable file
+        raise _BadInput(f"reload refused: {source!r}: {exc}") from None
     gw.upstreams.configure(_upstreams_for(gw, loaded.scenario))
     old = gw.runtime
-    gw.set_runtime(Runtime.build(loaded, old.clock_spec, old.clock))
+    gw.set_runtime(Runtime.build(loaded, old.clock_spec, old.clock, old.keys))
     return _ok(state(gw))
 
 
-def _upstreams_for(gw: Gateway, scenario: Scenario) -> dict[str, UpstreamUrl]:
+def _reload_keys(gw: AdminTarget, body: dict[str, Any]) -> Reply:
+    given = body.get("keys")
+    if not isinstance(given, str | None):
+        raise _BadInput('expected {} or {"keys": PATH}')
+    path = Path(given) if given else gw.config.keys_path
+    if path is None:
+        raise _BadInput("no key file: start the gateway with --keys FILE or give {\"keys\": PATH}")
+    try:
+        keys = KeyStore.load(path)
+    except KeyFileError as exc:
+        raise _BadInput(f"keys reload refused: {exc}") from None
+    gw.set_runtime(replace(gw.runtime, keys=keys))
+    return _ok({"keys": len(keys), "source": str(path)})
+
+
+def _upstreams_for(gw: AdminTarget, scenario: Scenario) -> dict[str, UpstreamUrl]:
     """Configured upstreams for known providers; the default port for any new one."""
     known = gw.config.upstreams
     base = gw.config.upstream_base_port

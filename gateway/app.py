@@ -1,14 +1,16 @@
-"""The gateway: the request pipeline assembled in one place.
+"""The gateway: its collaborators, its routes and the chat pipeline, assembled in one place.
 
-``POST /v1/chat/completions`` goes through, in order:
+``POST /v1/chat/completions`` goes through the stages of ``Gateway.chat_stages``, in order:
 
-    admission (hardening) → client address → region → identity → request validation
-    → model → provider (routing) → policy (enforcement, with policy-aware failover)
-    → upstream (retries, circuit breaker, error failover) → meter (usage, revenue, ledger)
+    admission → identity → key limits → client address → region → validation → route
+    → policy (with block failover) → forward (retries, breaker, error failover, streaming)
 
-Each stage is a function or a small class in its own module; this file only wires them, holds
-the per-request record and writes the response. The scenario, its compiled policy and catalog,
-and the clock form one immutable ``Runtime`` that the admin API swaps atomically: a request uses
+and then, always, the meter stage (one ledger row, durable before the answer ends). Each stage
+is its own module in ``gateway/stages``; a request's state is one ``ChatContext``.
+
+Other routes are registered in ``Gateway.routes`` (``register`` adds one: how further endpoints
+plug in). The scenario, its compiled policy and catalog, the clock and the key store form one
+immutable ``Runtime`` (``gateway.runtime``) that the admin API swaps atomically: a request uses
 the runtime it started with from start to end.
 """
 
@@ -17,132 +19,115 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-import operator
 import os
 import secrets
 import time
-from dataclasses import dataclass, replace
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 from gateway import admin, endpoints
 from gateway.client_address import AddressResolver
 from gateway.config import GatewayConfig
-from gateway.connection import ClientGone, ResponseWriter
-from gateway.enforcement import RelayMemory, decide
-from gateway.errors import (
-    BadRequest,
-    CircuitOpen,
-    ClientError,
-    LedgerError,
-    Overloaded,
-    UpstreamError,
-    UpstreamStatusError,
-    error_body,
-)
+from gateway.connection import ResponseWriter
+from gateway.context import ChatContext, Meter
+from gateway.enforcement import RelayMemory
+from gateway.errors import BadRequest, ClientError, NotFound
 from gateway.http11 import Request
-from gateway.identity import Identity, identify
+from gateway.keystore import KeyStore
 from gateway.ledger import Ledger
-from gateway.metering import Credits, SseMeter, usage_of_body
+from gateway.metering import Credits
 from gateway.metrics import Metrics
-from gateway.region import ClientRegion, RegionResolver
-from gateway.routing import Catalog, Target
-from gateway.upstream_client import UpstreamResponse
+from gateway.pipeline import run_stages
+from gateway.region import RegionResolver
+from gateway.runtime import Runtime
+from gateway.stages import Stage
+from gateway.stages.admission import Admission
+from gateway.stages.client_address import AddressStage
+from gateway.stages.forward import CHAT_PATH, ForwardStage
+from gateway.stages.identity import IdentityStage
+from gateway.stages.key_limits import KeyLimits
+from gateway.stages.meter import MeterStage
+from gateway.stages.policy import PolicyStage
+from gateway.stages.region import RegionStage
+from gateway.stages.route import route_stage
+from gateway.stages.validation import ValidationStage
 from gateway.upstreams import Upstreams
-from gateway.validation import ChatRequest, parse_chat
 from scenarios.clock import Clock, format_instant, parse_clock
 from scenarios.geo import Geo
-from scenarios.ledger import COLUMN_NAMES
 from scenarios.loader import Loaded
-from scenarios.policy import Decision, Policy
 
-CHAT_PATH = "/v1/chat/completions"
-RELAY_VIA = "regionblock-relay"
 _JSON = ("content-type", "application/json")
-_SSE_HEADERS = [("content-type", "text/event-stream; charset=utf-8"), ("cache-control", "no-cache")]
-_DONE = b"data: [DONE]\n\n"
-
-
-@dataclass(frozen=True, slots=True)
-class Runtime:
-    """What the admin API may swap, as one value: scenario, compiled policy, catalog, clock."""
-
-    loaded: Loaded
-    policy: Policy
-    catalog: Catalog
-    clock: Clock
-    clock_spec: str
-
-    @classmethod
-    def build(cls, loaded: Loaded, clock_spec: str, clock: Clock) -> Runtime:
-        return cls(loaded, Policy(loaded.scenario), Catalog(loaded.scenario), clock, clock_spec)
-
-
-class Meter:
-    """The ledger record of one request, filled in as the pipeline learns more: one attribute per
-    column of the ledger contract (:data:`scenarios.ledger.COLUMN_NAMES`), plus the scenario
-    instant and the target the money is computed from."""
-
-    __slots__ = (*COLUMN_NAMES, "at", "target", "endpoint")
-
-    def __init__(self, request_id: str, wall_time: float, scenario_time: str,
-                 at: dt.datetime) -> None:
-        self.request_id = request_id
-        self.wall_time = wall_time
-        self.scenario_time = scenario_time
-        self.at = at
-        self.target: Target | None = None
-        self.org = self.home_region = self.country = self.provider = self.model = ""
-        self.asn: int | None = None
-        self.asn_class = "unknown"
-        self.decision = "failed"
-        self.stage = self.error = ""
-        self.status = 0
-        self.tokens_in = self.tokens_out = self.free_tokens_in = self.free_tokens_out = 0
-        self.revenue_usd = 0.0
-        self.credit_opened = 0
-        self.credit_left: int | None = None
-        self.upstream_ms: float | None = None
-        self.total_ms = 0.0
-        self.ttft_ms: float | None = None
-        self.path = "direct"
-        self.stream = 0
-        self.endpoint = "chat"  # the metrics label of the API operation
-
-    def row(self, total_ms: float) -> tuple[Any, ...]:
-        self.total_ms = total_ms
-        return _ROW_OF(self)
-
-
-_ROW_OF = operator.attrgetter(*COLUMN_NAMES)
+#: how many of the chat stages (from the first) every endpoint shares: admission, identity, key
+#: limits, client address, region; the rest are the chat request's own
+FRONT_STAGES = 5
+Route = Callable[[Request, ResponseWriter], Awaitable[None] | None]
 
 
 class Gateway:
-    """Routes requests and owns the gateway's collaborators (ledger, upstreams, metrics)."""
+    """Owns the collaborators (ledger, upstreams, metrics), the routes and the chat stages."""
 
     def __init__(self, config: GatewayConfig, loaded: Loaded, *, geo: Geo,
-                 loop: asyncio.AbstractEventLoop, clock: Clock | None = None) -> None:
+                 loop: asyncio.AbstractEventLoop, clock: Clock | None = None,
+                 keys: KeyStore | None = None) -> None:
         self.config = config
         self.loop = loop
         window = loaded.scenario.window
         clock = clock or parse_clock(config.clock, window_start=window.start, window_end=window.end,
                                      now_wall=time.time())
-        self.runtime = Runtime.build(loaded, config.clock, clock)
-        self.addresses = AddressResolver(config.trusted_proxies)
-        self.regions = RegionResolver(geo, unknown_country=config.unknown_country,
-                                      trust_cf_ipcountry=config.trust_cf_ipcountry)
+        if keys is None and config.keys_path is not None:
+            keys = KeyStore.load(config.keys_path)
+        self.runtime = Runtime.build(loaded, config.clock, clock, keys)
         self.relays = RelayMemory(config.relay_memory)
         self.metrics = Metrics()
         self.upstreams = Upstreams(config.upstream, self.metrics, loop)
         self.upstreams.configure(config.upstreams)
         self.ledger = Ledger(config.ledger_path, meta=self._ledger_meta(), sync=config.ledger_sync)
         self.credits = Credits(self.ledger.credit_balances(), config.credit_scales)
-        self.inflight = 0
+        self.admission = Admission(config.limits.max_inflight, self.metrics)
+        self.chat_stages = self._chat_stages(geo)
+        self.meter = MeterStage(self.ledger, self.metrics, self.credits)
+        self.routes: dict[tuple[str, str], Route] = {}
+        self._register_routes()
         self.ready = False
         self._ids = 0
         self._id_prefix = f"req_{os.getpid():x}{secrets.token_hex(4)}_"
         epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
         self._last_instant = (epoch, format_instant(epoch))
         self._register_gauges()
+
+    def _chat_stages(self, geo: Geo) -> list[Stage]:
+        """The chat pipeline, in order: the one place where its stages are assembled."""
+        config = self.config
+        return [
+            self.admission,
+            IdentityStage(insecure_org_keys=config.insecure_org_keys),
+            KeyLimits(),
+            AddressStage(AddressResolver(config.trusted_proxies)),
+            RegionStage(RegionResolver(geo, unknown_country=config.unknown_country,
+                                       trust_cf_ipcountry=config.trust_cf_ipcountry)),
+            ValidationStage(config.max_completion_tokens),
+            route_stage,
+            PolicyStage(self.relays),
+            ForwardStage(self.upstreams, self.metrics, self.relays, config.upstream,
+                         min_tokens_per_s=config.min_tokens_per_s),
+        ]
+
+    def _register_routes(self) -> None:
+        self.register("POST", CHAT_PATH, self.chat)
+        for path, endpoint in endpoints.ENDPOINTS.items():
+            self.register("POST", path, self._endpoint_route(endpoint))
+        self.register("GET", "/v1/models", self._models)
+        self.register("GET", "/healthz", self._healthz)
+        self.register("GET", "/readyz", self._readyz)
+        self.register("GET", "/metrics", self._metrics)
+
+    def register(self, method: str, path: str, route: Route) -> None:
+        """Serve ``method path`` with ``route`` (a GET route also answers HEAD)."""
+        self.routes[(method, path)] = route
+
+    @property
+    def inflight(self) -> int:
+        return self.admission.inflight
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -162,7 +147,7 @@ class Gateway:
                 "credit_scales": json.dumps(self.config.credit_scales, sort_keys=True)}
 
     def set_runtime(self, runtime: Runtime) -> None:
-        """Swap scenario/policy/clock atomically (the admin API)."""
+        """Swap scenario/policy/clock/keys atomically (the admin API)."""
         self.runtime = runtime
         self.ledger.set_meta(self._ledger_meta())
 
@@ -190,35 +175,75 @@ class Gateway:
 
     async def handle(self, req: Request, writer: ResponseWriter) -> None:
         path = req.path
-        if path == CHAT_PATH:
-            if req.method != "POST":
-                return _method_not_allowed(writer, req)
-            return await self.chat(req, writer)
-        endpoint = endpoints.ENDPOINTS.get(path)
-        if endpoint is not None:
-            if req.method != "POST":
-                return _method_not_allowed(writer, req)
-            return await endpoints.serve(self, endpoint, req, writer)
         if path.startswith("/admin/"):
             status, body = admin.handle(self, req)
             return writer.send(status, [_JSON], body)
-        if req.method != "GET":
-            return _not_found(writer, req)
-        if path == "/v1/models" or path.startswith("/v1/models/"):
-            return endpoints.handle_models(self, req, writer)
-        if path == "/healthz":
-            return writer.send(200, [_JSON], b'{"status":"ok"}')
-        if path == "/readyz":
-            return self._readyz(writer)
-        if path == "/metrics":
-            return writer.send(200, [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
-                               self.metrics.exposition())
-        return _not_found(writer, req)
+        route = self.routes.get((req.method, path))
+        if route is None and path.startswith(endpoints.MODELS_PATH + "/") and req.method in ("GET", "HEAD"):
+            route = self._models
+        if route is None and req.method == "HEAD":
+            route = self.routes.get(("GET", path))  # the writer sends the head only
+        if route is None:
+            allowed = sorted(method for method, p in self.routes if p == path)
+            exc = _method_not_allowed(req, allowed) if allowed else _not_found(req)
+            headers = [_JSON, *exc.headers, *self.refused(req.peer, exc, req.wall_time)]
+            return writer.send(exc.status, headers, exc.body())
+        pending = route(req, writer)
+        if pending is not None:
+            await pending
 
-    def _readyz(self, writer: ResponseWriter) -> None:
-        ok = self.ready and self.ledger.failed is None
+    async def chat(self, req: Request, writer: ResponseWriter) -> None:
+        rt = self.runtime
+        now = rt.clock.scenario_at(req.wall_time)
+        ctx = ChatContext(req, writer, rt, now, self._new_meter(req.wall_time, now))
+        await run_stages(self.chat_stages, self.meter, ctx)
+
+    def _new_meter(self, wall_time: float, now: dt.datetime) -> Meter:
+        self._ids += 1
+        return Meter(f"{self._id_prefix}{self._ids:x}", wall_time, self._format_instant(now), now)
+
+    def refused(self, peer: str, exc: ClientError, wall_time: float) -> list[tuple[str, str]]:
+        """A request refused before it reached a route (400/408/413/431 from the connection, 404
+        and 405 here): metered too, with its ``x-request-id``."""
+        now = self.runtime.clock.scenario_at(wall_time)
+        meter = self._new_meter(wall_time, now)
+        meter.status, meter.error = exc.status, exc.code or f"http_{exc.status}"
+        self.metrics.request("", "", "failed", exc.status, 0.0)
+        if self.ledger.alive:
+            future = self.ledger.submit(meter.row(0.0))
+            future.add_done_callback(_ignore_result)  # nobody waits: the answer closes anyway
+        return [("x-request-id", meter.request_id)]
+
+    def _endpoint_route(self, endpoint: endpoints.Endpoint) -> Route:
+        """Another OpenAI endpoint: the chat pipeline's first stages (admission → region), then
+        the endpoint's own (``gateway.endpoints.EndpointStage``), then the meter stage."""
+        stages: list[Stage] = [*self.chat_stages[:FRONT_STAGES], endpoints.EndpointStage(self, endpoint)]
+
+        async def route(req: Request, writer: ResponseWriter) -> None:
+            rt = self.runtime
+            now = rt.clock.scenario_at(req.wall_time)
+            meter = self._new_meter(req.wall_time, now)
+            meter.endpoint = endpoint.label
+            await run_stages(stages, self.meter, ChatContext(req, writer, rt, now, meter))
+        return route
+
+    def _models(self, req: Request, writer: ResponseWriter) -> None:
+        endpoints.handle_models(self, req, writer)
+
+    def _healthz(self, req: Request, writer: ResponseWriter) -> None:
+        writer.send(200, [_JSON], b'{"status":"ok"}')
+
+    def _metrics(self, req: Request, writer: ResponseWriter) -> None:
+        writer.send(200, [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+                    self.metrics.exposition())
+
+    def _readyz(self, req: Request, writer: ResponseWriter) -> None:
+        """Ready: started, the ledger commits, and at least one upstream's circuit is not open."""
+        states = self.upstreams.states()
+        upstream_ok = not states or any(state != "open" for state in states.values())
+        ok = self.ready and self.ledger.alive and upstream_ok
         body = {"ready": ok, "scenario": self.runtime.loaded.scenario.name,
-                "upstreams": self.upstreams.states()}
+                "ledger": "ok" if self.ledger.alive else "failed", "upstreams": states}
         writer.send(200 if ok else 503, [_JSON], json.dumps(body).encode())
 
     def _format_instant(self, now: dt.datetime) -> str:
@@ -229,239 +254,16 @@ class Gateway:
             last = self._last_instant = (now, format_instant(now))
         return last[1]
 
-    # ------------------------------------------------------------------ the chat pipeline
 
-    async def chat(self, req: Request, writer: ResponseWriter) -> None:
-        rt = self.runtime
-        now = rt.clock.scenario_at(req.wall_time)
-        self._ids += 1
-        meter = Meter(f"{self._id_prefix}{self._ids:x}", req.wall_time, self._format_instant(now),
-                      now)
-        if self.inflight >= self.config.limits.max_inflight:
-            self.metrics.reject("overloaded")
-            return await self._refuse(req, writer, meter, Overloaded(
-                "The server is overloaded; please retry shortly."), [("retry-after", "1")])
-        self.inflight += 1
-        try:
-            await self._chat(rt, now, req, writer, meter)
-        finally:
-            self.inflight -= 1
-
-    async def _chat(self, rt: Runtime, now: dt.datetime, req: Request, writer: ResponseWriter,
-                    meter: Meter) -> None:
-        headers = req.headers
-        addr = self.addresses.resolve(req.peer, headers.get("x-forwarded-for"))
-        where = self.regions.resolve(addr.ip, peer_trusted=addr.peer_trusted,
-                                     cf_country=headers.get("cf-ipcountry"))
-        meter.country, meter.asn, meter.asn_class = where.country, where.asn, where.asn_class
-        if addr.peer_trusted and RELAY_VIA in headers.get("via", ""):
-            meter.path = "relay"
-        try:
-            who = identify(headers.get("authorization"))
-            meter.org, meter.home_region = who.org, who.home_region
-            chat = parse_chat(req.body)
-            meter.stream = int(chat.stream)
-            meter.model = chat.model
-            target = endpoints.chat_target(rt, chat.model, now)
-        except ClientError as exc:
-            return await self._refuse(req, writer, meter, exc)
-        decision = decide(rt.policy, self.relays, now, target.provider.name, who, where)
-        if decision.denied:
-            routed = self._failover(rt, now, target, "block", who, where)
-            if routed is None:
-                return await self._deny(req, writer, meter, target, decision)
-            target, decision = routed
-            meter.path = "failover"
-        await self._forward(rt, now, req, writer, meter, chat, who, where, target, decision)
-
-    def _failover(self, rt: Runtime, now: dt.datetime, origin: Target, when: str, who: Identity,
-                  where: ClientRegion) -> tuple[Target, Decision] | None:
-        """The first alternative a failover rule allows and whose own policy admits the request."""
-        for alt in rt.catalog.failover(origin, when, who, where.country, now):
-            decision = decide(rt.policy, self.relays, now, alt.provider.name, who, where)
-            if not decision.denied:
-                return alt, decision
-        return None
-
-    async def _forward(self, rt: Runtime, now: dt.datetime, req: Request, writer: ResponseWriter,
-                       meter: Meter, chat: ChatRequest, who: Identity, where: ClientRegion,
-                       target: Target, decision: Decision) -> None:
-        tried: set[str] = set()
-        while True:
-            tried.add(target.provider.name)
-            self._admit(meter, target, decision)
-            body = _upstream_body(req.body, chat, target)
-            started = self.loop.time()
-            try:
-                response = await self.upstreams.call(target.provider.name, CHAT_PATH, body)
-            except UpstreamError as exc:
-                self.metrics.upstream_time(target.provider.name, self.loop.time() - started)
-                routed = self._failover(rt, now, target, "error", who, where)
-                if routed is not None and routed[0].provider.name not in tried:
-                    target, decision = routed
-                    meter.path = "failover"
-                    continue
-                meter.upstream_ms = (self.loop.time() - started) * 1000
-                return await self._upstream_failed(req, writer, meter, exc)
-            break
-        extra = [("x-request-id", meter.request_id), *decision.headers,
-                 ("x-regionblock-provider", target.provider.name)]
-        if meter.path != "direct":
-            extra.append(("x-regionblock-path", meter.path))
-        if chat.stream and response.status == 200:
-            await self._stream(req, writer, meter, chat, target, response, started, extra)
-        else:
-            await self._complete(req, writer, meter, target, response, started, extra)
-
-    def _admit(self, meter: Meter, target: Target, decision: Decision) -> None:
-        meter.provider, meter.model, meter.target = target.provider.name, target.model.name, target
-        meter.decision, meter.stage = decision.action, decision.stage
-
-    # ------------------------------------------------------------------ responses
-
-    async def _complete(self, req: Request, writer: ResponseWriter, meter: Meter, target: Target,
-                        response: UpstreamResponse, started: float,
-                        extra: list[tuple[str, str]]) -> None:
-        try:
-            body = await response.read()
-        except UpstreamError as exc:
-            meter.upstream_ms = (self.loop.time() - started) * 1000
-            return await self._upstream_failed(req, writer, meter, exc)
-        meter.upstream_ms = (self.loop.time() - started) * 1000
-        self.metrics.upstream_time(meter.provider, meter.upstream_ms / 1000)
-        meter.status = response.status
-        if response.status >= 400:
-            meter.decision, meter.error = "failed", f"upstream_{response.status}"
-        else:
-            usage = usage_of_body(body)
-            if usage is None:
-                meter.error = "usage_missing"
-            else:
-                meter.tokens_in, meter.tokens_out = usage
-        if not await self._record(req, meter, writer):
-            return
-        ctype = response.headers.get("content-type", "application/json")
-        writer.send(response.status, [("content-type", ctype), *extra], body)
-
-    async def _stream(self, req: Request, writer: ResponseWriter, meter: Meter, chat: ChatRequest,
-                      target: Target, response: UpstreamResponse, started: float,
-                      extra: list[tuple[str, str]]) -> None:
-        meter.status = 200
-        sse = SseMeter(keep_usage_chunk=chat.include_usage)
-        writer.start(200, [*_SSE_HEADERS, *extra])
-        try:
-            async for chunk in response.chunks():
-                out = sse.feed(chunk)
-                if out:
-                    if meter.ttft_ms is None:
-                        meter.ttft_ms = (self.loop.time() - req.started) * 1000
-                    await writer.write(out)
-        except UpstreamError as exc:
-            meter.decision, meter.error = "failed", exc.code
-        except ClientGone:
-            response.close()
-            meter.error = "client_disconnected"
-        meter.upstream_ms = (self.loop.time() - started) * 1000
-        self.metrics.upstream_time(meter.provider, meter.upstream_ms / 1000)
-        self._stream_usage(meter, sse, target)
-        if not await self._record(req, meter, None) or writer.closed:
-            return
-        if sse.done and meter.decision != "failed" and not writer.closed:
-            writer.end(_DONE)
-        else:
-            writer.end()
-
-    def _stream_usage(self, meter: Meter, sse: SseMeter, target: Target) -> None:
-        if sse.usage is not None:
-            meter.tokens_in, meter.tokens_out = sse.usage
-        else:
-            # No usage chunk: estimate from the chunks (all but the role and the finish chunk)
-            # rather than record a silent zero; the error column flags the estimate.
-            meter.tokens_out = max(1, sse.events - 2)
-            if not meter.error:
-                meter.error = "usage_missing"
-
-    async def _deny(self, req: Request, writer: ResponseWriter, meter: Meter, target: Target,
-                    decision: Decision) -> None:
-        assert decision.response is not None
-        self._admit(meter, target, decision)
-        meter.status = decision.response.status
-        if not await self._record(req, meter, writer):
-            return
-        headers = [*decision.response.headers, ("x-request-id", meter.request_id)]
-        writer.send(decision.response.status, headers, decision.response.body)
-
-    async def _refuse(self, req: Request, writer: ResponseWriter, meter: Meter, exc: ClientError,
-                      headers: list[tuple[str, str]] | None = None) -> None:
-        meter.status, meter.decision = exc.status, "failed"
-        meter.error = exc.code or f"http_{exc.status}"
-        if not await self._record(req, meter, writer):
-            return
-        writer.send(exc.status, [_JSON, ("x-request-id", meter.request_id), *(headers or [])],
-                    exc.body())
-
-    async def _upstream_failed(self, req: Request, writer: ResponseWriter, meter: Meter,
-                               exc: UpstreamError) -> None:
-        meter.decision, meter.error = "failed", exc.code
-        if isinstance(exc, UpstreamStatusError):
-            status, body = exc.status, exc.body
-            ctype = dict(exc.headers).get("content-type", "application/json")
-        else:
-            status = 504 if "timeout" in exc.code else 503 if isinstance(exc, CircuitOpen) else 502
-            body, ctype = error_body(f"upstream {meter.provider} failed: {exc}", type_="server_error",
-                                     code=exc.code), "application/json"
-        meter.status = status
-        if not await self._record(req, meter, writer):
-            return
-        writer.send(status, [("content-type", ctype), ("x-request-id", meter.request_id)], body)
-
-    async def _record(self, req: Request, meter: Meter, writer: ResponseWriter | None) -> bool:
-        """Write the ledger row and wait until it is durable; False if the response must not go."""
-        total = self.loop.time() - req.started
-        self._bill(meter)
-        self.metrics.record(meter, total)
-        try:
-            await self.ledger.submit(meter.row(total * 1000))
-        except LedgerError as exc:
-            if writer is not None and not writer.started:
-                writer.send(503, [_JSON], error_body(f"metering unavailable: {exc}",
-                                                     type_="server_error", code="ledger_unavailable"))
-            return False
-        return True
-
-    def _bill(self, meter: Meter) -> None:
-        """Revenue and free-token credit of the request's tokens (the ledger contract)."""
-        target = meter.target
-        if target is None:
-            return
-        (meter.free_tokens_in, meter.free_tokens_out, meter.revenue_usd, meter.credit_opened,
-         meter.credit_left) = self.credits.bill(org=meter.org, provider=target.provider,
-                                                model=target.model, path=meter.path, at=meter.at,
-                                                tokens_in=meter.tokens_in,
-                                                tokens_out=meter.tokens_out)
+def _ignore_result(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
-def _upstream_body(raw: bytes, chat: ChatRequest, target: Target) -> bytes:
-    """The body for the upstream: as received, unless the model or the usage option must change."""
-    needs_usage = chat.stream and not chat.include_usage
-    if not needs_usage and target.model.name == chat.model:
-        return raw
-    body = dict(chat.body)
-    body["model"] = target.model.name
-    if chat.stream:
-        options = body.get("stream_options")
-        body["stream_options"] = {**(options if isinstance(options, dict) else {}),
-                                  "include_usage": True}
-    return json.dumps(body, ensure_ascii=False).encode()
+def _not_found(req: Request) -> ClientError:
+    return NotFound(f"Invalid URL ({req.method} {req.path})", code=None)
 
 
-def _not_found(writer: ResponseWriter, req: Request) -> None:
-    body = error_body(f"Invalid URL ({req.method} {req.path})", type_="invalid_request_error",
-                      code=None)
-    writer.send(404, [_JSON], body)
-
-
-def _method_not_allowed(writer: ResponseWriter, req: Request) -> None:
-    exc = BadRequest(f"Method {req.method} not allowed on {req.path}", code="method_not_allowed",
-                     status=405)
-    writer.send(405, [_JSON, ("allow", "POST")], exc.body())
+def _method_not_allowed(req: Request, allowed: list[str]) -> ClientError:
+    return BadRequest(f"Method {req.method} not allowed on {req.path}", code="method_not_allowed",
+                      status=405, headers=[("allow", ", ".join(allowed))])

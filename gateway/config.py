@@ -46,6 +46,7 @@ class Limits:
     header_timeout_s: float = 10.0
     body_timeout_s: float = 30.0
     keepalive_timeout_s: float = 75.0
+    send_timeout_s: float = 30.0  # a response the client stops reading must drain within this
     max_inflight: int = 1024  # requests in progress beyond this are refused at once (503)
     drain_timeout_s: float = 30.0  # graceful shutdown: how long in-flight requests may finish
 
@@ -83,6 +84,10 @@ class GatewayConfig:
     geoip_db: Path | None = None
     admin_token: str = ""  # "" = admin API disabled
     relay_memory: int = 100_000  # organisations remembered for relay_since (LRU)
+    keys_path: Path | None = None  # --keys FILE: the key store (hashed secrets → organisations)
+    insecure_org_keys: bool = False  # also accept an org id as the key (tests, load tests, demo)
+    max_completion_tokens: int = 16_384  # max_tokens above this: 400, as a provider answers
+    min_tokens_per_s: float = 20.0  # slowest generation the upstream timeout allows for
     limits: Limits = Limits()
     upstream: UpstreamPolicy = UpstreamPolicy()
 

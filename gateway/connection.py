@@ -1,13 +1,24 @@
-"""The server side of one client connection: read requests, hand them to the handler, write back.
+"""The server side of one client connection: parse requests, hand them to the handler, write back.
 
-An ``asyncio.Protocol`` rather than streams, for the gateway's CPU budget. A connection is in one
-phase at a time, each with a deadline that a once-per-interval sweep enforces (cheaper than a
-timer per request, and exact enough for slowloris protection):
+Requests are parsed by httptools (llhttp, the parser of Node.js and uvicorn: maintained, fuzzed,
+strict per RFC 9112 by default and linear in its input) behind our own ``asyncio.Protocol``. On top
+of llhttp's checks the gateway refuses what it does not serve: a version other than 1.0/1.1, a
+target that is not origin-form, an HTTP/1.1 request without exactly one Host, any transfer coding
+but ``chunked``, and heads, trailers or bodies above the limits.
+
+A connection is in one phase at a time, each with a deadline that a once-per-interval sweep
+enforces (cheaper than a timer per request, and exact enough for slowloris protection):
 
 * ``IDLE``  keep-alive: waiting for the next request (``keepalive_timeout_s``)
 * ``HEAD``  the first byte of a request arrived; the head must be complete by ``header_timeout_s``
 * ``BODY``  the head is complete; the body must be complete by ``body_timeout_s`` after it
-* ``BUSY``  the handler runs (bounded by the upstream timeouts, not by this clock)
+* ``BUSY``  refused: the error answer is written, the connection closes
+
+While a request is handled (``running``) no deadline applies: the upstream timeouts bound it.
+
+Independently, a response the client does not read (the transport's buffer above its high-water
+mark) must drain within ``send_timeout_s``, or the connection is aborted: a slow reader cannot
+hold its admission slot and its buffered response forever.
 
 Requests on one connection are handled in order (pipelining is allowed, answered sequentially).
 """
@@ -15,41 +26,47 @@ Requests on one connection are handled in order (pipelining is allowed, answered
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import cast
+from typing import Protocol, cast
+
+import httptools
 
 from gateway.config import Limits
-from gateway.errors import ClientError, error_body
-from gateway.http11 import (
-    Head,
-    HeaderTooLarge,
-    Request,
-    encode_head,
-    parse_chunked,
-    parse_request_head,
-    wants_keep_alive,
-)
+from gateway.errors import BadRequest, ClientError, PayloadTooLarge, error_body
+from gateway.http11 import HeaderTooLarge, Request, encode_head, wants_keep_alive
 
 log = logging.getLogger("regionblock.gateway")
 
 IDLE, HEAD, BODY, BUSY = range(4)
 _JSON = ("content-type", "application/json")
 _CLOSE = ("connection", "close")
+_MAX_PIPELINED = 16  # complete requests queued on one connection before reading pauses
+_LINGER_S = 2.0
+_MAX_NAMES = 4096  # after our FIN, how long the client's remaining bytes are read and discarded
 
 
 class ClientGone(Exception):
-    """The client closed the connection while its response was being written."""
+    """The client closed the connection (or was cut off) while its response was being written."""
 
 
 class ResponseWriter:
-    """Writes one response: whole (``send``) or streamed in chunks (``start``/``write``/``end``)."""
+    """Writes one response: whole (``send``) or streamed (``start``/``write``/``end``).
 
-    __slots__ = ("_conn", "finished", "started", "status")
+    The head is encoded (and its values checked) before the response counts as started, so a bad
+    header value is an error the handler can still answer, not a response that never comes.
+    Streams are chunked for HTTP/1.1 and delimited by closing the connection for HTTP/1.0.
+    """
 
-    def __init__(self, conn: HttpConnection) -> None:
+    __slots__ = ("_conn", "finished", "head_only", "http10", "started", "status")
+
+    def __init__(self, conn: HttpConnection, *, http10: bool = False,
+                 head_only: bool = False) -> None:
         self._conn = conn
+        self.http10 = http10
+        self.head_only = head_only
         self.started = False
         self.finished = False
         self.status = 0
@@ -65,51 +82,87 @@ class ResponseWriter:
         extra = [("content-length", str(len(body)))]
         if not conn.keep_alive:
             extra.append(_CLOSE)
+        head = encode_head(status, [*headers, *extra])
         self.started = self.finished = True
         self.status = status
-        conn.write(encode_head(status, [*headers, *extra]) + body)
+        conn.write(head if self.head_only else head + body)
 
     def start(self, status: int, headers: list[tuple[str, str]]) -> None:
-        """Begin a chunked response (server-sent events)."""
-        extra = [("transfer-encoding", "chunked")]
-        if not self._conn.keep_alive:
-            extra.append(_CLOSE)
+        """Begin a streamed response (server-sent events)."""
+        conn = self._conn
+        if self.http10:
+            conn.keep_alive = False  # HTTP/1.0 has no chunked coding: the end is the close
+            extra = [_CLOSE]
+        else:
+            extra = [("transfer-encoding", "chunked")]
+            if not conn.keep_alive:
+                extra.append(_CLOSE)
+        head = encode_head(status, [*headers, *extra])
         self.started = True
         self.status = status
-        self._conn.write(encode_head(status, [*headers, *extra]))
+        conn.write(head)
 
     async def write(self, data: bytes) -> None:
-        """One chunk; waits while the client reads slower than we write. ClientGone if it left."""
+        """One piece; waits while the client reads slower than we write. ClientGone if it left."""
         if not data:
             return
         conn = self._conn
         if conn.closed:
             raise ClientGone
-        conn.write(b"%x\r\n%b\r\n" % (len(data), data))
+        conn.write(data if self.http10 else b"%x\r\n%b\r\n" % (len(data), data))
         if conn.write_paused:
             await conn.drained()
 
     def end(self, last: bytes = b"") -> None:
-        """The last chunk (optional) and the terminating zero-length chunk."""
+        """The last piece (optional) and, for HTTP/1.1, the terminating zero-length chunk."""
         self.finished = True
+        if self.http10:
+            if last:
+                self._conn.write(last)
+            return
         data = b"%x\r\n%b\r\n0\r\n\r\n" % (len(last), last) if last else b"0\r\n\r\n"
         self._conn.write(data)
+
+    def abort(self, last: bytes = b"") -> None:
+        """End a started stream as broken: ``last`` (an error event) and then the connection
+        closes without the terminating chunk, so a client cannot take a truncated answer for a
+        complete one (httpx, and so the openai SDK, raise on the incomplete chunked body)."""
+        if last and not self._conn.closed:
+            self._conn.write(last if self.http10 else b"%x\r\n%b\r\n" % (len(last), last))
+        self._conn.keep_alive = False
+        self._conn.close()
 
 
 Handler = Callable[[Request, ResponseWriter], Awaitable[None]]
 
 
+class RefusalHook(Protocol):
+    """Called for a request refused at the HTTP level (400/408/413/431): meters it and returns
+    the headers (``x-request-id``) its answer carries."""
+
+    def __call__(self, peer: str, exc: ClientError, wall_time: float) -> list[tuple[str, str]]: ...
+
+
+def _no_refusal_hook(peer: str, exc: ClientError, wall_time: float) -> list[tuple[str, str]]:
+    return []
+
+
 class ConnectionSet:
     """The server's open connections, their deadlines, and graceful closing."""
 
-    def __init__(self, handler: Handler, limits: Limits, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, handler: Handler, limits: Limits, loop: asyncio.AbstractEventLoop,
+                 refused: RefusalHook = _no_refusal_hook) -> None:
         self.handler = handler
+        self.refused = refused
         self.limits = limits
         self.loop = loop
         self.connections: set[HttpConnection] = set()
+        # Header names as sent → lower-case str: clients repeat the same few on every request.
+        self.header_names: dict[bytes, str] = {}
         self.closing = False
         self._sweeper: asyncio.TimerHandle | None = None
-        timeouts = (limits.header_timeout_s, limits.body_timeout_s, limits.keepalive_timeout_s)
+        timeouts = (limits.header_timeout_s, limits.body_timeout_s, limits.keepalive_timeout_s,
+                    limits.send_timeout_s)
         self._interval = max(0.01, min(1.0, min(timeouts) / 4))
 
     def factory(self) -> HttpConnection:
@@ -124,14 +177,14 @@ class ConnectionSet:
         self._sweeper = self.loop.call_later(self._interval, self._sweep)
 
     def busy(self) -> int:
-        return sum(1 for c in self.connections if c.phase == BUSY)
+        return sum(1 for c in self.connections if c.running)
 
     def begin_close(self) -> None:
         """Stop keep-alive: idle connections close now, busy ones after their response."""
         self.closing = True
         for conn in list(self.connections):
             conn.keep_alive = False
-            if conn.phase == IDLE:
+            if conn.phase == IDLE and not conn.running and not conn.queued:
                 conn.close()
 
     async def wait_idle(self, timeout: float) -> bool:
@@ -148,7 +201,7 @@ class ConnectionSet:
 
 
 class HttpConnection(asyncio.Protocol):
-    """One client connection."""
+    """One client connection; also the target of httptools' parser callbacks."""
 
     def __init__(self, owner: ConnectionSet) -> None:
         self.owner = owner
@@ -156,17 +209,42 @@ class HttpConnection(asyncio.Protocol):
         self.loop = owner.loop
         self.transport: asyncio.Transport | None = None
         self.peer = ""
-        self.buf = bytearray()
         self.phase = IDLE
         self.deadline = 0.0
         self.keep_alive = True
         self.closed = False
         self.write_paused = False
+        self._write_deadline = 0.0
         self._drain: asyncio.Future[None] | None = None
-        self._head: Head | None = None
-        self._head_end = 0
+        self._parser = httptools.HttpRequestParser(self)
+        self._names = owner.header_names
+        self._queue: collections.deque[Request] = collections.deque()
+        self._error: ClientError | None = None  # a parse error, answered after queued requests
         self._read_paused = False
-        self._continue_sent = False
+        self._running = False
+        self._lingering = False
+        self._eof = False  # the client half-closed its side
+        # The message being parsed.
+        self._url = b""
+        self._headers: dict[str, str] = {}
+        self._fields = 0
+        self._hosts = 0
+        self._head_size = 0  # bytes of the head (or of the trailer section) parsed so far
+        self._quiet = 0  # bytes received in reads that completed no piece of the message
+        self._body: list[bytes] = []
+        self._body_len = 0
+        self._progress = False  # a piece of the message was parsed during the current read
+        self._wall = 0.0
+        self._started = 0.0
+
+    @property
+    def running(self) -> bool:
+        """A request of this connection is being handled."""
+        return self._running
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
 
     # ---------------------------------------------------------------- asyncio callbacks
 
@@ -186,22 +264,138 @@ class HttpConnection(asyncio.Protocol):
         self._wake_drain()
 
     def data_received(self, data: bytes) -> None:
-        self.buf += data
-        if self.phase == BUSY:
-            if len(self.buf) > self.limits.max_header_bytes + self.limits.max_body_bytes:
-                self._pause_reading()
+        if self._error is not None or self.closed:
+            return  # refused or lingering: what the client still sends is discarded
+        self._progress = False
+        try:
+            self._parser.feed_data(data)
+            self._bound_partial(len(data))
+        except httptools.HttpParserUpgrade:
+            if self._queue:  # no upgrade is served: answer what came, then close
+                self._queue[-1].keep_alive = False
+        except ClientError as exc:
+            self._fail(exc)
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__cause__ or exc.__context__
+            self._fail(cause if isinstance(cause, ClientError) else _malformed(exc))
+        except httptools.HttpParserError as exc:
+            self._fail(_malformed(exc))
+        if len(self._queue) >= _MAX_PIPELINED:
+            self._pause_reading()
+        self._next()
+
+    def _bound_partial(self, received: int) -> None:
+        """httptools buffers an incomplete URL, header line, chunk extension or trailer field
+        without limit; bytes that complete nothing count against the head limit (so the bound
+        is the limit plus one read)."""
+        if self._progress or self.phase == IDLE:
+            self._quiet = 0
             return
-        if self.phase == IDLE:
-            self.phase = HEAD
-            self.deadline = self.loop.time() + self.limits.header_timeout_s
-        self._process()
+        self._quiet += received
+        if self._quiet > self.limits.max_header_bytes:
+            what = "request head" if self.phase == HEAD else "chunk extension or trailer section"
+            raise HeaderTooLarge(f"{what} exceeds {self.limits.max_header_bytes} bytes")
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        self._write_deadline = self.loop.time() + self.limits.send_timeout_s
 
     def resume_writing(self) -> None:
         self.write_paused = False
         self._wake_drain()
+
+    # ---------------------------------------------------------------- httptools callbacks
+
+    def on_message_begin(self) -> None:
+        self.phase = HEAD
+        self.deadline = self.loop.time() + self.limits.header_timeout_s
+        self._url = b""
+        self._headers = {}
+        self._fields = self._hosts = self._body_len = self._head_size = 0
+        self._body = []
+        self._wall = time.time()
+        self._started = time.perf_counter()
+
+    def on_url(self, url: bytes) -> None:
+        self._progress = True
+        self._url += url
+        self._grow_head(len(url))
+
+    def _grow_head(self, size: int) -> None:
+        self._head_size += size
+        if self._head_size > self.limits.max_header_bytes:
+            what = "request head" if self.phase == HEAD else "chunked trailer section"
+            raise HeaderTooLarge(f"{what} exceeds {self.limits.max_header_bytes} bytes")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._progress = True
+        self._fields += 1
+        if self._fields > self.limits.max_headers:
+            raise HeaderTooLarge(f"more than {self.limits.max_headers} header fields")
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > self.limits.max_header_bytes:
+            self._grow_head(0)  # raises, naming the head or the trailer section
+        if self.phase == BODY:
+            return  # a trailer field: skipped
+        names = self._names
+        key = names.get(name)
+        if key is None:
+            key = name.decode("latin-1").lower()
+            if len(names) < _MAX_NAMES:
+                names[name] = key
+        text = value.decode("latin-1")
+        if key == "host":
+            self._hosts += 1
+        previous = self._headers.get(key)
+        self._headers[key] = text if previous is None else f"{previous}, {text}"
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        version = parser.get_http_version()
+        if version not in ("1.1", "1.0"):
+            raise BadRequest("unsupported HTTP version", code="http_version_not_supported")
+        if not self._url.startswith(b"/"):
+            raise BadRequest("malformed request target (origin-form only)",
+                             code="bad_request_target")
+        if version == "1.1" and self._hosts != 1:
+            # RFC 9112 section 3.2: 400 to an HTTP/1.1 request without a Host or with several.
+            raise BadRequest("an HTTP/1.1 request needs exactly one Host header field",
+                             code="bad_host")
+        headers = self._headers
+        te = headers.get("transfer-encoding")
+        if te is not None and te.lower() != "chunked":
+            raise BadRequest(f"unsupported transfer coding {te!r}", code="bad_framing")
+        length = headers.get("content-length")
+        if length is not None and int(length) > self.limits.max_body_bytes:
+            raise PayloadTooLarge(f"request body of {length} bytes exceeds the limit of "
+                                  f"{self.limits.max_body_bytes} bytes")
+        self.phase = BODY
+        self._progress = True
+        self._head_size = 0
+        self.deadline = self.loop.time() + self.limits.body_timeout_s
+        if headers.get("expect", "").lower() == "100-continue" and not self._running \
+                and not self._queue:
+            self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        self._body_len += len(body)
+        self._progress = True
+        if self._body_len > self.limits.max_body_bytes:
+            raise PayloadTooLarge(f"request body exceeds the limit of "
+                                  f"{self.limits.max_body_bytes} bytes")
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        path, _, query = self._url.decode("latin-1").partition("?")
+        version = "HTTP/" + self._parser.get_http_version()
+        keep = wants_keep_alive(version, self._headers) and not self.owner.closing
+        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        method = self._parser.get_method().decode("ascii")
+        self._queue.append(Request(method, path, query, version, self._headers, self.peer, body,
+                                   keep, self._wall, self._started))
+        self.phase = IDLE
+        self._progress = True
+        self._body = []
 
     # ---------------------------------------------------------------- writing
 
@@ -225,74 +419,67 @@ class HttpConnection(asyncio.Protocol):
         if self.transport is not None and not self.closed:
             self.closed = True
             self.transport.close()
+            self._wake_drain()
 
-    # ---------------------------------------------------------------- reading requests
-
-    def _process(self) -> None:
-        try:
-            request = self._parse()
-        except ClientError as exc:
-            self._refuse(exc.status, exc.body())
+    def _linger(self) -> None:
+        """Close after an answer while the client may still be sending: send our FIN but keep
+        reading (and discarding) for a moment, as nginx's lingering_close does. Closing with
+        unread input makes the kernel send a reset, which can destroy the answer in flight."""
+        transport = self.transport
+        if transport is None or self.closed:
             return
-        if request is not None:
-            self.phase = BUSY
-            self.loop.create_task(self._run(request))
+        self.closed = True
+        self._wake_drain()
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        if self._eof:  # nothing more can come: no need to linger
+            transport.close()
+            return
+        transport.write_eof()
+        self._lingering = True
+        self.deadline = self.loop.time() + _LINGER_S
+        if self._read_paused:
+            self._read_paused = False
+            transport.resume_reading()
 
-    def _parse(self) -> Request | None:
-        limits = self.limits
-        buf = self.buf
-        if self._head is None:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buf) > limits.max_header_bytes:
-                    raise _too_large_head(limits.max_header_bytes)
-                return None
-            if end > limits.max_header_bytes:
-                raise _too_large_head(limits.max_header_bytes)
-            self._head = parse_request_head(bytes(buf[:end]), max_headers=limits.max_headers,
-                                            max_body=limits.max_body_bytes)
-            self._head_end = end + 4
-            self.phase = BODY
-            self.deadline = self.loop.time() + limits.body_timeout_s
-        head = self._head
-        body = self._body(head)
-        if body is None:
+    def eof_received(self) -> bool | None:
+        """The client half-closed: answer what it asked (keep our side open), then close."""
+        self._eof = True
+        if self._lingering and self.transport is not None:
+            self.transport.close()  # the client is done too
             return None
-        return self._request(head, body)
+        if self._running or self._queue:
+            self.keep_alive = False
+            for request in self._queue:
+                request.keep_alive = False
+            return True
+        return None
 
-    def _body(self, head: Head) -> bytes | None:
-        start = self._head_end
-        if head.content_length >= 0:
-            end = start + head.content_length
-            if len(self.buf) < end:
-                self._maybe_continue(head)
-                return None
-            body = bytes(self.buf[start:end])
-        else:
-            parsed = parse_chunked(self.buf, start, self.limits.max_body_bytes)
-            if parsed is None:
-                self._maybe_continue(head)
-                return None
-            body, end = parsed
-        del self.buf[:end]
-        return body
+    def _abort(self) -> None:
+        """Drop the connection and whatever it still had to send (a reader that stopped)."""
+        if self.transport is not None and not self.closed:
+            self.closed = True
+            self.transport.abort()
+            self._wake_drain()
 
-    def _maybe_continue(self, head: Head) -> None:
-        if not self._continue_sent and head.headers.get("expect", "").lower() == "100-continue":
-            self._continue_sent = True
-            self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    # ---------------------------------------------------------------- running requests
 
-    def _request(self, head: Head, body: bytes) -> Request:
-        self._head = None
-        self._continue_sent = False
-        path, _, query = head.target.partition("?")
-        keep = wants_keep_alive(head.version, head.headers) and not self.owner.closing
-        self.keep_alive = keep
-        return Request(head.method, path, query, head.version, head.headers, self.peer, body,
-                       keep, time.time(), self.loop.time())
+    def _next(self) -> None:
+        """Start the next queued request, or answer a pending parse error, when nothing runs."""
+        if self._running or self.closed:
+            return
+        if self._queue:
+            request = self._queue.popleft()
+            self._running = True
+            self.loop.create_task(self._run(request))
+        elif self._error is not None:
+            self._refuse(self._error)
 
     async def _run(self, request: Request) -> None:
-        writer = ResponseWriter(self)
+        writer = ResponseWriter(self, http10=request.version == "HTTP/1.0",
+                                head_only=request.method == "HEAD")
+        self.keep_alive = request.keep_alive and not self.owner.closing
         try:
             await self.owner.handler(request, writer)
         except ClientGone:
@@ -304,44 +491,64 @@ class HttpConnection(asyncio.Protocol):
                                                      code="internal_error"))
         if not writer.finished:
             self.keep_alive = False  # a half-written response cannot be followed by another
+        self._running = False
         self._after_response()
 
     def _after_response(self) -> None:
         if not self.keep_alive or self.closed:
-            self.close()
+            self._linger()
             return
-        self.phase = IDLE
-        self.deadline = self.loop.time() + self.limits.keepalive_timeout_s
         if self._read_paused and self.transport is not None:
             self._read_paused = False
             self.transport.resume_reading()
-        if self.buf:
-            self.phase = HEAD
-            self.deadline = self.loop.time() + self.limits.header_timeout_s
-            self._process()
+        if self._queue or self._error is not None:
+            self._next()
+            return
+        now = self.loop.time()
+        # A message half-received while we were busy gets its full allowance from now.
+        timeout = {IDLE: self.limits.keepalive_timeout_s, HEAD: self.limits.header_timeout_s,
+                   BODY: self.limits.body_timeout_s}[self.phase]
+        self.deadline = now + timeout
 
     def _pause_reading(self) -> None:
         if not self._read_paused and self.transport is not None:
             self._read_paused = True
             self.transport.pause_reading()
 
-    def _refuse(self, status: int, body: bytes) -> None:
+    def _fail(self, exc: ClientError) -> None:
+        """A parse error: nothing more is read; answered once the queued requests are."""
+        self._error = exc
+        self._pause_reading()
+
+    def _refuse(self, exc: ClientError) -> None:
         """Answer a request we could not parse, then close (the stream position is lost)."""
         self.keep_alive = False
         self.phase = BUSY
-        self.write(encode_head(status, [_JSON, ("content-length", str(len(body))), _CLOSE]) + body)
-        self.close()
+        extra = self.owner.refused(self.peer, exc, time.time())
+        body = exc.body()
+        self.write(encode_head(exc.status, [_JSON, *extra, ("content-length", str(len(body))),
+                                            _CLOSE]) + body)
+        self._linger()
 
     def check_deadline(self, now: float) -> None:
-        if self.phase == BUSY or now < self.deadline or self.closed:
+        if self._lingering:
+            if now >= self.deadline and self.transport is not None:
+                self.transport.close()
             return
-        if self.phase == IDLE and not self.buf:
+        if self.closed:
+            return
+        if self.write_paused and now >= self._write_deadline:
+            self._abort()  # the client has not read for send_timeout_s
+            return
+        if self.phase == BUSY or self._running or self._queue or now < self.deadline:
+            return
+        if self.phase == IDLE:
             self.close()
             return
         what = "request head" if self.phase == HEAD else "request body"
-        self._refuse(408, error_body(f"timed out reading the {what}", type_="invalid_request_error",
-                                     code="request_timeout"))
+        self._refuse(BadRequest(f"timed out reading the {what}", code="request_timeout",
+                                status=408))
 
 
-def _too_large_head(limit: int) -> ClientError:
-    return HeaderTooLarge(f"request head exceeds {limit} bytes")
+def _malformed(exc: Exception) -> ClientError:
+    return BadRequest(f"malformed HTTP request: {exc}", code="bad_http")

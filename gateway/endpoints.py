@@ -27,24 +27,29 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from gateway.connection import ClientGone
+from gateway.context import STREAM_BROKEN, STREAM_DONE, STREAM_GONE, Answer, ChatContext
 from gateway.enforcement import decide
-from gateway.errors import BadRequest, ClientError, NotFound, Overloaded, UpstreamError
-from gateway.identity import Identity, identify
+from gateway.errors import BadRequest, ClientError, NotFound, UpstreamError
+from gateway.identity import Identity
 from gateway.metering import SseMeter, usage_from
 from gateway.region import ClientRegion
 from gateway.routing import Target
+from gateway.stages.forward import upstream_failed
+from gateway.stages.policy import admit, deny, safe_headers
 from gateway.validation import JSON_MESSAGE
 from scenarios.policy import Decision
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway, Meter, Runtime
+    from gateway.app import Gateway
     from gateway.connection import ResponseWriter
     from gateway.http11 import Request
+    from gateway.runtime import Runtime
     from gateway.upstream_client import UpstreamResponse
 
 _JSON = ("content-type", "application/json")
@@ -226,51 +231,31 @@ def _upstream_body(raw: bytes, parsed: Parsed, target: Target, endpoint: Endpoin
 # ---------------------------------------------------------------- the pipeline
 
 
-async def serve(gw: Gateway, endpoint: Endpoint, req: Request, writer: ResponseWriter) -> None:
-    """One request to ``endpoint``: the chat pipeline's stages, with this endpoint's parts."""
-    from gateway.app import Meter  # the gateway's ledger record (a runtime import: no cycle)
+class EndpointStage:
+    """The endpoint's own stages after the chat pipeline's first ones (admission, identity, key
+    limits, client address, region: ``Gateway._endpoint_route``): validation of the body, the
+    model of the endpoint's kind, policy with failover to a model of that kind, the upstream
+    (retries, breaker, error failover) and the answer, whole or streamed; the meter stage then
+    records the row and ends the answer."""
 
-    rt = gw.runtime
-    now = rt.clock.scenario_at(req.wall_time)
-    gw._ids += 1
-    meter = Meter(f"{gw._id_prefix}{gw._ids:x}", req.wall_time, gw._format_instant(now), now)
-    meter.endpoint = endpoint.label
-    if gw.inflight >= gw.config.limits.max_inflight:
-        gw.metrics.reject("overloaded")
-        return await gw._refuse(req, writer, meter, Overloaded(
-            "The server is overloaded; please retry shortly."), [("retry-after", "1")])
-    gw.inflight += 1
-    try:
-        await _serve(gw, endpoint, rt, now, req, writer, meter)
-    finally:
-        gw.inflight -= 1
+    def __init__(self, gw: Gateway, endpoint: Endpoint) -> None:
+        self.gw = gw
+        self.endpoint = endpoint
 
-
-async def _serve(gw: Gateway, endpoint: Endpoint, rt: Runtime, now: dt.datetime, req: Request,
-                 writer: ResponseWriter, meter: Meter) -> None:
-    headers = req.headers
-    addr = gw.addresses.resolve(req.peer, headers.get("x-forwarded-for"))
-    where = gw.regions.resolve(addr.ip, peer_trusted=addr.peer_trusted,
-                               cf_country=headers.get("cf-ipcountry"))
-    meter.country, meter.asn, meter.asn_class = where.country, where.asn, where.asn_class
-    if addr.peer_trusted and RELAY_VIA in headers.get("via", ""):
-        meter.path = "relay"  # came through the circumvention relay (as in the chat pipeline)
-    try:
-        who = identify(headers.get("authorization"))
-        meter.org, meter.home_region = who.org, who.home_region
-        parsed = parse(req.body, endpoint)
+    async def __call__(self, ctx: ChatContext) -> None:
+        gw, endpoint, meter = self.gw, self.endpoint, ctx.meter
+        assert ctx.who is not None and ctx.where is not None
+        parsed = parse(ctx.req.body, endpoint)
         meter.stream, meter.model = int(parsed.stream), parsed.model
-        target = _lookup(rt, parsed.model, endpoint.kind, now)
-    except ClientError as exc:
-        return await gw._refuse(req, writer, meter, exc)
-    decision = _decide(gw, rt, now, target, who, where)
-    if decision.denied:
-        routed = _failover(gw, rt, now, target, "block", who, where)
-        if routed is None:
-            return await gw._deny(req, writer, meter, target, decision)
-        target, decision = routed
-        meter.path = "failover"
-    await _forward(gw, endpoint, rt, now, req, writer, meter, parsed, who, where, target, decision)
+        target = _lookup(ctx.rt, parsed.model, endpoint.kind, ctx.now)
+        decision = _decide(gw, ctx.rt, ctx.now, target, ctx.who, ctx.where)
+        if decision.denied:
+            routed = _failover(gw, ctx.rt, ctx.now, target, "block", ctx.who, ctx.where)
+            if routed is None:
+                return deny(ctx, target, decision)
+            target, decision = routed
+            meter.path = "failover"
+        await _forward(gw, endpoint, ctx, parsed, target, decision)
 
 
 def _decide(gw: Gateway, rt: Runtime, now: dt.datetime, target: Target, who: Identity,
@@ -294,46 +279,47 @@ def _failover(gw: Gateway, rt: Runtime, now: dt.datetime, origin: Target, when: 
     return None
 
 
-async def _forward(gw: Gateway, endpoint: Endpoint, rt: Runtime, now: dt.datetime, req: Request,
-                   writer: ResponseWriter, meter: Meter, parsed: Parsed, who: Identity,
-                   where: ClientRegion, target: Target, decision: Decision) -> None:
+async def _forward(gw: Gateway, endpoint: Endpoint, ctx: ChatContext, parsed: Parsed,
+                   target: Target, decision: Decision) -> None:
+    meter = ctx.meter
+    assert ctx.who is not None and ctx.where is not None
     tried: set[str] = set()
     while True:
         tried.add(target.provider.name)
-        gw._admit(meter, target, decision)
-        body = _upstream_body(req.body, parsed, target, endpoint)
-        started = gw.loop.time()
+        admit(ctx, target, decision)
+        body = _upstream_body(ctx.req.body, parsed, target, endpoint)
+        started = time.perf_counter()
         try:
             response = await gw.upstreams.call(target.provider.name, endpoint.path, body)
         except UpstreamError as exc:
-            gw.metrics.upstream_time(target.provider.name, gw.loop.time() - started)
-            routed = _failover(gw, rt, now, target, "error", who, where)
+            gw.metrics.upstream_time(target.provider.name, time.perf_counter() - started)
+            routed = _failover(gw, ctx.rt, ctx.now, target, "error", ctx.who, ctx.where)
             if routed is not None and routed[0].provider.name not in tried:
                 target, decision = routed
                 meter.path = "failover"
                 continue
-            meter.upstream_ms = (gw.loop.time() - started) * 1000
-            return await gw._upstream_failed(req, writer, meter, exc)
+            meter.upstream_ms = (time.perf_counter() - started) * 1000
+            return upstream_failed(ctx, exc)
         break
-    extra = [("x-request-id", meter.request_id), *decision.headers,
-             ("x-regionblock-provider", target.provider.name)]
+    ctx.response_headers += [*safe_headers(decision.headers),
+                             ("x-regionblock-provider", target.provider.name)]
     if meter.path != "direct":
-        extra.append(("x-regionblock-path", meter.path))
+        ctx.response_headers.append(("x-regionblock-path", meter.path))
     if parsed.stream and response.status == 200:
-        await _stream(gw, endpoint, req, writer, meter, parsed, target, response, started, extra)
+        await _stream(gw, endpoint, ctx, parsed, response, started)
     else:
-        await _whole(gw, endpoint, req, writer, meter, target, response, started, extra)
+        await _whole(gw, endpoint, ctx, response, started)
 
 
-async def _whole(gw: Gateway, endpoint: Endpoint, req: Request, writer: ResponseWriter,
-                 meter: Meter, target: Target, response: UpstreamResponse, started: float,
-                 extra: list[tuple[str, str]]) -> None:
+async def _whole(gw: Gateway, endpoint: Endpoint, ctx: ChatContext, response: UpstreamResponse,
+                 started: float) -> None:
+    meter = ctx.meter
     try:
         body = await response.read()
     except UpstreamError as exc:
-        meter.upstream_ms = (gw.loop.time() - started) * 1000
-        return await gw._upstream_failed(req, writer, meter, exc)
-    meter.upstream_ms = (gw.loop.time() - started) * 1000
+        meter.upstream_ms = (time.perf_counter() - started) * 1000
+        return upstream_failed(ctx, exc)
+    meter.upstream_ms = (time.perf_counter() - started) * 1000
     gw.metrics.upstream_time(meter.provider, meter.upstream_ms / 1000)
     meter.status = response.status
     if response.status >= 400:
@@ -343,11 +329,9 @@ async def _whole(gw: Gateway, endpoint: Endpoint, req: Request, writer: Response
         if usage is None:
             meter.error = "usage_missing"
         else:
-            meter.tokens_in, meter.tokens_out = usage  # billed in Gateway._record (the contract)
-    if not await gw._record(req, meter, writer):
-        return
+            meter.tokens_in, meter.tokens_out = usage  # billed by the meter stage (the contract)
     ctype = response.headers.get("content-type", "application/json")
-    writer.send(response.status, [("content-type", ctype), *extra], body)
+    ctx.answer = Answer(response.status, [("content-type", ctype), *ctx.response_headers], body)
 
 
 def _usage_of(body: bytes, endpoint: Endpoint) -> tuple[int, int] | None:
@@ -357,37 +341,39 @@ def _usage_of(body: bytes, endpoint: Endpoint) -> tuple[int, int] | None:
         return None
 
 
-async def _stream(gw: Gateway, endpoint: Endpoint, req: Request, writer: ResponseWriter,
-                  meter: Meter, parsed: Parsed, target: Target, response: UpstreamResponse,
-                  started: float, extra: list[tuple[str, str]]) -> None:
+async def _stream(gw: Gateway, endpoint: Endpoint, ctx: ChatContext, parsed: Parsed,
+                  response: UpstreamResponse, started: float) -> None:
+    meter = ctx.meter
     meter.status = 200
     sse = SseMeter(keep_usage_chunk=parsed.include_usage) if endpoint.stream_end == "done" \
         else EventMeter(endpoint)
-    writer.start(200, [*_SSE_HEADERS, *extra])
+    ctx.writer.start(200, [*_SSE_HEADERS, *ctx.response_headers])
+    ctx.stream_end = STREAM_DONE
     try:
         async for chunk in response.chunks():
             out = sse.feed(chunk)
             if out:
                 if meter.ttft_ms is None:
-                    meter.ttft_ms = (gw.loop.time() - req.started) * 1000
-                await writer.write(out)
+                    meter.ttft_ms = (time.perf_counter() - ctx.req.started) * 1000
+                await ctx.writer.write(out)
     except UpstreamError as exc:
         meter.decision, meter.error = "failed", exc.code
+        ctx.stream_end = STREAM_BROKEN
     except ClientGone:
         response.close()
         meter.error = "client_disconnected"
-    meter.upstream_ms = (gw.loop.time() - started) * 1000
+        ctx.stream_end = STREAM_GONE
+    if ctx.stream_end == STREAM_DONE and not sse.done:
+        meter.decision, meter.error = "failed", "upstream_truncated"
+        ctx.stream_end = STREAM_BROKEN
+    meter.upstream_ms = (time.perf_counter() - started) * 1000
     gw.metrics.upstream_time(meter.provider, meter.upstream_ms / 1000)
     if sse.usage is not None:
         meter.tokens_in, meter.tokens_out = sse.usage
     elif not meter.error:
         meter.error = "usage_missing"
-    if not await gw._record(req, meter, None) or writer.closed:
-        return
-    if sse.done and meter.decision != "failed":
-        writer.end(_DONE if isinstance(sse, SseMeter) else sse.final)
-    else:
-        writer.end()
+    # the terminal event goes once the row is durable (the meter stage sends it)
+    ctx.stream_last = _DONE if isinstance(sse, SseMeter) else sse.final
 
 
 class EventMeter:

@@ -9,6 +9,7 @@ Hierarchy::
     │   ├── Unauthorized         no usable API key (401)
     │   ├── NotFound             unknown model (404 model_not_found) or route (404)
     │   ├── PayloadTooLarge      body above the limit (413)
+    │   ├── RateLimited          a key's own rate or concurrency limit (429 rate_limit_exceeded)
     │   └── Overloaded           admission limit reached (503, answered at once)
     ├── UpstreamError            an upstream provider could not answer properly
     │   ├── UpstreamConnectError could not connect / the connection broke before a response
@@ -39,10 +40,12 @@ class ClientError(GatewayError):
     code: str | None = None
 
     def __init__(self, message: str, *, code: str | EllipsisType | None = ...,
-                 param: str | None = None, status: int | None = None) -> None:
+                 param: str | None = None, status: int | None = None,
+                 headers: list[tuple[str, str]] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
+        self.headers = headers or []  # extra response headers (Retry-After)
         if not isinstance(code, EllipsisType):
             self.code = code  # None is a code too: OpenAI sends "code": null for some errors
         if status is not None:
@@ -68,6 +71,12 @@ class NotFound(ClientError):
 class PayloadTooLarge(ClientError):
     status = 413
     code = "request_too_large"
+
+
+class RateLimited(ClientError):
+    status = 429
+    type = "requests"
+    code = "rate_limit_exceeded"
 
 
 class Overloaded(ClientError):

@@ -1,29 +1,33 @@
-"""HTTP/1.1 wire format: parsing request and response heads, chunked bodies, writing heads.
+"""HTTP/1.1 wire format: the parsed request, writing response heads, reading upstream heads.
 
-A small, strict parser (RFC 9112) written for the gateway's hot path. Strict where lenience is a
-request-smuggling risk: a request with both Content-Length and Transfer-Encoding, a repeated or
-non-numeric Content-Length, a transfer coding other than ``chunked``, obsolete line folding, or a
-header name that is not a token is refused with 400. Sizes are bounded by the caller's limits.
+Client requests are parsed by httptools (llhttp) in ``gateway.connection``. Response heads are
+written here, checked: no value may split the head (CR, LF, NUL) or fail to encode.
+The upstream side (``parse_response_head``) reads the providers' answers.
 """
 
 from __future__ import annotations
 
+import email.utils
+import functools
 import re
+import time
 from dataclasses import dataclass, field
 from http import HTTPStatus
 
-from gateway.errors import BadRequest, PayloadTooLarge
+from gateway.errors import BadRequest
 
-_TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_TARGET = re.compile(rb"^/[\x21-\x7e]*$")
-_CHUNK_SIZE = re.compile(rb"^([0-9A-Fa-f]{1,8})(?:;[^\r\n]*)?$")
+_UNSAFE_VALUE = re.compile("[\x00\r\n]")
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
 
 _ASCII_SPACE = " \t\n\r\x0b\x0c"  # what bytes.strip() removes
+
 REASONS = {s.value: s.phrase for s in HTTPStatus}
 STATUS_LINES = {code: f"HTTP/1.1 {code} {phrase}\r\n".encode() for code, phrase in REASONS.items()}
 
 
 class HeaderTooLarge(BadRequest):
+    """A head (or trailer section) above the limit: 431."""
+
     status = 431
     code = "request_header_fields_too_large"
 
@@ -45,115 +49,6 @@ class Request:
     extra: dict[str, object] = field(default_factory=dict)
 
 
-@dataclass(slots=True)
-class Head:
-    """The parsed head of a request: what comes before the body."""
-
-    method: str
-    target: str
-    version: str
-    headers: dict[str, str]
-    content_length: int  # -1: chunked
-
-
-def parse_request_head(raw: bytes, *, max_headers: int, max_body: int) -> Head:
-    """Parse ``raw`` (the head without the final CRLF CRLF); raise BadRequest on any violation."""
-    lines = raw.split(b"\r\n")
-    parts = lines[0].split(b" ")
-    if len(parts) != 3 or not _TOKEN.match(parts[0]):
-        raise BadRequest("malformed request line", code="bad_request_line")
-    method, target, version = parts
-    if version not in (b"HTTP/1.1", b"HTTP/1.0"):
-        raise BadRequest("unsupported HTTP version", code="http_version_not_supported")
-    if not _TARGET.match(target):
-        raise BadRequest("malformed request target", code="bad_request_target")
-    if len(lines) - 1 > max_headers:
-        raise HeaderTooLarge(f"more than {max_headers} header fields")
-    headers = _parse_fields(lines[1:]) if len(lines) > 1 else {}
-    length = _body_length(headers, max_body)
-    return Head(method.decode("ascii"), target.decode("ascii"), version.decode("ascii"), headers,
-                length)
-
-
-def _parse_fields(lines: list[bytes]) -> dict[str, str]:
-    # Decoded once as a whole (latin-1 maps bytes to code points one to one), then split: far
-    # fewer calls than decoding each name and value. The checks are those of the bytes: a name is
-    # ASCII letters, digits and dashes (fast path) or else must match the full token rule.
-    text = b"\r\n".join(lines).decode("latin-1")
-    headers: dict[str, str] = {}
-    for line in text.split("\r\n"):
-        name, colon, value = line.partition(":")
-        if not colon or not ((name.isascii() and name.replace("-", "").isalnum())
-                             or _TOKEN.match(name.encode("latin-1"))):
-            raise BadRequest("malformed header field", code="bad_header")
-        key = name.lower()
-        value = value.strip(" \t")
-        if "\r" in value or "\n" in value or "\x00" in value:
-            raise BadRequest("malformed header field value", code="bad_header")
-        previous = headers.get(key)
-        headers[key] = value if previous is None else f"{previous}, {value}"
-    return headers
-
-
-def _body_length(headers: dict[str, str], max_body: int) -> int:
-    te = headers.get("transfer-encoding")
-    cl = headers.get("content-length")
-    if te is not None:
-        if cl is not None:
-            raise BadRequest("both Content-Length and Transfer-Encoding", code="bad_framing")
-        if te.strip().lower() != "chunked":
-            raise BadRequest(f"unsupported transfer coding {te!r}", code="bad_framing")
-        return -1
-    if cl is None:
-        return 0
-    if not cl.isdigit() or len(cl) > 12:
-        raise BadRequest("malformed Content-Length", code="bad_framing")
-    length = int(cl)
-    if length > max_body:
-        raise PayloadTooLarge(f"request body of {length} bytes exceeds the limit of {max_body} bytes")
-    return length
-
-
-def parse_chunked(buf: bytes | bytearray, start: int, max_body: int) -> tuple[bytes, int] | None:
-    """Decode a chunked body starting at ``start``: (body, end offset), or None if incomplete."""
-    pos = start
-    parts: list[bytes] = []
-    total = 0
-    while True:
-        eol = buf.find(b"\r\n", pos)
-        if eol < 0:
-            if len(buf) - pos > 64:
-                raise BadRequest("malformed chunk size", code="bad_framing")
-            return None
-        m = _CHUNK_SIZE.match(bytes(buf[pos:eol]))
-        if m is None:
-            raise BadRequest("malformed chunk size", code="bad_framing")
-        size = int(m.group(1), 16)
-        total += size
-        if total > max_body:
-            raise PayloadTooLarge(f"request body exceeds the limit of {max_body} bytes")
-        data_start = eol + 2
-        if size == 0:
-            return _chunked_trailer(buf, data_start, b"".join(parts))
-        if len(buf) < data_start + size + 2:
-            return None
-        if buf[data_start + size:data_start + size + 2] != b"\r\n":
-            raise BadRequest("malformed chunk", code="bad_framing")
-        parts.append(bytes(buf[data_start:data_start + size]))
-        pos = data_start + size + 2
-
-
-def _chunked_trailer(buf: bytes | bytearray, pos: int, body: bytes) -> tuple[bytes, int] | None:
-    """Skip trailer fields after the last chunk; the body ends at an empty line."""
-    while True:
-        eol = buf.find(b"\r\n", pos)
-        if eol < 0:
-            return None
-        if eol == pos:
-            return body, eol + 2
-        pos = eol + 2
-
-
 def wants_keep_alive(version: str, headers: dict[str, str]) -> bool:
     connection = headers.get("connection", "").lower()
     if version == "HTTP/1.1":
@@ -162,10 +57,41 @@ def wants_keep_alive(version: str, headers: dict[str, str]) -> bool:
 
 
 def encode_head(status: int, headers: list[tuple[str, str]] | tuple[tuple[str, str], ...]) -> bytes:
-    """Status line and header block, ending with the empty line."""
+    """Status line, Date, the header block and the empty line.
+
+    ValueError if a value holds CR, LF or NUL (it would split the head: response splitting) or a
+    character outside Latin-1 (not encodable): raised before anything is written, so the caller
+    can still answer. Values from configuration go through ``safe_header_value`` first.
+    """
     line = STATUS_LINES.get(status) or f"HTTP/1.1 {status} Unknown\r\n".encode()
+    if _UNSAFE_VALUE.search("".join([v for _, v in headers])) is not None:
+        raise ValueError(f"header value with CR, LF or NUL: {headers!r}")
     block = "".join(f"{k}: {v}\r\n" for k, v in headers)
-    return line + block.encode("latin-1") + b"\r\n"
+    try:
+        data = block.encode("latin-1")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"header value outside Latin-1: {exc}") from None
+    return line + _date_line() + data + b"\r\n"
+
+
+def safe_header_value(value: str) -> str:
+    """A configured value (a scenario's warning text, say) made safe to send: control characters
+    become spaces, and a value with non-ASCII text is sent as its UTF-8 bytes (obs-text, which
+    httpx and browsers decode as UTF-8) rather than refused."""
+    value = _CONTROL.sub(" ", value)
+    if value.isascii():
+        return value
+    return value.encode("utf-8").decode("latin-1")
+
+
+def _date_line() -> bytes:
+    """``Date: ...`` (RFC 9110 section 6.6.1), formatted once per second."""
+    return _date_of(int(time.time()))
+
+
+@functools.lru_cache(maxsize=4)
+def _date_of(second: int) -> bytes:
+    return f"date: {email.utils.formatdate(second, usegmt=True)}\r\n".encode()
 
 
 # ------------------------------------------------------------------ responses (upstream side)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import queue
 import sqlite3
 import threading
@@ -41,6 +42,7 @@ from scenarios import ledger as contract
 COLUMN_NAMES = contract.COLUMN_NAMES
 _INSERT = contract.INSERT_REQUEST
 _MAX_BATCH = 4096
+log = logging.getLogger("regionblock.gateway")
 #: off: durable across a crash of the gateway process, no fsync ever; normal: also consistent (but
 #: possibly missing the latest rows) after an OS crash or power loss, fsync at checkpoints; full:
 #: every commit fsynced, durable across power loss.
@@ -138,6 +140,8 @@ class Ledger:
             self._pending.append((row, fut, time.monotonic()))
         else:
             self._queue.put((row, fut, time.monotonic()))
+            if self.failed is not None:  # the writer died meanwhile: nobody will take the row
+                self._fail_queue(self.failed)
         return fut
 
     def _flush(self) -> None:
@@ -165,15 +169,46 @@ class Ledger:
     # ------------------------------------------------------------------ the writer thread
 
     def _writer(self) -> None:
-        db = self._open()
+        try:
+            db = self._open()
+        except sqlite3.Error as exc:
+            self.failed = exc
+            self._fail_queue(exc)
+            return
+        batch: list[_Item] = []
         try:
             stop = False
             while not stop:
                 batch, stop = self._next_batch()
                 if batch:
                     self._commit(db, batch)
+                batch = []
+        except BaseException as exc:  # the thread must not die silently: /readyz reports it
+            self.failed = exc
+            self._resolve_all([fut for _, fut, _ in batch if fut is not None], exc)
+            self._fail_queue(exc)
+            log.exception("ledger writer thread stopped; the gateway is no longer ready")
         finally:
             db.close()
+
+    def _fail_queue(self, error: BaseException) -> None:
+        """Fail every queued row's future (the writer is gone; nobody else will)."""
+        futures: list[asyncio.Future[None]] = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None and item[1] is not None:
+                futures.append(item[1])
+        self._resolve_all(futures, error)
+
+    @property
+    def alive(self) -> bool:
+        """False once the ledger failed, or its writer thread ended before ``close``."""
+        if self.failed is not None:
+            return False
+        return self._inline or (self._thread is not None and self._thread.is_alive())
 
     def _next_batch(self) -> tuple[list[_Item], bool]:
         first = self._queue.get()
@@ -191,28 +226,59 @@ class Ledger:
         return batch, False
 
     def _commit(self, db: sqlite3.Connection, batch: list[_Item]) -> None:
-        error: BaseException | None = None
+        """Commit one group; on failure, commit its rows one by one so that one bad row (a value
+        SQLite cannot bind) fails only its own request. A failure of the database itself (disk
+        full, I/O error) fails the ledger: later requests get 503 until it is fixed."""
         try:
-            db.execute("BEGIN")
-            db.executemany(_INSERT, [row for row, _, _ in batch])
-            db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            error = self.failed = exc
-            with contextlib.suppress(sqlite3.Error):
-                db.execute("ROLLBACK")
-        self.written += len(batch)
+            _insert(db, [row for row, _, _ in batch])
+            errors: list[BaseException | None] = [None] * len(batch)
+        except Exception:
+            errors = [self._commit_one(db, row) for row, _, _ in batch]
+        self.written += sum(1 for e in errors if e is None)
         self.last_lag_s = time.monotonic() - batch[0][2]
-        futures = [fut for _, fut, _ in batch if fut is not None]
+        outcome = [(fut, err) for (_, fut, _), err in zip(batch, errors, strict=True)
+                   if fut is not None]
         if self._inline:
-            _resolve(futures, error)
-        elif futures and self._loop is not None and not self._loop.is_closed():
+            _resolve(outcome)
+        elif outcome and self._loop is not None and not self._loop.is_closed():
             # RuntimeError: the loop closed meanwhile, and nobody is waiting any more.
             with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(_resolve, futures, error)
+                self._loop.call_soon_threadsafe(_resolve, outcome)
+
+    def _commit_one(self, db: sqlite3.Connection, row: Row) -> BaseException | None:
+        try:
+            _insert(db, [row])
+        except sqlite3.Error as exc:
+            if not isinstance(exc, sqlite3.InterfaceError | sqlite3.DataError | sqlite3.IntegrityError):
+                self.failed = exc
+            return exc
+        except Exception as exc:  # e.g. UnicodeEncodeError: a str SQLite cannot store as UTF-8
+            return exc
+        return None
+
+    def _resolve_all(self, futures: list[asyncio.Future[None]], error: BaseException) -> None:
+        if not futures or self._loop is None or self._loop.is_closed():
+            return
+        outcome: list[tuple[asyncio.Future[None], BaseException | None]] = [
+            (f, error) for f in futures]
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(_resolve, outcome)
 
 
-def _resolve(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
-    for fut in futures:
+def _insert(db: sqlite3.Connection, rows: list[Row]) -> None:
+    """Insert ``rows`` in one transaction; rolled back (and re-raised) on any error."""
+    db.execute("BEGIN")
+    try:
+        db.executemany(_INSERT, rows)
+        db.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+        raise
+
+
+def _resolve(outcome: list[tuple[asyncio.Future[None], BaseException | None]]) -> None:
+    for fut, error in outcome:
         if fut.done():
             continue
         if error is None:

@@ -26,7 +26,8 @@ class GatewayServer:
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
-        self.connections = ConnectionSet(gateway.handle, gateway.config.limits, gateway.loop)
+        self.connections = ConnectionSet(gateway.handle, gateway.config.limits, gateway.loop,
+                                         gateway.refused)
         self._server: asyncio.Server | None = None
         self.port = 0
 

@@ -217,39 +217,42 @@ class UpstreamPool:
         self._idle: list[_Conn] = []
         self._host_header = f"{target.host}:{target.port}"
 
-    async def request(self, path: str, body: bytes, extra_headers: str = "") -> UpstreamResponse:
-        """POST ``body`` (JSON) to ``path``; the response once its head has arrived."""
+    async def request(self, path: str, body: bytes, extra_headers: str = "", *,
+                      response_timeout_s: float | None = None) -> UpstreamResponse:
+        """POST ``body`` (JSON) to ``path``; the response once its head has arrived (within
+        ``response_timeout_s``, default the policy's)."""
         data = (f"POST {self.target.prefix}{path} HTTP/1.1\r\nHost: {self._host_header}\r\n"
                 f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
                 f"{extra_headers}\r\n").encode("latin-1") + body
-        return await self._send(data)
+        return await self._send(data, response_timeout_s or self.policy.response_timeout_s)
 
     async def get(self, path: str) -> UpstreamResponse:
         data = (f"GET {self.target.prefix}{path} HTTP/1.1\r\nHost: {self._host_header}\r\n\r\n"
                 ).encode("latin-1")
-        return await self._send(data)
+        return await self._send(data, self.policy.response_timeout_s)
 
-    async def _send(self, data: bytes) -> UpstreamResponse:
+    async def _send(self, data: bytes, timeout: float) -> UpstreamResponse:
         while self._idle:
             conn = self._idle.pop()
             if conn.eof:
                 conn.close()
                 continue
-            head = await self._exchange(conn, data, fresh=False)
+            head = await self._exchange(conn, data, timeout, fresh=False)
             if head is not None:
                 return UpstreamResponse(self, conn, head)
         conn = await self._connect()
-        head = await self._exchange(conn, data, fresh=True)
+        head = await self._exchange(conn, data, timeout, fresh=True)
         assert head is not None
         return UpstreamResponse(self, conn, head)
 
-    async def _exchange(self, conn: _Conn, data: bytes, *, fresh: bool) -> ResponseHead | None:
+    async def _exchange(self, conn: _Conn, data: bytes, timeout: float, *,
+                        fresh: bool) -> ResponseHead | None:
         """Send and read the head. None: a reused connection was dead before any byte came back."""
         assert conn.transport is not None
         conn.used = True
         conn.transport.write(data)
         try:
-            return await self._read_head(conn)
+            return await self._read_head(conn, timeout)
         except UpstreamConnectError:
             conn.close()
             if not fresh and not conn.buf:
@@ -259,7 +262,7 @@ class UpstreamPool:
             conn.close()
             raise
 
-    async def _read_head(self, conn: _Conn) -> ResponseHead:
+    async def _read_head(self, conn: _Conn, timeout: float) -> ResponseHead:
         while True:
             end = conn.buf.find(b"\r\n\r\n")
             if end >= 0:
@@ -275,7 +278,7 @@ class UpstreamPool:
                 raise UpstreamConnectError("upstream closed the connection before responding")
             if len(conn.buf) > 64 * 1024:
                 raise UpstreamConnectError("upstream response head too large")
-            await conn.wait(self.policy.response_timeout_s, "response head")
+            await conn.wait(timeout, "response head")
 
     async def _connect(self) -> _Conn:
         t = self.target

@@ -55,7 +55,8 @@ class Upstreams:
         now = self.loop.time()
         return {name: b.state(now) for name, b in self._breakers.items()}
 
-    async def call(self, provider: str, path: str, body: bytes) -> UpstreamResponse:
+    async def call(self, provider: str, path: str, body: bytes, *,
+                   response_timeout_s: float | None = None) -> UpstreamResponse:
         """POST to the provider with retries; returns any response below 500.
 
         Raises the last UpstreamError (UpstreamStatusError for a final 5xx) or CircuitOpen.
@@ -67,7 +68,7 @@ class Upstreams:
             if not breaker.allow(self.loop.time()):
                 raise last or CircuitOpen(f"circuit open for {provider}")
             try:
-                response = await pool.request(path, body)
+                response = await pool.request(path, body, response_timeout_s=response_timeout_s)
                 if response.status >= 500:
                     payload = await response.read()
                     raise UpstreamStatusError(response.status, payload, list(response.headers.items()))

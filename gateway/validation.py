@@ -9,6 +9,7 @@ of objects with a known ``role``; ``stream`` a boolean; ``stream_options`` an ob
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,8 @@ JSON_MESSAGE = (
     "help center at help.openai.com.)"
 )
 _DECODER = json.JSONDecoder()
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean",
                list: "an array", dict: "an object", type(None): "null"}
 
@@ -62,10 +65,37 @@ def parse_chat(raw: bytes) -> ChatRequest:
 
 def _loads(raw: bytes) -> Any:
     """``json.loads(raw)``, minus its encoding detection when the body is plainly UTF-8 JSON text
-    (an object's ``{`` then a non-NUL byte: what json.detect_encoding calls UTF-8)."""
+    (an object's ``{`` then a non-NUL byte: what json.detect_encoding calls UTF-8).
+
+    Strict UTF-8 (an encoded surrogate is not UTF-8), and no lone surrogate from a ``\\uD800``
+    escape either: such a string cannot be encoded again, neither for the upstream nor for the
+    ledger (where it once wedged the writer). A valid pair decodes to one code point, so the walk
+    only runs when a surrogate escape is present and only fails on a lone one.
+    """
     if raw[:1] == b"{" and raw[1:2] != b"\x00":
-        return _DECODER.decode(raw.decode("utf-8", "surrogatepass"))
-    return json.loads(raw)
+        text = raw.decode("utf-8")
+    else:
+        text = raw.decode(json.detect_encoding(raw))
+    value = _DECODER.decode(text)
+    if _SURROGATE_ESCAPE.search(raw) is not None and _has_lone_surrogate(value):
+        raise BadRequest("The request body contains a lone UTF-16 surrogate (an unpaired \\uD800-"
+                         "\\uDFFF escape), which is not valid Unicode text.", code="invalid_unicode")
+    return value
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item) is not None:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def _kind(value: Any) -> str:

@@ -296,7 +296,8 @@ def _start_services(procs: Processes, opts: Options, scenario_file: Path, d: Pat
         "--port", str(ports.gateway), "--upstream-base-port", str(ports.base),
         "--trusted-proxy", "127.0.0.1/32", "--compress", f"{opts.duration_s:g}s@{epoch!r}",
         "--upstream-timeout", f"{UPSTREAM_TIMEOUT_S:g}", "--max-inflight", str(GATEWAY_MAX_INFLIGHT),
-        "--ledger", str(ledger), "--credit-scale", str(credit_scales)],
+        "--ledger", str(ledger), "--credit-scale", str(credit_scales),
+        "--insecure-org-keys"],  # the agents' keys are their org ids
         env=_child_env({ADMIN_TOKEN_ENV: admin_token}))
     return Services(f"http://127.0.0.1:{ports.gateway}", f"http://127.0.0.1:{ports.relay}",
                     ledger, gateway, ports.wan())

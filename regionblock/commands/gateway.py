@@ -32,6 +32,10 @@ networks (nginx real_ip_recursive). Private and unknown addresses have no countr
 so no policy stage applies to them (they are allowed); --unknown-country CC treats them as CC.
 
 Ledger: one SQLite file per gateway process, runs/ledger-<pid>.sqlite unless --ledger is given.
+
+API keys: --keys FILE maps hashed secrets to organisations (see README, "Hardening"); an unknown
+key is OpenAI's 401 invalid_api_key. --insecure-org-keys also accepts an organisation id as its
+own key (sk-<org id>): anyone can then claim any organisation. For tests, load tests, demos only.
 """
 
 
@@ -69,6 +73,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="MaxMind MMDB file (default: the GeoLite2 data embedded in geoip2fast)")
     p.add_argument("--admin-token", metavar="TOKEN",
                    help="bearer token of the admin API (or env REGIONBLOCK_ADMIN_TOKEN; none: off)")
+    keys = p.add_argument_group("API keys")
+    keys.add_argument("--keys", type=Path, metavar="FILE",
+                      help="key store: YAML/JSON list of {sha256, org, segment, home_region, "
+                           "rate_per_s, burst, max_concurrent}; reload with POST /admin/keys/reload")
+    keys.add_argument("--insecure-org-keys", action="store_true",
+                      help="INSECURE: accept sk-<org id> as that organisation's key (anyone can "
+                           "claim any organisation); for tests, load tests and demos")
+    keys.add_argument("--hash-key", metavar="KEY",
+                      help="print the sha256 line of KEY for a --keys file, and exit")
     limits = p.add_argument_group("limits")
     limits.add_argument("--max-inflight", type=int, default=1024, metavar="N",
                         help="requests in progress beyond N are answered 503 at once (default 1024)")
@@ -79,7 +92,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     limits.add_argument("--body-timeout", type=float, default=30.0, metavar="S",
                         help="time allowed to send a request body (default 30)")
     limits.add_argument("--upstream-timeout", type=float, default=60.0, metavar="S",
-                        help="upstream response head / between body chunks (default 60)")
+                        help="upstream response head / between body chunks (default 60); a "
+                             "non-streamed answer also gets max_tokens / --min-tokens-per-s")
+    limits.add_argument("--min-tokens-per-s", type=float, default=20.0, metavar="R",
+                        help="slowest generation rate the upstream timeout allows for (default 20)")
+    limits.add_argument("--max-completion-tokens", type=int, default=16384, metavar="N",
+                        help="max_tokens above N is refused with 400, as providers do (default "
+                             "16384)")
+    limits.add_argument("--send-timeout", type=float, default=30.0, metavar="S",
+                        help="a client that stops reading its response is cut off after S "
+                             "(default 30)")
     limits.add_argument("--retries", type=int, default=2, metavar="N",
                         help="retries on upstream 5xx or connection errors (default 2)")
     limits.add_argument("--breaker-failures", type=int, default=5, metavar="N",
@@ -102,18 +124,24 @@ def clock_spec(args: argparse.Namespace) -> str:
 def build_config(args: argparse.Namespace, loaded: Loaded) -> GatewayConfig:
     """The validated GatewayConfig for these arguments (UsageError naming the flag if not)."""
     for flag, value in (("--max-inflight", args.max_inflight), ("--max-body", args.max_body),
-                        ("--breaker-failures", args.breaker_failures)):
+                        ("--breaker-failures", args.breaker_failures),
+                        ("--max-completion-tokens", args.max_completion_tokens)):
         if value < 1:
             raise UsageError(f"{flag}: {value} must be at least 1")
     for flag, seconds in (("--header-timeout", args.header_timeout),
                           ("--body-timeout", args.body_timeout),
                           ("--upstream-timeout", args.upstream_timeout),
                           ("--breaker-cooldown", args.breaker_cooldown),
-                          ("--drain-timeout", args.drain_timeout)):
+                          ("--drain-timeout", args.drain_timeout),
+                          ("--send-timeout", args.send_timeout),
+                          ("--min-tokens-per-s", args.min_tokens_per_s)):
         if not seconds > 0:
             raise UsageError(f"{flag}: {seconds} must be greater than zero")
     if args.retries < 0:
         raise UsageError(f"--retries: {args.retries} must not be negative")
+    if args.keys is None and not args.insecure_org_keys:
+        raise UsageError("--keys: give a key file (--keys FILE), or --insecure-org-keys to accept "
+                         "organisation ids as keys (tests and demos only)")
     base = parse_port(args.upstream_base_port, what="--upstream-base-port")
     return GatewayConfig(
         scenario_ref=args.scenario,
@@ -132,9 +160,13 @@ def build_config(args: argparse.Namespace, loaded: Loaded) -> GatewayConfig:
         credit_scales=credit_scales_from(args.credit_scale),
         geoip_db=args.geoip_db,
         admin_token=admin_token_from(args.admin_token),
+        keys_path=args.keys,
+        insecure_org_keys=args.insecure_org_keys,
+        max_completion_tokens=args.max_completion_tokens,
+        min_tokens_per_s=args.min_tokens_per_s,
         limits=Limits(max_body_bytes=args.max_body, header_timeout_s=args.header_timeout,
                       body_timeout_s=args.body_timeout, max_inflight=args.max_inflight,
-                      drain_timeout_s=args.drain_timeout),
+                      drain_timeout_s=args.drain_timeout, send_timeout_s=args.send_timeout),
         upstream=UpstreamPolicy(response_timeout_s=args.upstream_timeout,
                                 read_timeout_s=args.upstream_timeout, retries=args.retries,
                                 breaker_failures=args.breaker_failures,
@@ -153,11 +185,20 @@ def credit_scales_from(path: Path | None) -> dict[str, float]:
 
 def run(args: argparse.Namespace) -> int:
     from gateway.errors import LedgerError
+    from gateway.keystore import KeyFileError, KeyStore, hash_key
     from gateway.server import run as serve
     from scenarios.clock import parse_clock
 
+    if args.hash_key is not None:
+        print(f"- sha256: {hash_key(args.hash_key)}")
+        return 0
     loaded = load_scenario(args)
     config = build_config(args, loaded)
+    if config.keys_path is not None:
+        try:  # a bad key file is a usage error before anything listens
+            KeyStore.load(config.keys_path)
+        except KeyFileError as exc:
+            raise UsageError(f"--keys: {exc}") from None
     window = loaded.scenario.window
     try:  # a bad --at/--compress is a usage error before anything listens
         parse_clock(config.clock, window_start=window.start, window_end=window.end, now_wall=0.0)

@@ -44,7 +44,7 @@ def upstreams() -> Iterator[int]:
 @contextmanager
 def gateway(base: int, ledger: Path) -> Iterator[int]:
     port = free_port()
-    proc = spawn_regionblock("gateway", SCENARIO, *OFFER, "--port", str(port),
+    proc = spawn_regionblock("gateway", SCENARIO, *OFFER, "--insecure-org-keys", "--port", str(port),
                              "--upstream-base-port", str(base), "--trusted-proxy", "127.0.0.1/32",
                              "--ledger", str(ledger), "--at", "2024-07-10")
     try:

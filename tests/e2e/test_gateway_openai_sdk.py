@@ -13,6 +13,7 @@ import os
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -56,12 +57,14 @@ def upstreams_proc(time_scale: float = 1000.0) -> Iterator[int]:
 
 
 @contextmanager
-def gateway_proc(base: int, ledger: Path, *extra: str) -> Iterator[tuple[int, subprocess.Popen[str]]]:
+def gateway_proc(base: int, ledger: Path, *extra: str, org_keys: bool = True,
+                 ) -> Iterator[tuple[int, subprocess.Popen[str]]]:
     """``regionblock gateway`` trusting 127.0.0.1 for X-Forwarded-For; yields (port, process)."""
     port = free_port()
+    keys = ["--insecure-org-keys"] if org_keys else []
     proc = spawn_regionblock("gateway", SCENARIO, "--port", str(port), "--upstream-base-port",
                              str(base), "--trusted-proxy", "127.0.0.1/32", "--ledger", str(ledger),
-                             *extra)
+                             *keys, *extra)
     try:
         wait_ok(f"http://127.0.0.1:{port}/readyz", proc)
         yield port, proc
@@ -221,3 +224,24 @@ async def _load_then_kill(port: int, proc: subprocess.Popen[str], *, clients: in
         os.kill(proc.pid, signal.SIGKILL)
         await asyncio.gather(*tasks)
     return received
+
+
+def test_key_store_serves_its_keys_and_refuses_claimed_org_ids(tmp_path: Path) -> None:
+    secret = "sk-live-e2e-4d1f0c9b7a"
+    keys = tmp_path / "keys.yaml"
+    hashed = subprocess.run([sys.executable, "-m", "regionblock", "gateway", SCENARIO, "--hash-key",
+                             secret], capture_output=True, text=True, check=True).stdout
+    keys.write_text("keys:\n" + hashed.replace("- sha256", "  - sha256")
+                    + "    org: us-enterprise-000003\n    home_region: US\n")
+    ledger = tmp_path / "ledger.sqlite"
+    with upstreams_proc() as base, gateway_proc(base, ledger, "--at", "2024-07-10", "--keys",
+                                                str(keys), org_keys=False) as (port, _):
+        sdk = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=secret, max_retries=0,
+                     timeout=10, default_headers={"X-Forwarded-For": US_IP})
+        raw = sdk.chat.completions.with_raw_response.create(model="gpt-4o", messages=MESSAGES,
+                                                            max_tokens=3)
+        assert ledger_row(ledger, raw.headers["x-request-id"])["org"] == "us-enterprise-000003"
+        claimed = client(port, CN_IP, "cn-enterprise-azure-000001")
+        with pytest.raises(openai.AuthenticationError) as info:
+            claimed.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=3)
+        assert info.value.code == "invalid_api_key"

@@ -105,7 +105,8 @@ def replicas(tmp: Path, epoch: float) -> Iterator[tuple[list[int], list[Path]]]:
         for port, shard in zip(ports, shards, strict=True):
             procs.append(spawn_regionblock("gateway", SCENARIO, *OVERRIDES, "--port", str(port),
                                 "--upstream-base-port", str(base), "--trusted-proxy", "127.0.0.1/32",
-                                "--compress", f"{DURATION_S:g}s@{epoch!r}", "--ledger", str(shard)))
+                                "--compress", f"{DURATION_S:g}s@{epoch!r}", "--ledger", str(shard),
+                                "--insecure-org-keys"))
         wait_ok(f"http://127.0.0.1:{base}/healthz", procs[0])
         for port, proc in zip(ports, procs[1:], strict=True):
             wait_ok(f"http://127.0.0.1:{port}/readyz", proc)

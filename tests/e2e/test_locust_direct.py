@@ -39,8 +39,8 @@ def test_the_clock_starts_on_test_start_and_the_plan_sets_the_users(tmp_path: Pa
     procs = [spawn_regionblock("upstreams", SCENARIO, *sets, "--base-port", str(base),
                                "--time-scale", "20", "--relay-target", f"http://127.0.0.1:{port}")]
     procs.append(subprocess.Popen(
-        [sys.executable, "-m", "regionblock", "gateway", SCENARIO, *sets, "--port", str(port),
-         "--upstream-base-port", str(base), "--trusted-proxy", "127.0.0.1/32",
+        [sys.executable, "-m", "regionblock", "gateway", SCENARIO, *sets, "--insecure-org-keys",
+         "--port", str(port), "--upstream-base-port", str(base), "--trusted-proxy", "127.0.0.1/32",
          "--compress", f"10s@{time.time() - 3600!r}", "--ledger", str(ledger)],
         cwd=ROOT, text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=gateway_env))
     try:

@@ -59,9 +59,9 @@ def _running(proc: subprocess.Popen[str], *urls: str) -> Iterator[subprocess.Pop
 
 def _gateway(scenario: str, base: int, ledger: Path) -> tuple[int, subprocess.Popen[str]]:
     port = free_port()
-    proc = spawn_regionblock("gateway", scenario, "--port", str(port), "--upstream-base-port",
-                             str(base), "--trusted-proxy", "127.0.0.1/32", "--ledger", str(ledger),
-                             "--at", "2024-07-10")
+    proc = spawn_regionblock("gateway", scenario, "--insecure-org-keys", "--port", str(port),
+                             "--upstream-base-port", str(base), "--trusted-proxy", "127.0.0.1/32",
+                             "--ledger", str(ledger), "--at", "2024-07-10")
     return port, proc
 
 

@@ -108,6 +108,7 @@ async def start_gateway(loaded: Loaded, fake_server: tuple[FakeUpstream, TestSer
         ledger = ledger or tmp_path / f"ledger-{len(started)}.sqlite"  # reuse one: a restart
         fields.setdefault("scenario_ref", "openai-2024-cn-hk")
         fields.setdefault("trusted_proxies", parse_networks(["127.0.0.1/32"], what="test"))
+        fields.setdefault("insecure_org_keys", True)
         config = GatewayConfig(
             port=0, upstreams=upstreams, clock=clock, ledger_path=ledger, limits=limits or Limits(),
             upstream=upstream_policy or UpstreamPolicy(retries=1), **fields)

@@ -32,6 +32,8 @@ class Faults:
     omit_usage: bool = False
     stall_s: float = 0.0  # wait before answering
     chunk_delay_s: float = 0.0  # wait between streamed tokens
+    die_after_tokens: int = -1  # stream: drop the connection after this many tokens (-1 never)
+    token_text: str = "x"  # the content of each streamed token
 
 
 @dataclass
@@ -89,8 +91,12 @@ class FakeUpstream:
             return b"data: " + json.dumps(obj).encode() + b"\n\n"
 
         await resp.write(chunk({"role": "assistant", "content": ""}))
-        for _ in range(usage["completion_tokens"]):
-            await resp.write(chunk({"content": "x"}))
+        for i in range(usage["completion_tokens"]):
+            if i == fault.die_after_tokens:
+                assert request.transport is not None
+                request.transport.abort()  # the upstream dies mid-stream
+                return resp
+            await resp.write(chunk({"content": fault.token_text}))
             if fault.chunk_delay_s:
                 await asyncio.sleep(fault.chunk_delay_s)
         await resp.write(chunk({}, "length"))

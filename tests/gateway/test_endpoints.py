@@ -64,7 +64,7 @@ async def live(loaded: Loaded, tmp_path: Path) -> AsyncIterator[Live]:
         config = GatewayConfig(port=0, upstreams=upstreams, clock=AFTER_BLOCK,
                                ledger_path=tmp_path / "ledger.sqlite", scenario_ref="openai-2024-cn-hk",
                                trusted_proxies=parse_networks(["127.0.0.1/32"], what="test"),
-                               upstream=UpstreamPolicy(retries=0))
+                               upstream=UpstreamPolicy(retries=0), insecure_org_keys=True)
         gateway = Gateway(config, loaded, geo=default_geo(), loop=asyncio.get_running_loop())
         server = GatewayServer(gateway)
         port = await server.start("127.0.0.1", 0)

@@ -55,3 +55,40 @@ def test_a_ledger_with_other_columns_is_refused(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(LedgerError, match="other columns"):
         Ledger(path, meta={})
+
+
+@pytest.mark.parametrize("sync", ["off", "normal", "full"])
+async def test_a_row_sqlite_cannot_store_fails_alone(tmp_path: Path, sync: str) -> None:
+    """A lone surrogate cannot be encoded as UTF-8: it once raised inside the transaction, left it
+    open (every later commit failed) or killed the writer thread (every later request hung)."""
+    ledger = Ledger(tmp_path / "l.sqlite", meta={}, sync=sync)
+    ledger.start(asyncio.get_running_loop())
+    poison = (*row(1)[:9], "\ud800", *row(1)[10:])
+    results = await asyncio.gather(ledger.submit(row(0)), ledger.submit(poison),
+                                   ledger.submit(row(2)), return_exceptions=True)
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], LedgerError)
+    await ledger.submit(row(3))
+    assert ledger.alive and ledger.written == 3
+    await ledger.close()
+    db = sqlite3.connect(tmp_path / "l.sqlite")
+    assert [r[0] for r in db.execute("SELECT request_id FROM requests ORDER BY request_id")] == [
+        "r0", "r2", "r3"]
+    db.close()
+
+
+async def test_a_dead_writer_thread_fails_fast_and_is_not_alive(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.sqlite", meta={}, sync="full")
+    ledger.start(asyncio.get_running_loop())
+    await ledger.submit(row(0))
+
+    def crash(db: sqlite3.Connection, batch: list[object]) -> None:
+        raise RuntimeError("writer bug")
+
+    ledger._commit = crash  # type: ignore[method-assign]
+    with pytest.raises(LedgerError, match="writer bug"):
+        await ledger.submit(row(1))  # the batch in hand is failed, not left hanging
+    assert not ledger.alive
+    with pytest.raises(LedgerError):
+        await ledger.submit(row(2))  # later rows fail at once
+    await ledger.close()
