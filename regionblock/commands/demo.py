@@ -74,10 +74,25 @@ def run(args: argparse.Namespace) -> int:
     html = build_report([sim_dir, lt_dir], report_dir)
 
     print(headline_text(_summary(sim_dir), _summary(lt_dir), loaded.scenario.incumbent.name))
+    print("\n" + verdict_text(sim_dir, lt_dir))
     print(f"\nreport: {html}")
     if lt_code != 0:
         print(f"the load test's checks failed: see {lt_dir / 'summary.json'}")
     return lt_code
+
+
+def verdict_text(sim_dir: Path, lt_dir: Path) -> str:
+    """The verdict table of ``regionblock compare`` for the demo's two runs, with what it means."""
+    from regionblock.commands.compare import render
+    from scenarios.figures import compare
+    from scenarios.loader import load_text
+    from scenarios.rundir import read_run
+
+    sim, lt = read_run(sim_dir), read_run(lt_dir)
+    s = load_text(sim.scenario_yaml, file=str(sim_dir / "scenario.yaml")).scenario
+    return ("Does the load test agree with the simulation? (regionblock compare; the simulation is of "
+            "the whole market,\nthe load test's users send a compressed sample of their "
+            "organisations' requests: see the README)\n" + render(compare(s, sim, lt), lt.summary))
 
 
 def _summary(run_dir: Path) -> dict[str, Any]:

@@ -50,7 +50,7 @@ def test_the_gateway_refuses_a_bad_credit_scale_file_in_one_line(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, message: str) -> None:
     bad = tmp_path / "scales.json"
     bad.write_text(content, encoding="utf-8")
-    code = main(["gateway", "openai-2024-cn-hk", "--credit-scale", str(bad),
+    code = main(["gateway", "openai-2024-cn-hk", "--insecure-org-keys", "--credit-scale", str(bad),
                  "--ledger", str(tmp_path / "l.sqlite")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
