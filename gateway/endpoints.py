@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from gateway.connection import ClientGone
 from gateway.context import STREAM_BROKEN, STREAM_DONE, STREAM_GONE, Answer, ChatContext
-from gateway.enforcement import decide
+from gateway.enforcement import admitting_target, decide
 from gateway.errors import BadRequest, ClientError, NotFound, UpstreamError
 from gateway.identity import Identity
 from gateway.metering import SseMeter, usage_from
@@ -266,6 +266,7 @@ def _decide(gw: Gateway, rt: Runtime, now: dt.datetime, target: Target, who: Ide
 def _failover(gw: Gateway, rt: Runtime, now: dt.datetime, origin: Target, when: str,
               who: Identity, where: ClientRegion) -> tuple[Target, Decision] | None:
     """The chat failover rules, each alternative serving a model of the origin's kind."""
+    targets = []
     for alt in rt.catalog.failover(origin, when, who, where.country, now):
         if origin.model.kind != "chat":
             model = next((m for m in alt.provider.other_models if m.kind == origin.model.kind
@@ -273,10 +274,8 @@ def _failover(gw: Gateway, rt: Runtime, now: dt.datetime, origin: Target, when: 
             if model is None:
                 continue
             alt = Target(alt.provider, model)
-        decision = _decide(gw, rt, now, alt, who, where)
-        if not decision.denied:
-            return alt, decision
-    return None
+        targets.append(alt)
+    return admitting_target(rt.policy, gw.relays, now, targets, who, where)
 
 
 async def _forward(gw: Gateway, endpoint: Endpoint, ctx: ChatContext, parsed: Parsed,

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import OrderedDict
+from collections.abc import Sequence
 
 from gateway.identity import Identity
 from gateway.region import ClientRegion
+from gateway.routing import Target
+from scenarios.failover import first_admitting
 from scenarios.policy import Decision, Policy, PolicyRequest
 
 
@@ -41,12 +44,29 @@ class RelayMemory:
         return len(self._since)
 
 
+def policy_request(relays: RelayMemory, now: dt.datetime, provider: str, who: Identity,
+                   where: ClientRegion) -> PolicyRequest:
+    """What the policy may know of ``who`` calling ``provider`` from ``where`` at ``now``."""
+    relay_since = relays.seen(who.org, now) if where.hosting and who.org else None
+    return PolicyRequest(provider=provider, country=where.country, org=who.org,
+                         segment=who.segment, home_country=who.home_region,
+                         hosting=where.hosting, asn=where.asn, relay_since=relay_since,
+                         key=who.key)
+
+
 def decide(policy: Policy, relays: RelayMemory, now: dt.datetime, provider: str,
            who: Identity, where: ClientRegion) -> Decision:
     """The policy decision for ``who`` calling ``provider`` from ``where`` at scenario time ``now``."""
-    relay_since = relays.seen(who.org, now) if where.hosting and who.org else None
-    request = PolicyRequest(provider=provider, country=where.country, org=who.org,
-                            segment=who.segment, home_country=who.home_region,
-                            hosting=where.hosting, asn=where.asn, relay_since=relay_since,
-                            key=who.key)
-    return policy.decide(now, request)
+    return policy.decide(now, policy_request(relays, now, provider, who, where))
+
+
+def admitting_target(policy: Policy, relays: RelayMemory, now: dt.datetime,
+                     targets: Sequence[Target], who: Identity,
+                     where: ClientRegion) -> tuple[Target, Decision] | None:
+    """The first of the failover ``targets`` whose own policy admits the request
+    (``scenarios.failover.first_admitting``, shared with the simulator)."""
+    if not targets:
+        return None
+    request = policy_request(relays, now, targets[0].provider.name, who, where)
+    hit = first_admitting(policy, now, request, [t.provider.name for t in targets])
+    return None if hit is None else (targets[hit[0]], hit[1])

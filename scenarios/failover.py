@@ -21,7 +21,12 @@ mixes, has no use for).
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
+from collections.abc import Sequence
+
 from scenarios.countries import expand_regions
+from scenarios.policy import Decision, Policy, PolicyRequest
 from scenarios.schema import FailoverRule, Provider, Scenario
 
 BLOCK, ERROR = "block", "error"
@@ -52,3 +57,14 @@ def failover_targets(s: Scenario, *, provider: str, when: str, segment: str, org
             if all(p.name != alt.name for p in out):
                 out.append(alt)
     return tuple(out)
+
+
+def first_admitting(policy: Policy, now: dt.datetime, request: PolicyRequest,
+                    candidates: Sequence[str]) -> tuple[int, Decision] | None:
+    """The first candidate provider whose own policy admits ``request`` (asked as the same
+    client: country, hosting, relay), with its decision; None if every one denies it."""
+    for k, name in enumerate(candidates):
+        decision = policy.decide(now, dataclasses.replace(request, provider=name))
+        if not decision.denied:
+            return k, decision
+    return None

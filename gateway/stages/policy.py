@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 
 from gateway.context import Answer, ChatContext
-from gateway.enforcement import RelayMemory, decide
+from gateway.enforcement import RelayMemory, admitting_target, decide
 from gateway.http11 import safe_header_value
 from gateway.routing import Target
 from scenarios.policy import Decision
@@ -39,11 +39,8 @@ def failover(ctx: ChatContext, relays: RelayMemory, origin: Target,
              when: str) -> tuple[Target, Decision] | None:
     """The first alternative a failover rule allows and whose own policy admits the request."""
     assert ctx.who is not None and ctx.where is not None
-    for alt in ctx.rt.catalog.failover(origin, when, ctx.who, ctx.where.country, ctx.now):
-        decision = decide(ctx.rt.policy, relays, ctx.now, alt.provider.name, ctx.who, ctx.where)
-        if not decision.denied:
-            return alt, decision
-    return None
+    targets = ctx.rt.catalog.failover(origin, when, ctx.who, ctx.where.country, ctx.now)
+    return admitting_target(ctx.rt.policy, relays, ctx.now, targets, ctx.who, ctx.where)
 
 
 def admit(ctx: ChatContext, target: Target, decision: Decision) -> None:

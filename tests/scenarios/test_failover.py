@@ -77,3 +77,25 @@ def test_a_provider_named_by_two_rules_comes_once() -> None:
              '{"from": openai, "to": [alibaba, zhipu]}]')
     assert _names([rules], provider="openai", when="block", segment="startup", org="cn-startup-000007",
                   country="CN") == ["deepseek", "alibaba", "zhipu"]
+
+
+def test_first_admitting_asks_each_candidate_as_the_same_client() -> None:
+    import datetime as dt
+
+    from scenarios.failover import first_admitting
+    from scenarios.policy import Policy, PolicyRequest
+
+    closed = ('policy.zhipu={"stages": [{"name": z, "start": 2024-07-01T00:00:00Z, "action": block, '
+              '"regions": [CN]}]}')
+    s = load("openai-2024-cn-hk", [closed]).scenario
+    at = dt.datetime(2024, 7, 10, tzinfo=dt.UTC)
+    cn = PolicyRequest(provider="openai", country="CN", org="cn-startup-000001", segment="startup",
+                       home_country="CN")
+    hit = first_admitting(Policy(s), at, cn, ["zhipu", "alibaba", "deepseek"])
+    assert hit is not None and (hit[0], hit[1].action) == (1, "allow")
+    assert first_admitting(Policy(s), at, cn, ["zhipu"]) is None
+    # the client's country, not the home: from the US zhipu's CN stage does not apply
+    us = PolicyRequest(provider="openai", country="US", org="cn-startup-000001", segment="startup",
+                       home_country="CN")
+    hit = first_admitting(Policy(s), at, us, ["zhipu"])
+    assert hit is not None and hit[0] == 0
