@@ -57,7 +57,7 @@ class Verdict:
 
 
 def judge(figure: str, sim: Sequence[float], loadtest: float, loadtest_se: float, n: int, *,
-          share: bool) -> Verdict:
+          share: bool, unit: str = "requests") -> Verdict:
     """The verdict for one figure (see the module docstring)."""
     reps = len(sim)
     mean = math.fsum(sim) / reps if reps else math.nan
@@ -69,17 +69,17 @@ def judge(figure: str, sim: Sequence[float], loadtest: float, loadtest_se: float
     ci95 = (d - Z95 * se, d + Z95 * se)
     if not (math.isfinite(d) and math.isfinite(se)) or n == 0:
         return Verdict(figure, mean, sd, reps, loadtest, loadtest_se, n, m, d, ci90, ci95,
-                       INCONCLUSIVE, "no load-test requests to judge")
+                       INCONCLUSIVE, f"no load-test {unit} to judge")
     if -m <= ci90[0] and ci90[1] <= m:
         verdict, why = AGREE, ""
     elif (ci95[0] > 0 or ci95[1] < 0) and (ci95[0] > m or ci95[1] < -m):
         verdict, why = DISAGREE, ""
     else:
-        verdict, why = INCONCLUSIVE, _settle(d, se, loadtest_se, m, n)
+        verdict, why = INCONCLUSIVE, _settle(d, se, loadtest_se, m, n, unit)
     return Verdict(figure, mean, sd, reps, loadtest, loadtest_se, n, m, d, ci90, ci95, verdict, why)
 
 
-def _settle(d: float, se: float, se_lt: float, m: float, n: int) -> str:
+def _settle(d: float, se: float, se_lt: float, m: float, n: int, unit: str = "requests") -> str:
     """What run size would make the 90 % interval fit the margin, if the difference stayed d."""
     room = m - abs(d)
     if room <= 0:
@@ -90,7 +90,7 @@ def _settle(d: float, se: float, se_lt: float, m: float, n: int) -> str:
         return "the simulation's own band is wider than the margin: run more replications"
     # the load test's standard error falls as 1/sqrt(n)
     need = (Z90 * se_lt) ** 2 / (room ** 2 - (Z90 * sim_part) ** 2)
-    return f"needs about {math.ceil(n * need):,} load-test requests (has {n:,})" if need > 1 else ""
+    return f"needs about {math.ceil(n * need):,} load-test {unit} (has {n:,})" if need > 1 else ""
 
 
 def cluster_ratio_se(num: Sequence[float], den: Sequence[float]) -> tuple[float, float]:

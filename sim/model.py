@@ -66,6 +66,10 @@ class World:
     decided_at: np.ndarray
     market: MarketRecorder
     ctx: lc.Context
+    #: a fixed market context (a load test's sample): anticipation comes from its record
+    fixed_market: MarketContext | None = None
+    #: the salt of the request-arrival hashes when it is not ``seed`` (a paired replication's)
+    arrival_seed: int | None = None
     calendar: Calendar = field(default_factory=lambda: Calendar())
     lives: dict[int, lc.Life] = field(default_factory=dict)
     orgs: dict[int, lc.Org] = field(default_factory=dict)
@@ -159,7 +163,7 @@ class World:
 
     @functools.cached_property
     def arrival_salt(self) -> str:
-        return f"{self.seed}/arrivals"
+        return f"{self.seed if self.arrival_seed is None else self.arrival_seed}/arrivals"
 
     def record(self, i: int, state: str, provider: str, path: str, since: float | None = None,
                at: float | None = None) -> None:
@@ -206,6 +210,12 @@ class World:
         elif isinstance(action, lc.Chose):
             self.market.chose(self.org(i).region, action.provider, self.hours(action.at))
             self.decided_at[i] = self.hours(action.at)
+        elif isinstance(action, lc.AwaitAnticipation) and self.fixed_market is not None:
+            # the full market's anticipation, as a load test's user reads it
+            self.open_warned[self.org(i).region] = self.open_warned.get(self.org(i).region, 0) + 1
+            due = self.fixed_market.anticipation_at(self.org(i).region, action.threshold)
+            if due is not None and self.hours(due) < self.horizon:
+                self.calendar.add(max(self.hours(due), self.env.now), i, lc.AnticipationDue(due))
         elif isinstance(action, lc.AwaitAnticipation):
             self.thresholds.setdefault(self.org(i).region, []).append((action.threshold, i))
             self.open_warned[self.org(i).region] = self.open_warned.get(self.org(i).region, 0) + 1
@@ -411,17 +421,21 @@ class Timelines:
 
 
 def simulate_agents(s: Scenario, policy: Policy, pop: Population, entropy: int,
-                    profile: Profile | None = None) -> Timelines:
+                    profile: Profile | None = None, *, market: MarketContext | None = None,
+                    arrival_seed: int | None = None) -> Timelines:
     """Run every affected organisation through the window; return all timelines.
 
-    ``entropy`` is the seed of the organisations' generators (``lifecycle.org_rng``)."""
+    ``entropy`` is the seed of the organisations' generators (``lifecycle.org_rng``), and of their
+    request arrivals unless ``arrival_seed`` is given. ``market``: a fixed market context (the
+    full market's, for a load test's sample) instead of the one these organisations make."""
     env = simpy.Environment()
     inc = s.incumbent.name
-    market = MarketRecorder(s.window.start)
+    recorder = MarketRecorder(s.window.start)
     world = World(env=env, s=s, policy=policy, pop=pop, profile=profile or Profile.of(s), seed=entropy,
                   timelines=[[(0.0, "direct", inc, "direct", None)] for _ in range(pop.size)],
                   credit=np.zeros(pop.size, dtype=np.int64), decided_at=np.full(pop.size, math.nan),
-                  market=market, ctx=lc.Context(s, policy, market))
+                  market=recorder, ctx=lc.Context(s, policy, recorder if market is None else market),
+                  fixed_market=market, arrival_seed=arrival_seed)
     world.points = change_hours(world, inc)
     world.per_org = any(st.percent < 100.0 or st.allow_list.orgs
                         for pol in s.policy.values() for st in pol.stages)
@@ -429,7 +443,7 @@ def simulate_agents(s: Scenario, policy: Policy, pop: Population, entropy: int,
     warned: list[int] = []
     firsts: list[tuple[float, int]] = []
     for i, block_h in first.items():
-        market.affect(world.org(i).region)
+        recorder.affect(world.org(i).region)
         if lc.warned_at(s, world.at(block_h)) is not None:
             warned.append(i)
         t = world.next_denied_request(i, block_h)
@@ -443,7 +457,7 @@ def simulate_agents(s: Scenario, policy: Policy, pop: Population, entropy: int,
     env.process(run(env, world, warned, ANTICIPATION_STEP_H))
     env.run(until=world.horizon)
     out = Timelines(changes=world.timelines, credit=world.credit, decided_at=world.decided_at,
-                    market=market.context())
+                    market=recorder.context() if market is None else market)
     # the processes still waiting at the horizon hold the world in a reference cycle; emptied,
     # it leaves that cycle small (see the performance notes in the README)
     world.__dict__.clear()

@@ -58,7 +58,7 @@ def test_agreeing_block_share_exits_0(capsys: pytest.CaptureFixture[str], runs: 
     sim, lt = runs
     _ledger(lt / "ledger.sqlite", blocked_of_ten=9)          # 0.90 against 0.88: within ±8.8 points
     res = run_cli(capsys, "compare", str(sim), str(lt), "--json")
-    table = {v["figure"]: v for v in json.loads(res.out)}
+    table = {v["figure"]: v for v in json.loads(res.out)["verdicts"]}
     cn = table["block_share.CN"]
     assert (cn["simulation"], cn["loadtest"], cn["n"]) == (pytest.approx(0.88), 0.9, 400)
     assert cn["loadtest_se"] == 0.0 and cn["verdict"] == "agree"
