@@ -358,14 +358,16 @@ class Plan:
 
     # ------------------------------------------------------------ the paired simulation
 
-    def sample(self, scenario_sha256: str) -> Sample:
+    def sample(self, scenario_sha256: str, credit_scales: Mapping[str, float]) -> Sample:
         """The users as the paired simulation replays them (``scenarios.sample``): each one's
-        requests per scenario hour at the curve's mean, ``rate × share × step_wall_s``."""
+        requests per scenario hour at the curve's mean, ``rate × share × step_wall_s``, and the
+        credit scale its gateway applies (``loadtests.credits``)."""
         per_hour = self.config.rate * self.step_wall_s
         return Sample(seed=self.config.seed, scenario_sha256=scenario_sha256,
                       wall_s_per_scenario_hour=self.step_wall_s,
                       orgs=tuple(SampledOrg(u.org.id, u.org.region, u.org.segment, u.weight,
-                                            per_hour * u.share) for u in self.users))
+                                            per_hour * u.share, credit_scales.get(u.org.id, 1.0))
+                                 for u in self.users))
 
     # ------------------------------------------------------------ scale
 

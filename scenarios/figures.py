@@ -18,11 +18,11 @@ the latency percentiles); a load test one value, and its standard error with the
 as clusters (from its ledger): one organisation's requests are not independent draws.
 
 The like-for-like reference is the *paired* simulation (``simulate --sample-of``: the load test's
-own organisations, in its units, in the full market's context): its replications are the
-prediction band of that very sample. Against it the load test's figure varies at least as its
-own clusters say and at least as the model predicts for the sample, so the larger of the two is
-its standard error. Against a full-market simulation (the forecast) the comparison also carries
-the sample's composition: a disagreement may mean the sample, not the system.
+own organisations, in its units, with their generators, in the full market's context): its
+replications are the prediction band of that very sample, and the load test's figure is judged
+against it (:func:`paired_se`). Against a full-market simulation (the forecast) the comparison
+also carries the sample's composition, so the load test's cluster-robust error is used: a
+disagreement there may mean the sample, not the system.
 """
 
 from __future__ import annotations
@@ -212,10 +212,23 @@ def compare(s: Scenario, sim: Run, loadtest: Run) -> list[Verdict]:
             continue
         if key.startswith("revenue_share.") and obs.n and max(values) < 1e-3 and obs.value < 1e-3:
             continue   # a provider with no revenue in either: nothing to compare
-        se = max(obs.se, float(np.std(values, ddof=1))) if paired and len(values) > 1 else obs.se
+        se = paired_se(key, obs.se, values) if paired else obs.se
         out.append(judge(key, values, obs.value, se, obs.n, share=_kind(key) in SHARES,
                          unit="organisations" if _kind(key) == "orgs_share" else "requests"))
     return out
+
+
+def paired_se(key: str, loadtest_se: float, sim: list[float]) -> float:
+    """The load test's standard error against its paired simulation (see the module docstring).
+
+    Its organisations are the simulation's, with the same generators: what can still vary is
+    request-level chance, which the paired replications' spread is the model's prediction of —
+    the load test's own clusters (resampling organisations) would count a variation the pairing
+    removed. A share is therefore judged on that spread. A latency percentile also carries the
+    sampling error of the load test's own requests (the simulation samples latencies at its own
+    sample size): the larger of the two."""
+    sd = float(np.std(sim, ddof=1)) if len(sim) > 1 else 0.0
+    return sd if _kind(key) in SHARES else max(loadtest_se, sd)
 
 
 SHARES = ("block_share", "revenue_share", "orgs_share")

@@ -13,6 +13,8 @@ the traffic curve (``scenarios.traffic.hourly_intensity``, mean 1) is at its mea
 unit, so both engines count the same requests, tokens and dollars.
 ``weight`` is how many organisations of the scenario the user stands for (its region × segment
 stratum's size over the users drawn from it); organisation counts are weighted by it in both.
+``credit_scale`` is the fraction of a free-token credit its gateway granted it (its tokens over
+its organisation's, ``scenarios.ledger.credit_scale``); the paired simulation grants the same.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ class SampledOrg:
     segment: str
     weight: float
     requests_per_hour: float
+    #: the free-token credit's scale the load test's gateway applied (``scenarios.ledger``)
+    credit_scale: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +64,8 @@ class Sample:
         return {"format": FORMAT, "format_version": FORMAT_VERSION, "seed": self.seed,
                 "scenario_sha256": self.scenario_sha256,
                 "wall_s_per_scenario_hour": self.wall_s_per_scenario_hour,
-                "orgs": [[o.id, o.region, o.segment, o.weight, o.requests_per_hour] for o in self.orgs]}
+                "orgs": [[o.id, o.region, o.segment, o.weight, o.requests_per_hour, o.credit_scale]
+                         for o in self.orgs]}
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_json(), separators=(",", ":")) + "\n", encoding="utf-8")
@@ -76,16 +81,17 @@ class Sample:
                               f"{data.get('format')!r}, version {data.get('format_version')!r})")
         orgs = []
         for k, row in enumerate(_field(data, "orgs", list, where)):
-            if not (isinstance(row, list) and len(row) == 5):
+            if not (isinstance(row, list) and len(row) == 6):
                 raise RunDirError(f"{where}: orgs[{k}]: expected [id, region, segment, weight, "
-                                  "requests_per_hour]")
-            oid, region, segment, weight, rph = row
+                                  "requests_per_hour, credit_scale]")
+            oid, region, segment, weight, rph, scale = row
             if not all(isinstance(x, str) and x for x in (oid, region, segment)):
                 raise RunDirError(f"{where}: orgs[{k}]: id, region and segment must be strings")
-            if not all(isinstance(x, int | float) and math.isfinite(x) and x >= 0 for x in (weight, rph)):
-                raise RunDirError(f"{where}: orgs[{k}]: weight and requests_per_hour must be "
-                                  "finite non-negative numbers")
-            orgs.append(SampledOrg(oid, region, segment, float(weight), float(rph)))
+            if not all(isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+                       and x >= 0 for x in (weight, rph, scale)):
+                raise RunDirError(f"{where}: orgs[{k}]: weight, requests_per_hour and credit_scale "
+                                  "must be finite non-negative numbers")
+            orgs.append(SampledOrg(oid, region, segment, float(weight), float(rph), float(scale)))
         if not orgs:
             raise RunDirError(f"{where}: orgs: empty (a load test with no users)")
         if len({o.id for o in orgs}) != len(orgs):

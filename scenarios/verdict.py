@@ -8,7 +8,8 @@ difference ``d = load test − mean(simulation)`` has the standard error
 - **agree** when the 90 % interval of d lies inside ±margin (a two one-sided tests equivalence
   check at 5 %),
 - **disagree** when the 95 % interval of d excludes zero and lies wholly outside ±margin,
-- **inconclusive** otherwise — with the run size that would settle it, when more requests can.
+- **inconclusive** otherwise — with the run size that would settle it, when more requests can,
+  and always when the figure rests on fewer than ``MIN_N`` load-test requests (or organisations).
 
 The margin is 10 % of the simulation's mean, or 1 point absolute for a share below 10 %.
 """
@@ -23,6 +24,8 @@ Z90, Z95 = 1.6448536269514722, 1.959963984540054
 RELATIVE_MARGIN = 0.10
 SMALL_SHARE, SHARE_MARGIN = 0.10, 0.01
 AGREE, DISAGREE, INCONCLUSIVE = "agree", "disagree", "inconclusive"
+#: Below this many load-test requests (or organisations) a figure is not judged at all.
+MIN_N = 30
 
 
 def margin(sim_mean: float, *, share: bool) -> float:
@@ -67,9 +70,11 @@ def judge(figure: str, sim: Sequence[float], loadtest: float, loadtest_se: float
     se = math.sqrt(loadtest_se ** 2 + (sd ** 2 / reps if reps else 0.0))
     ci90 = (d - Z90 * se, d + Z90 * se)
     ci95 = (d - Z95 * se, d + Z95 * se)
-    if not (math.isfinite(d) and math.isfinite(se)) or n == 0:
+    if not (math.isfinite(d) and math.isfinite(se)) or n < MIN_N:
+        why = (f"no load-test {unit} to judge" if n == 0 else
+               f"{n} load-test {unit}: fewer than {MIN_N}, too few to judge")
         return Verdict(figure, mean, sd, reps, loadtest, loadtest_se, n, m, d, ci90, ci95,
-                       INCONCLUSIVE, f"no load-test {unit} to judge")
+                       INCONCLUSIVE, why)
     if -m <= ci90[0] and ci90[1] <= m:
         verdict, why = AGREE, ""
     elif (ci95[0] > 0 or ci95[1] < 0) and (ci95[0] > m or ci95[1] < -m):

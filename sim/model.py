@@ -38,6 +38,7 @@ import numpy as np
 import simpy
 
 from scenarios import lifecycle as lc
+from scenarios.failover import failover_providers, served_instead
 from scenarios.ledger import grants_credit
 from scenarios.market import MarketContext, MarketRecorder
 from scenarios.policy import Policy, PolicyRequest, unit_hash
@@ -74,6 +75,11 @@ class World:
     lives: dict[int, lc.Life] = field(default_factory=dict)
     orgs: dict[int, lc.Org] = field(default_factory=dict)
     points: list[float] = field(default_factory=list)
+    #: where what the organisation notices may change: the incumbent's and its failover
+    #: targets' change points (= ``points`` without failover rules)
+    noticed_points: list[float] = field(default_factory=list)
+    failover: bool = False
+    per_org_failover: bool = False
     per_org: bool = False
     #: warned organisations of each region that may still leave in anticipation
     open_warned: dict[str, int] = field(default_factory=dict)
@@ -81,6 +87,7 @@ class World:
     _rngs: dict[int, np.random.Generator] = field(default_factory=dict)
     _arrivals: dict[int, int] = field(default_factory=dict)
     _denied_cache: dict[tuple[Any, ...], bool] = field(default_factory=dict)
+    _noticed_cache: dict[tuple[Any, ...], bool] = field(default_factory=dict)
 
     @functools.cached_property
     def incumbent(self) -> str:
@@ -189,6 +196,23 @@ class World:
                 self.at(hours), self.request(i, self.incumbent)).denied
         return hit
 
+    def noticed(self, i: int, hours: float) -> bool:
+        """Does the organisation *see* its direct request to the incumbent at ``hours`` denied?
+        Not when a failover rule sends it to a target that serves it (``scenarios.failover``):
+        the response it gets is a served one, as a load test's user reads off the wire."""
+        if not self.denied(i, hours):
+            return False
+        if not self.failover:
+            return True
+        j = bisect_right(self.noticed_points, hours)
+        key = (j, self.region_of[i], self.segment_of[i],
+               self.pop.ids[i] if self.per_org or self.per_org_failover else "")
+        hit = self._noticed_cache.get(key)
+        if hit is None:
+            hit = self._noticed_cache[key] = not served_instead(
+                self.s, self.policy, self.at(hours), self.request(i, self.incumbent))
+        return hit
+
     # ------------------------------------------------------------ the machine
 
     def deliver(self, i: int, event: lc.Event) -> None:
@@ -235,7 +259,8 @@ class World:
             if e.state == lc.MIGRATED:
                 # its first request to the provider opens the credit on offer then (the
                 # gateway's rule: scenarios.ledger), and it sends that request from now on
-                self.credit[i] = grants_credit(self.provider_of[e.provider], e.at)
+                scale = 1.0 if self.pop.credit_scale is None else float(self.pop.credit_scale[i])
+                self.credit[i] = grants_credit(self.provider_of[e.provider], e.at, scale)
         elif e.state == lc.CHURNED:
             self.record(i, e.state, "", "", at=h)
         else:
@@ -264,13 +289,14 @@ class World:
             self.calendar.add(t, i, lc.Denied(self.at(t), a.path, a.provider))
 
     def next_denied_request(self, i: int, after: float) -> float | None:
-        """The organisation's first request at or after ``after`` that the incumbent denies."""
+        """The organisation's first request at or after ``after`` that the incumbent denies and
+        no failover target serves instead (a denial it notices)."""
         while True:
-            start = first_denial(self, i, after, self.points)
+            start = first_noticed(self, i, after)
             if start is None:
                 return None
             t = self.first_request(i, start)
-            if t is None or self.denied(i, t):
+            if t is None or self.noticed(i, t):
                 return t
             after = t
 
@@ -319,6 +345,16 @@ def change_hours(world: World, provider: str) -> list[float]:
     points = {0.0} | {min(max(world.hours(p), 0.0), world.horizon)
                       for p in world.policy.change_points(provider)}
     return sorted(points)
+
+
+def first_noticed(world: World, i: int, after: float) -> float | None:
+    """The first instant ≥ ``after`` at which the organisation would notice a denial."""
+    if world.noticed(i, after):
+        return after
+    for p in world.noticed_points:
+        if after < p < world.horizon and world.noticed(i, p):
+            return p
+    return None
 
 
 def first_denial(world: World, i: int, after: float, points: list[float]) -> float | None:
@@ -437,6 +473,11 @@ def simulate_agents(s: Scenario, policy: Policy, pop: Population, entropy: int,
                   market=recorder, ctx=lc.Context(s, policy, recorder if market is None else market),
                   fixed_market=market, arrival_seed=arrival_seed)
     world.points = change_hours(world, inc)
+    targets = failover_providers(s, inc)
+    world.failover = bool(targets)
+    world.per_org_failover = any(rule.orgs for rule in s.routing.failover)
+    world.noticed_points = sorted(set(world.points).union(
+        *(change_hours(world, p) for p in targets)))
     world.per_org = any(st.percent < 100.0 or st.allow_list.orgs
                         for pol in s.policy.values() for st in pol.stages)
     first = _first_denials(world, world.points)

@@ -27,6 +27,8 @@ class Population:
     rate: np.ndarray          # mean requests per hour
     #: organisations each one stands for (a load test's sample: ``scenarios.sample``); None: 1 each
     weight: np.ndarray | None = None
+    #: the fraction of a free-token credit each is granted (a load test's sample); None: whole
+    credit_scale: np.ndarray | None = None
 
     @property
     def size(self) -> int:
@@ -91,4 +93,5 @@ def of_sample(s: Scenario, sample: Sample) -> Population:
                       region=np.array([regions[o.region] for o in sample.orgs], dtype=np.int64),
                       segment=segment, model=_models(s, sample.seed, segment),
                       rate=np.array([o.requests_per_hour for o in sample.orgs], dtype=float),
-                      weight=np.array([o.weight for o in sample.orgs], dtype=float))
+                      weight=np.array([o.weight for o in sample.orgs], dtype=float),
+                      credit_scale=np.array([o.credit_scale for o in sample.orgs], dtype=float))
