@@ -365,6 +365,7 @@ class Plan:
         per_hour = self.config.rate * self.step_wall_s
         return Sample(seed=self.config.seed, scenario_sha256=scenario_sha256,
                       wall_s_per_scenario_hour=self.step_wall_s,
+                      relay_available=bool(self.config.relay_url),
                       orgs=tuple(SampledOrg(u.org.id, u.org.region, u.org.segment, u.weight,
                                             per_hour * u.share, credit_scales.get(u.org.id, 1.0))
                                  for u in self.users))

@@ -200,7 +200,9 @@ def _run(loaded: Loaded, opts: Options, d: Path, started: dt.datetime, console: 
         config = dataclasses.replace(config, relay_url=services.relay_url, wan=services.wan)
         plan = build_plan(config, loaded)
         # who the load test replays, for the paired simulation (simulate --sample-of)
-        plan.sample(loaded.sha256, credits.credit_scales(plan)).write(d / SAMPLE_FILE)
+        # (a gateway at --host was not given the credit scales: it grants whole credits)
+        plan.sample(loaded.sha256, credits.credit_scales(plan) if services.gateway else {}
+                    ).write(d / SAMPLE_FILE)
         console.print(_intro(plan, services, opts), soft_wrap=True)
         console.print(precision_table(plan), soft_wrap=True)
         locust = _start_locust(procs, config, services.host, d, opts)

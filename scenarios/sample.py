@@ -59,11 +59,14 @@ class Sample:
     scenario_sha256: str
     #: the load test's compression: wall seconds per scenario hour (for the record only)
     wall_s_per_scenario_hour: float
+    #: could its organisations circumvent (a relay to send through)? Not against --host.
+    relay_available: bool = True
 
     def to_json(self) -> dict[str, Any]:
         return {"format": FORMAT, "format_version": FORMAT_VERSION, "seed": self.seed,
                 "scenario_sha256": self.scenario_sha256,
                 "wall_s_per_scenario_hour": self.wall_s_per_scenario_hour,
+                "relay_available": self.relay_available,
                 "orgs": [[o.id, o.region, o.segment, o.weight, o.requests_per_hour, o.credit_scale]
                          for o in self.orgs]}
 
@@ -98,6 +101,8 @@ class Sample:
             raise RunDirError(f"{where}: orgs: an organisation appears twice")
         seed = _field(data, "seed", int, where)
         return cls(seed=seed, orgs=tuple(orgs),
+                   relay_available=_field({"relay_available": True, **data}, "relay_available",
+                                          bool, where),
                    scenario_sha256=_field(data, "scenario_sha256", str, where),
                    wall_s_per_scenario_hour=float(_field(data, "wall_s_per_scenario_hour",
                                                          (int, float), where)))
@@ -128,6 +133,6 @@ class Sample:
 
 def _field(data: Mapping[str, Any], name: str, kind: type | tuple[type, ...], where: str) -> Any:
     value = data.get(name)
-    if not isinstance(value, kind) or isinstance(value, bool):
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         raise RunDirError(f"{where}: {name}: missing or of the wrong type")
     return value

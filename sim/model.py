@@ -71,6 +71,8 @@ class World:
     fixed_market: MarketContext | None = None
     #: the salt of the request-arrival hashes when it is not ``seed`` (a paired replication's)
     arrival_seed: int | None = None
+    #: may organisations circumvent at all (``lifecycle.Org.relay_available``)?
+    relay_available: bool = True
     calendar: Calendar = field(default_factory=lambda: Calendar())
     lives: dict[int, lc.Life] = field(default_factory=dict)
     orgs: dict[int, lc.Org] = field(default_factory=dict)
@@ -134,7 +136,8 @@ class World:
         o = self.orgs.get(i)
         if o is None:
             o = self.orgs[i] = lc.Org(self.pop.ids[i], self.s.regions[self.region_of[i]].code,
-                                      self.s.segments[self.segment_of[i]].name)
+                                      self.s.segments[self.segment_of[i]].name,
+                                      relay_available=self.relay_available)
         return o
 
     def rng(self, i: int) -> np.random.Generator:
@@ -458,12 +461,13 @@ class Timelines:
 
 def simulate_agents(s: Scenario, policy: Policy, pop: Population, entropy: int,
                     profile: Profile | None = None, *, market: MarketContext | None = None,
-                    arrival_seed: int | None = None) -> Timelines:
+                    arrival_seed: int | None = None, relay_available: bool = True) -> Timelines:
     """Run every affected organisation through the window; return all timelines.
 
     ``entropy`` is the seed of the organisations' generators (``lifecycle.org_rng``), and of their
     request arrivals unless ``arrival_seed`` is given. ``market``: a fixed market context (the
-    full market's, for a load test's sample) instead of the one these organisations make."""
+    full market's, for a load test's sample) instead of the one these organisations make;
+    ``relay_available``: False where they had no relay to circumvent through."""
     env = simpy.Environment()
     inc = s.incumbent.name
     recorder = MarketRecorder(s.window.start)
@@ -471,7 +475,8 @@ def simulate_agents(s: Scenario, policy: Policy, pop: Population, entropy: int,
                   timelines=[[(0.0, "direct", inc, "direct", None)] for _ in range(pop.size)],
                   credit=np.zeros(pop.size, dtype=np.int64), decided_at=np.full(pop.size, math.nan),
                   market=recorder, ctx=lc.Context(s, policy, recorder if market is None else market),
-                  fixed_market=market, arrival_seed=arrival_seed)
+                  fixed_market=market, arrival_seed=arrival_seed,
+                  relay_available=relay_available)
     world.points = change_hours(world, inc)
     targets = failover_providers(s, inc)
     world.failover = bool(targets)

@@ -80,7 +80,7 @@ def engine_pass(setup: Setup, s: Scenario, seq: np.random.SeedSequence, draws: D
         # full market's context; the replication draws only the request-level chance
         timelines = simulate_agents(s, policy, setup.pop, setup.sample_seed, setup.profile,
                                     market=setup.market if s is setup.s else None,
-                                    arrival_seed=drawn)
+                                    arrival_seed=drawn, relay_available=setup.relay_available)
     pieces = build_pieces(s, policy, setup.pop, timelines.changes)
     cells = split(s, setup.pop, setup.profile, setup.edges, draws, pieces, timelines.credit)
     fa = fate_arrays(s, pieces.fates, PATHS)

@@ -156,6 +156,8 @@ class Setup:
     #: generators in every replication, and the full market's context its choices read
     sample_seed: int | None = None
     market: MarketContext | None = None
+    #: may the organisations circumvent (a load test against --host had no relay)?
+    relay_available: bool = True
 
     @classmethod
     def of(cls, s: Scenario, seed: int, scale: float) -> Setup:
@@ -184,7 +186,8 @@ class Setup:
         the scenario's servers), and the full market's context."""
         check_uncertain(s)
         return dataclasses.replace(cls._derived(s, of_sample(s, sample), 1.0),
-                                   sample_seed=sample.seed, market=market)
+                                   sample_seed=sample.seed, market=market,
+                                   relay_available=sample.relay_available)
 
     def for_replication(self, seq: np.random.SeedSequence) -> Setup:
         """This replication's scenario (uncertain parameters drawn) and population (resampled).
