@@ -95,7 +95,13 @@ def _settle(d: float, se: float, se_lt: float, m: float, n: int, unit: str = "re
         return "the simulation's own band is wider than the margin: run more replications"
     # the load test's standard error falls as 1/sqrt(n)
     need = (Z90 * se_lt) ** 2 / (room ** 2 - (Z90 * sim_part) ** 2)
-    return f"needs about {math.ceil(n * need):,} load-test {unit} (has {n:,})" if need > 1 else ""
+    if need <= 1:
+        return ""
+    factor = math.ceil(need)
+    how = ("more users (--users)" if unit == "organisations"
+           else "a longer --duration or a higher --rate")
+    return (f"needs about {math.ceil(n * need):,} load-test {unit} (has {n:,}): about {factor}× this "
+            f"run — {how}, or --repeat {factor}")
 
 
 def cluster_ratio_se(num: Sequence[float], den: Sequence[float]) -> tuple[float, float]:
