@@ -214,7 +214,8 @@ def compare(s: Scenario, sim: Run, loadtest: Run) -> list[Verdict]:
             continue   # a provider with no revenue in either: nothing to compare
         se = paired_se(key, obs.se, values) if paired else obs.se
         out.append(judge(key, values, obs.value, se, obs.n, share=_kind(key) in SHARES,
-                         unit="organisations" if _kind(key) == "orgs_share" else "requests"))
+                         unit="organisations" if _kind(key) == "orgs_share" else "requests",
+                         paired=paired))
     return out
 
 
