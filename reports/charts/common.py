@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,9 +70,20 @@ def render(ctx: Context, name: str, title: str, caption: str, size: tuple[float,
     with style.rc():
         fig = style.figure(size)
         draw(fig)
-        fig.suptitle(title, fontsize=12, fontweight="bold")
+        fig.suptitle(wrap_title(title, size[0]), fontsize=12, fontweight="bold")
         style.save(fig, ctx.out / name)
     return Chart(name=name, title=title, caption=caption, size_px=style.pixel_size(size))
+
+
+def wrap_title(title: str, width_in: float) -> str:
+    """A title in lines that fit a figure ``width_in`` inches wide (12 pt bold: about nine
+    characters an inch), broken first before the run's name (`` — ``), then between words."""
+    limit = int(width_in * 9)
+    if len(title) <= limit:
+        return title
+    head, sep, tail = title.partition(" — ")
+    parts = [head, tail] if sep else [title]
+    return "\n".join(line for part in parts for line in textwrap.wrap(part, limit))
 
 
 def run_title(run: RunData) -> str:

@@ -9,6 +9,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import LogLocator, NullFormatter
 
 from reports import fmt, style
 from reports.charts.common import (
@@ -118,8 +119,8 @@ def draw(fig: Figure, ctx: Context, sim: RunData, lt: RunData) -> None:
     label_axes(axes, fig, ctx, sim)
     axes[0].set_title(sample_line(sim, lt), fontsize=9, loc="left")
     if not same_clock(lt):
-        axes[2].text(0.01, 0.04, latency_left_out(lt), transform=axes[2].transAxes, fontsize=8,
-                     ha="left", va="bottom", color="#444444")
+        axes[2].set_title(latency_left_out(lt), fontsize=8, fontweight="normal", loc="left",
+                          color="#444444")
 
 
 def pair_title(sim: RunData, lt: RunData) -> str:
@@ -172,11 +173,10 @@ def latency_left_out(lt: RunData) -> str:
 
 
 def sample_line(sim: RunData, lt: RunData) -> str:
-    """The line above the chart: both runs' samples and the load-test points greyed as too thin."""
+    """The lines above the chart: both runs' samples and the load-test points greyed as too thin."""
     thin = ", ".join(f"{k} {what}" for what, k in thin_points(lt).items())
-    return (f"{run_title(sim)} vs {run_title(lt)}\ngrey dots: load-test bins on fewer than "
-            f"{MIN_REQUESTS} requests ({thin}), kept out of the lines; bars below: its requests "
-            "per bin")
+    return (f"{run_title(sim)}\nvs {run_title(lt)}\ngrey dots: load-test bins on fewer than "
+            f"{MIN_REQUESTS} requests ({thin}), kept out of the lines")
 
 
 def draw_samples(ax: Axes, lt: RunData) -> None:
@@ -192,9 +192,12 @@ def draw_samples(ax: Axes, lt: RunData) -> None:
         if values is not None:
             ax.bar(x, values, width=width, align="edge", color=colour, linewidth=0, label=label)
     ax.axhline(MIN_REQUESTS, color=style.SLO_COLOUR, linewidth=0.9, label=f"{MIN_REQUESTS} requests")
-    ax.set_ylabel(f"load-test\nrequests per {bin_unit(lt.table.times)}")
-    ax.set_ylim(bottom=0)
+    ax.set_ylabel(f"load-test\nrequests per {bin_unit(lt.table.times)}\n(log)")
+    ax.set_yscale("log")  # why: the MIN_REQUESTS line stays visible beside thousands a bin
+    ax.yaxis.set_major_locator(LogLocator(base=10, numticks=8))
+    ax.set_ylim(bottom=1)
     count_axis(ax)
+    ax.yaxis.set_minor_formatter(NullFormatter())
     style.legend_outside(ax)
 
 
@@ -222,10 +225,11 @@ def label_axes(axes: np.ndarray, fig: Figure, ctx: Context, sim: RunData) -> Non
     axes[2].set_ylabel("latency (ms, log)\nall paths")
     if any(np.any(np.isfinite(line.get_ydata())) for line in axes[2].get_lines()):
         log_ms_axis(axes[2])
-    for ax in axes:
-        finish_time_axis(ax, fig, sim, sim.table.times)
     for ax in axes[:-1]:
+        finish_time_axis(ax, fig, sim, sim.table.times)
         ax.set_xlabel("")
+    axes[-1].set_xlim(dates(sim.table.times)[0], dates(sim.table.times)[-1])
+    style.date_axis(axes[-1])  # why: no stage labels over the bars; the panels above carry them
     sources = [Line2D([], [], color="#333333", linestyle=s) for s in SOURCE_STYLES.values()]
     sources.append(Line2D([], [], color=THIN_COLOUR, marker="o", linestyle=""))
     axes[0].legend(sources, ["simulation (mean, 5–95 %)", "load test",
