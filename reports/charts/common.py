@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
+from matplotlib.colors import to_hex, to_rgb
 from matplotlib.figure import Figure
 from matplotlib.ticker import Formatter, FuncFormatter
 
@@ -159,20 +160,28 @@ MIN_REQUESTS = 30
 THIN_COLOUR = "#b0b0b0"
 
 
+def pale(colour: str, toward_white: float = 0.55) -> str:
+    """``colour`` greyed out (mixed toward white), still telling one series from another."""
+    r, g, b = (c + (1.0 - c) * toward_white for c in to_rgb(colour))
+    return to_hex((r, g, b))
+
+
 def plot_sampled(ax: Axes, x: np.ndarray, y: np.ndarray, n: np.ndarray | None, colour: str,
-                 **line: Any) -> int:
-    """A line through the bins resting on at least MIN_REQUESTS requests, grey dots for the
-    bins resting on fewer (``n`` None: every bin counts); returns how many were greyed."""
+                 **line: Any) -> tuple[int, int]:
+    """A line through the bins resting on at least MIN_REQUESTS requests, pale dots of the same
+    colour for the bins resting on fewer (``n`` None: every bin counts); returns (points
+    greyed, points)."""
     y = np.asarray(y, dtype=float)
+    points = int(np.count_nonzero(np.isfinite(y)))
     if n is None:
         ax.plot(x, y, color=colour, **line)
-        return 0
+        return 0, points
     enough = np.asarray(n) >= MIN_REQUESTS
     ax.plot(x, np.where(enough, y, np.nan), color=colour, **line)
     few = ~enough & np.isfinite(y)
     if np.any(few):
-        ax.scatter(x[few], y[few], s=9, color=THIN_COLOUR, zorder=2.5, linewidths=0)
-    return int(np.count_nonzero(few))
+        ax.scatter(x[few], y[few], s=9, color=pale(colour), zorder=2.5, linewidths=0)
+    return int(np.count_nonzero(few)), points
 
 
 def request_counts(run: RunData, by: Sequence[str] = (), where: Mapping[str, Any] | None = None,
@@ -210,11 +219,11 @@ def shade_thin(ax: Axes, times: np.ndarray, n: np.ndarray | None) -> int:
     return int(np.count_nonzero(thin))
 
 
-def thin_note(run: RunData, greyed: int, what: str, how: str = "drawn as grey dots, left out "
-              "of the lines") -> str:
+def thin_note(run: RunData, greyed: int, total: int, what: str,
+              how: str = "drawn as pale dots, left out of the lines") -> str:
     """The note under a section whose load-test points were greyed."""
-    return (f"{run.key}: {greyed} {what} rest on fewer than {MIN_REQUESTS} load-test requests "
-            f"each and are {how}")
+    return (f"{run.key}: {greyed:,} of {total:,} {what} rest on fewer than {MIN_REQUESTS} "
+            f"load-test requests each and are {how}")
 
 
 def bin_unit(times: np.ndarray) -> str:

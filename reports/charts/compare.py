@@ -131,24 +131,25 @@ def pair_title(sim: RunData, lt: RunData) -> str:
 
 def sample_notes(sim: RunData, lt: RunData) -> list[str]:
     """Notes for the section under the compare chart: greyed load-test bins, latencies left out."""
-    out = [thin_note(lt, k, what) for what, k in thin_points(lt).items() if k]
+    out = [thin_note(lt, k, total, what) for what, (k, total) in thin_points(lt).items() if k]
     if not same_clock(lt):
         out.append(latency_left_out(lt))
     return out
 
 
-def thin_points(lt: RunData) -> dict[str, int]:
+def thin_points(lt: RunData) -> dict[str, tuple[int, int]]:
     """Load-test points of the block-rate and revenue-share series resting on fewer than
-    MIN_REQUESTS requests (the grey dots of the chart)."""
+    MIN_REQUESTS requests (the pale dots of the chart), and all their points: (thin, all)."""
     assert lt.table is not None
     n = samples(lt)
     out = {}
     for what, key, series in (("block-rate points", "blocked regions", [block_rate(lt)]),
                               ("revenue-share points", "all", list(revenue_shares(lt.table).values()))):
         counts = n[key]
-        out[what] = 0 if counts is None else sum(
-            int(np.count_nonzero(np.isfinite(s[0]) & (counts < MIN_REQUESTS)))
-            for s in series if s is not None)
+        finite = [np.isfinite(s[0]) for s in series if s is not None]
+        thin = 0 if counts is None else sum(int(np.count_nonzero(f & (counts < MIN_REQUESTS)))
+                                            for f in finite)
+        out[what] = (thin, sum(int(np.count_nonzero(f)) for f in finite))
     return out
 
 
@@ -174,8 +175,8 @@ def latency_left_out(lt: RunData) -> str:
 
 def sample_line(sim: RunData, lt: RunData) -> str:
     """The lines above the chart: both runs' samples and the load-test points greyed as too thin."""
-    thin = ", ".join(f"{k} {what}" for what, k in thin_points(lt).items())
-    return (f"{run_title(sim)}\nvs {run_title(lt)}\ngrey dots: load-test bins on fewer than "
+    thin = ", ".join(f"{k:,} of {total:,} {what}" for what, (k, total) in thin_points(lt).items())
+    return (f"{run_title(sim)}\nvs {run_title(lt)}\npale dots: load-test bins on fewer than "
             f"{MIN_REQUESTS} requests ({thin}), kept out of the lines")
 
 
@@ -203,7 +204,7 @@ def draw_samples(ax: Axes, lt: RunData) -> None:
 
 def plot(ax: Axes, run: RunData, per_rep: np.ndarray | None, colour: str, *,
          n: np.ndarray | None = None, band: bool = False) -> None:
-    """The mean line, load-test bins on too few requests as grey dots."""
+    """The mean line, load-test bins on too few requests as pale dots."""
     if per_rep is None or run.table is None:
         return
     b = bands(per_rep)

@@ -1,5 +1,5 @@
 """Latency p50/p95/p99 and time to first token p50/p95 over time: one panel per path, one colour
-per provider, with the SLO. A load test's bins resting on too few served requests are grey dots."""
+per provider, with the SLO. A load test's bins resting on too few served requests are pale dots."""
 
 from __future__ import annotations
 
@@ -53,12 +53,13 @@ def section(ctx: Context) -> Section:
             if not shown:
                 continue
             size = style.WIDE if len(shown) == 1 else style.TALL
-            greyed: list[int] = []
+            greyed: list[tuple[int, int]] = []
             sec.charts.append(render(ctx, f"{run.key}-{NAMES[metric]}", title(run, metric),
                                      caption, size, partial(draw, ctx=ctx, run=run, metric=metric,
                                                             quantiles=quantiles, greyed=greyed)))
-            if sum(greyed):
-                sec.notes.append(thin_note(run, sum(greyed), f"{LABELS[metric]} points",
+            thin, points = (sum(g[i] for g in greyed) for i in (0, 1))
+            if thin:
+                sec.notes.append(thin_note(run, thin, points, f"{LABELS[metric]} points",
                                            HOW[metric]))
         ttft = ttft_table(run)
         if ttft is not None:
@@ -68,8 +69,8 @@ def section(ctx: Context) -> Section:
 
 NAMES = {"latency_ms": "latency", "ttft_ms": "ttft"}
 LABELS = {"latency_ms": "latency", "ttft_ms": "time-to-first-token"}
-HOW = {"latency_ms": "drawn as grey dots, left out of the lines",
-       "ttft_ms": "drawn as grey dots, left out of the lines (counted by served requests: the "
+HOW = {"latency_ms": "drawn as pale dots, left out of the lines",
+       "ttft_ms": "drawn as pale dots, left out of the lines (counted by served requests: the "
                   "streamed ones behind a TTFT are fewer still)"}
 
 
@@ -122,8 +123,10 @@ def paths(table: Table, metric: str = "latency_ms", quantiles: tuple[str, ...] =
 
 
 def draw(fig: Figure, ctx: Context, run: RunData, metric: str = "latency_ms",
-         quantiles: tuple[str, ...] = QUANTILES, greyed: list[int] | None = None) -> None:
-    """One panel per path; appends to ``greyed`` the load-test points drawn grey."""
+         quantiles: tuple[str, ...] = QUANTILES, greyed: list[tuple[int, int]] | None = None
+         ) -> None:
+    """One panel per path; appends to ``greyed`` each panel's (load-test points drawn pale,
+    points)."""
     assert run.table is not None
     shown = paths(run.table, metric, quantiles)
     axes = fig.subplots(len(shown), 1, sharex=True, squeeze=False)[:, 0]
@@ -137,18 +140,19 @@ def draw(fig: Figure, ctx: Context, run: RunData, metric: str = "latency_ms",
         log_ms_axis(ax)
         ax.set_ylabel(f"{path} path\n{'latency' if slo is not None else 'TTFT'} (ms)")
         finish_time_axis(ax, fig, run, run.table.times)
-        legend(ax, ctx, providers, quantiles, slo, thin > 0)
+        legend(ax, ctx, providers, quantiles, slo, thin[0] > 0)
     for ax in axes[:-1]:
         ax.set_xlabel("")
 
 
 def draw_path(ax: Axes, ctx: Context, run: RunData, path: str, metric: str = "latency_ms",
-              quantiles: tuple[str, ...] = QUANTILES) -> tuple[list[str], int]:
+              quantiles: tuple[str, ...] = QUANTILES) -> tuple[list[str], tuple[int, int]]:
     """Lines for each provider and quantile on one path: the providers drawn, the points greyed
-    (a load test's bins on fewer than MIN_REQUESTS served requests of that provider and path)."""
+    (a load test's bins on fewer than MIN_REQUESTS served requests of that provider and path)
+    and the points drawn."""
     assert run.table is not None
     drawn: set[str] = set()
-    greyed = 0
+    greyed = points = 0
     served = request_counts(run, ("provider",), {"path": path}, ("allowed", "warned"))
     for q in quantiles:
         c = cube(run.table, f"{metric}_{q}", ("provider",), {"path": path})
@@ -158,17 +162,17 @@ def draw_path(ax: Axes, ctx: Context, run: RunData, path: str, metric: str = "la
             mean = bands(c.series((provider,))).mean
             if np.all(np.isnan(mean)):
                 continue
-            greyed += plot_sampled(ax, dates(c.times), mean,
-                                   counts_of(served, (provider,)),
-                                   ctx.palette.colour(provider),
-                                   linestyle=style.PERCENTILE_STYLES[q], linewidth=1.4)
+            thin, shown = plot_sampled(ax, dates(c.times), mean, counts_of(served, (provider,)),
+                                       ctx.palette.colour(provider),
+                                       linestyle=style.PERCENTILE_STYLES[q], linewidth=1.4)
+            greyed, points = greyed + thin, points + shown
             drawn.add(provider)
-    return ctx.palette.order(sorted(drawn)), greyed
+    return ctx.palette.order(sorted(drawn)), (greyed, points)
 
 
 def legend(ax: Axes, ctx: Context, providers: list[str], quantiles: tuple[str, ...] = QUANTILES,
            slo: float | None = None, thin: bool = False) -> None:
-    """Provider colours, quantile line styles, the SLO and grey dots if any, outside the plot."""
+    """Provider colours, quantile line styles, the SLO and pale dots if any, outside the plot."""
     handles = [Line2D([], [], color=ctx.palette.colour(p), linewidth=2) for p in providers]
     labels = [ctx.palette.label(p) for p in providers]
     handles += [Line2D([], [], color="#333333", linestyle=style.PERCENTILE_STYLES[q]) for q in quantiles]

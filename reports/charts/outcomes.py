@@ -45,8 +45,9 @@ def section(ctx: Context) -> Section:
         sec.tables.append(totals_table(run))
         n = counts_of(request_counts(run))
         thin = 0 if n is None else int(np.count_nonzero((n > 0) & (n < MIN_REQUESTS)))
-        if thin:
-            sec.notes.append(thin_note(run, thin, "retry-amplification points"))
+        if n is not None and thin:
+            sec.notes.append(thin_note(run, thin, int(np.count_nonzero(n > 0)),
+                                       "retry-amplification points"))
     return sec.skip_if_empty("no request-outcome data in these runs")
 
 

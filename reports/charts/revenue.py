@@ -41,9 +41,9 @@ def section(ctx: Context) -> Section:
         sec.charts.append(render(ctx, f"{run.key}-revenue", title(run), CAPTION, style.WIDE,
                                  partial(draw, ctx=ctx, run=run)))
         sec.tables.append(totals_table(ctx, run))
-        thin = thin_bins(run)
+        thin, bins = thin_bins(run)
         if thin:
-            sec.notes.append(thin_note(run, thin, "bins", "shaded grey"))
+            sec.notes.append(thin_note(run, thin, bins, "bins", "shaded grey"))
     return sec.skip_if_empty("no revenue data in these runs")
 
 
@@ -59,9 +59,12 @@ def requests_per_bin(run: RunData) -> np.ndarray | None:
     return counts_of(request_counts(run))
 
 
-def thin_bins(run: RunData) -> int:
+def thin_bins(run: RunData) -> tuple[int, int]:
+    """(bins on fewer than MIN_REQUESTS load-test requests, bins with requests)."""
     n = requests_per_bin(run)
-    return 0 if n is None else int(np.count_nonzero((n > 0) & (n < MIN_REQUESTS)))
+    if n is None:
+        return 0, 0
+    return int(np.count_nonzero((n > 0) & (n < MIN_REQUESTS))), int(np.count_nonzero(n > 0))
 
 
 def draw(fig: Figure, ctx: Context, run: RunData) -> None:

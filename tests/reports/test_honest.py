@@ -22,9 +22,9 @@ from reports.build import build_report
 from reports.charts import capacity, compare, latency, revenue
 from reports.charts.common import (
     MIN_REQUESTS,
-    THIN_COLOUR,
     Context,
     count_axis,
+    pale,
     percent_axis,
     run_title,
     usd_axis,
@@ -80,28 +80,33 @@ def test_thin_load_test_bins_are_counted_greyed_and_noted(scaled_report: Path,
     ctx = context(list(scaled_runs), tmp_path)
     sim, lt = ctx.runs
     # block rate: 3 thin + 2 very thin days; revenue shares: 2 very thin days × 3 providers
-    assert compare.thin_points(lt) == {"block-rate points": 5, "revenue-share points": 6}
+    # of 122 days, and 3 providers × 122 days
+    assert compare.thin_points(lt) == {"block-rate points": (5, 122),
+                                       "revenue-share points": (6, 366)}
     fig = drawn(lambda f: compare.draw(f, ctx=ctx, sim=sim, lt=lt))
     axes = fig.axes
     grey = [len(c.get_offsets()) for c in axes[0].collections
-            if np.allclose(c.get_facecolor()[0][:3], _rgb(THIN_COLOUR))]
+            if np.allclose(c.get_facecolor()[0][:3], _rgb(pale("black")))]
     assert grey == [5]
-    assert "(5 block-rate points, 6 revenue-share points)" in axes[0].get_title(loc="left")
+    assert "(5 of 122 block-rate points, 6 of 366 revenue-share points)" in axes[0].get_title(
+        loc="left")
     bars = [p.get_height() for p in axes[3].patches]
     assert sorted(set(bars))[:2] == [6, 16]    # very thin days: blocked regions, everything
     assert MIN_REQUESTS in [line.get_ydata()[0] for line in axes[3].get_lines()]
     md = (scaled_report / "summary.md").read_text(encoding="utf-8")
-    for note in ("loadtest: 2 bins rest on fewer than 30 load-test requests each and are shaded "
-                 "grey",
-                 "loadtest: 6 latency points rest on fewer than 30 load-test requests each",
-                 "loadtest: 4 time-to-first-token points rest on fewer than 30",
-                 "loadtest: 2 retry-amplification points rest on fewer than 30"):
+    # latency: OpenAI direct 3 quantiles × 122 days (2 of them very thin), relay and Zhipu
+    # 3 × 84 days each (no request rows there: nothing to judge by); TTFT the same with 2 quantiles
+    for note in ("loadtest: 2 of 122 bins rest on fewer than 30 load-test requests each and are "
+                 "shaded grey",
+                 "loadtest: 6 of 870 latency points rest on fewer than 30 load-test requests each",
+                 "loadtest: 4 of 580 time-to-first-token points rest on fewer than 30",
+                 "loadtest: 2 of 122 retry-amplification points rest on fewer than 30"):
         assert f"> Note: {note}" in md
     assert compare.sample_notes(sim, lt)[:2] == [
-        "loadtest: 5 block-rate points rest on fewer than 30 load-test requests each and are "
-        "drawn as grey dots, left out of the lines",
-        "loadtest: 6 revenue-share points rest on fewer than 30 load-test requests each and are "
-        "drawn as grey dots, left out of the lines"]
+        "loadtest: 5 of 122 block-rate points rest on fewer than 30 load-test requests each and "
+        "are drawn as pale dots, left out of the lines",
+        "loadtest: 6 of 366 revenue-share points rest on fewer than 30 load-test requests each "
+        "and are drawn as pale dots, left out of the lines"]
 
 
 def test_a_simulation_is_never_greyed(scaled_runs: tuple[Path, Path], tmp_path: Path) -> None:
