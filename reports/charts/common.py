@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.colors import to_hex, to_rgb
 from matplotlib.figure import Figure
-from matplotlib.ticker import Formatter, FuncFormatter
+from matplotlib.ticker import Formatter, FuncFormatter, Locator
 
 from reports import fmt, style
 from reports.data import RunData, cube
@@ -309,13 +309,33 @@ def percent_axis(ax: Axes, of: float = 1.0) -> None:
 
 
 def log_ms_axis(ax: Axes) -> None:
-    """A log axis in milliseconds with plain tick labels (1,000 not 10³) at 1-2-5 steps."""
-    from matplotlib.ticker import LogLocator, NullFormatter
+    """A log axis in milliseconds with plain tick labels (1,000 not 10³) at 1-2-5 steps, finer
+    steps when the data span too little of a decade for three of those."""
+    from matplotlib.ticker import NullFormatter
 
     ax.set_yscale("log")
-    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_locator(MsLocator())
     ax.yaxis.set_major_formatter(FuncFormatter(_ms_label))
     ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+class MsLocator(Locator):
+    """Log ticks at 1-2-5 × 10^k, or at 1-1.5-2-3-4-5-6-7-8 × 10^k when fewer than three of
+    the 1-2-5 ticks fall in view."""
+
+    def __call__(self) -> Sequence[float]:
+        assert self.axis is not None
+        return self.tick_values(*self.axis.get_view_interval())
+
+    def tick_values(self, vmin: float, vmax: float) -> Sequence[float]:
+        lo, hi = sorted((max(vmin, 1e-9), max(vmax, 1e-9)))
+        ticks: list[float] = []
+        for subs in ((1.0, 2.0, 5.0), (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0)):
+            decades = range(int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi))) + 1)
+            ticks = [m * 10.0 ** k for k in decades for m in subs if lo <= m * 10.0 ** k <= hi]
+            if len(ticks) >= 3:
+                break
+        return ticks
 
 
 def _ms_label(v: float, _pos: object = None) -> str:
