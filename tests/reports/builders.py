@@ -88,18 +88,17 @@ def request_rows(t: str, d: int, r: int, src: str, f: float = 1.0) -> Iterator[R
 
 
 def latency_rows(t: str, d: int, r: int, src: str) -> Iterator[Row]:
-    series = [("openai", "direct", (400 + 10 * r, 900 + 10 * r, 1500 + 10 * r))]
+    """Latency and time-to-first-token percentiles: metric → (provider, path, p50/p95/p99)."""
+    series = {"latency_ms": [("openai", "direct", (400 + 10 * r, 900 + 10 * r, 1500 + 10 * r))],
+              "ttft_ms": [("openai", "direct", (200 + 10 * r, 450 + 10 * r, 700 + 10 * r))]}
     if d >= BLOCK_DAY:
-        series += [("openai", "relay", (700, 1500, 2500)), ("zhipu", "direct", (600, 1200, 2000))]
-    for provider, path, values in series:
-        for q, v in zip(("p50", "p95", "p99"), values, strict=True):
-            yield (t, r, src, f"latency_ms_{q}", "", provider, path, "", v)
-    ttft = [("openai", "direct", (200 + 10 * r, 450 + 10 * r, 700 + 10 * r))]
-    if d >= BLOCK_DAY:
-        ttft += [("openai", "relay", (350, 800, 1200)), ("zhipu", "direct", (300, 600, 900))]
-    for provider, path, values in ttft:
-        for q, v in zip(("p50", "p95", "p99"), values, strict=True):
-            yield (t, r, src, f"ttft_ms_{q}", "", provider, path, "", v)
+        series["latency_ms"] += [("openai", "relay", (700, 1500, 2500)),
+                                 ("zhipu", "direct", (600, 1200, 2000))]
+        series["ttft_ms"] += [("openai", "relay", (350, 800, 1200)), ("zhipu", "direct", (300, 600, 900))]
+    for metric, groups in series.items():
+        for provider, path, values in groups:
+            for q, v in zip(("p50", "p95", "p99"), values, strict=True):
+                yield (t, r, src, f"{metric}_{q}", "", provider, path, "", v)
 
 
 def org_states(d: int) -> dict[tuple[str, str], int]:
