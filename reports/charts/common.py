@@ -135,9 +135,16 @@ def timing(run: RunData) -> str:
     """A load test's timing label (``true``, ``scaled``, ``external``); ``true`` for other runs."""
     if run.kind != "loadtest":
         return "true"
-    lt = run.run.summary.get("loadtest")
-    label = lt.get("timing") if isinstance(lt, dict) else None
+    label = _loadtest_field(run, "timing")
     return str(label) if label else "unknown"
+
+
+def _loadtest_field(run: RunData, key: str) -> Any:
+    """``key`` of the load test's ``loadtest`` record: summary.json's, else meta.json's."""
+    for record in (run.run.summary.get("loadtest"), run.run.meta.get("loadtest")):
+        if isinstance(record, dict) and record.get(key) is not None:
+            return record[key]
+    return None
 
 
 def timing_mark(run: RunData) -> str:
@@ -146,15 +153,14 @@ def timing_mark(run: RunData) -> str:
     if label == "true":
         return ""
     if label == "scaled":
-        lt = run.run.summary.get("loadtest")
-        k = lt.get("time_scale") if isinstance(lt, dict) else None
+        k = _loadtest_field(run, "time_scale")
         return f"time scaled ×{k:g}" if isinstance(k, (int, float)) else "time scaled"
     if label == "external":
         return "external timing (another system's network)"
     return "timing not recorded"
 
 
-#: A load-test bin whose figure rests on fewer requests than this is drawn grey and kept out of
+#: A load-test bin whose figure rests on fewer requests than this is drawn pale and kept out of
 #: the line: at n = 30 a share's 95 % binomial half-width is still up to ±18 points.
 MIN_REQUESTS = 30
 THIN_COLOUR = "#b0b0b0"

@@ -258,3 +258,15 @@ def test_true_time_load_test_latency_shares_the_axis(tmp_path: Path) -> None:
     assert sorted(line.get_linestyle() for line in data) == ["-"] * 3 + ["--"] * 3
     assert ax.get_title(loc="left") == ""
     assert not compare.sample_notes(sim, lt)
+
+
+def test_a_load_test_timing_read_from_meta_when_the_summary_has_none(tmp_path: Path) -> None:
+    lt = builders.write_loadtest_run(tmp_path / "runs")
+    summary = json.loads((lt / "summary.json").read_text())
+    del summary["loadtest"], summary["scale"]
+    (lt / "summary.json").write_text(json.dumps(summary))
+    meta = json.loads((lt / "meta.json").read_text())
+    meta["loadtest"] = {"timing": "scaled", "time_scale": 8.0}
+    (lt / "meta.json").write_text(json.dumps(meta))
+    assert run_title(load_runs([lt])[0]) == (
+        "load test: a sample of the world (scale not recorded), time scaled ×8 (loadtest)")
