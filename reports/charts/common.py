@@ -113,10 +113,22 @@ def sample_marks(run: RunData) -> list[str]:
     """What makes a run less than the whole market in true time, as short phrases (none: empty)."""
     if run.kind == "loadtest":
         return [m for m in (_loadtest_sample(run), timing_mark(run)) if m]
+    marks = []
+    of = run.run.meta.get("sample_of")
+    if run.kind == "simulate" and isinstance(of, dict):
+        marks.append(_paired_sample(of))
     scale = run.run.meta.get("scale")
     if isinstance(scale, (int, float)) and 0 < scale < 1:
-        return [f"scale {scale:g}"]
-    return []
+        marks.append(f"scale {scale:g}")
+    return marks
+
+
+def _paired_sample(of: dict[str, Any]) -> str:
+    """A paired simulation (``simulate --sample-of``): the load test's organisations only."""
+    orgs, stands = of.get("organisations"), of.get("stands_for")
+    if isinstance(orgs, int) and isinstance(stands, (int, float)):
+        return f"the load test's {orgs:,} organisations for {stands:,.0f}"
+    return "the load test's organisations"
 
 
 def _loadtest_sample(run: RunData) -> str:

@@ -166,10 +166,12 @@ def draw(fig: Figure, ctx: Context, sim: RunData, lt: RunData) -> None:
                           color="#444444")
 
 
-def pair_title(sim: RunData, lt: RunData) -> str:
-    """The compare chart's title, naming both runs with their samples (for ``section``)."""
-    return (f"{run_title(sim)} vs {run_title(lt)} of {sim.scenario.name}: block rate, revenue "
-            "shares, latency")
+def pair_title(sim: RunData, lt: RunData, what: str = "") -> str:
+    """The compare chart's title, naming both runs with their samples (for ``section``;
+    ``what``: the simulation's role, e.g. "the forecast: the whole market")."""
+    role = f" — {what}" if what else ""
+    return (f"{run_title(sim)} vs {run_title(lt)} of {sim.scenario.name}{role}: block rate, "
+            "revenue shares, latency")
 
 
 def sample_notes(sim: RunData, lt: RunData) -> list[str]:

@@ -270,3 +270,13 @@ def test_a_load_test_timing_read_from_meta_when_the_summary_has_none(tmp_path: P
     (lt / "meta.json").write_text(json.dumps(meta))
     assert run_title(load_runs([lt])[0]) == (
         "load test: a sample of the world (scale not recorded), time scaled ×8 (loadtest)")
+
+
+def test_a_paired_simulation_says_it_is_the_load_tests_sample(tmp_path: Path) -> None:
+    sim = builders.write_sim_run(tmp_path / "runs")
+    meta = json.loads((sim / "meta.json").read_text())
+    meta["sample_of"] = {"organisations": 1000, "run": "x-loadtest", "stands_for": 55150.0}
+    (sim / "meta.json").write_text(json.dumps(meta))
+    run = load_runs([sim])[0]
+    assert run_title(run) == ("simulation, 3 replications, the load test's 1,000 organisations "
+                              "for 55,150 (paired)")
