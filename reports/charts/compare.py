@@ -92,13 +92,12 @@ def section(ctx: Context) -> Section:
                           (pr.paired, "like for like: the load test's own organisations")):
             if sim is None:
                 continue
-            title = (f"Simulation ({sim.key}, {what}) vs load test ({lt.key}) of "
-                     f"{sim.scenario.name}: block rate, revenue shares, latency")
-            sec.charts.append(render(ctx, f"{sim.key}-vs-{lt.key}", title, CAPTION, (11.0, 9.0),
-                                     partial(draw, ctx=ctx, sim=sim, lt=lt)))
+            sec.charts.append(render(ctx, f"{sim.key}-vs-{lt.key}", pair_title(sim, lt, what),
+                                     CAPTION, (11.0, 9.0), partial(draw, ctx=ctx, sim=sim, lt=lt)))
             sec.tables.append(difference_table(ctx, sim, lt))
         ref = pr.reference
         assert ref is not None
+        sec.notes += sample_notes(ref, lt)
         if pr.paired is None:
             sec.notes.append(f"{lt.key}: no paired simulation among these runs, so the verdicts "
                              f"judge the load test against the whole market ({ref.key}): its "
@@ -366,9 +365,9 @@ def verdict_table(sim: RunData, lt: RunData) -> tuple[TextTable, list[dict[str, 
                      v.verdict + (f" — {v.why}" if v.why else "")))
     against = ("its paired simulation, like for like" if is_paired(sim.run, lt.run)
                else "the whole market's simulation, the forecast")
-    title = (f"Simulation ({sim.key}) vs load test ({lt.key}), against {against}: verdict per "
-             "figure (agree: the difference's 90 % interval within ±10 %, ±1 point for shares "
-             "under 10 %)")
+    title = (f"Simulation ({run_tag(sim)}) vs load test ({run_tag(lt)}), against {against}: "
+             "verdict per figure (agree: the difference's 90 % interval within ±10 %, ±1 point for "
+             "shares under 10 %)")
     return (TextTable(title, ("figure", "simulation", "load test", "difference [90 % CI]", "n",
                               "verdict"), rows, align="lrrrrl"),
             [v.as_dict() for v in table])
