@@ -275,6 +275,7 @@ def _kind(key: str) -> str:
     return key.split(".")[0]
 
 
-def _order(key: str) -> tuple[int, str]:
-    return (KINDS.index(_kind(key)), key)
+def _order(key: str) -> tuple[int, int, str]:
+    """By kind; a path's latency before its providers'."""
+    return (KINDS.index(_kind(key)), key.count("."), key)
 
