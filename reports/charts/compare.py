@@ -221,7 +221,7 @@ def sample_line(sim: RunData, lt: RunData) -> str:
     """The lines above the chart: both runs' samples and the load-test points greyed as too thin."""
     thin = ", ".join(f"{k:,} of {total:,} {what}" for what, (k, total) in thin_points(lt).items())
     return (f"{run_title(sim)}\nvs {run_title(lt)}\npale dots: load-test bins on fewer than "
-            f"{MIN_REQUESTS} requests ({thin}), kept out of the lines")
+            f"{MIN_REQUESTS} requests,\n{thin}, kept out of the lines")
 
 
 def draw_samples(ax: Axes, lt: RunData) -> None:
