@@ -88,7 +88,7 @@ def test_thin_load_test_bins_are_counted_greyed_and_noted(scaled_report: Path,
     grey = [len(c.get_offsets()) for c in axes[0].collections
             if np.allclose(c.get_facecolor()[0][:3], _rgb(pale("black")))]
     assert grey == [5]
-    assert "(5 of 122 block-rate points, 6 of 366 revenue-share points)" in axes[0].get_title(
+    assert "requests,\n5 of 122 block-rate points, 6 of 366 revenue-share points, kept" in axes[0].get_title(
         loc="left")
     bars = [p.get_height() for p in axes[3].patches]
     assert sorted(set(bars))[:2] == [6, 16]    # very thin days: blocked regions, everything
