@@ -1,8 +1,9 @@
 """A circuit breaker per upstream: stop calling a provider that keeps failing, probe it later.
 
 closed --(``failures`` consecutive failures)--> open --(``cooldown_s`` later)--> half-open
-half-open lets one probe through: success closes the circuit, failure opens it again.
-Time is passed in (``now``), so the breaker is tested without sleeping.
+half-open lets one probe through: success closes the circuit, failure opens it again, and a
+probe that ends with neither (its client left, the request was cancelled) is abandoned: the next
+request may probe. Time is passed in (``now``), so the breaker is tested without sleeping.
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ class CircuitBreaker:
             self._probing = True
             return True
         return False
+
+    def abandon(self) -> None:
+        """A call let through ended without an answer either way (cancelled): if it was the
+        half-open probe, the next request may probe — else the circuit would stay open for good."""
+        self._probing = False
 
     def success(self) -> None:
         self._failures = 0

@@ -79,6 +79,9 @@ class Upstreams:
                 if attempt < self.policy.retries:
                     await asyncio.sleep(_BACKOFF_S * 2**attempt)
                 continue
+            except BaseException:
+                breaker.abandon()   # cancelled (its client left): tells nothing of the upstream
+                raise
             breaker.success()
             return response
         assert last is not None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from gateway.circuit_breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
-from gateway.config import UpstreamPolicy
+from gateway.config import UpstreamPolicy, UpstreamUrl
 from scenarios.policy import OPENAI_403_BODY
 from tests.gateway.conftest import CN_IP, CN_KEY, US_IP, StartGateway, chat_body
 from tests.gateway.fake_upstream import Faults
@@ -118,3 +118,49 @@ def test_breaker_state_machine() -> None:
     assert b.allow(23)
     b.success()
     assert b.state(23) == CLOSED and b.opened_total == 2
+
+
+def test_an_abandoned_probe_lets_the_next_request_probe() -> None:
+    b = CircuitBreaker(failures=1, cooldown_s=10)
+    b.failure(0)
+    assert b.allow(10) is True and b.allow(10) is False     # the probe is out
+    b.abandon()                                             # ... and ended with no answer
+    assert b.state(10) == HALF_OPEN and b.allow(10) is True  # another may probe
+    b.success()
+    assert b.state(11) == CLOSED
+
+
+async def test_a_probe_cancelled_inside_the_upstream_call_does_not_hold_the_circuit_open() -> None:
+    """The half-open probe's call ends in neither an answer nor an upstream error (cancelled, or
+    an unexpected exception): the breaker must let the next request probe. Before, its probe
+    flag stayed set and every later request got 503 circuit_open for good (seen in the e2e
+    kill -9 test under load: 200,000 503s in 60 s)."""
+    import asyncio
+
+    from gateway.errors import CircuitOpen
+    from gateway.metrics import Metrics
+    from gateway.upstreams import Upstreams
+
+    loop = asyncio.get_running_loop()
+    ups = Upstreams(UpstreamPolicy(retries=0, breaker_failures=1, breaker_cooldown_s=0),
+                    Metrics(), loop)
+    url = UpstreamUrl("127.0.0.1", 9)
+    ups.configure({"openai": url})                    # never reached: its request is replaced
+    pool = ups._pools[url]
+    breaker = ups._breakers["openai"]
+    breaker.failure(loop.time())                      # open; half-open at once (cooldown 0)
+    outcomes: list[BaseException] = [asyncio.CancelledError(), RuntimeError("unexpected")]
+
+    async def request(*_: object, **__: object) -> object:
+        raise outcomes.pop(0)
+
+    pool.request = request  # type: ignore[method-assign]
+    for expected in (asyncio.CancelledError, RuntimeError):
+        try:
+            await ups.call("openai", "/v1/chat/completions", b"{}")
+        except expected:
+            pass
+        except CircuitOpen:
+            raise AssertionError("the abandoned probe held the circuit open") from None
+        assert breaker.allow(loop.time()) is True     # the next request may probe
+        breaker.abandon()
