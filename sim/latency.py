@@ -194,13 +194,15 @@ def pooled_latencies(lat: LatencySamples, path: int, bin_sets: list[np.ndarray],
     rows = np.flatnonzero(lat.path == path)
     source = lat.latency_ms if values_ms is None else values_ms
     values = source[rows].ravel()
-    order = np.argsort(values, kind="stable")
+    if keep is None:
+        order = np.argsort(values, kind="stable")
+    else:   # only the kept samples are sorted (in the order all of them would have)
+        kept = np.flatnonzero(keep[rows].ravel())
+        order = kept[np.argsort(values[kept], kind="stable")]
     row_of = order // lat.latency_ms.shape[1]
-    kept = None if keep is None else keep[rows].ravel()
     out: list[np.ndarray | None] = []
     for bins in bin_sets:
-        mine = np.isin(lat.bin[rows], bins)
-        take = mine[row_of] if kept is None else mine[row_of] & kept[order]
+        take = np.isin(lat.bin[rows], bins)[row_of]
         if not np.any(take):
             out.append(None)
             continue

@@ -388,8 +388,9 @@ def warn(world: World, warned: list[int]) -> dict[str, _Market]:
     """The announcement: every warned organisation draws its threshold; one market per region."""
     ann = world.s.behaviour.announcement
     assert ann is not None
+    event = lc.Warned(ann.at)   # one event for all: it is the same message
     for i in warned:
-        world.deliver(i, lc.Warned(ann.at))
+        world.deliver(i, event)
     return {r: _Market(sorted(ts), len(ts)) for r, ts in world.thresholds.items()}
 
 
@@ -463,9 +464,13 @@ def simulate_agents(s: Scenario, policy: Policy, pop: Population, entropy: int,
     first = _first_denials(world, world.points)
     warned: list[int] = []
     firsts: list[tuple[float, int]] = []
+    warns: dict[float, bool] = {}   # a few distinct first-denial hours
     for i, block_h in first.items():
         market.affect(world.org(i).region)
-        if lc.warned_at(s, world.at(block_h)) is not None:
+        w = warns.get(block_h)
+        if w is None:
+            w = warns[block_h] = lc.warned_at(s, world.at(block_h)) is not None
+        if w:
             warned.append(i)
         t = world.next_denied_request(i, block_h)
         if t is not None:
