@@ -240,7 +240,8 @@ def step(life: Life, event: Event, org: Org, rng: np.random.Generator,
         if life.warned or life.denied_seen or life.state != DIRECT:
             return life, ()
         threshold = float(rng.exponential())
-        return life._replace(warned=True, threshold=threshold), (AwaitAnticipation(threshold),)
+        return (_life(DIRECT, life.provider, life.excluded, True, threshold, False, life.decide_after,
+                      life.relay_since, life.migrate_done), (AwaitAnticipation(threshold),))
     if isinstance(event, AnticipationDue):
         if life.state != DIRECT or life.denied_seen:
             return life, ()
@@ -320,21 +321,21 @@ def org_rng(seed: int, org_id: str) -> np.random.Generator:
     The four state words are a BLAKE2b hash of both, handed straight to the bit generator (a
     SeedSequence per organisation would cost more than the organisation's whole life)."""
     digest = hashlib.blake2b(f"{seed & 0xFFFFFFFFFFFFFFFF}/{org_id}".encode(), digest_size=32).digest()
-    words = np.frombuffer(digest, dtype=np.uint64)
     # numpy takes any ISeedSequence here (its stubs only name SeedSequence)
-    return np.random.Generator(np.random.PCG64(_Words(words)))  # type: ignore[arg-type]
+    return np.random.Generator(np.random.PCG64(_Words(digest)))  # type: ignore[arg-type]
 
 
 class _Words(ISeedSequence):
-    """Seed words given to PCG64 as they are."""
+    """Seed words (the bytes of four native-order uint64) given to PCG64 as they are."""
 
-    __slots__ = ("words",)
+    __slots__ = ("digest",)
 
-    def __init__(self, words: np.ndarray) -> None:
-        self.words = words
+    def __init__(self, digest: bytes) -> None:
+        self.digest = digest
 
     def generate_state(self, n_words: int, dtype: Any = np.uint32) -> np.ndarray:
-        words = self.words if np.dtype(dtype) == np.uint64 else self.words.view(np.uint32)
+        words = np.frombuffer(self.digest, dtype=np.uint64 if dtype is np.uint64 or np.dtype(dtype)
+                              == np.uint64 else np.uint32)
         if n_words == words.size:
             return words.copy()
         return np.resize(words, n_words).astype(words.dtype)

@@ -207,7 +207,7 @@ class World:
             rng = self.rng(i)
         life, actions = lc.step(before, event, org, rng, self.ctx)
         self.lives[i] = life
-        if before.warned and before.state == lc.DIRECT and not before.denied_seen and (
+        if before.warned and life is not before and before.state == lc.DIRECT and not before.denied_seen and (
                 life.state != lc.DIRECT or life.denied_seen):
             self.open_warned[org.region] -= 1
         acts = self._acts
@@ -237,14 +237,14 @@ class World:
 
     def _enter(self, i: int, e: lc.Enter) -> None:
         h = self.hours(e.at)
-        if e.state == lc.CIRCUMVENTING:
-            self.record(i, h, e.state, self.incumbent, "relay", h)
-        elif e.state in (lc.MIGRATING, lc.MIGRATED):
+        if e.state == lc.MIGRATING or e.state == lc.MIGRATED:
             self.record(i, h, e.state, e.provider, "direct")
             if e.state == lc.MIGRATED:
                 # its first request to the provider opens the credit on offer then (the
                 # gateway's rule: scenarios.ledger), and it sends that request from now on
                 self.credit[i] = grants_credit(self.provider_of[e.provider], e.at)
+        elif e.state == lc.CIRCUMVENTING:
+            self.record(i, h, e.state, self.incumbent, "relay", h)
         elif e.state == lc.CHURNED:
             self.record(i, h, e.state, "", "")
         else:
