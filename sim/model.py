@@ -75,6 +75,7 @@ class World:
     open_warned: dict[str, int] = field(default_factory=dict)
     thresholds: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
     _rngs: dict[int, np.random.Generator] = field(default_factory=dict)
+    _agents: dict[int, tuple[lc.Org, np.random.Generator]] = field(default_factory=dict)
     _arrivals: dict[int, int] = field(default_factory=dict)
     _denied_cache: dict[tuple[Any, ...], bool] = field(default_factory=dict)
     #: the instant of the announcement or anticipation step being delivered (hours)
@@ -198,13 +199,13 @@ class World:
 
     def deliver(self, i: int, event: lc.Event) -> None:
         """Feed one event to the organisation's life and carry out what it asks."""
-        org = self.orgs.get(i) or self.org(i)
+        agent = self._agents.get(i)
+        if agent is None:
+            agent = self._agents[i] = (self.org(i), self.rng(i))
+        org, rng = agent
         before = self.lives.get(i)
         if before is None:
             before = lc.start(org)
-        rng = self._rngs.get(i)
-        if rng is None:
-            rng = self.rng(i)
         life, actions = lc.step(before, event, org, rng, self.ctx)
         self.lives[i] = life
         if before.warned and life is not before and before.state == lc.DIRECT and not before.denied_seen and (
@@ -501,15 +502,20 @@ def _first_denials(world: World, points: list[float]) -> dict[int, float]:
     pol = world.s.policy.get(world.incumbent)
     if pol is None or not pol.stages:  # nobody is ever denied (the no-block baseline)
         return out
-    cache: dict[tuple[int, int], float | None] = {}
-    for i in range(world.pop.size):
-        key = (world.region_of[i], world.segment_of[i])
-        if per_org or key not in cache:
-            cache[key] = first_denial(world, i, 0.0, points)
-        hit = cache[key]
-        if hit is not None and hit < world.horizon:
-            out[i] = hit
-    return out
+    if per_org:
+        hits = [first_denial(world, i, 0.0, points) for i in range(world.pop.size)]
+        return {i: hit for i, hit in enumerate(hits) if hit is not None and hit < world.horizon}
+    # asked of the first organisation of each (region, segment); its answer holds for all of them
+    key = world.pop.region * len(world.s.segments) + world.pop.segment
+    keys, first = np.unique(key, return_index=True)
+    hit_of = np.full(keys.size, np.inf)
+    for k, i in enumerate(first.tolist()):
+        hit = first_denial(world, i, 0.0, points)
+        if hit is not None:
+            hit_of[k] = hit
+    hits = hit_of[np.searchsorted(keys, key)]
+    affected = np.flatnonzero(hits < world.horizon)
+    return dict(zip(affected.tolist(), hits[affected].tolist(), strict=True))
 
 
 def market_context(s: Scenario, seed: int) -> MarketContext:
