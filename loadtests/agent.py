@@ -12,8 +12,9 @@ function, ``lifecycle.step``); this module only turns what the user sees into it
 - **MigrationDone**: at the instant the machine asked for.
 
 Timed events are delivered, in time order, whenever the user next asks (``route(now)``,
-``observe(now, ...)``) — the agent never reads a clock, so it is tested without sleeping — and
-each transition is logged at the scenario instant it happened, not when it was noticed.
+``observe(now, ...)``), and those left after its last request when it finishes (``finish(end)``)
+— the agent never reads a clock, so it is tested without sleeping — and each transition is
+logged at the scenario instant it happened, not when it was noticed.
 The market (imitation shares, anticipation) comes from the :class:`lifecycle.Context`, which a
 load test builds from the full-market simulation's record (``market.json``).
 """
@@ -105,6 +106,14 @@ class OrgAgent:
     def advance(self, now: dt.datetime) -> None:
         """Deliver the timed events due by ``now``, in time order."""
         while self.timers and self.timers[0][0] <= now:
+            _, _, event = self.timers.pop(0)
+            self._deliver(event)
+
+    def finish(self, end: dt.datetime) -> None:
+        """The organisation's last requests are sent: its timed events before ``end`` (the
+        window's end) still happen — a warning read, an anticipated move, a migration finished
+        need no request — as they do in the simulator, whose timeline runs to the horizon."""
+        while self.timers and self.timers[0][0] < end:
             _, _, event = self.timers.pop(0)
             self._deliver(event)
 

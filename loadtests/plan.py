@@ -42,6 +42,7 @@ from scenarios.errors import UsageError
 from scenarios.loader import Loaded, load
 from scenarios.policy import first_denial
 from scenarios.population import Org, build_population, segment_counts
+from scenarios.sample import Sample, SampledOrg
 from scenarios.schema import Scenario
 from scenarios.traffic import hourly_intensity, window_hours
 
@@ -354,6 +355,20 @@ class Plan:
                                        block_share_pm=_half_width([x for x, _ in rows]),
                                        revenue_share_pm=_half_width([r for _, r in rows])))
         return out
+
+    # ------------------------------------------------------------ the paired simulation
+
+    def sample(self, scenario_sha256: str, credit_scales: Mapping[str, float]) -> Sample:
+        """The users as the paired simulation replays them (``scenarios.sample``): each one's
+        requests per scenario hour at the curve's mean, ``rate × share × step_wall_s``, and the
+        credit scale its gateway applies (``loadtests.credits``)."""
+        per_hour = self.config.rate * self.step_wall_s
+        return Sample(seed=self.config.seed, scenario_sha256=scenario_sha256,
+                      wall_s_per_scenario_hour=self.step_wall_s,
+                      relay_available=bool(self.config.relay_url),
+                      orgs=tuple(SampledOrg(u.org.id, u.org.region, u.org.segment, u.weight,
+                                            per_hour * u.share, credit_scales.get(u.org.id, 1.0))
+                                 for u in self.users))
 
     # ------------------------------------------------------------ scale
 

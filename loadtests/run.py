@@ -56,6 +56,7 @@ from scenarios.errors import UsageError
 from scenarios.loader import Loaded, resolved_yaml
 from scenarios.market import MarketContext
 from scenarios.rundir import meta, run_dir_name, staged_run_dir, write_json, write_timeseries
+from scenarios.sample import MARKET_FILE, SAMPLE_FILE
 from scenarios.schema import Scenario
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
@@ -177,8 +178,8 @@ def _run(loaded: Loaded, opts: Options, d: Path, started: dt.datetime, console: 
     events_dir = d / "events"
     market_file = ""
     if opts.market is not None:
-        opts.market.write(d / "market.json")
-        market_file = str(d / "market.json")
+        opts.market.write(d / MARKET_FILE)
+        market_file = str(d / MARKET_FILE)
     ports = None if opts.host else Ports.pick(loaded.scenario)
     # Every process starts at once. Unless the user fixed the epoch, the scenario clock starts
     # only once all of them are ready: the gateway's clock is then set through its admin API and
@@ -198,6 +199,10 @@ def _run(loaded: Loaded, opts: Options, d: Path, started: dt.datetime, console: 
                                    scales)
         config = dataclasses.replace(config, relay_url=services.relay_url, wan=services.wan)
         plan = build_plan(config, loaded)
+        # who the load test replays, for the paired simulation (simulate --sample-of)
+        # (a gateway at --host was not given the credit scales: it grants whole credits)
+        plan.sample(loaded.sha256, credits.credit_scales(plan) if services.gateway else {}
+                    ).write(d / SAMPLE_FILE)
         console.print(_intro(plan, services, opts), soft_wrap=True)
         console.print(precision_table(plan), soft_wrap=True)
         locust = _start_locust(procs, config, services.host, d, opts)

@@ -349,6 +349,8 @@ class OrgUser(FastHttpUser):
             self._drop_idle_connections()
             self.inflight.spawn(self._send_with_retries, k, intended, route)
         self.inflight.join()
+        self.agent.finish(plan.scenario.window.end)
+        self.world.sync_states(self.spec, self.agent)
         self.world.events.done(self.spec.index, time.time())
         self.world.user_finished()
         while True:  # done: idle until the runner stops (a task that returns would run again)

@@ -241,12 +241,17 @@ def load_runs(paths: Sequence[Path]) -> list[RunData]:
     for path in paths:
         run = read_run(path)
         scenario = load_text(run.scenario_yaml, file=str(path / "scenario.yaml")).scenario
-        base = KIND_KEYS[run.kind]
+        base = "paired" if is_paired_sim(run) else KIND_KEYS[run.kind]
         seen[base] = seen.get(base, 0) + 1
         key = base if seen[base] == 1 else f"{base}-{seen[base]}"
         table = None if run.kind == "sweep" else read_table(path / "timeseries.csv")
         out.append(RunData(key=key, run=run, scenario=scenario, table=table))
     return out
+
+
+def is_paired_sim(run: Run) -> bool:
+    """A paired simulation (``simulate --sample-of``): a load test's own organisations."""
+    return run.kind == "simulate" and isinstance(run.meta.get("sample_of"), dict)
 
 
 def block_start(s: Scenario) -> dt.datetime | None:

@@ -68,3 +68,19 @@ def first_admitting(policy: Policy, now: dt.datetime, request: PolicyRequest,
         if not decision.denied:
             return k, decision
     return None
+
+
+def served_instead(s: Scenario, policy: Policy, now: dt.datetime, request: PolicyRequest) -> bool:
+    """Would a request its provider's policy denies be failed over to a target that serves it?
+
+    Then the organisation sees a served response, not a denial: what it *notices* (the load
+    test's user reads it off the wire; the simulator asks this)."""
+    targets = failover_targets(s, provider=request.provider, when=BLOCK, segment=request.segment,
+                               org=request.org, country=request.country)
+    return bool(targets) and first_admitting(policy, now, request, [p.name for p in targets]) is not None
+
+
+def failover_providers(s: Scenario, provider: str) -> frozenset[str]:
+    """Every provider a request refused by ``provider`` may fail over to (any rule, any client)."""
+    return frozenset(name for rule in s.routing.failover if rule.from_ == provider
+                     and BLOCK in rule.when for name in rule.to)

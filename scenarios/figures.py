@@ -9,11 +9,20 @@ All figures count from the incumbent's first block or throttle (``scenarios.poli
 - ``revenue_share.k`` — provider k's share of all providers' revenue;
 - ``orgs_share.S`` — of the organisations of the blocked regions, the share in state S at the end
   of the window;
-- ``latency_ms.P.qQ`` — the Q-th latency percentile on path P (true time only).
+- ``latency_ms.P.qQ`` — the Q-th latency percentile on path P (true time only);
+- ``ttft_ms.P.qQ`` — the Q-th percentile of the time to first token of streamed requests on path
+  P (true time only).
 
 A simulation gives one value per replication (from ``timeseries.csv``, or the headline's band for
 the latency percentiles); a load test one value, and its standard error with the organisations
 as clusters (from its ledger): one organisation's requests are not independent draws.
+
+The like-for-like reference is the *paired* simulation (``simulate --sample-of``: the load test's
+own organisations, in its units, with their generators, in the full market's context): its
+replications are the prediction band of that very sample, and the load test's figure is judged
+against it (:func:`paired_se`). Against a full-market simulation (the forecast) the comparison
+also carries the sample's composition, so the load test's cluster-robust error is used: a
+disagreement there may mean the sample, not the system.
 """
 
 from __future__ import annotations
@@ -31,7 +40,9 @@ from scenarios.rundir import ORG_STATES, Run
 from scenarios.schema import Scenario
 from scenarios.verdict import Z90, Verdict, cluster_ratio_se, judge
 
-LATENCY_FIGURES = (("direct", 50), ("direct", 95))
+#: (metric, path, percentile) of the compared latency figures
+LATENCY_FIGURES = (("latency_ms", "direct", 50), ("latency_ms", "direct", 95),
+                   ("ttft_ms", "direct", 50), ("ttft_ms", "direct", 95))
 BLOCKED = ("block", "throttle")
 
 
@@ -84,10 +95,10 @@ def sim_figures(s: Scenario, ts: Mapping[str, np.ndarray], summary: Mapping[str,
                                               if n else math.nan)
     headline = summary.get("headline", {})
     assert isinstance(headline, Mapping)
-    for lpath, q in LATENCY_FIGURES:
-        band = headline.get(f"latency_ms.{lpath}.p{q}.after")
+    for name, lpath, q in LATENCY_FIGURES:
+        band = headline.get(f"{name}.{lpath}.p{q}.after")
         if isinstance(band, Mapping) and band.get("mean") is not None:
-            out[f"latency_ms.{lpath}.p{q}"] = _band_values(band, len(reps))
+            out[f"{name}.{lpath}.p{q}"] = _band_values(band, len(reps))
     return dict(out)
 
 
@@ -111,15 +122,15 @@ def loadtest_figures(s: Scenario, run: Run) -> dict[str, Observed]:
     inc = s.incumbent.name
     db = sqlite3.connect(f"file:{ledger}?mode=ro", uri=True)
     try:
-        rows = db.execute("SELECT org, home_region, provider, path, decision, revenue_usd, total_ms "
-                          "FROM requests WHERE scenario_time >= ?", (after,)).fetchall()
+        rows = db.execute("SELECT org, home_region, provider, path, decision, revenue_usd, total_ms, "
+                          "ttft_ms FROM requests WHERE scenario_time >= ?", (after,)).fetchall()
     finally:
         db.close()
     out: dict[str, Observed] = {}
     for code in denied_regions(s):
         num: dict[str, float] = defaultdict(float)
         den: dict[str, float] = defaultdict(float)
-        for org, home, provider, path, decision, _, _ in rows:
+        for org, home, provider, path, decision, *_ in rows:
             if home != code or not (provider == inc or path == "failover"):
                 continue
             den[org] += 1
@@ -128,7 +139,7 @@ def loadtest_figures(s: Scenario, run: Run) -> dict[str, Observed]:
         share, se = cluster_ratio_se([num[o] for o in orgs], [den[o] for o in orgs])
         out[f"block_share.{code}"] = Observed(share, se, int(sum(den.values())))
     by_org: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    for org, _, provider, _, _, revenue, _ in rows:
+    for org, _, provider, _, _, revenue, *_ in rows:
         by_org[org][provider] += revenue or 0.0
     orgs = sorted(by_org)
     totals = [sum(by_org[o].values()) for o in orgs]
@@ -138,8 +149,9 @@ def loadtest_figures(s: Scenario, run: Run) -> dict[str, Observed]:
     out.update(_orgs_figures(s, run))
     timing = (run.summary.get("loadtest") or {}).get("timing")
     if timing == "true":
-        out.update(_latency_figures(run, [r[6] for r in rows if r[3] == "direct" and r[4] in ("allow", "warn")
-                                          and r[6] is not None]))
+        served = [r for r in rows if r[3] == "direct" and r[4] in ("allow", "warn")]
+        out.update(_latency_figures(run, {"latency_ms": [r[6] for r in served if r[6] is not None],
+                                          "ttft_ms": [r[7] for r in served if r[7] is not None]}))
     return out
 
 
@@ -159,15 +171,15 @@ def _orgs_figures(s: Scenario, run: Run) -> dict[str, Observed]:
     return out
 
 
-def _latency_figures(run: Run, samples: list[float]) -> dict[str, Observed]:
+def _latency_figures(run: Run, samples: Mapping[str, list[float]]) -> dict[str, Observed]:
     """The headline's percentiles, their standard error from the order statistics of the
     ledger's latencies on that path (distribution-free: ranks n·q ± z·sqrt(n·q·(1−q)))."""
     headline = run.summary.get("headline") or {}
     out = {}
-    xs = np.sort(np.asarray(samples, dtype=float))
-    n = xs.size
-    for p, q in LATENCY_FIGURES:
-        band = headline.get(f"latency_ms.{p}.p{q}.after")
+    for name, p, q in LATENCY_FIGURES:
+        xs = np.sort(np.asarray(samples.get(name, []), dtype=float))
+        n = xs.size
+        band = headline.get(f"{name}.{p}.p{q}.after")
         if not isinstance(band, Mapping) or band.get("mean") is None or n < 20:
             continue
         value = float(band["mean"])
@@ -176,14 +188,22 @@ def _latency_figures(run: Run, samples: list[float]) -> dict[str, Observed]:
         hi = int(min(n - 1, math.ceil(n * f + Z90 * math.sqrt(n * f * (1 - f)))))
         centre = float(np.quantile(xs, f))
         rel = (xs[hi] - xs[lo]) / (2 * Z90) / centre if centre > 0 else 0.0
-        out[f"latency_ms.{p}.p{q}"] = Observed(value, abs(value) * rel, n)
+        out[f"{name}.{p}.p{q}"] = Observed(value, abs(value) * rel, n)
     return out
 
 
+def is_paired(sim: Run, loadtest: Run) -> bool:
+    """Is ``sim`` the paired simulation of ``loadtest`` (``simulate --sample-of`` it)?"""
+    of = sim.meta.get("sample_of")
+    return isinstance(of, Mapping) and of.get("run") == loadtest.path.name
+
+
 def compare(s: Scenario, sim: Run, loadtest: Run) -> list[Verdict]:
-    """The verdict table: every figure both runs have, in a stable order."""
+    """The verdict table: every figure both runs have, in a stable order (see the module
+    docstring for how the paired simulation's band enters the load test's standard error)."""
     simulated = sim_figures(s, sim.timeseries(), sim.summary)
     observed = loadtest_figures(s, loadtest)
+    paired = is_paired(sim, loadtest)
     out = []
     for key in sorted(simulated, key=_order):
         values = [v for v in simulated[key] if math.isfinite(v)]
@@ -192,11 +212,33 @@ def compare(s: Scenario, sim: Run, loadtest: Run) -> list[Verdict]:
             continue
         if key.startswith("revenue_share.") and obs.n and max(values) < 1e-3 and obs.value < 1e-3:
             continue   # a provider with no revenue in either: nothing to compare
-        out.append(judge(key, values, obs.value, obs.se, obs.n, share=not key.startswith("latency")))
+        se = paired_se(key, obs.se, values) if paired else obs.se
+        out.append(judge(key, values, obs.value, se, obs.n, share=_kind(key) in SHARES,
+                         unit="organisations" if _kind(key) == "orgs_share" else "requests"))
     return out
 
 
+def paired_se(key: str, loadtest_se: float, sim: list[float]) -> float:
+    """The load test's standard error against its paired simulation (see the module docstring).
+
+    Its organisations are the simulation's, with the same generators: what can still vary is
+    request-level chance, which the paired replications' spread is the model's prediction of —
+    the load test's own clusters (resampling organisations) would count a variation the pairing
+    removed. A share is therefore judged on that spread. A latency percentile also carries the
+    sampling error of the load test's own requests (the simulation samples latencies at its own
+    sample size): the larger of the two."""
+    sd = float(np.std(sim, ddof=1)) if len(sim) > 1 else 0.0
+    return sd if _kind(key) in SHARES else max(loadtest_se, sd)
+
+
+SHARES = ("block_share", "revenue_share", "orgs_share")
+KINDS = (*SHARES, "latency_ms", "ttft_ms")
+
+
+def _kind(key: str) -> str:
+    return key.split(".")[0]
+
+
 def _order(key: str) -> tuple[int, str]:
-    kinds = ("block_share", "revenue_share", "orgs_share", "latency_ms")
-    return (kinds.index(key.split(".")[0]), key)
+    return (KINDS.index(_kind(key)), key)
 

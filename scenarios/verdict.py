@@ -8,7 +8,8 @@ difference ``d = load test − mean(simulation)`` has the standard error
 - **agree** when the 90 % interval of d lies inside ±margin (a two one-sided tests equivalence
   check at 5 %),
 - **disagree** when the 95 % interval of d excludes zero and lies wholly outside ±margin,
-- **inconclusive** otherwise — with the run size that would settle it, when more requests can.
+- **inconclusive** otherwise — with the run size that would settle it, when more requests can,
+  and always when the figure rests on fewer than ``MIN_N`` load-test requests (or organisations).
 
 The margin is 10 % of the simulation's mean, or 1 point absolute for a share below 10 %.
 """
@@ -23,6 +24,8 @@ Z90, Z95 = 1.6448536269514722, 1.959963984540054
 RELATIVE_MARGIN = 0.10
 SMALL_SHARE, SHARE_MARGIN = 0.10, 0.01
 AGREE, DISAGREE, INCONCLUSIVE = "agree", "disagree", "inconclusive"
+#: Below this many load-test requests (or organisations) a figure is not judged at all.
+MIN_N = 30
 
 
 def margin(sim_mean: float, *, share: bool) -> float:
@@ -57,7 +60,7 @@ class Verdict:
 
 
 def judge(figure: str, sim: Sequence[float], loadtest: float, loadtest_se: float, n: int, *,
-          share: bool) -> Verdict:
+          share: bool, unit: str = "requests") -> Verdict:
     """The verdict for one figure (see the module docstring)."""
     reps = len(sim)
     mean = math.fsum(sim) / reps if reps else math.nan
@@ -67,19 +70,21 @@ def judge(figure: str, sim: Sequence[float], loadtest: float, loadtest_se: float
     se = math.sqrt(loadtest_se ** 2 + (sd ** 2 / reps if reps else 0.0))
     ci90 = (d - Z90 * se, d + Z90 * se)
     ci95 = (d - Z95 * se, d + Z95 * se)
-    if not (math.isfinite(d) and math.isfinite(se)) or n == 0:
+    if not (math.isfinite(d) and math.isfinite(se)) or n < MIN_N:
+        why = (f"no load-test {unit} to judge" if n == 0 else
+               f"{n} load-test {unit}: fewer than {MIN_N}, too few to judge")
         return Verdict(figure, mean, sd, reps, loadtest, loadtest_se, n, m, d, ci90, ci95,
-                       INCONCLUSIVE, "no load-test requests to judge")
+                       INCONCLUSIVE, why)
     if -m <= ci90[0] and ci90[1] <= m:
         verdict, why = AGREE, ""
     elif (ci95[0] > 0 or ci95[1] < 0) and (ci95[0] > m or ci95[1] < -m):
         verdict, why = DISAGREE, ""
     else:
-        verdict, why = INCONCLUSIVE, _settle(d, se, loadtest_se, m, n)
+        verdict, why = INCONCLUSIVE, _settle(d, se, loadtest_se, m, n, unit)
     return Verdict(figure, mean, sd, reps, loadtest, loadtest_se, n, m, d, ci90, ci95, verdict, why)
 
 
-def _settle(d: float, se: float, se_lt: float, m: float, n: int) -> str:
+def _settle(d: float, se: float, se_lt: float, m: float, n: int, unit: str = "requests") -> str:
     """What run size would make the 90 % interval fit the margin, if the difference stayed d."""
     room = m - abs(d)
     if room <= 0:
@@ -90,7 +95,13 @@ def _settle(d: float, se: float, se_lt: float, m: float, n: int) -> str:
         return "the simulation's own band is wider than the margin: run more replications"
     # the load test's standard error falls as 1/sqrt(n)
     need = (Z90 * se_lt) ** 2 / (room ** 2 - (Z90 * sim_part) ** 2)
-    return f"needs about {math.ceil(n * need):,} load-test requests (has {n:,})" if need > 1 else ""
+    if need <= 1:
+        return ""
+    factor = math.ceil(need)
+    how = ("more users (--users)" if unit == "organisations"
+           else "a longer --duration or a higher --rate")
+    return (f"needs about {math.ceil(n * need):,} load-test {unit} (has {n:,}): about {factor}× this "
+            f"run — {how}, or --repeat {factor}")
 
 
 def cluster_ratio_se(num: Sequence[float], den: Sequence[float]) -> tuple[float, float]:

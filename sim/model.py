@@ -38,6 +38,7 @@ import numpy as np
 import simpy
 
 from scenarios import lifecycle as lc
+from scenarios.failover import failover_providers, served_instead
 from scenarios.ledger import grants_credit
 from scenarios.market import MarketContext, MarketRecorder
 from scenarios.policy import Policy, PolicyRequest, unit_hash
@@ -66,10 +67,21 @@ class World:
     decided_at: np.ndarray
     market: MarketRecorder
     ctx: lc.Context
+    #: a fixed market context (a load test's sample): anticipation comes from its record
+    fixed_market: MarketContext | None = None
+    #: the salt of the request-arrival hashes when it is not ``seed`` (a paired replication's)
+    arrival_seed: int | None = None
+    #: may organisations circumvent at all (``lifecycle.Org.relay_available``)?
+    relay_available: bool = True
     calendar: Calendar = field(default_factory=lambda: Calendar())
     lives: dict[int, lc.Life] = field(default_factory=dict)
     orgs: dict[int, lc.Org] = field(default_factory=dict)
     points: list[float] = field(default_factory=list)
+    #: where what the organisation notices may change: the incumbent's and its failover
+    #: targets' change points (= ``points`` without failover rules)
+    noticed_points: list[float] = field(default_factory=list)
+    failover: bool = False
+    per_org_failover: bool = False
     per_org: bool = False
     #: warned organisations of each region that may still leave in anticipation
     open_warned: dict[str, int] = field(default_factory=dict)
@@ -78,10 +90,11 @@ class World:
     _agents: dict[int, tuple[lc.Org, np.random.Generator]] = field(default_factory=dict)
     _arrivals: dict[int, int] = field(default_factory=dict)
     _denied_cache: dict[tuple[Any, ...], bool] = field(default_factory=dict)
-    #: the instant of the announcement or anticipation step being delivered (hours)
+    #: the instant of the event being delivered (hours; SimPy's clock arithmetic, see :func:`run`)
     now: float = 0.0
     _last_when: dt.datetime | None = None
     _last_hours: float = 0.0
+    _noticed_cache: dict[tuple[Any, ...], bool] = field(default_factory=dict)
 
     @functools.cached_property
     def incumbent(self) -> str:
@@ -133,7 +146,8 @@ class World:
         o = self.orgs.get(i)
         if o is None:
             o = self.orgs[i] = lc.Org(self.pop.ids[i], self.s.regions[self.region_of[i]].code,
-                                      self.s.segments[self.segment_of[i]].name)
+                                      self.s.segments[self.segment_of[i]].name,
+                                      relay_available=self.relay_available)
         return o
 
     def rng(self, i: int) -> np.random.Generator:
@@ -169,7 +183,7 @@ class World:
 
     @functools.cached_property
     def arrival_salt(self) -> str:
-        return f"{self.seed}/arrivals"
+        return f"{self.seed if self.arrival_seed is None else self.arrival_seed}/arrivals"
 
     def record(self, i: int, at: float, state: str, provider: str, path: str,
                since: float | None = None) -> None:
@@ -193,6 +207,23 @@ class World:
         if hit is None:
             hit = self._denied_cache[key] = self.policy.decide(
                 self.at(hours), self.request(i, self.incumbent)).denied
+        return hit
+
+    def noticed(self, i: int, hours: float) -> bool:
+        """Does the organisation *see* its direct request to the incumbent at ``hours`` denied?
+        Not when a failover rule sends it to a target that serves it (``scenarios.failover``):
+        the response it gets is a served one, as a load test's user reads off the wire."""
+        if not self.denied(i, hours):
+            return False
+        if not self.failover:
+            return True
+        j = bisect_right(self.noticed_points, hours)
+        key = (j, self.region_of[i], self.segment_of[i],
+               self.pop.ids[i] if self.per_org or self.per_org_failover else "")
+        hit = self._noticed_cache.get(key)
+        if hit is None:
+            hit = self._noticed_cache[key] = not served_instead(
+                self.s, self.policy, self.at(hours), self.request(i, self.incumbent))
         return hit
 
     # ------------------------------------------------------------ the machine
@@ -228,8 +259,14 @@ class World:
 
     def _await_anticipation(self, i: int, a: lc.AwaitAnticipation) -> None:
         region = self.orgs[i].region
-        self.thresholds.setdefault(region, []).append((a.threshold, i))
         self.open_warned[region] = self.open_warned.get(region, 0) + 1
+        if self.fixed_market is None:
+            self.thresholds.setdefault(region, []).append((a.threshold, i))
+            return
+        # the full market's anticipation, as a load test's user reads it
+        due = self.fixed_market.anticipation_at(region, a.threshold)
+        if due is not None and self.hours(due) < self.horizon:
+            self.calendar.add(max(self.hours(due), self.now), i, lc.AnticipationDue(due))
 
     def _await_migration(self, i: int, a: lc.AwaitMigration) -> None:
         h = self.hours(a.at)
@@ -243,7 +280,8 @@ class World:
             if e.state == lc.MIGRATED:
                 # its first request to the provider opens the credit on offer then (the
                 # gateway's rule: scenarios.ledger), and it sends that request from now on
-                self.credit[i] = grants_credit(self.provider_of[e.provider], e.at)
+                scale = 1.0 if self.pop.credit_scale is None else float(self.pop.credit_scale[i])
+                self.credit[i] = grants_credit(self.provider_of[e.provider], e.at, scale)
         elif e.state == lc.CIRCUMVENTING:
             self.record(i, h, e.state, self.incumbent, "relay", h)
         elif e.state == lc.CHURNED:
@@ -276,13 +314,14 @@ class World:
             self.calendar.add(t, i, lc.Denied(self.at(t), a.path, a.provider))
 
     def next_denied_request(self, i: int, after: float) -> float | None:
-        """The organisation's first request at or after ``after`` that the incumbent denies."""
+        """The organisation's first request at or after ``after`` that the incumbent denies and
+        no failover target serves instead (a denial it notices)."""
         while True:
-            start = first_denial(self, i, after, self.points)
+            start = first_noticed(self, i, after)
             if start is None:
                 return None
             t = self.first_request(i, start)
-            if t is None or self.denied(i, t):
+            if t is None or self.noticed(i, t):
                 return t
             after = t
 
@@ -333,6 +372,16 @@ def change_hours(world: World, provider: str) -> list[float]:
     return sorted(points)
 
 
+def first_noticed(world: World, i: int, after: float) -> float | None:
+    """The first instant ≥ ``after`` at which the organisation would notice a denial."""
+    if world.noticed(i, after):
+        return after
+    for p in world.noticed_points:
+        if after < p < world.horizon and world.noticed(i, p):
+            return p
+    return None
+
+
 def first_denial(world: World, i: int, after: float, points: list[float]) -> float | None:
     """The first instant ≥ ``after`` at which the organisation's direct traffic is denied."""
     if world.denied(i, after):
@@ -371,13 +420,13 @@ def run(env: simpy.Environment, world: World, warned: list[int],
             now = now + (t - now)
             if now >= horizon:   # env.run(until=horizon) stops before anything at the horizon
                 return
+            world.now = now
         _, _, i, event = heapq.heappop(heap)
         if event is not None:
             deliver(i, event)
             continue
         if now > env.now:
             yield env.timeout(now - env.now)
-        world.now = now
         if i == ANNOUNCE:
             markets = warn(world, warned)
         going = anticipation_step(world, markets, step) if i == TICK else bool(markets)
@@ -448,18 +497,29 @@ class Timelines:
 
 
 def simulate_agents(s: Scenario, policy: Policy, pop: Population, entropy: int,
-                    profile: Profile | None = None) -> Timelines:
+                    profile: Profile | None = None, *, market: MarketContext | None = None,
+                    arrival_seed: int | None = None, relay_available: bool = True) -> Timelines:
     """Run every affected organisation through the window; return all timelines.
 
-    ``entropy`` is the seed of the organisations' generators (``lifecycle.org_rng``)."""
+    ``entropy`` is the seed of the organisations' generators (``lifecycle.org_rng``), and of their
+    request arrivals unless ``arrival_seed`` is given. ``market``: a fixed market context (the
+    full market's, for a load test's sample) instead of the one these organisations make;
+    ``relay_available``: False where they had no relay to circumvent through."""
     env = simpy.Environment()
     inc = s.incumbent.name
-    market = MarketRecorder(s.window.start)
+    recorder = MarketRecorder(s.window.start)
     world = World(env=env, s=s, policy=policy, pop=pop, profile=profile or Profile.of(s), seed=entropy,
                   timelines=[[(0.0, "direct", inc, "direct", None)] for _ in range(pop.size)],
                   credit=np.zeros(pop.size, dtype=np.int64), decided_at=np.full(pop.size, math.nan),
-                  market=market, ctx=lc.Context(s, policy, market))
+                  market=recorder, ctx=lc.Context(s, policy, recorder if market is None else market),
+                  fixed_market=market, arrival_seed=arrival_seed,
+                  relay_available=relay_available)
     world.points = change_hours(world, inc)
+    targets = failover_providers(s, inc)
+    world.failover = bool(targets)
+    world.per_org_failover = any(rule.orgs for rule in s.routing.failover)
+    world.noticed_points = sorted(set(world.points).union(
+        *(change_hours(world, p) for p in targets)))
     world.per_org = any(st.percent < 100.0 or st.allow_list.orgs
                         for pol in s.policy.values() for st in pol.stages)
     first = _first_denials(world, world.points)
@@ -467,7 +527,7 @@ def simulate_agents(s: Scenario, policy: Policy, pop: Population, entropy: int,
     firsts: list[tuple[float, int]] = []
     warns: dict[float, bool] = {}   # a few distinct first-denial hours
     for i, block_h in first.items():
-        market.affect(world.org(i).region)
+        recorder.affect(world.org(i).region)
         w = warns.get(block_h)
         if w is None:
             w = warns[block_h] = lc.warned_at(s, world.at(block_h)) is not None
@@ -484,7 +544,7 @@ def simulate_agents(s: Scenario, policy: Policy, pop: Population, entropy: int,
     env.process(run(env, world, warned, ANTICIPATION_STEP_H))
     env.run(until=world.horizon)
     out = Timelines(changes=world.timelines, credit=world.credit, decided_at=world.decided_at,
-                    market=market.context())
+                    market=recorder.context() if market is None else market)
     # the processes still waiting at the horizon hold the world in a reference cycle; emptied,
     # it leaves that cycle small (see the performance notes in the README)
     world.__dict__.clear()

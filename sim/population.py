@@ -14,6 +14,7 @@ import numpy as np
 
 from scenarios.distributions import sample
 from scenarios.population import build_population, segment_counts
+from scenarios.sample import Sample
 from scenarios.schema import Scenario
 
 
@@ -24,10 +25,19 @@ class Population:
     segment: np.ndarray       # index into scenario.segments
     model: np.ndarray         # index into incumbent.models
     rate: np.ndarray          # mean requests per hour
+    #: organisations each one stands for (a load test's sample: ``scenarios.sample``); None: 1 each
+    weight: np.ndarray | None = None
+    #: the fraction of a free-token credit each is granted (a load test's sample); None: whole
+    credit_scale: np.ndarray | None = None
 
     @property
     def size(self) -> int:
         return len(self.ids)
+
+    @property
+    def organisations(self) -> float:
+        """How many organisations of the scenario these stand for."""
+        return float(self.weight.sum()) if self.weight is not None else float(self.size)
 
 
 def resample(s: Scenario, pop: Population, seed: int, scale: float = 1.0) -> Population:
@@ -70,3 +80,18 @@ def build(s: Scenario, seed: int, scale: float = 1.0) -> Population:
     rate = np.array([o.requests_per_hour for o in orgs], dtype=float)
     return Population(ids=tuple(o.id for o in orgs), region=region, segment=segment, model=model,
                       rate=rate)
+
+
+def of_sample(s: Scenario, sample: Sample) -> Population:
+    """Exactly a load test's organisations (``scenarios.sample``): its ids, regions, segments,
+    weights and request rates (in the load test's units); each one's main model is drawn as for
+    any population, from the load test's seed."""
+    regions = {r.code: i for i, r in enumerate(s.regions)}
+    segments = {g.name: i for i, g in enumerate(s.segments)}
+    segment = np.array([segments[o.segment] for o in sample.orgs], dtype=np.int64)
+    return Population(ids=tuple(o.id for o in sample.orgs),
+                      region=np.array([regions[o.region] for o in sample.orgs], dtype=np.int64),
+                      segment=segment, model=_models(s, sample.seed, segment),
+                      rate=np.array([o.requests_per_hour for o in sample.orgs], dtype=float),
+                      weight=np.array([o.weight for o in sample.orgs], dtype=float),
+                      credit_scale=np.array([o.credit_scale for o in sample.orgs], dtype=float))

@@ -72,8 +72,15 @@ class ReplicationResult:
 
 def engine_pass(setup: Setup, s: Scenario, seq: np.random.SeedSequence, draws: Draws) -> Run:
     policy = Policy(s)
-    entropy = int(stream(seq, AGENTS).integers(0, 2**63))
-    timelines = simulate_agents(s, policy, setup.pop, entropy, setup.profile)
+    drawn = int(stream(seq, AGENTS).integers(0, 2**63))
+    if setup.sample_seed is None:
+        timelines = simulate_agents(s, policy, setup.pop, drawn, setup.profile)
+    else:
+        # a load test's sample: its organisations' own generators (the load test's seed) in the
+        # full market's context; the replication draws only the request-level chance
+        timelines = simulate_agents(s, policy, setup.pop, setup.sample_seed, setup.profile,
+                                    market=setup.market if s is setup.s else None,
+                                    arrival_seed=drawn, relay_available=setup.relay_available)
     pieces = build_pieces(s, policy, setup.pop, timelines.changes)
     cells = split(s, setup.pop, setup.profile, setup.edges, draws, pieces, timelines.credit)
     fa = fate_arrays(s, pieces.fates, PATHS)
@@ -180,8 +187,10 @@ def _org_states(setup: Setup, tl: Timelines) -> np.ndarray:
     # per region at once (whole numbers in floats, so the sums do not depend on the order)
     steady = np.fromiter((len(line) == 1 and line[0][1] == "direct" for line in changes),
                          dtype=bool, count=len(changes))
+    weight = setup.pop.weight
     diff[0, code["direct", ""]::len(ORG_STATES) * len(names)] += np.bincount(
-        setup.pop.region[steady], minlength=len(s.regions))
+        setup.pop.region[steady], weights=None if weight is None else weight[steady],
+        minlength=len(s.regions))
     moved = np.flatnonzero(~steady)
     lines = [changes[i] for i in moved.tolist()]
     entries = list(itertools.chain.from_iterable(lines))
@@ -196,8 +205,9 @@ def _org_states(setup: Setup, tl: Timelines) -> np.ndarray:
     # an entry shows from the first bin ending at or after its start, until the next one shows
     first = np.searchsorted(ends, start, side="left")
     last = np.searchsorted(ends, stop, side="left")
-    np.add.at(diff, (first, slot), 1.0)
-    np.add.at(diff, (last, slot), -1.0)
+    w = 1.0 if weight is None else np.repeat(weight[moved], lengths)
+    np.add.at(diff, (first, slot), w)
+    np.add.at(diff, (last, slot), -w)
     return np.cumsum(diff, axis=0)[:-1].reshape(ends.size, *shape)
 
 

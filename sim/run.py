@@ -23,8 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from scenarios.errors import RunDirError
 from scenarios.loader import Loaded, resolved_yaml
-from scenarios.rundir import COLUMNS, meta, run_dir_name, staged_run_dir, write_json
+from scenarios.market import MarketContext
+from scenarios.rundir import COLUMNS, meta, read_run, run_dir_name, staged_run_dir, write_json
+from scenarios.sample import MARKET_FILE, SAMPLE_FILE, Sample
 from scenarios.schema import Scenario
 from sim.metrics import bin_times, block
 from sim.replication import ReplicationResult, Setup, gc_paused, run_replication
@@ -56,9 +59,11 @@ def _one(setup: Setup, index: int, seq: np.random.SeedSequence) -> tuple[Replica
 
 
 def replicate(s: Scenario, *, replications: int, seed: int, jobs: int = 1, scale: float = 1.0,
-              progress: Progress | None = None) -> Replicated:
-    """Run ``replications`` replications (each with its baseline) on ``jobs`` processes."""
-    setup = Setup.of(s, seed, scale)
+              progress: Progress | None = None, paired: Paired | None = None) -> Replicated:
+    """Run ``replications`` replications (each with its baseline) on ``jobs`` processes;
+    ``paired``: of a load test's sample (its organisations, in the full market's context)."""
+    setup = (Setup.of(s, seed, scale) if paired is None
+             else Setup.of_sample(s, paired.sample, paired.market))
     seqs = seeds_for(seed, replications)
     done: dict[int, tuple[ReplicationResult, float]] = {}
     for i, item in _run_all(setup, seqs, jobs):
@@ -152,7 +157,9 @@ def write_run(loaded: Loaded, rep: Replicated, *, seed: int, out: Path, jobs: in
         (staging.path / "scenario.yaml").write_text(resolved_yaml(s), encoding="utf-8")
         write_blocks(staging.path / "timeseries.csv", s, times, rep.results)
         write_json(staging.path / "summary.json",
-                   summary(s, rep.results, seed=seed, times=times, population=rep.setup.pop.size))
+                   summary(s, rep.results, seed=seed, times=times, paired=rep.setup.sample_seed is not None,
+                           population=rep.setup.pop.size if rep.setup.pop.weight is None
+                           else rep.setup.pop.organisations))
         write_json(staging.path / "meta.json", meta(
             kind=kind, scenario=s.name, sha256=loaded.sha256, source=loaded.source, seeds=[seed],
             started=started, finished=dt.datetime.now(dt.UTC), replications=len(rep.results),
@@ -183,9 +190,52 @@ ENGINE_NOTES = {
 
 
 def simulate(loaded: Loaded, *, replications: int = 10, seed: int = 0, jobs: int = 1,
-             out: Path = Path("runs"), scale: float = 1.0, progress: Progress | None = None) -> Path:
-    """Simulate a scenario and write its run directory; returns the run directory's path."""
+             out: Path = Path("runs"), scale: float = 1.0, progress: Progress | None = None,
+             paired: Paired | None = None) -> Path:
+    """Simulate a scenario and write its run directory; returns the run directory's path.
+
+    ``paired``: the paired simulation of a load test (``--sample-of``), recorded in meta.json as
+    ``sample_of`` and named ``…-paired``."""
     started = dt.datetime.now(dt.UTC)
     rep = replicate(loaded.scenario, replications=replications, seed=seed, jobs=jobs, scale=scale,
-                    progress=progress)
-    return write_run(loaded, rep, seed=seed, out=out, jobs=jobs, scale=scale, started=started)
+                    progress=progress, paired=paired)
+    if paired is None:
+        return write_run(loaded, rep, seed=seed, out=out, jobs=jobs, scale=scale, started=started)
+    name = run_dir_name(started, loaded.scenario.name, "paired")
+    return write_run(loaded, rep, seed=seed, out=out, jobs=jobs, scale=scale, started=started,
+                     name=name, extra_meta={"sample_of": paired.describe()})
+
+
+@dataclass(frozen=True, slots=True)
+class Paired:
+    """A load test to simulate like for like: its sample, its market context, where it is."""
+
+    run: Path
+    sample: Sample
+    market: MarketContext
+
+    @classmethod
+    def of_run(cls, path: Path, loaded: Loaded) -> Paired:
+        """Read and check a load test's run directory (RunDirError, one line, if it cannot be
+        paired with ``loaded``): a load test, of the same resolved scenario, with its sample."""
+        run = read_run(path)
+        if run.kind != "loadtest":
+            raise RunDirError(f"--sample-of {path}: a {run.kind} run, not a load test")
+        sample = Sample.read(path / SAMPLE_FILE)
+        if sample.scenario_sha256 != loaded.sha256:
+            raise RunDirError(f"--sample-of {path}: the load test ran another scenario than "
+                              f"{loaded.scenario.name} as given here (sha256 "
+                              f"{sample.scenario_sha256[:12]}… vs {loaded.sha256[:12]}…; same --set?)")
+        sample.check(loaded.scenario, str(path / SAMPLE_FILE))
+        market_file = path / MARKET_FILE
+        try:
+            market = (MarketContext.read(market_file) if market_file.is_file()
+                      else MarketContext.closed_form(loaded.scenario))
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+            raise RunDirError(f"{market_file}: unreadable market context: {exc}") from None
+        return cls(run=path, sample=sample, market=market)
+
+    def describe(self) -> dict[str, Any]:
+        return {"run": self.run.name, "path": str(self.run.resolve()), "seed": self.sample.seed,
+                "organisations": len(self.sample.orgs), "sample": self.sample.digest(),
+                "stands_for": round(sum(o.weight for o in self.sample.orgs), 6)}

@@ -20,13 +20,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from scenarios.loader import apply_override, parse_path, resolved_dict
+from scenarios.market import MarketContext
 from scenarios.policy import denied_regions, first_denial
+from scenarios.sample import Sample
 from scenarios.schema import Scenario
 from sim import capacity as capacity_mod
 from sim.errors import EmptyPopulationError, UncertainParameterError
 from sim.model import Timelines
 from sim.outcome import FateArrays, Outcome
-from sim.population import Population, build, resample
+from sim.population import Population, build, of_sample, resample
 from sim.profile import Profile
 from sim.traffic import Cells, bin_edges
 
@@ -150,6 +152,12 @@ class Setup:
     scale: float = 1.0
     #: the scenario before ``--scale`` scaled its capacity (uncertain parameters apply to it)
     origin: Scenario | None = None
+    #: a paired simulation (``--sample-of``): the load test's seed, which seeds its organisations'
+    #: generators in every replication, and the full market's context its choices read
+    sample_seed: int | None = None
+    market: MarketContext | None = None
+    #: may the organisations circumvent (a load test against --host had no relay)?
+    relay_available: bool = True
 
     @classmethod
     def of(cls, s: Scenario, seed: int, scale: float) -> Setup:
@@ -171,8 +179,23 @@ class Setup:
                    inverse_throughput=capacity_mod.inverse_throughputs(s), scale=scale,
                    origin=origin)
 
+    @classmethod
+    def of_sample(cls, s: Scenario, sample: Sample, market: MarketContext) -> Setup:
+        """The paired simulation of a load test: exactly its organisations (``scenarios.sample``),
+        in its units, with the scenario's capacity as given (the load test's mock providers serve
+        the scenario's servers), and the full market's context."""
+        check_uncertain(s)
+        return dataclasses.replace(cls._derived(s, of_sample(s, sample), 1.0),
+                                   sample_seed=sample.seed, market=market,
+                                   relay_available=sample.relay_available)
+
     def for_replication(self, seq: np.random.SeedSequence) -> Setup:
-        """This replication's scenario (uncertain parameters drawn) and population (resampled)."""
+        """This replication's scenario (uncertain parameters drawn) and population (resampled).
+
+        A paired simulation keeps both: the load test ran these organisations with the scenario's
+        values, so its replications differ only by request-level chance."""
+        if self.sample_seed is not None:
+            return self
         origin = self.origin or self.s
         if not origin.uncertain:
             return dataclasses.replace(self, pop=resample(origin, self.pop, population_seed(seq),

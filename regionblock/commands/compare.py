@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 from scenarios.errors import RunDirError, UsageError
+from scenarios.rundir import Run
 from scenarios.verdict import DISAGREE, Verdict
 
 
@@ -27,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from scenarios.figures import compare
+    from scenarios.figures import compare, is_paired
     from scenarios.loader import load_text
     from scenarios.rundir import read_run
 
@@ -37,19 +38,49 @@ def run(args: argparse.Namespace) -> int:
     if lt.kind != "loadtest":
         raise UsageError(f"{args.loadtest_run}: LOADTEST_RUN must be a load test's run directory "
                          f"(it is a {lt.kind})")
-    if sim.meta.get("scenario") != lt.meta.get("scenario"):
-        raise UsageError(f"{args.loadtest_run}: a run of scenario {lt.meta.get('scenario')!r}, but "
-                         f"{args.sim_run} simulates {sim.meta.get('scenario')!r}")
+    sim_sc, lt_sc = _scenario_of(sim), _scenario_of(lt)
+    if sim_sc.get("name") != lt_sc.get("name"):
+        raise UsageError(f"{args.loadtest_run}: a run of scenario {lt_sc.get('name')!r}, but "
+                         f"{args.sim_run} simulates {sim_sc.get('name')!r}")
+    if sim_sc.get("sha256") != lt_sc.get("sha256"):
+        raise UsageError(f"{args.loadtest_run}: a run of another version of {lt_sc.get('name')!r} "
+                         f"than {args.sim_run} (the resolved scenarios differ: a --set, or an edited "
+                         "file)")
+    of = sim.meta.get("sample_of")
+    if isinstance(of, dict) and of.get("run") != lt.path.name:
+        raise UsageError(f"{args.sim_run}: the paired simulation of load test {of.get('run')}, "
+                         f"not of {lt.path.name}")
     if not (lt.path / "ledger.sqlite").is_file():
         raise RunDirError(f"{args.loadtest_run}: no ledger.sqlite (a load test with --host needs "
                           "--ledger to be compared)")
     s = load_text(sim.scenario_yaml, file=str(args.sim_run / "scenario.yaml")).scenario
     table = compare(s, sim, lt)
     if args.json:
-        print(json.dumps([v.as_dict() for v in table], indent=2))
+        print(json.dumps({"reference": "paired" if is_paired(sim, lt) else "forecast",
+                          "simulation": sim.path.name, "loadtest": lt.path.name,
+                          "verdicts": [v.as_dict() for v in table]}, indent=2))
     else:
+        print(reference_line(sim, lt))
         print(render(table, lt.summary))
     return 1 if any(v.verdict == DISAGREE for v in table) else 0
+
+
+def _scenario_of(run: Run) -> dict[str, object]:
+    """meta.json's scenario: {name, sha256, source} (a bare name in runs of older versions)."""
+    sc = run.meta.get("scenario")
+    return sc if isinstance(sc, dict) else {"name": sc}
+
+
+def reference_line(sim: Run, lt: Run) -> str:
+    """What the load test is judged against: its paired simulation, or the forecast."""
+    from scenarios.figures import is_paired
+
+    if is_paired(sim, lt):
+        return (f"reference: {sim.path.name}, the paired simulation of this load test (its own "
+                "organisations in the full market's context: like for like)")
+    return (f"reference: {sim.path.name}, a simulation of the whole market (the forecast): the "
+            "load test's sample is part of every difference; `regionblock simulate SCENARIO "
+            f"--sample-of {lt.path}` gives the like-for-like reference")
 
 
 def render(table: list[Verdict], lt_summary: dict[str, object]) -> str:
@@ -58,7 +89,7 @@ def render(table: list[Verdict], lt_summary: dict[str, object]) -> str:
             f"{'n':>8}  verdict")
     lines = [head, "-" * len(head)]
     for v in table:
-        fmt = _pct if not v.figure.startswith("latency") else _ms
+        fmt = _ms if v.figure.startswith(("latency_ms", "ttft_ms")) else _pct
         ci = f"{fmt(v.diff, sign=True)} [{fmt(v.ci90[0], sign=True)}, {fmt(v.ci90[1], sign=True)}]"
         lines.append(f"{v.figure:<28} {fmt(v.sim_mean):>11} {fmt(v.loadtest):>11} {ci:>30} "
                      f"{v.n:>8,}  {v.verdict}{'  (' + v.why + ')' if v.why else ''}")

@@ -1,4 +1,8 @@
-"""``regionblock report RUN_DIR... [--out DIR]``: charts, report.html and summary.md from runs."""
+"""``regionblock report RUN_DIR... [--out DIR]``: charts, report.html and summary.md from runs.
+
+A load test given without its paired simulation (``simulate --sample-of`` it) gets one first,
+written beside it, so that its verdicts are judged like for like (``--no-paired`` skips it).
+"""
 
 from __future__ import annotations
 
@@ -6,25 +10,77 @@ import argparse
 from pathlib import Path
 
 from regionblock.common import stderr_console
+from scenarios.errors import RunDirError, UsageError
+
+#: Replications of a paired simulation the report runs itself (each costs well under a second).
+PAIRED_REPLICATIONS = 20
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "report", help="charts, a self-contained report.html and summary.md from run directories",
         description="Build a report from one or more run directories (simulations, sweeps, load "
-                    "tests, mixed): PNG and SVG charts, report.html (readable offline) and summary.md.")
+                    "tests, mixed): PNG and SVG charts, report.html (readable offline) and "
+                    "summary.md. A load test given without its paired simulation gets one first "
+                    "(its own organisations in the full market's context), written beside it.")
     p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="a run directory")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="where to write the report (default: RUN_DIR/report of the first run); "
                         "replaced if it holds a previous report")
+    p.add_argument("--no-paired", action="store_true",
+                   help="do not run a paired simulation for a load test given without one (its "
+                        "verdicts are then judged against a full-market simulation, if given)")
+    p.add_argument("--paired-replications", type=int, default=PAIRED_REPLICATIONS, metavar="N",
+                   help=f"replications of a paired simulation run here (default {PAIRED_REPLICATIONS})")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from reports.build import build_report  # why: matplotlib loads only when a report is built
+    from reports.build import (
+        build_report,  # why: matplotlib loads only when a report is built
+        check_destination,
+    )
 
+    if args.paired_replications < 1:
+        raise UsageError(f"--paired-replications: must be at least 1 (got {args.paired_replications})")
+    run_dirs = list(args.run_dirs)
+    if args.out is not None:
+        check_destination(args.out)       # before any simulation runs
+    if not args.no_paired:
+        run_dirs += paired_runs(run_dirs, args.paired_replications)
     with stderr_console().status("building the report…"):
-        page = build_report(list(args.run_dirs), args.out)
+        page = build_report(run_dirs, args.out)
     print(page)
     print(page.with_name("summary.md"))
     return 0
+
+
+def paired_runs(run_dirs: list[Path], replications: int) -> list[Path]:
+    """The paired simulation of every load test among ``run_dirs`` that has none among them,
+    simulated now (beside the load test); a load test that cannot be paired is said so and left."""
+    from scenarios.loader import load_text
+    from scenarios.rundir import read_run
+    from sim.run import Paired, simulate
+
+    runs = [read_run(p) for p in run_dirs]
+    have = {str(r.meta["sample_of"].get("run")) for r in runs
+            if r.kind == "simulate" and isinstance(r.meta.get("sample_of"), dict)}
+    console = stderr_console()
+    out = []
+    for lt in runs:
+        if lt.kind != "loadtest" or lt.path.name in have:
+            continue
+        loaded = load_text(lt.scenario_yaml, file=str(lt.path / "scenario.yaml"))
+        try:
+            paired = Paired.of_run(lt.path, loaded)
+        except RunDirError as exc:
+            console.print(f"report: no paired simulation for {lt.path.name}: {exc}", soft_wrap=True,
+                          highlight=False, markup=False)
+            continue
+        with console.status(f"paired simulation of {lt.path.name} ({replications} replications)…"):
+            path = simulate(loaded, replications=replications, seed=0, out=lt.path.parent,
+                            paired=paired)
+        console.print(f"report: paired simulation of {lt.path.name}: {path}", soft_wrap=True,
+                      highlight=False, markup=False)
+        out.append(path)
+    return out

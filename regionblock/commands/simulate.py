@@ -1,5 +1,5 @@
 """``regionblock simulate SCENARIO [--replications N] [--seed S] [--jobs K] [--set PATH=VALUE]...
-[--out DIR]``."""
+[--sample-of LOADTEST_RUN] [--out DIR]``."""
 
 from __future__ import annotations
 
@@ -30,6 +30,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "Writes a run directory and prints its path.")
     add_scenario_arg(p)
     add_run_options(p)
+    p.add_argument("--sample-of", type=Path, default=None, metavar="LOADTEST_RUN",
+                   help="the paired simulation of a load test: exactly its organisations (ids, "
+                        "rates in its units, weights, generators) in the full market's context, "
+                        "replications varying only request-level chance; the like-for-like "
+                        "reference `regionblock compare` judges the load test against")
     p.set_defaults(func=run)
 
 
@@ -84,13 +89,19 @@ def progress_bar(console: Console, what: str) -> Progress:
 def run(args: argparse.Namespace) -> int:
     check_run_options(args)
     loaded = load_scenario(args)
-    from sim.run import simulate
+    from sim.run import Paired, simulate
 
+    paired = None
+    if args.sample_of is not None:
+        if args.scale != 1.0:
+            raise UsageError("--scale: not with --sample-of (the load test's sample is simulated "
+                             "as it is, in its own units)")
+        paired = Paired.of_run(args.sample_of, loaded)
     console = stderr_console()
     with progress_bar(console, "replications") as bar:
         task = bar.add_task("simulate", total=args.replications)
         path = simulate(loaded, replications=args.replications, seed=args.seed, jobs=args.jobs,
-                        out=args.out, scale=args.scale,
+                        out=args.out, scale=args.scale, paired=paired,
                         progress=lambda done, total: bar.update(task, completed=done))
     print(path)
     summary = json.loads((path / "summary.json").read_text(encoding="utf-8"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -22,8 +23,18 @@ from reports.charts.common import (
     log_ms_axis,
     render,
 )
-from reports.data import RunData, Table, bands, block_start, blocked_regions, cube, ratio
+from reports.data import (
+    RunData,
+    Table,
+    bands,
+    block_start,
+    blocked_regions,
+    cube,
+    is_paired_sim,
+    ratio,
+)
 from scenarios.figures import compare as compare_runs
+from scenarios.figures import is_paired
 
 SOURCE_STYLES: dict[str, Any] = {"sim": "-", "loadtest": "--"}
 QUANTILE_COLOURS = {"p50": "#1b9e77", "p95": "#d95f02", "p99": "#7570b3"}
@@ -31,32 +42,64 @@ CAPTION = ("Solid lines are the simulation, dashed the load test: where they par
            "the real system disagree — the table below puts numbers on it.")
 
 
-def pairs(ctx: Context) -> list[tuple[RunData, RunData]]:
-    """(simulation, load test) of the same scenario: each load test with the first such simulation."""
+@dataclass(frozen=True)
+class Pairing:
+    """A load test with what it is compared with: the simulation of the whole market (the
+    forecast) and its paired simulation (its own organisations: like for like), either absent."""
+
+    lt: RunData
+    forecast: RunData | None
+    paired: RunData | None
+
+    @property
+    def reference(self) -> RunData | None:
+        """What the verdicts judge the load test against: the paired simulation when there is one."""
+        return self.paired or self.forecast
+
+
+def pairs(ctx: Context) -> list[Pairing]:
+    """Each load test with the first full-market simulation of its scenario and its own paired
+    simulation (``simulate --sample-of`` it), when among the runs."""
     sims = [r for r in ctx.timed() if r.kind == "simulate"]
     out = []
     for lt in (r for r in ctx.timed() if r.kind == "loadtest"):
-        match = next((s for s in sims if s.scenario.name == lt.scenario.name), None)
-        if match is not None:
-            out.append((match, lt))
+        forecast = next((s for s in sims if s.scenario.name == lt.scenario.name
+                         and not is_paired_sim(s.run)), None)
+        paired = next((s for s in sims if is_paired(s.run, lt.run)), None)
+        if forecast is not None or paired is not None:
+            out.append(Pairing(lt, forecast, paired))
     return out
 
 
 def section(ctx: Context) -> Section:
     sec = Section("Simulation vs load test")
-    for sim, lt in pairs(ctx):
-        title = (f"Simulation ({sim.key}) vs load test ({lt.key}) of {sim.scenario.name}: "
-                 "block rate, revenue shares, latency")
-        sec.charts.append(render(ctx, f"{sim.key}-vs-{lt.key}", title, CAPTION, (11.0, 9.0),
-                                 partial(draw, ctx=ctx, sim=sim, lt=lt)))
-        sec.tables.append(difference_table(ctx, sim, lt))
-        verdicts = verdict_table(sim, lt)
+    for pr in pairs(ctx):
+        lt = pr.lt
+        for sim, what in ((pr.forecast, "the forecast: the whole market"),
+                          (pr.paired, "like for like: the load test's own organisations")):
+            if sim is None:
+                continue
+            title = (f"Simulation ({sim.key}, {what}) vs load test ({lt.key}) of "
+                     f"{sim.scenario.name}: block rate, revenue shares, latency")
+            sec.charts.append(render(ctx, f"{sim.key}-vs-{lt.key}", title, CAPTION, (11.0, 9.0),
+                                     partial(draw, ctx=ctx, sim=sim, lt=lt)))
+            sec.tables.append(difference_table(ctx, sim, lt))
+        ref = pr.reference
+        assert ref is not None
+        if pr.paired is None:
+            sec.notes.append(f"{lt.key}: no paired simulation among these runs, so the verdicts "
+                             f"judge the load test against the whole market ({ref.key}): its "
+                             "sample's composition is part of every difference (`regionblock "
+                             f"simulate {lt.scenario.name} --sample-of {lt.name}` gives the "
+                             "like-for-like reference; `regionblock report` runs it itself when "
+                             "given the load test alone)")
+        verdicts = verdict_table(ref, lt)
         if verdicts is None:
             sec.notes.append(f"{lt.key}: no ledger.sqlite, so no verdict table (a load test with "
                              "--host needs --ledger)")
         else:
             sec.tables.append(verdicts[0])
-            sec.data[f"{sim.key}-vs-{lt.key}"] = verdicts[1]
+            sec.data[f"{ref.key}-vs-{lt.key}"] = verdicts[1]
     return sec.skip_if_empty("no simulation and load test of the same scenario among these runs")
 
 
@@ -187,7 +230,7 @@ def verdict_table(sim: RunData, lt: RunData) -> tuple[TextTable, list[dict[str, 
     table = compare_runs(sim.scenario, sim.run, lt.run)
     rows = []
     for v in table:
-        unit = "ms" if v.figure.startswith("latency") else "pct"
+        unit = "ms" if v.figure.startswith(("latency_ms", "ttft_ms")) else "pct"
         diff = v.diff * (1 if unit == "ms" else 100)
         lo, hi = (x * (1 if unit == "ms" else 100) for x in v.ci90)
         suffix = " ms" if unit == "ms" else " pp"
@@ -195,8 +238,11 @@ def verdict_table(sim: RunData, lt: RunData) -> tuple[TextTable, list[dict[str, 
         rows.append((v.figure, fmt.value(k * v.sim_mean, unit), fmt.value(k * v.loadtest, unit),
                      f"{diff:+.2f}{suffix} [{lo:+.2f}, {hi:+.2f}]", f"{v.n:,}",
                      v.verdict + (f" — {v.why}" if v.why else "")))
-    title = (f"Simulation ({sim.key}) vs load test ({lt.key}): verdict per figure (agree: the "
-             "difference's 90 % interval within ±10 %, ±1 point for shares under 10 %)")
+    against = ("its paired simulation, like for like" if is_paired(sim.run, lt.run)
+               else "the whole market's simulation, the forecast")
+    title = (f"Simulation ({sim.key}) vs load test ({lt.key}), against {against}: verdict per "
+             "figure (agree: the difference's 90 % interval within ±10 %, ±1 point for shares "
+             "under 10 %)")
     return (TextTable(title, ("figure", "simulation", "load test", "difference [90 % CI]", "n",
                               "verdict"), rows, align="lrrrrl"),
             [v.as_dict() for v in table])

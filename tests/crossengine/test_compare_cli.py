@@ -58,7 +58,7 @@ def test_agreeing_block_share_exits_0(capsys: pytest.CaptureFixture[str], runs: 
     sim, lt = runs
     _ledger(lt / "ledger.sqlite", blocked_of_ten=9)          # 0.90 against 0.88: within ±8.8 points
     res = run_cli(capsys, "compare", str(sim), str(lt), "--json")
-    table = {v["figure"]: v for v in json.loads(res.out)}
+    table = {v["figure"]: v for v in json.loads(res.out)["verdicts"]}
     cn = table["block_share.CN"]
     assert (cn["simulation"], cn["loadtest"], cn["n"]) == (pytest.approx(0.88), 0.9, 400)
     assert cn["loadtest_se"] == 0.0 and cn["verdict"] == "agree"
@@ -76,23 +76,32 @@ def test_a_different_system_disagrees_and_exits_1(capsys: pytest.CaptureFixture[
     assert res.code == 1
 
 
-@pytest.mark.parametrize("case", ["not a run", "two simulations", "swapped", "other scenario", "no ledger"])
+@pytest.mark.parametrize("case", ["not a run", "two simulations", "swapped", "other scenario", "no ledger",
+                                  "another version", "paired with another"])
 def test_bad_input_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str], runs: tuple[Path, Path],
                                           tmp_path: Path, case: str) -> None:
     sim, lt = runs
     args = {"not a run": (tmp_path, lt), "two simulations": (sim, sim), "swapped": (lt, sim),
-            "other scenario": (sim, lt), "no ledger": (sim, lt)}[case]
-    if case == "other scenario":
+            "other scenario": (sim, lt), "no ledger": (sim, lt), "another version": (sim, lt),
+            "paired with another": (sim, lt)}[case]
+    if case in ("other scenario", "another version"):
         _ledger(lt / "ledger.sqlite", 9)
         meta = json.loads((lt / "meta.json").read_text())
-        meta["scenario"] = "strict-enforcement"
+        if case == "other scenario":
+            meta["scenario"] = "strict-enforcement"
+        else:   # the same scenario's name, resolved otherwise (a --set)
+            meta["scenario"] = {"name": "openai-2024-cn-hk", "sha256": "1" * 64, "source": "x"}
         (lt / "meta.json").write_text(json.dumps(meta))
+    if case == "paired with another":
+        _ledger(lt / "ledger.sqlite", 9)
+        _pair(sim, "20240101T000000Z-openai-2024-cn-hk-loadtest")
     res = run_cli(capsys, "compare", *map(str, args))
     assert res.code == 2 and res.out == ""
     assert len(res.err.strip().splitlines()) == 1, res.err
     expected = {"not a run": "not a run directory", "two simulations": "LOADTEST_RUN must be",
                 "swapped": "SIM_RUN must be", "other scenario": "a run of scenario 'strict-enforcement'",
-                "no ledger": "no ledger.sqlite"}[case]
+                "no ledger": "no ledger.sqlite", "another version": "another version of",
+                "paired with another": "the paired simulation of load test 20240101T000000Z"}[case]
     assert expected in res.err
 
 
@@ -109,3 +118,36 @@ def test_the_report_carries_the_verdict_table(runs: tuple[Path, Path], tmp_path:
     assert "verdict per figure" in md
     assert "| block_share.CN | 88.0 % | 50.0 % | -38.00 pp [-38.00, -38.00] | 400 | disagree |" in md
     assert "block_share.CN" in page.read_text(encoding="utf-8")
+
+
+def _pair(sim: Path, lt_name: str) -> None:
+    """Make ``sim`` the paired simulation of the load test named ``lt_name`` (its meta.json)."""
+    meta = json.loads((sim / "meta.json").read_text())
+    meta["sample_of"] = {"run": lt_name, "path": lt_name, "seed": 0, "organisations": 40,
+                         "sample": "0" * 16, "stands_for": 40}
+    (sim / "meta.json").write_text(json.dumps(meta))
+
+
+def test_against_its_paired_simulation_a_share_is_judged_on_the_paired_band(
+        capsys: pytest.CaptureFixture[str], runs: tuple[Path, Path]) -> None:
+    """The synthetic simulation's CN block share is 0.88 in every replication: paired, the load
+    test's 0.90 has no chance to vary by (the model predicts 0.88 for these very organisations)
+    but lies within the ±8.8-point margin; its cluster error (0.0 here too) is not used."""
+    sim, lt = runs
+    _pair(sim, lt.name)
+    _ledger(lt / "ledger.sqlite", blocked_of_ten=9)
+    res = run_cli(capsys, "compare", str(sim), str(lt), "--json")
+    out = json.loads(res.out)
+    assert out["reference"] == "paired" and out["loadtest"] == lt.name
+    cn = next(v for v in out["verdicts"] if v["figure"] == "block_share.CN")
+    assert (cn["loadtest_se"], cn["ci90"], cn["verdict"]) == (0.0, [pytest.approx(0.02)] * 2, "agree")
+    text = run_cli(capsys, "compare", str(sim), str(lt))
+    assert text.out.splitlines()[0].startswith(f"reference: {sim.name}, the paired simulation of this")
+
+
+def test_against_the_forecast_the_reference_line_says_how_to_pair(
+        capsys: pytest.CaptureFixture[str], runs: tuple[Path, Path]) -> None:
+    sim, lt = runs
+    _ledger(lt / "ledger.sqlite", blocked_of_ten=9)
+    first = run_cli(capsys, "compare", str(sim), str(lt)).out.splitlines()[0]
+    assert "the forecast" in first and f"--sample-of {lt}" in first

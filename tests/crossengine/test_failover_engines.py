@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import datetime as dt
 
+import numpy as np
 import pytest
 
+from scenarios.failover import failover_providers
 from scenarios.loader import load
 from scenarios.policy import Policy, PolicyRequest
 from sim.pieces import _Resolver
@@ -56,3 +58,51 @@ async def test_gateway_and_simulator_fail_over_alike(start_gateway: StartGateway
     row = gw.row(headers["x-request-id"])
     assert (row["provider"], row["path"], row["decision"]) == expected
     assert status == (200 if expected[2] == "allow" else 403)
+
+
+# ---------------------------------------------------------------- what the organisation notices
+
+
+def _first_noticed_denial(overrides: list[str], org: str) -> float | None:
+    """The simulator's first request of ``org`` that it sees denied (hours), over the window."""
+    import simpy
+
+    from scenarios import lifecycle as lc
+    from scenarios.market import MarketRecorder
+    from sim.model import World, change_hours
+    from sim.profile import Profile
+
+    s = load("openai-2024-cn-hk", [*overrides, "behaviour.announcement=null"]).scenario
+    pop = build(s, 1, scale=0.01)
+    i = pop.ids.index(org)
+    policy = Policy(s)
+    market = MarketRecorder(s.window.start)
+    world = World(env=simpy.Environment(), s=s, policy=policy, pop=pop, profile=Profile.of(s), seed=1,
+                  timelines=[[] for _ in range(pop.size)], credit=np.zeros(pop.size, dtype=np.int64),
+                  decided_at=np.full(pop.size, np.nan), market=market, ctx=lc.Context(s, policy, market))
+    world.points = change_hours(world, "openai")
+    world.failover = bool(failover_providers(s, "openai"))
+    world.noticed_points = sorted(set(world.points).union(
+        *(change_hours(world, p) for p in failover_providers(s, "openai"))))
+    return world.next_denied_request(i, 0.0)
+
+
+def test_a_request_failed_over_and_served_is_no_denial_to_the_organisation() -> None:
+    """The gateway answers an enterprise's denied request from alibaba (200): its Locust user
+    sees a served response and does not react; the simulator's organisation must not either."""
+    start = dt.datetime(2024, 6, 1, tzinfo=dt.UTC)
+    block_h = (dt.datetime(2024, 7, 9, tzinfo=dt.UTC) - start).total_seconds() / 3600
+    without = _first_noticed_denial(["routing.failover=[]"], "cn-enterprise-000001")
+    assert without is not None and without >= block_h       # no rule: it sees the block
+    assert _first_noticed_denial([SEG_RULE], "cn-enterprise-000001") is None
+    # a start-up is not covered by the rule: it still sees the block as before
+    assert (_first_noticed_denial([SEG_RULE], "cn-startup-000007")
+            == _first_noticed_denial(["routing.failover=[]"], "cn-startup-000007") is not None)
+    # alibaba, the only target, closing to CN (its own policy) ends the failover: the denial
+    # shows from then on
+    closed = ('policy.alibaba={"stages": [{"name": a, "start": 2024-08-01T00:00:00Z, '
+              '"action": block, "regions": [CN]}]}')
+    later = _first_noticed_denial([SEG_RULE.replace("[alibaba, deepseek]", "[alibaba]"), closed],
+                                  "cn-enterprise-000001")
+    aug = (dt.datetime(2024, 8, 1, tzinfo=dt.UTC) - start).total_seconds() / 3600
+    assert later is not None and later >= aug

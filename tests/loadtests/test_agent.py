@@ -97,6 +97,31 @@ def test_a_migrating_org_arrives_after_its_migration_days() -> None:
     assert a.model_for(route, "gpt-4o") == s.provider(a.target).substitute_for("gpt-4o").name
 
 
+def test_timed_events_after_the_last_request_still_happen_by_the_window_end() -> None:
+    # warned at the announcement, moves in anticipation, migrates within 5 days: no request needed
+    s = scenario("behaviour.announcement.anticipation.p=0.9", "behaviour.announcement.anticipation.q=0",
+                 "segments[2].migration_days={dist: constant, value: 5}")
+    a = agent(s)
+    ann = s.behaviour.announcement
+    assert ann is not None
+    a.route(ann.at - dt.timedelta(hours=1))          # its last request: before the e-mail
+    assert [t.state for t in a.log] == ["direct"]
+    a.finish(s.window.end)
+    (_, due, _), (_, arrived, provider) = [(t.state, t.at, t.provider) for t in a.log[1:]]
+    assert [t.state for t in a.log] == ["direct", "migrating", "migrated"]
+    assert ann.at <= due < BLOCK and arrived == due + dt.timedelta(days=5) and provider
+    assert not a.timers
+
+
+def test_finish_leaves_what_is_due_at_or_after_the_window_end() -> None:
+    s = scenario("behaviour.choice.asc_migrate=50", "behaviour.announcement=null",
+                 "segments[2].migration_days={dist: constant, value: 5}")
+    a = agent(s)
+    a.observe(BLOCK, "block", DIRECT)
+    a.finish(BLOCK + dt.timedelta(days=5))           # the migration ends exactly at the end
+    assert a.state == "migrating" and len(a.timers) == 1
+
+
 def test_waiting_defers_the_next_decision_without_drawing() -> None:
     s = scenario("behaviour.choice.asc_wait=50", "behaviour.wait_days={dist: constant, value: 2}",
                  "behaviour.announcement=null")

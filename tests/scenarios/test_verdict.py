@@ -34,7 +34,15 @@ def test_inconclusive_says_what_would_settle_it() -> None:
     v = judge("block_share.CN", [0.5] * 4, 0.51, 0.03, 400, share=True)
     assert v.verdict == INCONCLUSIVE                  # [-0.039, 0.059] crosses 0.05
     # the load test's error must fall to (0.05 - 0.01) / Z90: n x (Z90·0.03 / 0.04)² requests
-    assert v.why == f"needs about {math.ceil(400 * (Z90 * 0.03 / 0.04) ** 2):,} load-test requests (has 400)"
+    need = (Z90 * 0.03 / 0.04) ** 2
+    assert v.why == (f"needs about {math.ceil(400 * need):,} load-test requests (has 400): about "
+                     f"{math.ceil(need)}× this run — a longer --duration or a higher --rate, or "
+                     f"--repeat {math.ceil(need)}")
+    orgs = judge("orgs_share.migrated", [0.5] * 4, 0.51, 0.03, 400, share=True, unit="organisations")
+    assert orgs.why.startswith(f"needs about {math.ceil(400 * need):,} load-test organisations")
+    assert "more users (--users)" in orgs.why
+    few = judge("block_share.MO", [0.5] * 4, 0.5, 0.0, 29, share=True)
+    assert (few.verdict, few.why) == (INCONCLUSIVE, "29 load-test requests: fewer than 30, too few to judge")
     wide = judge("x", [0.5] * 4, 0.58, 0.1, 400, share=True)
     assert wide.verdict == INCONCLUSIVE and "beyond the margin" in wide.why
 
