@@ -38,7 +38,7 @@ import numpy as np
 from scenarios.policy import denied_regions, first_denial
 from scenarios.rundir import ORG_STATES, Run
 from scenarios.schema import Scenario
-from scenarios.verdict import Z90, Verdict, cluster_ratio_se, judge
+from scenarios.verdict import Z90, Verdict, cluster_ratio_se, judge, pooled
 
 #: (metric, path, percentile) of the compared latency figures
 LATENCY_FIGURES = (("latency_ms", "direct", 50), ("latency_ms", "direct", 95),
@@ -229,6 +229,19 @@ def paired_se(key: str, loadtest_se: float, sim: list[float]) -> float:
     sample size): the larger of the two."""
     sd = float(np.std(sim, ddof=1)) if len(sim) > 1 else 0.0
     return sd if _kind(key) in SHARES else max(loadtest_se, sd)
+
+
+def compare_series(s: Scenario, pairs: list[tuple[Run, Run]]) -> list[Verdict]:
+    """The verdict table of several load tests (``loadtest --repeat``), each with its reference
+    (its paired simulation, or one forecast for all): per figure, the load tests' verdicts pooled
+    (``scenarios.verdict.pooled``) over those that judged it."""
+    by: dict[str, list[Verdict]] = defaultdict(list)
+    for sim, lt in pairs:
+        for v in compare(s, sim, lt):
+            by[v.figure].append(v)
+    return [pooled(parts, share=_kind(key) in SHARES,
+                   unit="organisations" if _kind(key) == "orgs_share" else "requests")
+            for key, parts in sorted(by.items(), key=lambda kv: _order(kv[0]))]
 
 
 SHARES = ("block_share", "revenue_share", "orgs_share")

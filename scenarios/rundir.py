@@ -178,6 +178,48 @@ def meta(*, kind: str, scenario: str, sha256: str, source: str, seeds: list[int]
     }
 
 
+# ---------------------------------------------------------------- run sets
+
+#: A run set (``loadtest --repeat N``, ``simulate --sample-of`` such a set): run directories, one
+#: per seed, inside one directory that names them in ``set.json``.
+SET_FILE = "set.json"
+SET_FORMAT = "regionblock-set"
+SET_KINDS = ("loadtest-set", "paired-set")
+
+
+def write_set(path: Path, *, kind: str, scenario: str, members: Sequence[Path],
+              seeds: Sequence[int]) -> None:
+    write_json(path / SET_FILE, {"format": SET_FORMAT, "format_version": FORMAT_VERSION,
+                                 "kind": kind, "scenario": scenario,
+                                 "runs": [m.name for m in members], "seeds": list(seeds)})
+
+
+def set_members(path: Path) -> list[Path] | None:
+    """The run directories of the run set at ``path`` (None: ``path`` is not a run set)."""
+    file = path / SET_FILE
+    if not file.is_file():
+        return None
+    data = _read_json(file)
+    runs = data.get("runs")
+    if data.get("format") != SET_FORMAT or data.get("kind") not in SET_KINDS or not (
+            isinstance(runs, list) and runs and all(isinstance(r, str) for r in runs)):
+        raise RunDirError(f"{file}: not a run set this version reads")
+    members = [path / r for r in runs]
+    for m in members:
+        if not m.is_dir():
+            raise RunDirError(f"{file}: names {m.name}, which is not in {path}")
+    return members
+
+
+def expand_sets(paths: Sequence[Path]) -> list[Path]:
+    """Run directories with every run set replaced by its members, in order."""
+    out: list[Path] = []
+    for p in paths:
+        members = set_members(p) if p.is_dir() else None
+        out += members if members is not None else [p]
+    return out
+
+
 # ---------------------------------------------------------------- reading
 
 

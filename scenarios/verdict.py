@@ -65,9 +65,15 @@ def judge(figure: str, sim: Sequence[float], loadtest: float, loadtest_se: float
     reps = len(sim)
     mean = math.fsum(sim) / reps if reps else math.nan
     sd = math.sqrt(math.fsum((v - mean) ** 2 for v in sim) / (reps - 1)) if reps > 1 else 0.0
+    se = math.sqrt(loadtest_se ** 2 + (sd ** 2 / reps if reps else 0.0))
+    return _decide(figure, mean, sd, reps, loadtest, loadtest_se, n, se, share=share, unit=unit)
+
+
+def _decide(figure: str, mean: float, sd: float, reps: int, loadtest: float, loadtest_se: float,
+            n: int, se: float, *, share: bool, unit: str) -> Verdict:
+    """The verdict on ``d = loadtest − mean`` with standard error ``se`` (module docstring)."""
     m = margin(mean, share=share)
     d = loadtest - mean
-    se = math.sqrt(loadtest_se ** 2 + (sd ** 2 / reps if reps else 0.0))
     ci90 = (d - Z90 * se, d + Z90 * se)
     ci95 = (d - Z95 * se, d + Z95 * se)
     if not (math.isfinite(d) and math.isfinite(se)) or n < MIN_N:
@@ -82,6 +88,24 @@ def judge(figure: str, sim: Sequence[float], loadtest: float, loadtest_se: float
     else:
         verdict, why = INCONCLUSIVE, _settle(d, se, loadtest_se, m, n, unit)
     return Verdict(figure, mean, sd, reps, loadtest, loadtest_se, n, m, d, ci90, ci95, verdict, why)
+
+
+def pooled(parts: Sequence[Verdict], *, share: bool, unit: str = "requests") -> Verdict:
+    """One verdict for a figure judged in several independent load tests (``--repeat``): the
+    differences pooled with fixed weights, each load test's n (``d = Σ n_r d_r / Σ n_r``, its
+    standard error ``sqrt(Σ n_r² se_r²) / Σ n_r``), judged by the same rule."""
+    if len(parts) == 1:
+        return parts[0]
+    total = sum(v.n for v in parts)
+    w = [v.n / total if total else 1 / len(parts) for v in parts]
+    se_of = [(v.ci90[1] - v.ci90[0]) / (2 * Z90) for v in parts]
+    se = math.sqrt(math.fsum((wi * s) ** 2 for wi, s in zip(w, se_of, strict=True)))
+    mean = math.fsum(wi * v.sim_mean for wi, v in zip(w, parts, strict=True))
+    lt = math.fsum(wi * v.loadtest for wi, v in zip(w, parts, strict=True))
+    lt_se = math.sqrt(math.fsum((wi * v.loadtest_se) ** 2 for wi, v in zip(w, parts, strict=True)))
+    sd = math.sqrt(math.fsum((wi * v.sim_sd) ** 2 for wi, v in zip(w, parts, strict=True)))
+    return _decide(parts[0].figure, mean, sd, sum(v.replications for v in parts), lt, lt_se,
+                   total, se, share=share, unit=unit)
 
 
 def _settle(d: float, se: float, se_lt: float, m: float, n: int, unit: str = "requests") -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 from scenarios.errors import RunDirError, UsageError
@@ -28,41 +29,77 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from scenarios.figures import compare, is_paired
+    from scenarios.figures import compare, compare_series, is_paired
     from scenarios.loader import load_text
-    from scenarios.rundir import read_run
+    from scenarios.rundir import read_run, set_members
 
-    sim, lt = read_run(args.sim_run), read_run(args.loadtest_run)
-    if sim.kind != "simulate":
-        raise UsageError(f"{args.sim_run}: SIM_RUN must be a simulation's run directory (it is a {sim.kind})")
-    if lt.kind != "loadtest":
-        raise UsageError(f"{args.loadtest_run}: LOADTEST_RUN must be a load test's run directory "
-                         f"(it is a {lt.kind})")
+    sims = [read_run(p) for p in (_members(args.sim_run, set_members) or [args.sim_run])]
+    lts = [read_run(p) for p in (_members(args.loadtest_run, set_members) or [args.loadtest_run])]
+    for sim in sims:
+        if sim.kind != "simulate":
+            raise UsageError(f"{sim.path}: SIM_RUN must be a simulation's run directory (it is a "
+                             f"{sim.kind})")
+    for lt in lts:
+        if lt.kind != "loadtest":
+            raise UsageError(f"{lt.path}: LOADTEST_RUN must be a load test's run directory "
+                             f"(it is a {lt.kind})")
+    pairs = [(_reference(sims, lt, args.sim_run), lt) for lt in lts]
+    for sim, lt in pairs:
+        _check_pair(sim, lt)
+    sim0 = pairs[0][0]
+    s = load_text(sim0.scenario_yaml, file=str(sim0.path / "scenario.yaml")).scenario
+    table = compare(s, *pairs[0]) if len(pairs) == 1 else compare_series(s, pairs)
+    paired = all(is_paired(sim, lt) for sim, lt in pairs)
+    if args.json:
+        print(json.dumps({"reference": "paired" if paired else "forecast",
+                          "simulation": [sim.path.name for sim, _ in pairs] if len(pairs) > 1
+                          else sim0.path.name,
+                          "loadtest": [lt.path.name for lt in lts] if len(lts) > 1 else lts[0].path.name,
+                          "verdicts": [v.as_dict() for v in table]}, indent=2))
+    else:
+        for sim, lt in pairs:
+            print(reference_line(sim, lt))
+        if len(pairs) > 1:
+            print(f"{len(pairs)} load tests pooled (differences weighted by their n)")
+        print(render(table, lts[0].summary))
+    return 1 if any(v.verdict == DISAGREE for v in table) else 0
+
+
+def _members(path: Path, set_members: Callable[[Path], list[Path] | None]) -> list[Path] | None:
+    return set_members(path) if path.is_dir() else None
+
+
+def _reference(sims: list[Run], lt: Run, given: Path) -> Run:
+    """The load test's paired simulation among ``sims``, else the one forecast given."""
+    from scenarios.figures import is_paired
+
+    for sim in sims:
+        if is_paired(sim, lt):
+            return sim
+    if len(sims) == 1:
+        return sims[0]    # a forecast, or a paired simulation of another load test (refused later)
+    forecasts = [sim for sim in sims if not isinstance(sim.meta.get("sample_of"), dict)]
+    if len(forecasts) == 1:
+        return forecasts[0]
+    raise UsageError(f"{given}: holds no paired simulation of load test {lt.path.name}")
+
+
+def _check_pair(sim: Run, lt: Run) -> None:
     sim_sc, lt_sc = _scenario_of(sim), _scenario_of(lt)
     if sim_sc.get("name") != lt_sc.get("name"):
-        raise UsageError(f"{args.loadtest_run}: a run of scenario {lt_sc.get('name')!r}, but "
-                         f"{args.sim_run} simulates {sim_sc.get('name')!r}")
+        raise UsageError(f"{lt.path}: a run of scenario {lt_sc.get('name')!r}, but "
+                         f"{sim.path} simulates {sim_sc.get('name')!r}")
     if sim_sc.get("sha256") != lt_sc.get("sha256"):
-        raise UsageError(f"{args.loadtest_run}: a run of another version of {lt_sc.get('name')!r} "
-                         f"than {args.sim_run} (the resolved scenarios differ: a --set, or an edited "
+        raise UsageError(f"{lt.path}: a run of another version of {lt_sc.get('name')!r} "
+                         f"than {sim.path} (the resolved scenarios differ: a --set, or an edited "
                          "file)")
     of = sim.meta.get("sample_of")
     if isinstance(of, dict) and of.get("run") != lt.path.name:
-        raise UsageError(f"{args.sim_run}: the paired simulation of load test {of.get('run')}, "
+        raise UsageError(f"{sim.path}: the paired simulation of load test {of.get('run')}, "
                          f"not of {lt.path.name}")
     if not (lt.path / "ledger.sqlite").is_file():
-        raise RunDirError(f"{args.loadtest_run}: no ledger.sqlite (a load test with --host needs "
+        raise RunDirError(f"{lt.path}: no ledger.sqlite (a load test with --host needs "
                           "--ledger to be compared)")
-    s = load_text(sim.scenario_yaml, file=str(args.sim_run / "scenario.yaml")).scenario
-    table = compare(s, sim, lt)
-    if args.json:
-        print(json.dumps({"reference": "paired" if is_paired(sim, lt) else "forecast",
-                          "simulation": sim.path.name, "loadtest": lt.path.name,
-                          "verdicts": [v.as_dict() for v in table]}, indent=2))
-    else:
-        print(reference_line(sim, lt))
-        print(render(table, lt.summary))
-    return 1 if any(v.verdict == DISAGREE for v in table) else 0
 
 
 def _scenario_of(run: Run) -> dict[str, object]:

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
+
+from rich.console import Console
 
 from loadtests.errors import LoadTestError
 from loadtests.plan import DEFAULT_MAX_TOKENS_OUT, DEFAULT_RATE, DEFAULT_USERS
 from loadtests.run import DEFAULT_CHUNK_MS, DEFAULT_TIME_SCALE, loadtest
 from regionblock.common import add_scenario_arg, default_runs_dir, load_scenario, stderr_console
 from scenarios.clock import parse_duration, parse_when
+from scenarios.errors import UsageError
+from scenarios.rundir import run_dir_name, staged_run_dir, write_set
 from sim.model import market_context
 
 EPILOG = """\
@@ -57,6 +63,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--out", default=str(default_runs_dir()), metavar="DIR",
                    help="runs root (default runs/)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed (default 0)")
+    p.add_argument("--repeat", type=int, default=1, metavar="N",
+                   help="run N load tests back to back, seeds S, S+1, ... (each its own sample of "
+                        "organisations), into one run set: `regionblock compare` pools their "
+                        "verdicts, so a longer series tightens an inconclusive interval (default 1)")
     p.add_argument("--time-scale", type=float, default=DEFAULT_TIME_SCALE, metavar="X",
                    help="divide every mock, relay and WAN-path latency by X (default "
                         f"{DEFAULT_TIME_SCALE:g}: true time; another X labels the run scaled, and "
@@ -77,20 +87,51 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_scenario(args)
     duration = parse_duration(args.duration, what="--duration")
     epoch = _epoch(args.epoch) if args.epoch else None
+    if args.repeat < 1:
+        raise UsageError(f"--repeat: must be at least 1 (got {args.repeat})")
+    if args.repeat > 1 and (epoch is not None or args.ledger):
+        raise UsageError("--repeat: not with --epoch or --ledger (each repeat needs its own "
+                         "scenario clock and its own gateway ledger)")
+    if args.seed < 0:
+        raise UsageError(f"--seed: must be non-negative (got {args.seed})")
     console = stderr_console()
+
+    def one(seed: int, out: Path) -> tuple[Path, int]:
+        return loadtest(loaded, duration_s=duration, users=args.users, host=args.host,
+                        workers=args.workers, out=out, rate=args.rate, seed=seed,
+                        time_scale=args.time_scale, chunk_ms=args.chunk_ms,
+                        max_tokens_out=args.max_tokens, epoch=epoch,
+                        ledgers=tuple(Path(p) for p in args.ledger),
+                        market=market_context(loaded.scenario, seed), console=console)
+
     try:
-        run_dir, code = loadtest(loaded, duration_s=duration, users=args.users, host=args.host,
-                                 workers=args.workers, out=Path(args.out), rate=args.rate,
-                                 seed=args.seed, time_scale=args.time_scale,
-                                 chunk_ms=args.chunk_ms,
-                                 max_tokens_out=args.max_tokens, epoch=epoch,
-                                 ledgers=tuple(Path(p) for p in args.ledger),
-                                 market=market_context(loaded.scenario, args.seed), console=console)
+        if args.repeat == 1:
+            run_dir, code = one(args.seed, Path(args.out))
+        else:
+            run_dir, code = _repeated(loaded.scenario.name, args, one, console)
     except LoadTestError as exc:
         console.print(f"load test failed: {exc}")
         return 1
     print(run_dir)
     return code
+
+
+def _repeated(scenario: str, args: argparse.Namespace, one: Callable[[int, Path], tuple[Path, int]],
+              console: Console) -> tuple[Path, int]:
+    """``--repeat N``: N load tests, seeds S…S+N−1, staged in one run set (all or nothing)."""
+    seeds = list(range(args.seed, args.seed + args.repeat))
+    name = run_dir_name(dt.datetime.now(dt.UTC), scenario, "loadtest-set")
+    codes = []
+    with staged_run_dir(Path(args.out), name) as staging:
+        members = []
+        for k, seed in enumerate(seeds):
+            console.print(f"load test {k + 1}/{len(seeds)} (seed {seed})")
+            member, code = one(seed, staging.path)
+            members.append(member)
+            codes.append(code)
+        write_set(staging.path, kind="loadtest-set", scenario=scenario, members=members, seeds=seeds)
+    assert staging.final is not None
+    return staging.final, max(codes)
 
 
 def _epoch(text: str) -> float:

@@ -43,7 +43,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.paired_replications < 1:
         raise UsageError(f"--paired-replications: must be at least 1 (got {args.paired_replications})")
-    run_dirs = list(args.run_dirs)
+    from scenarios.rundir import expand_sets
+
+    run_dirs = expand_sets(list(args.run_dirs))   # a run set (loadtest --repeat): its members
     if args.out is not None:
         check_destination(args.out)       # before any simulation runs
     if not args.no_paired:

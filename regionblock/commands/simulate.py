@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import functools
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -15,6 +17,11 @@ from rich.table import Table
 
 from regionblock.common import add_scenario_arg, default_runs_dir, load_scenario, stderr_console
 from scenarios.errors import UsageError
+from scenarios.loader import Loaded
+from scenarios.rundir import run_dir_name, set_members, staged_run_dir, write_set
+
+if TYPE_CHECKING:
+    from sim.run import Paired
 
 #: Headline keys shown in the terminal table (the full set is in summary.json).
 SHOWN = ("incumbent_baseline_revenue_usd", "incumbent_revenue_usd", "incumbent_revenue_lost_usd",
@@ -96,6 +103,9 @@ def run(args: argparse.Namespace) -> int:
         if args.scale != 1.0:
             raise UsageError("--scale: not with --sample-of (the load test's sample is simulated "
                              "as it is, in its own units)")
+        members = set_members(args.sample_of) if args.sample_of.is_dir() else None
+        if members is not None:
+            return _paired_set(args, loaded, [Paired.of_run(m, loaded) for m in members])
         paired = Paired.of_run(args.sample_of, loaded)
     console = stderr_console()
     with progress_bar(console, "replications") as bar:
@@ -112,6 +122,34 @@ def run(args: argparse.Namespace) -> int:
     if summary.get("magnitudes"):
         console_out.print(f"Magnitudes: {summary['magnitudes']}")
     return 0
+
+
+def _paired_set(args: argparse.Namespace, loaded: Loaded, pairs: list[Paired]) -> int:
+    """``--sample-of`` a run set (``loadtest --repeat``): one paired simulation per load test,
+    in one run set of their own (all or nothing)."""
+    from sim.run import simulate
+
+    console = stderr_console()
+    name = run_dir_name(dt.datetime.now(dt.UTC), loaded.scenario.name, "paired-set")
+    with staged_run_dir(args.out, name) as staging:
+        members = []
+        for k, paired in enumerate(pairs):
+            with progress_bar(console, f"paired {k + 1}/{len(pairs)}") as bar:
+                task = bar.add_task("simulate", total=args.replications)
+                members.append(simulate(loaded, replications=args.replications, seed=args.seed,
+                                        jobs=args.jobs, out=staging.path, paired=paired,
+                                        progress=functools.partial(_advance, bar, task)))
+        write_set(staging.path, kind="paired-set", scenario=loaded.scenario.name, members=members,
+                  seeds=[p.sample.seed for p in pairs])
+    assert staging.final is not None
+    print(staging.final)
+    for m, p in zip(members, pairs, strict=True):
+        print(f"  {m.name}: the paired simulation of {p.run.name}")
+    return 0
+
+
+def _advance(bar: Progress, task: Any, done: int, _total: int) -> None:
+    bar.update(task, completed=done)
 
 
 def headline_table(summary: dict[str, Any]) -> Table:

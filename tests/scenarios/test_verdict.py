@@ -68,3 +68,20 @@ def test_cluster_ratio_se_matches_the_formula_and_grows_with_clustering() -> Non
     assert even[1] == 0.0
     r, se = cluster_ratio_se([1], [3])
     assert (r, se) == (pytest.approx(1 / 3), math.inf)   # one cluster: no error estimate
+
+
+def test_pooled_load_tests_weigh_their_differences_by_n() -> None:
+    from scenarios.verdict import pooled
+
+    a = judge("block_share.CN", [0.30] * 4, 0.32, 0.02, 300, share=True)
+    b = judge("block_share.CN", [0.34] * 4, 0.33, 0.01, 100, share=True)
+    p = pooled([a, b], share=True)
+    assert p.n == 400 and p.replications == 8
+    assert p.diff == pytest.approx(0.75 * 0.02 + 0.25 * -0.01)
+    assert p.sim_mean == pytest.approx(0.75 * 0.30 + 0.25 * 0.34)
+    se = math.sqrt((0.75 * 0.02) ** 2 + (0.25 * 0.01) ** 2)
+    assert p.ci90 == pytest.approx((p.diff - Z90 * se, p.diff + Z90 * se))
+    # pooling narrows a's interval (±3.3 → ±2.5 points), not yet inside the ±3.1-point margin
+    assert (a.verdict, b.verdict, p.verdict) == (INCONCLUSIVE, AGREE, INCONCLUSIVE)
+    assert p.ci90[1] - p.ci90[0] < a.ci90[1] - a.ci90[0] and p.margin == pytest.approx(0.031)
+    assert pooled([a], share=True) is a
