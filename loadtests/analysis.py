@@ -580,22 +580,29 @@ def headline(plan: Plan, joined: Sequence[Joined], states: Sequence[StateRecord]
 
 def _latency_headline(plan: Plan, joined: Sequence[Joined],
                       block_at: dt.datetime | None) -> dict[str, Any]:
-    groups: defaultdict[tuple[str, str, str], list[float]] = defaultdict(list)
+    groups: defaultdict[tuple[str, str, str, str], list[float]] = defaultdict(list)
     for j in joined:
         if j.rec is None or j.decision not in SERVED:
             continue
         path = j.row.path if j.row else j.rec.path
         when = "after" if block_at is not None and _when(plan, j) >= block_at else "before"
-        groups[("latency_ms", path, when)].append(j.rec.latency_ms)
-        if j.rec.stream and j.rec.ttft_ms is not None:
-            groups[("ttft_ms", path, when)].append(j.rec.ttft_ms)
+        provider = j.row.provider if j.row else j.rec.provider
+        # (path, "") pools every provider; on the direct path after the block also each provider
+        keys = [(path, "")] + ([(path, provider)] if path == "direct" and when == "after" else [])
+        for where in keys:
+            groups[("latency_ms", *where, when)].append(j.rec.latency_ms)
+            if j.rec.stream and j.rec.ttft_ms is not None:
+                groups[("ttft_ms", *where, when)].append(j.rec.ttft_ms)
     out: dict[str, Any] = {}
-    for (name, path, when), values in sorted(groups.items()):
+    for (name, path, provider, when), values in sorted(groups.items()):
         what = "latency" if name == "latency_ms" else "time to first token (streamed)"
+        at = f"{provider}." if provider else ""
         for p, v in zip(PCTS, np.percentile(values, PCTS), strict=True):
-            out[f"{name}.{path}.p{p}.{when}"] = band(
-                [float(v)], unit="ms", label=f"{path} {what} p{p} {when} the block "
-                                            "(from the intended send instant)")
+            if provider and p == 99:
+                continue   # per provider: p50 and p95 (the compared figures)
+            out[f"{name}.{path}.{at}p{p}.{when}"] = band(
+                [float(v)], unit="ms", label=f"{path} {what} p{p}{' at ' + provider if provider else ''} "
+                                            f"{when} the block (from the intended send instant)")
     return out
 
 

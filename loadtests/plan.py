@@ -17,11 +17,13 @@ cannot be replayed one to one, so a load test keeps its *shape*:
   retries) then thins or adds to it while the test runs.
 
 Everything a user sends is drawn here, up front, from seeded generators: the arrival instants,
-and per request the model (from the segment's mix), prompt and completion tokens (from the
-segment's distributions, as the simulator draws them: uncapped unless ``max_tokens_in`` /
-``max_tokens_out`` set a cap, which then makes the run's figures differ from the model's) and
-whether it streams. The plan is a pure function of the configuration, so every Locust process (master,
-workers) and the analysis afterwards compute the very same plan.
+and per request the prompt and completion tokens (from the segment's distributions, as the
+simulator draws them: uncapped unless ``max_tokens_in`` / ``max_tokens_out`` set a cap, which then
+makes the run's figures differ from the model's) and whether it streams. Every request asks for
+the organisation's main model, drawn once per organisation from its segment's mix
+(``scenarios.population.main_models``), as in the simulator. The plan is a pure function of the
+configuration, so every Locust process (master, workers) and the analysis afterwards compute the
+very same plan.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from scenarios.distributions import sample
 from scenarios.errors import UsageError
 from scenarios.loader import Loaded, load
 from scenarios.policy import first_denial
-from scenarios.population import Org, build_population, segment_counts
+from scenarios.population import Org, build_population, main_model_names, segment_counts
 from scenarios.sample import Sample, SampledOrg
 from scenarios.schema import Scenario
 from scenarios.traffic import hourly_intensity, window_hours
@@ -177,6 +179,7 @@ class UserSpec:
     org: Org
     weight: float  # organisations of the scenario this user stands for
     share: float  # fraction of the aggregate rate (sum over users = 1)
+    model: str = ""  # its main incumbent model (scenarios.population.main_models)
 
 
 def strata(population: list[Org]) -> list[Stratum]:
@@ -212,7 +215,9 @@ def allocate(users: int, groups: list[Stratum]) -> list[int]:
 
 def sample_users(s: Scenario, users: int, seed: int) -> list[UserSpec]:
     """The organisations that become Locust users (see the module docstring)."""
-    groups = strata(build_population(s, seed))
+    population = build_population(s, seed)
+    main = main_model_names(s, seed, population)
+    groups = strata(population)
     alloc = allocate(users, groups)
     traffic_total = sum(g.requests_per_hour for g, a in zip(groups, alloc, strict=True) if a)
     out: list[UserSpec] = []
@@ -223,7 +228,8 @@ def sample_users(s: Scenario, users: int, seed: int) -> list[UserSpec]:
         picks = sorted(rng.choice(len(group.orgs), size=n, replace=False).tolist())
         share = group.requests_per_hour / traffic_total / n
         weight = len(group.orgs) / n
-        out += [UserSpec(len(out) + k, group.orgs[i], weight, share) for k, i in enumerate(picks)]
+        out += [UserSpec(len(out) + k, group.orgs[i], weight, share, main[group.orgs[i].id])
+                for k, i in enumerate(picks)]
     return out
 
 
@@ -307,12 +313,11 @@ class Plan:
         offsets = traffic.arrival_times(self.rate_curve(user), self.step_wall_s, rng)
         offsets = offsets[offsets < self.config.duration_s]
         n = len(offsets)
-        names = list(seg.model_mix)
-        picks = rng.choice(len(names), size=n, p=np.array([seg.model_mix[m] for m in names]))
         tin = _tokens(sample(seg.tokens_in, rng, n), self.config.max_tokens_in)
         tout = _tokens(sample(seg.tokens_out, rng, n), self.config.max_tokens_out)
         stream = rng.random(n) < seg.stream_share
-        return Schedule(offsets, tuple(names[i] for i in picks), tin.astype(np.int64),
+        # every request asks for the organisation's main model, as in the simulator
+        return Schedule(offsets, (user.model,) * n, tin.astype(np.int64),
                         tout.astype(np.int64), stream)
 
     def base_url(self, region: str, path: str, host: str) -> str:
@@ -367,8 +372,8 @@ class Plan:
                       wall_s_per_scenario_hour=self.step_wall_s,
                       relay_available=bool(self.config.relay_url),
                       orgs=tuple(SampledOrg(u.org.id, u.org.region, u.org.segment, u.weight,
-                                            per_hour * u.share, credit_scales.get(u.org.id, 1.0))
-                                 for u in self.users))
+                                            per_hour * u.share, credit_scales.get(u.org.id, 1.0),
+                                            u.model) for u in self.users))
 
     # ------------------------------------------------------------ scale
 

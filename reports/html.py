@@ -63,7 +63,7 @@ def render(runs: Sequence[RunData], sections: Sequence[Section], out: Path, gene
     """The whole page; reads the PNGs already written to ``out``."""
     title = markdown.title(runs)
     runs_table = table(TextTable("Runs included", markdown.RUN_HEADER, markdown.run_rows(runs),
-                                 align="llllll"))
+                                 align="lllllll"))
     toc = "".join(f'<li><a href="#s{i}">{e(s.title)}</a></li>' for i, s in enumerate(sections))
     body = "\n".join(section(s, i, out) for i, s in enumerate(sections))
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'

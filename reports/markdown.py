@@ -4,22 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from reports.charts.common import Section, TextTable
+from reports.charts.common import Section, TextTable, sample_marks
 from reports.data import RunData
 
 
 def run_rows(runs: Sequence[RunData]) -> list[tuple[str, ...]]:
-    """One row per run: key, kind, scenario, replications, seed(s), directory."""
+    """One row per run: key, kind, scenario, replications, seed(s), sample and timing, directory."""
     out: list[tuple[str, ...]] = []
     for r in runs:
         reps = r.run.summary.get("replications", r.table.reps.size if r.table is not None else "")
         seeds = r.run.meta.get("seeds") or [r.run.summary.get("seed", "")]
         out.append((r.key, r.kind, r.scenario.name, str(reps),
-                    ", ".join(str(s) for s in seeds), r.name))
+                    ", ".join(str(s) for s in seeds),
+                    ", ".join(sample_marks(r)) or "full scale", r.name))
     return out
 
 
-RUN_HEADER = ("run", "kind", "scenario", "replications", "seed", "directory")
+RUN_HEADER = ("run", "kind", "scenario", "replications", "seed", "sample", "directory")
 
 
 def title(runs: Sequence[RunData]) -> str:
@@ -51,5 +52,5 @@ def section(sec: Section) -> str:
 
 def render(runs: Sequence[RunData], sections: Sequence[Section]) -> str:
     head = [f"# {title(runs)}\n", table(TextTable("Runs included", RUN_HEADER, run_rows(runs),
-                                                  align="llllll"))]
+                                                  align="lllllll"))]
     return "\n".join(head + [section(s) for s in sections])

@@ -9,9 +9,10 @@ All figures count from the incumbent's first block or throttle (``scenarios.poli
 - ``revenue_share.k`` — provider k's share of all providers' revenue;
 - ``orgs_share.S`` — of the organisations of the blocked regions, the share in state S at the end
   of the window;
-- ``latency_ms.P.qQ`` — the Q-th latency percentile on path P (true time only);
+- ``latency_ms.P.qQ`` — the Q-th latency percentile on path P (true time only), and
+  ``latency_ms.direct.K.qQ`` at provider K;
 - ``ttft_ms.P.qQ`` — the Q-th percentile of the time to first token of streamed requests on path
-  P (true time only).
+  P (true time only), and ``ttft_ms.direct.K.qQ`` at provider K.
 
 A simulation gives one value per replication (from ``timeseries.csv``, or the headline's band for
 the latency percentiles); a load test one value, and its standard error with the organisations
@@ -40,9 +41,21 @@ from scenarios.rundir import ORG_STATES, Run
 from scenarios.schema import Scenario
 from scenarios.verdict import Z90, Verdict, cluster_ratio_se, judge, pooled
 
-#: (metric, path, percentile) of the compared latency figures
+#: (metric, path, percentile) of the compared latency figures (all providers of the path)
 LATENCY_FIGURES = (("latency_ms", "direct", 50), ("latency_ms", "direct", 95),
                    ("ttft_ms", "direct", 50), ("ttft_ms", "direct", 95))
+
+
+def latency_figures(s: Scenario) -> list[tuple[str, str, int, str]]:
+    """(metric, path, percentile, provider or "" for all) of every compared latency figure: the
+    path's, then each provider's on the direct path. Its key is ``metric.path[.provider].pQ``,
+    its headline band ``metric.path[.provider].pQ.after``."""
+    pooled = [(name, path, q, "") for name, path, q in LATENCY_FIGURES]
+    return pooled + [(name, path, q, p.name) for p in s.providers for name, path, q in LATENCY_FIGURES]
+
+
+def _latency_key(name: str, path: str, q: int, provider: str) -> str:
+    return f"{name}.{path}.{provider + '.' if provider else ''}p{q}"
 BLOCKED = ("block", "throttle")
 
 
@@ -95,10 +108,11 @@ def sim_figures(s: Scenario, ts: Mapping[str, np.ndarray], summary: Mapping[str,
                                               if n else math.nan)
     headline = summary.get("headline", {})
     assert isinstance(headline, Mapping)
-    for name, lpath, q in LATENCY_FIGURES:
-        band = headline.get(f"{name}.{lpath}.p{q}.after")
+    for name, lpath, q, prov in latency_figures(s):
+        key = _latency_key(name, lpath, q, prov)
+        band = headline.get(f"{key}.after")
         if isinstance(band, Mapping) and band.get("mean") is not None:
-            out[f"{name}.{lpath}.p{q}"] = _band_values(band, len(reps))
+            out[key] = _band_values(band, len(reps))
     return dict(out)
 
 
@@ -150,8 +164,14 @@ def loadtest_figures(s: Scenario, run: Run) -> dict[str, Observed]:
     timing = (run.summary.get("loadtest") or {}).get("timing")
     if timing == "true":
         served = [r for r in rows if r[3] == "direct" and r[4] in ("allow", "warn")]
-        out.update(_latency_figures(run, {"latency_ms": [r[6] for r in served if r[6] is not None],
-                                          "ttft_ms": [r[7] for r in served if r[7] is not None]}))
+        samples: dict[tuple[str, str], list[float]] = defaultdict(list)
+        for r in served:
+            for prov in ("", r[2]):
+                if r[6] is not None:
+                    samples["latency_ms", prov].append(r[6])
+                if r[7] is not None:
+                    samples["ttft_ms", prov].append(r[7])
+        out.update(_latency_figures(s, run, samples))
     return out
 
 
@@ -171,15 +191,17 @@ def _orgs_figures(s: Scenario, run: Run) -> dict[str, Observed]:
     return out
 
 
-def _latency_figures(run: Run, samples: Mapping[str, list[float]]) -> dict[str, Observed]:
+def _latency_figures(s: Scenario, run: Run,
+                     samples: Mapping[tuple[str, str], list[float]]) -> dict[str, Observed]:
     """The headline's percentiles, their standard error from the order statistics of the
     ledger's latencies on that path (distribution-free: ranks n·q ± z·sqrt(n·q·(1−q)))."""
     headline = run.summary.get("headline") or {}
     out = {}
-    for name, p, q in LATENCY_FIGURES:
-        xs = np.sort(np.asarray(samples.get(name, []), dtype=float))
+    for name, p, q, prov in latency_figures(s):
+        xs = np.sort(np.asarray(samples.get((name, prov), []), dtype=float))
         n = xs.size
-        band = headline.get(f"{name}.{p}.p{q}.after")
+        key = _latency_key(name, p, q, prov)
+        band = headline.get(f"{key}.after")
         if not isinstance(band, Mapping) or band.get("mean") is None or n < 20:
             continue
         value = float(band["mean"])
@@ -188,7 +210,7 @@ def _latency_figures(run: Run, samples: Mapping[str, list[float]]) -> dict[str, 
         hi = int(min(n - 1, math.ceil(n * f + Z90 * math.sqrt(n * f * (1 - f)))))
         centre = float(np.quantile(xs, f))
         rel = (xs[hi] - xs[lo]) / (2 * Z90) / centre if centre > 0 else 0.0
-        out[f"{name}.{p}.p{q}"] = Observed(value, abs(value) * rel, n)
+        out[key] = Observed(value, abs(value) * rel, n)
     return out
 
 
@@ -214,7 +236,8 @@ def compare(s: Scenario, sim: Run, loadtest: Run) -> list[Verdict]:
             continue   # a provider with no revenue in either: nothing to compare
         se = paired_se(key, obs.se, values) if paired else obs.se
         out.append(judge(key, values, obs.value, se, obs.n, share=_kind(key) in SHARES,
-                         unit="organisations" if _kind(key) == "orgs_share" else "requests"))
+                         unit="organisations" if _kind(key) == "orgs_share" else "requests",
+                         paired=paired))
     return out
 
 
@@ -252,6 +275,7 @@ def _kind(key: str) -> str:
     return key.split(".")[0]
 
 
-def _order(key: str) -> tuple[int, str]:
-    return (KINDS.index(_kind(key)), key)
+def _order(key: str) -> tuple[int, int, str]:
+    """By kind; a path's latency before its providers'."""
+    return (KINDS.index(_kind(key)), key.count("."), key)
 

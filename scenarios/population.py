@@ -67,3 +67,29 @@ def build_population(s: Scenario, seed: int, *, scale: float = 1.0) -> list[Org]
             orgs += [Org(org_id(region.code, seg.name, i), region.code, seg.name, float(rates[i]))
                      for i in range(n)]
     return orgs
+
+
+def main_models(s: Scenario, seed: int, segment: np.ndarray) -> np.ndarray:
+    """Each organisation's main incumbent model (an index into ``s.incumbent.models``), for
+    organisations in population order with segment indices ``segment``: drawn from its segment's
+    ``model_mix``, so the mix holds over the population and a large organisation on an expensive
+    model weighs as it should. Every request of the organisation asks for it (or, migrated, its
+    substitute) — in the simulator and in the load test alike."""
+    models = {m.name: i for i, m in enumerate(s.incumbent.models)}
+    model = np.zeros(segment.size, dtype=np.int64)
+    for gi, seg in enumerate(s.segments):
+        members = np.flatnonzero(segment == gi)
+        names = list(seg.model_mix)
+        probs = np.array([seg.model_mix[n] for n in names], dtype=float)
+        rng = np.random.default_rng([seed, 0x6D6F64, gi])
+        picks = rng.choice(len(names), size=members.size, p=probs / probs.sum())
+        model[members] = np.array([models[n] for n in names], dtype=np.int64)[picks]
+    return model
+
+
+def main_model_names(s: Scenario, seed: int, orgs: list[Org]) -> dict[str, str]:
+    """Organisation id → its main model's name, for ``orgs = build_population(s, seed)``."""
+    segments = {g.name: i for i, g in enumerate(s.segments)}
+    picked = main_models(s, seed, np.array([segments[o.segment] for o in orgs], dtype=np.int64))
+    names = [m.name for m in s.incumbent.models]
+    return {o.id: names[k] for o, k in zip(orgs, picked.tolist(), strict=True)}

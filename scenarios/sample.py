@@ -15,6 +15,8 @@ unit, so both engines count the same requests, tokens and dollars.
 stratum's size over the users drawn from it); organisation counts are weighted by it in both.
 ``credit_scale`` is the fraction of a free-token credit its gateway granted it (its tokens over
 its organisation's, ``scenarios.ledger.credit_scale``); the paired simulation grants the same.
+``model`` is the incumbent model every one of its requests asked for (its main model,
+``scenarios.population.main_models``, as in the simulator).
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ class SampledOrg:
     requests_per_hour: float
     #: the free-token credit's scale the load test's gateway applied (``scenarios.ledger``)
     credit_scale: float = 1.0
+    #: the incumbent model its requests asked for (``scenarios.population.main_models``)
+    model: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +71,8 @@ class Sample:
                 "scenario_sha256": self.scenario_sha256,
                 "wall_s_per_scenario_hour": self.wall_s_per_scenario_hour,
                 "relay_available": self.relay_available,
-                "orgs": [[o.id, o.region, o.segment, o.weight, o.requests_per_hour, o.credit_scale]
-                         for o in self.orgs]}
+                "orgs": [[o.id, o.region, o.segment, o.weight, o.requests_per_hour, o.credit_scale,
+                          o.model] for o in self.orgs]}
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_json(), separators=(",", ":")) + "\n", encoding="utf-8")
@@ -84,17 +88,19 @@ class Sample:
                               f"{data.get('format')!r}, version {data.get('format_version')!r})")
         orgs = []
         for k, row in enumerate(_field(data, "orgs", list, where)):
-            if not (isinstance(row, list) and len(row) == 6):
+            if not (isinstance(row, list) and len(row) == 7):
                 raise RunDirError(f"{where}: orgs[{k}]: expected [id, region, segment, weight, "
-                                  "requests_per_hour, credit_scale]")
-            oid, region, segment, weight, rph, scale = row
-            if not all(isinstance(x, str) and x for x in (oid, region, segment)):
-                raise RunDirError(f"{where}: orgs[{k}]: id, region and segment must be strings")
+                                  "requests_per_hour, credit_scale, model]")
+            oid, region, segment, weight, rph, scale, model = row
+            if not all(isinstance(x, str) and x for x in (oid, region, segment, model)):
+                raise RunDirError(f"{where}: orgs[{k}]: id, region, segment and model must be "
+                                  "strings")
             if not all(isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
                        and x >= 0 for x in (weight, rph, scale)):
                 raise RunDirError(f"{where}: orgs[{k}]: weight, requests_per_hour and credit_scale "
                                   "must be finite non-negative numbers")
-            orgs.append(SampledOrg(oid, region, segment, float(weight), float(rph), float(scale)))
+            orgs.append(SampledOrg(oid, region, segment, float(weight), float(rph), float(scale),
+                                   model))
         if not orgs:
             raise RunDirError(f"{where}: orgs: empty (a load test with no users)")
         if len({o.id for o in orgs}) != len(orgs):
@@ -121,10 +127,14 @@ class Sample:
         return cls.from_json(data, str(path))
 
     def check(self, s: Scenario, where: str) -> None:
-        """Every organisation's region and segment exist in ``s`` (else one line naming it)."""
+        """Every organisation's region, segment and model exist in ``s`` (else one line)."""
         regions = {r.code for r in s.regions}
         segments = {g.name for g in s.segments}
+        models = {m.name for m in s.incumbent.models}
         for k, o in enumerate(self.orgs):
+            if o.model not in models:
+                raise RunDirError(f"{where}: orgs[{k}]: model {o.model!r} is not the incumbent's "
+                                  f"in scenario {s.name}")
             if o.region not in regions:
                 raise RunDirError(f"{where}: orgs[{k}]: region {o.region!r} is not in scenario {s.name}")
             if o.segment not in segments:

@@ -60,17 +60,18 @@ class Verdict:
 
 
 def judge(figure: str, sim: Sequence[float], loadtest: float, loadtest_se: float, n: int, *,
-          share: bool, unit: str = "requests") -> Verdict:
+          share: bool, unit: str = "requests", paired: bool = False) -> Verdict:
     """The verdict for one figure (see the module docstring)."""
     reps = len(sim)
     mean = math.fsum(sim) / reps if reps else math.nan
     sd = math.sqrt(math.fsum((v - mean) ** 2 for v in sim) / (reps - 1)) if reps > 1 else 0.0
     se = math.sqrt(loadtest_se ** 2 + (sd ** 2 / reps if reps else 0.0))
-    return _decide(figure, mean, sd, reps, loadtest, loadtest_se, n, se, share=share, unit=unit)
+    return _decide(figure, mean, sd, reps, loadtest, loadtest_se, n, se, share=share, unit=unit,
+                   paired=paired)
 
 
 def _decide(figure: str, mean: float, sd: float, reps: int, loadtest: float, loadtest_se: float,
-            n: int, se: float, *, share: bool, unit: str) -> Verdict:
+            n: int, se: float, *, share: bool, unit: str, paired: bool = False) -> Verdict:
     """The verdict on ``d = loadtest − mean`` with standard error ``se`` (module docstring)."""
     m = margin(mean, share=share)
     d = loadtest - mean
@@ -86,7 +87,7 @@ def _decide(figure: str, mean: float, sd: float, reps: int, loadtest: float, loa
     elif (ci95[0] > 0 or ci95[1] < 0) and (ci95[0] > m or ci95[1] < -m):
         verdict, why = DISAGREE, ""
     else:
-        verdict, why = INCONCLUSIVE, _settle(d, se, loadtest_se, m, n, unit)
+        verdict, why = INCONCLUSIVE, _settle(d, se, loadtest_se, m, n, unit, paired)
     return Verdict(figure, mean, sd, reps, loadtest, loadtest_se, n, m, d, ci90, ci95, verdict, why)
 
 
@@ -105,20 +106,27 @@ def pooled(parts: Sequence[Verdict], *, share: bool, unit: str = "requests") -> 
     lt_se = math.sqrt(math.fsum((wi * v.loadtest_se) ** 2 for wi, v in zip(w, parts, strict=True)))
     sd = math.sqrt(math.fsum((wi * v.sim_sd) ** 2 for wi, v in zip(w, parts, strict=True)))
     return _decide(parts[0].figure, mean, sd, sum(v.replications for v in parts), lt, lt_se,
-                   total, se, share=share, unit=unit)
+                   total, se, share=share, unit=unit, paired=True)
 
 
-def _settle(d: float, se: float, se_lt: float, m: float, n: int, unit: str = "requests") -> str:
-    """What run size would make the 90 % interval fit the margin, if the difference stayed d."""
+def _settle(d: float, se: float, se_lt: float, m: float, n: int, unit: str = "requests",
+            paired: bool = False) -> str:
+    """What run size would make the 90 % interval fit the margin, if the difference stayed d.
+
+    Against a forecast only the load test's own error falls as 1/√n; against a paired
+    simulation (or pooled load tests) the whole error does — the paired simulation of a larger
+    run is of a larger sample too."""
     room = m - abs(d)
     if room <= 0:
         return (f"the difference {d:+.4g} is at or beyond the margin ±{m:.4g}: a larger run can "
                 "only tell whether it is outside it")
-    sim_part = math.sqrt(max(se ** 2 - se_lt ** 2, 0.0))
-    if Z90 * sim_part >= room:
-        return "the simulation's own band is wider than the margin: run more replications"
-    # the load test's standard error falls as 1/sqrt(n)
-    need = (Z90 * se_lt) ** 2 / (room ** 2 - (Z90 * sim_part) ** 2)
+    if paired:
+        need = (Z90 * se / room) ** 2
+    else:
+        sim_part = math.sqrt(max(se ** 2 - se_lt ** 2, 0.0))
+        if Z90 * sim_part >= room:
+            return "the simulation's own band is wider than the margin: run more replications"
+        need = (Z90 * se_lt) ** 2 / (room ** 2 - (Z90 * sim_part) ** 2)
     if need <= 1:
         return ""
     factor = math.ceil(need)

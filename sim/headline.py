@@ -65,6 +65,16 @@ def headline(setup: Setup, run: Run, base: Run, flows: np.ndarray,
                 if pct is not None:
                     for q, v in zip(("p50", "p95", "p99"), pct, strict=True):
                         out[f"{name}.{path}.{q}.{label}"] = float(v)
+    # per provider on the direct path after the block (the compared figures: scenarios.figures)
+    direct = PATHS.index("direct")
+    for k, p in enumerate(s.providers):
+        mine = np.broadcast_to((lat.provider == k)[:, None], lat.latency_ms.shape)
+        for name, values, keep in (("latency_ms", None, mine),
+                                   ("ttft_ms", lat.ttft_ms, mine & lat.streamed)):
+            (pct,) = pooled_latencies(lat, direct, [after], values, keep)
+            if pct is not None:
+                for q, v in zip(("p50", "p95"), pct[:2], strict=True):
+                    out[f"{name}.direct.{p.name}.{q}.after"] = float(v)
     # relative figures: what the blocked regions would have paid after the block, and its share lost
     regions = np.asarray(blocked_regions(s), dtype=np.int64)
     if regions.size and after.size:

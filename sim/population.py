@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from scenarios.distributions import sample
-from scenarios.population import build_population, segment_counts
+from scenarios.population import build_population, main_models, segment_counts
 from scenarios.sample import Sample
 from scenarios.schema import Scenario
 
@@ -57,16 +57,7 @@ def resample(s: Scenario, pop: Population, seed: int, scale: float = 1.0) -> Pop
 
 
 def _models(s: Scenario, seed: int, segment: np.ndarray) -> np.ndarray:
-    models = {m.name: i for i, m in enumerate(s.incumbent.models)}
-    model = np.zeros(segment.size, dtype=np.int64)
-    for gi, seg in enumerate(s.segments):
-        members = np.flatnonzero(segment == gi)
-        names = list(seg.model_mix)
-        probs = np.array([seg.model_mix[n] for n in names], dtype=float)
-        rng = np.random.default_rng([seed, 0x6D6F64, gi])
-        picks = rng.choice(len(names), size=members.size, p=probs / probs.sum())
-        model[members] = np.array([models[n] for n in names], dtype=np.int64)[picks]
-    return model
+    return main_models(s, seed, segment)
 
 
 def build(s: Scenario, seed: int, scale: float = 1.0) -> Population:
@@ -84,14 +75,15 @@ def build(s: Scenario, seed: int, scale: float = 1.0) -> Population:
 
 def of_sample(s: Scenario, sample: Sample) -> Population:
     """Exactly a load test's organisations (``scenarios.sample``): its ids, regions, segments,
-    weights and request rates (in the load test's units); each one's main model is drawn as for
-    any population, from the load test's seed."""
+    weights, request rates (in the load test's units) and the model each one asked for."""
     regions = {r.code: i for i, r in enumerate(s.regions)}
     segments = {g.name: i for i, g in enumerate(s.segments)}
+    models = {m.name: i for i, m in enumerate(s.incumbent.models)}
     segment = np.array([segments[o.segment] for o in sample.orgs], dtype=np.int64)
     return Population(ids=tuple(o.id for o in sample.orgs),
                       region=np.array([regions[o.region] for o in sample.orgs], dtype=np.int64),
-                      segment=segment, model=_models(s, sample.seed, segment),
+                      segment=segment, model=np.array([models[o.model] for o in sample.orgs],
+                                                      dtype=np.int64),
                       rate=np.array([o.requests_per_hour for o in sample.orgs], dtype=float),
                       weight=np.array([o.weight for o in sample.orgs], dtype=float),
                       credit_scale=np.array([o.credit_scale for o in sample.orgs], dtype=float))

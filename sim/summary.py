@@ -40,12 +40,12 @@ def unit_and_label(key: str) -> tuple[str, str]:
         return "orgs", f"Organisations {rest} at the end"
     if head == "orgs_migrated":
         return "orgs", f"Organisations migrated to {rest}"
-    if head == "latency_ms":
-        path, q, when = rest.split(".")
-        return "ms", f"Latency {q} on the {path} path, {when} the block"
-    if head == "ttft_ms":
-        path, q, when = rest.split(".")
-        return "ms", f"Time to first token {q} (streamed) on the {path} path, {when} the block"
+    if head in ("latency_ms", "ttft_ms"):
+        parts = rest.split(".")
+        path, q, when = parts[0], parts[-2], parts[-1]
+        at = f" at {parts[1]}" if len(parts) == 4 else ""
+        what = "Latency" if head == "latency_ms" else "Time to first token (streamed)"
+        return "ms", f"{what} {q} on the {path} path{at}, {when} the block"
     if head == "block_rate":
         return "ratio", f"Share of {rest}'s incumbent requests blocked after the block"
     return "", key

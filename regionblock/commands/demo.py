@@ -133,8 +133,7 @@ def headline_text(sim: dict[str, Any], lt: dict[str, Any], incumbent: str) -> st
     top = max(alt_keys, key=lambda k: _mean(sim, k), default="")
     blocked = sorted(k.split(".", 1)[1] for k, v in sim.get("headline", {}).items()
                      if k.startswith("block_rate.") and v.get("mean", 0) > 0)
-    rates = ", ".join(f"{r} sim {_mean(sim, 'block_rate.' + r):.1%} / load test "
-                      f"{_mean(lt, 'block_rate.' + r):.1%}" for r in blocked[:3])
+    rates = ", ".join(f"{r} {_mean(sim, 'block_rate.' + r):.1%}" for r in blocked[:3])
     lines = [
         "",
         "Headline (simulation: mean [5 % – 95 %] over replications)",
@@ -146,7 +145,9 @@ def headline_text(sim: dict[str, Any], lt: dict[str, Any], incumbent: str) -> st
         f"3. organisations at the end: migrated {_mean(sim, 'orgs_final.migrated'):,.0f}, "
         f"circumventing {_mean(sim, 'orgs_final.circumventing'):,.0f}, "
         f"churned {_mean(sim, 'orgs_final.churned'):,.0f}",
-        f"4. share of the incumbent's requests blocked after the block: {rates or 'n/a'}",
+        f"4. share of the incumbent's requests blocked after the block (the whole market): "
+        f"{rates or 'n/a'} (the load test's sample, against its own organisations' simulation: "
+        "the verdict table below)",
         f"5. latency p99 after the block: direct "
         f"{_mean(sim, 'latency_ms.direct.p99.after'):,.0f} ms, relay "
         f"{_mean(sim, 'latency_ms.relay.p99.after'):,.0f} ms (simulated); load-test relay vs direct "

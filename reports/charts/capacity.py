@@ -6,7 +6,6 @@ from functools import partial
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import PercentFormatter
 
 from reports import fmt, style
 from reports.charts.common import (
@@ -17,7 +16,9 @@ from reports.charts.common import (
     count_axis,
     dates,
     finish_time_axis,
+    percent_axis,
     render,
+    run_tag,
     run_title,
 )
 from reports.data import RunData, bands, cube
@@ -61,7 +62,7 @@ def draw(fig: Figure, ctx: Context, run: RunData) -> None:
     draw_hotspots(top, ctx, run)
     top.axhline(100, color=style.SLO_COLOUR, linewidth=1.0, label="full capacity")
     top.set_ylim(0, 115)
-    top.yaxis.set_major_formatter(PercentFormatter(100))
+    percent_axis(top, of=100)
     top.set_ylabel("utilisation (% of concurrency)")
     finish_time_axis(top, fig, run, run.table.times)
     top.set_xlabel("")
@@ -104,6 +105,6 @@ def hotspot_table(ctx: Context, run: RunData) -> TextTable:
              fmt.fraction_pct(float(h.get("utilisation", np.nan))),  # type: ignore[arg-type]
              fmt.value(float(h.get("rejected_429", np.nan)), "orgs"))  # type: ignore[arg-type]
             for h in hotspots(run)]
-    return TextTable(f"Capacity hot spots — {run.key} ({len(rows)} bins)",
+    return TextTable(f"Capacity hot spots — {run_tag(run)} ({len(rows)} bins)",
                      ("provider", "bin start (UTC)", "utilisation", "429 rejections"),
                      rows or [("none", "", "", "")])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from reports import fmt
-from reports.charts.common import Context, Section, TextTable
+from reports.charts.common import Context, Section, TextTable, run_tag
 from reports.data import RunData
 
 #: The order headline keys are listed in: these prefixes first, the rest alphabetically.
@@ -28,7 +28,7 @@ def table(run: RunData) -> TextTable | None:
             rows.append((key, str(band.get("label", "")), fmt.band(band, unit), unit))
     if not rows:
         return None
-    return TextTable(f"Headline figures — {run.key} ({run.name})",
+    return TextTable(f"Headline figures — {run_tag(run)} ({run.name})",
                      ("figure", "what", "mean (5–95 % across replications)", "unit"), rows,
                      align="llrl")
 

@@ -16,6 +16,7 @@ from reports.charts.common import (
     dates,
     finish_time_axis,
     render,
+    run_tag,
     run_title,
 )
 from reports.data import RunData, bands, cube
@@ -89,5 +90,5 @@ def final_table(ctx: Context, run: RunData) -> TextTable:
         b = bands(last)
         rows.append((layer_style(ctx, key)[1],
                      fmt.band({"mean": b.mean[0], "p5": b.p5[0], "p95": b.p95[0]}, "orgs")))
-    return TextTable(f"Organisations at the end of the window — {run.key}",
+    return TextTable(f"Organisations at the end of the window — {run_tag(run)}",
                      ("state", "organisations (mean, 5–95 %)"), rows)

@@ -9,15 +9,22 @@ from matplotlib.figure import Figure
 
 from reports import fmt, style
 from reports.charts.common import (
+    MIN_REQUESTS,
+    THIN_COLOUR,
     Context,
     Section,
     TextTable,
     bin_unit,
     count_axis,
+    counts_of,
     dates,
     finish_time_axis,
+    plot_sampled,
     render,
+    request_counts,
+    run_tag,
     run_title,
+    thin_note,
 )
 from reports.data import RunData, Table, bands, cube, ratio
 
@@ -36,6 +43,11 @@ def section(ctx: Context) -> Section:
         sec.charts.append(render(ctx, f"{run.key}-outcomes", title, CAPTION, style.TALL,
                                  partial(draw, run=run)))
         sec.tables.append(totals_table(run))
+        n = counts_of(request_counts(run))
+        thin = 0 if n is None else int(np.count_nonzero((n > 0) & (n < MIN_REQUESTS)))
+        if n is not None and thin:
+            sec.notes.append(thin_note(run, thin, int(np.count_nonzero(n > 0)),
+                                       "retry-amplification points"))
     return sec.skip_if_empty("no request-outcome data in these runs")
 
 
@@ -85,7 +97,10 @@ def draw_amplification(ax: object, fig: Figure, run: RunData) -> None:
         return
     b = bands(amp)
     x = dates(run.table.times)
-    ax.plot(x, b.mean, color="black", linewidth=1.3, label="mean")
+    n = counts_of(request_counts(run))
+    plot_sampled(ax, x, b.mean, n, "black", linewidth=1.3, label="mean")
+    if n is not None and np.any((n > 0) & (n < MIN_REQUESTS)):
+        ax.scatter([], [], s=9, color=THIN_COLOUR, label=f"< {MIN_REQUESTS} requests")
     if run.table.reps.size > 1:
         ax.fill_between(x, b.p5, b.p95, color="black", alpha=0.15, linewidth=0, label="5–95 %")
     ax.axhline(1.0, color="#999999", linewidth=0.8)
@@ -111,5 +126,5 @@ def totals_table(run: RunData) -> TextTable:
         b = bands(v.sum(axis=1)[:, None])
         share = fmt.pct(100 * b.mean[0] / total_requests) if total_requests else "n/a"
         rows.append((m, fmt.band({"mean": b.mean[0], "p5": b.p5[0], "p95": b.p95[0]}, "orgs"), share))
-    return TextTable(f"Requests over the window by outcome — {run.key}",
+    return TextTable(f"Requests over the window by outcome — {run_tag(run)}",
                      ("outcome", "requests (mean, 5–95 %)", "of requests"), rows)

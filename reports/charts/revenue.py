@@ -10,14 +10,21 @@ from matplotlib.figure import Figure
 
 from reports import fmt, style
 from reports.charts.common import (
+    MIN_REQUESTS,
+    THIN_COLOUR,
     Context,
     Section,
     TextTable,
     bin_unit,
+    counts_of,
     dates,
     finish_time_axis,
     render,
+    request_counts,
+    run_tag,
     run_title,
+    shade_thin,
+    thin_note,
     usd_axis,
 )
 from reports.data import RunData, bands, cube
@@ -34,6 +41,9 @@ def section(ctx: Context) -> Section:
         sec.charts.append(render(ctx, f"{run.key}-revenue", title(run), CAPTION, style.WIDE,
                                  partial(draw, ctx=ctx, run=run)))
         sec.tables.append(totals_table(ctx, run))
+        thin, bins = thin_bins(run)
+        if thin:
+            sec.notes.append(thin_note(run, thin, bins, "bins", "shaded grey"))
     return sec.skip_if_empty("no revenue data in these runs")
 
 
@@ -41,6 +51,20 @@ def title(run: RunData) -> str:
     assert run.table is not None
     unit = bin_unit(run.table.times)
     return f"Revenue by provider, USD per {unit} — {run_title(run)}"
+
+
+def requests_per_bin(run: RunData) -> np.ndarray | None:
+    """A load test's requests per bin (None for a simulation)."""
+    assert run.table is not None
+    return counts_of(request_counts(run))
+
+
+def thin_bins(run: RunData) -> tuple[int, int]:
+    """(bins on fewer than MIN_REQUESTS load-test requests, bins with requests)."""
+    n = requests_per_bin(run)
+    if n is None:
+        return 0, 0
+    return int(np.count_nonzero((n > 0) & (n < MIN_REQUESTS))), int(np.count_nonzero(n > 0))
 
 
 def draw(fig: Figure, ctx: Context, run: RunData) -> None:
@@ -62,6 +86,9 @@ def draw(fig: Figure, ctx: Context, run: RunData) -> None:
                 label=f"no-block counterfactual ({ctx.palette.label(ctx.palette.incumbent)})")
     ax.set_ylabel(f"revenue (USD per {bin_unit(c.times)})")
     ax.set_ylim(0, ax.get_ylim()[1] * 1.15)  # why: headroom so stage labels sit above the data
+    if shade_thin(ax, c.times, requests_per_bin(run)):
+        ax.axvspan(x[0], x[0], color=THIN_COLOUR, alpha=0.35, linewidth=0,
+                   label=f"bins on < {MIN_REQUESTS} requests")
     usd_axis(ax)
     finish_time_axis(ax, fig, run, c.times)
     style.legend_outside(ax)
@@ -91,7 +118,7 @@ def totals_table(ctx: Context, run: RunData) -> TextTable:
         rows.append((ctx.palette.label(p), fmt.band(_band(per_rep), "usd")))
     total = np.nansum(c.total(), axis=1)
     rows.append(("all providers", fmt.band(_band(total), "usd")))
-    return TextTable(f"Revenue over the window by provider — {run.key}",
+    return TextTable(f"Revenue over the window by provider — {run_tag(run)}",
                      ("provider", "revenue (mean, 5–95 %)"), rows)
 
 

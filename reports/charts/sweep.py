@@ -16,7 +16,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from reports import fmt, style
-from reports.charts.common import Context, Section, TextTable, render, run_title
+from reports.charts.common import Context, Section, TextTable, render, run_tag, run_title, usd_axis
 from reports.data import RunData
 
 PREFERRED = ("incumbent_revenue_lost_usd", "incumbent_revenue_lost_pct", "incumbent_revenue_usd")
@@ -171,12 +171,8 @@ def draw_effects(fig: Figure, sw: Sweep) -> None:
 
 
 def _format_y(ax: Any, unit: str) -> None:
-    from matplotlib.ticker import FuncFormatter
-
-    from reports.charts.common import short_usd
-
     if unit == "usd":
-        ax.yaxis.set_major_formatter(FuncFormatter(short_usd))
+        usd_axis(ax)
 
 
 def draw_tornado(fig: Figure, sw: Sweep) -> None:
@@ -203,12 +199,8 @@ def draw_tornado(fig: Figure, sw: Sweep) -> None:
 
 
 def _format_x(ax: Any, unit: str) -> None:
-    from matplotlib.ticker import FuncFormatter
-
-    from reports.charts.common import short_usd
-
     if unit == "usd":
-        ax.xaxis.set_major_formatter(FuncFormatter(short_usd))
+        usd_axis(ax, "x")
 
 
 # ---------------------------------------------------------------- tables
@@ -219,12 +211,12 @@ def points_table(run: RunData, sw: Sweep) -> TextTable:
     rows = [(str(i), *(str(p.overrides.get(k, "")) for k in sw.parameters),
              fmt.band({"mean": p.mean, "p5": p.p5, "p95": p.p95}, sw.unit))
             for i, p in enumerate(sw.points)]
-    return TextTable(f"Sweep points — {run.key}", header, rows)
+    return TextTable(f"Sweep points — {run_tag(run)}", header, rows)
 
 
 def tornado_table(run: RunData, sw: Sweep) -> TextTable:
     rows = [(s.path, str(s.low_value), fmt.value(s.low, sw.unit), str(s.high_value),
              fmt.value(s.high, sw.unit), fmt.value(s.size, sw.unit)) for s in swings(sw)]
-    return TextTable(f"Sensitivity of {sw.key} (tornado) — {run.key}",
+    return TextTable(f"Sensitivity of {sw.key} (tornado) — {run_tag(run)}",
                      ("parameter", "lowest value", "figure there", "highest value", "figure there",
                       "swing"), rows)

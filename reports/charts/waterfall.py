@@ -15,7 +15,16 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from reports import fmt, style
-from reports.charts.common import Context, Section, TextTable, render, run_title, short_usd, usd_axis
+from reports.charts.common import (
+    Context,
+    Section,
+    TextTable,
+    render,
+    run_tag,
+    run_title,
+    short_usd,
+    usd_axis,
+)
 from reports.data import RunData
 
 STEPS = ("blocked", "kept via relay", "kept via allow-list")
@@ -64,7 +73,8 @@ def table(run: RunData, v: dict[str, float]) -> TextTable:
     if abs(rest) >= 0.5:
         rows.insert(len([r for r in rows if r[0] in ("baseline", *STEPS)]),
                     ("other (not explained by the steps)", fmt.usd(rest), _share(rest, v["baseline"])))
-    return TextTable(f"Incumbent revenue waterfall — {run.key}", ("step", "USD", "of baseline"), rows)
+    return TextTable(f"Incumbent revenue waterfall — {run_tag(run)}", ("step", "USD", "of baseline"),
+                     rows)
 
 
 def _share(x: float, base: float) -> str:

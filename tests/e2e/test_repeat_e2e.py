@@ -49,4 +49,5 @@ def test_repeated_load_tests_form_a_set_that_compare_pools(
         assert v["n"] == sum(x["n"] for x in parts)
         if len(parts) == 2 and v["n"]:
             w = [x["n"] / v["n"] for x in parts]
-            assert v["difference"] == pytest.approx(sum(wi * x["difference"] for wi, x in zip(w, parts, strict=True)))
+            pooled_d = sum(wi * x["difference"] for wi, x in zip(w, parts, strict=True))
+            assert v["difference"] == pytest.approx(pooled_d)

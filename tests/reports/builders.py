@@ -11,7 +11,11 @@ The world (default scenario, daily bins, 2024-06-01 … 2024-09-30, block from 2
   allowed before the announcement, warned until the block, then CN 60 allowed + 440 blocked and
   HK 5 allowed + 95 blocked.
 * Latency (ms): OpenAI direct p50/p95/p99 = 400/900/1500 (+10r); OpenAI relay 700/1500/2500 and
-  Zhipu direct 600/1200/2000 after the block.
+  Zhipu direct 600/1200/2000 after the block. Time to first token p50/p95/p99 (streamed) is
+  OpenAI direct 200/450/700 (+10r), OpenAI relay 350/800/1200, Zhipu direct 300/600/900.
+* A load test may have thin days: on ``thin_days`` every request count is × 0.04 (rounded; the
+  blocked regions then send 20 + 4 < 30 requests, everything 64), on ``very_thin_days`` × 0.01
+  (16 requests in all, 11 of them served after the block).
 * 1000 organisations: after the block migrated to zhipu min(300, 10k), to deepseek min(100, 4k),
   circumventing min(200, 8k), churned min(50, 2k), migrating 20; the rest direct.
 * Utilisation after the block: zhipu 0.3 + 0.6k/83, deepseek 0.2; zhipu 429s 50/day while its
@@ -61,10 +65,11 @@ def revenue_rows(t: str, d: int, r: int, src: str, scale: float) -> Iterator[Row
         yield (t, r, src, "revenue_usd", "CN", "deepseek", "direct", "", scale * 40)
 
 
-def outcomes(d: int) -> dict[str, dict[str, int]]:
-    """Region → outcome → count for OpenAI on day ``d``."""
-    out = {"US": {"allowed": 990, "failed": 10, "retries": 12}}
+def outcomes(d: int, f: float = 1.0) -> dict[str, dict[str, int]]:
+    """Region → outcome → count for OpenAI on day ``d``, counts × ``f`` (rounded)."""
+    out = {"US": {"allowed": round(990 * f), "failed": round(10 * f), "retries": round(12 * f)}}
     for region, n, kept in (("CN", 500, 60), ("HK", 100, 5)):
+        n, kept = round(n * f), round(kept * f)
         if d < ANNOUNCE_DAY:
             out[region] = {"allowed": n}
         elif d < BLOCK_DAY:
@@ -74,21 +79,26 @@ def outcomes(d: int) -> dict[str, dict[str, int]]:
     return out
 
 
-def request_rows(t: str, d: int, r: int, src: str) -> Iterator[Row]:
-    for region, counts in outcomes(d).items():
+def request_rows(t: str, d: int, r: int, src: str, f: float = 1.0) -> Iterator[Row]:
+    for region, counts in outcomes(d, f).items():
         total = sum(v for k, v in counts.items() if k != "retries")
-        yield (t, r, src, "requests", region, "openai", "", "", total)
+        yield (t, r, src, "requests", region, "openai", "direct", "", total)
         for metric, v in counts.items():
-            yield (t, r, src, metric, region, "openai", "", "", v)
+            yield (t, r, src, metric, region, "openai", "direct", "", v)
 
 
 def latency_rows(t: str, d: int, r: int, src: str) -> Iterator[Row]:
-    series = [("openai", "direct", (400 + 10 * r, 900 + 10 * r, 1500 + 10 * r))]
+    """Latency and time-to-first-token percentiles: metric → (provider, path, p50/p95/p99)."""
+    series = {"latency_ms": [("openai", "direct", (400 + 10 * r, 900 + 10 * r, 1500 + 10 * r))],
+              "ttft_ms": [("openai", "direct", (200 + 10 * r, 450 + 10 * r, 700 + 10 * r))]}
     if d >= BLOCK_DAY:
-        series += [("openai", "relay", (700, 1500, 2500)), ("zhipu", "direct", (600, 1200, 2000))]
-    for provider, path, values in series:
-        for q, v in zip(("p50", "p95", "p99"), values, strict=True):
-            yield (t, r, src, f"latency_ms_{q}", "", provider, path, "", v)
+        series["latency_ms"] += [("openai", "relay", (700, 1500, 2500)),
+                                 ("zhipu", "direct", (600, 1200, 2000))]
+        series["ttft_ms"] += [("openai", "relay", (350, 800, 1200)), ("zhipu", "direct", (300, 600, 900))]
+    for metric, groups in series.items():
+        for provider, path, values in groups:
+            for q, v in zip(("p50", "p95", "p99"), values, strict=True):
+                yield (t, r, src, f"{metric}_{q}", "", provider, path, "", v)
 
 
 def org_states(d: int) -> dict[tuple[str, str], int]:
@@ -119,12 +129,14 @@ def capacity_rows(t: str, d: int, r: int, src: str) -> Iterator[Row]:
     yield (t, r, src, "rejected_429", "", "zhipu", "", "", 50 if u > 0.8 else 0)
 
 
-def rows(replications: int, src: str = "sim", scale: float = 1.0) -> Iterator[Row]:
+def rows(replications: int, src: str = "sim", scale: float = 1.0,
+         thin: dict[int, float] | None = None) -> Iterator[Row]:
+    """Every row; ``thin`` maps a day to the factor its request counts are multiplied by."""
     for d in range(DAYS):
         t = day(d)
         for r in range(replications):
             yield from revenue_rows(t, d, r, src, scale)
-            yield from request_rows(t, d, r, src)
+            yield from request_rows(t, d, r, src, (thin or {}).get(d, 1.0))
             yield from latency_rows(t, d, r, src)
             yield from org_rows(t, d, r, src)
             yield from capacity_rows(t, d, r, src)
@@ -222,19 +234,39 @@ def summary(kind: str, replications: int, scale: float = 1.0) -> dict[str, Any]:
 
 
 def write_sim_run(root: Path, name: str = "20241002T120000Z-openai-2024-cn-hk-simulate",
-                  replications: int = 3) -> Path:
-    path = write_files(root / name, "simulate", summary("simulate", replications))
+                  replications: int = 3, scale: float = 1.0) -> Path:
+    """A simulation; ``scale`` is what ``--scale`` would record in meta.json (the numbers are
+    the same whatever it says)."""
+    path = write_files(root / name, "simulate", summary("simulate", replications), scale=scale)
     write_timeseries(path / "timeseries.csv", rows(replications))
     return path
 
 
 LOADTEST_SCALE = 0.9
+#: What loadtests.plan.Plan.scale records (the figures of a real 40-user run of this scenario).
+LOADTEST_SAMPLE = {"users": 40, "organisations": 55150, "orgs_per_user": 1378.75,
+                   "requests_scale": 1 / 3400, "speedup": 2160.0}
+#: locust_ttft.csv of the load test: name → (streamed requests, p50, p95, p99).
+LOCUST_TTFT = {"openai|CN|relay": (12, 350.0, 800.0, 1200.0), "openai|US|direct": (480, 200.0, 450.0, 700.0)}
+THIN_DAYS = (50, 51, 52)
+VERY_THIN_DAYS = (60, 61)
 
 
-def write_loadtest_run(root: Path, name: str = "20241002T130000Z-openai-2024-cn-hk-loadtest") -> Path:
-    """A load test of the same world whose revenue is 90 % of the simulation's (replication 0)."""
-    path = write_files(root / name, "loadtest", summary("loadtest", 1, LOADTEST_SCALE))
-    write_timeseries(path / "timeseries.csv", rows(1, src="loadtest", scale=LOADTEST_SCALE))
+def write_loadtest_run(root: Path, name: str = "20241002T130000Z-openai-2024-cn-hk-loadtest", *,
+                       timing: str = "true", time_scale: float = 1.0, thin: bool = False) -> Path:
+    """A load test of the same world whose revenue is 90 % of the simulation's (replication 0);
+    ``thin``: with the THIN_DAYS (× 0.04) and VERY_THIN_DAYS (× 0.01) request counts."""
+    s = summary("loadtest", 1, LOADTEST_SCALE)
+    s["scale"] = dict(LOADTEST_SAMPLE)
+    s["loadtest"] = {"timing": timing, "time_scale": time_scale}
+    path = write_files(root / name, "loadtest", s)
+    factors = {**dict.fromkeys(THIN_DAYS, 0.04), **dict.fromkeys(VERY_THIN_DAYS, 0.01)} if thin else None
+    write_timeseries(path / "timeseries.csv", rows(1, src="loadtest", scale=LOADTEST_SCALE,
+                                                   thin=factors))
+    lines = ["Type,Name,Count,Median (ms),95%,99%,Min (ms),Max (ms),Average (ms)"]
+    lines += [f"TTFT,{k},{n},{a:.1f},{b:.1f},{c:.1f},{a:.1f},{c:.1f},{a:.1f}"
+              for k, (n, a, b, c) in LOCUST_TTFT.items()]
+    (path / "locust_ttft.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
 

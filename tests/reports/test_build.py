@@ -15,6 +15,9 @@ from reports.build import build_report
 from tests.reports import builders
 from tests.reports.conftest import NOW
 
+#: How the synthetic load test is named in table titles (its sample of the world).
+LT_TAG = "loadtest (40 users for 55,150 organisations, requests × 1/3,400)"
+
 
 def summary(report: Path) -> str:
     return (report.parent / "summary.md").read_text(encoding="utf-8")
@@ -39,7 +42,7 @@ def test_revenue_totals_equal_the_data(report: Path) -> None:
     assert row(md, "OpenAI", "Revenue over the window by provider — sim")[1] == expected
     assert row(md, "DeepSeek", "Revenue over the window by provider — sim")[1] == "$3,360"
     lt = builders.incumbent_revenue(0, builders.LOADTEST_SCALE)
-    assert row(md, "OpenAI", "Revenue over the window by provider — loadtest")[1] == fmt.usd(lt)
+    assert row(md, "OpenAI", f"Revenue over the window by provider — {LT_TAG}")[1] == fmt.usd(lt)
 
 
 def test_headline_waterfall_and_outcomes_equal_the_data(report: Path) -> None:
@@ -76,16 +79,20 @@ def test_sim_vs_loadtest_differences(report: Path) -> None:
     assert "headline figures" not in md
     assert "no ledger.sqlite, so no verdict table" in md
     assert json.loads((report.parent / "summary.json").read_text()) == {"verdicts": {}}
-    ts = "Simulation (sim) vs load test (loadtest): from the timeseries"
+    ts = f"Simulation (sim) vs load test ({LT_TAG}): from the timeseries"
     # (440 + 95) blocked of 600 CN+HK requests a day, in both
     assert row(md, "block rate after the block start", ts)[1:3] == ["89.2 %", "89.2 %"]
+    # the load-test requests behind it: 84 days after the block × 600 CN + HK requests a day
+    assert row(md, "block rate after the block start", ts)[5] == "50,400"
+    # latency rests on the served ones: 84 × (990 US + 60 CN + 5 HK allowed)
+    assert row(md, "latency p50 after the block start (mean of bins)", ts)[5] == "88,620"
 
 
 def test_every_chart_is_a_real_image_of_its_declared_size(report: Path) -> None:
     charts = json.loads((report.parent / "charts.json").read_text())
     assert {c["name"] for c in charts} == {
         f"{k}-{c}" for k in ("sim", "loadtest")
-        for c in ("revenue", "waterfall", "orgs", "latency", "outcomes", "capacity")
+        for c in ("revenue", "waterfall", "orgs", "latency", "ttft", "outcomes", "capacity")
     } | {"sim-vs-loadtest", "sweep-effects", "sweep-tornado"}
     for c in charts:
         with Image.open(report.parent / c["png"]) as img:
@@ -104,14 +111,14 @@ def test_report_html_is_self_contained(report: Path) -> None:
     assert "<script" not in page and "url(" not in page and "@import" not in page
     assert not re.search(r"https?://", page)
     assert "Generated 2024-10-03 09:00:00 UTC from 3 run directories" in page
-    assert page.count("<figure") == 15
+    assert page.count("<figure") == 17
 
 
 def test_same_input_gives_the_same_bytes(tmp_path: Path, sim_run: Path, report: Path) -> None:
     """The simulation's charts alone equal, byte for byte, those in the mixed report."""
     alone = build_report([sim_run], tmp_path / "a", now=NOW).parent
     charts = sorted(p.name for p in alone.glob("sim-*"))
-    assert len(charts) == 12
+    assert len(charts) == 14
     for name in charts:
         assert (alone / name).read_bytes() == (report.parent / name).read_bytes(), name
 

@@ -62,7 +62,7 @@ def test_sample_json_round_trips_and_bad_files_are_one_line(tmp_path: Path, samp
     assert Sample.read(path) == sample
     data = json.loads(path.read_text())
     for broken, needle in ((dict(data, orgs=[]), "orgs: empty"),
-                           (dict(data, orgs=[["x", "CN", "startup", -1, 1, 1]]), "orgs[0]: weight"),
+                           (dict(data, orgs=[["x", "CN", "startup", -1, 1, 1, "gpt-4o"]]), "orgs[0]: weight"),
                            (dict(data, orgs=[data["orgs"][0]] * 2), "appears twice"),
                            (dict(data, seed="7"), "seed: missing or of the wrong type"),
                            (dict(data, format_version=9), "not a sample this version reads")):
@@ -183,3 +183,21 @@ def test_report_runs_the_paired_simulation_of_a_load_test_given_alone(
     # given both, it runs nothing more
     assert main(["report", str(lt), str(paired[0]), "--out", str(tmp_path / "rep")]) == 0
     assert len([p for p in tmp_path.iterdir() if p.name.endswith("-paired")]) == 1
+
+
+def test_a_load_test_user_asks_for_its_organisations_main_model_as_the_simulator_does(loaded) -> None:  # type: ignore[no-untyped-def]
+    """One model per organisation in both engines (``scenarios.population.main_models``): the
+    user's every request, the sample's record of it, and the simulated organisation agree."""
+    from sim.population import build
+
+    plan = build_plan(LoadConfig(scenario=SCENARIO, overrides=OVERRIDES, duration_s=30.0, epoch=0.0,
+                                 users=120, rate=40.0, seed=7), loaded)
+    pop = build(loaded.scenario, 7)
+    names = [m.name for m in loaded.scenario.incumbent.models]
+    index = {oid: i for i, oid in enumerate(pop.ids)}
+    for u in plan.users:
+        assert set(plan.schedule(u).models) <= {u.model}
+        assert u.model == names[int(pop.model[index[u.org.id]])]
+    sample = plan.sample(loaded.sha256, {})
+    assert [o.model for o in sample.orgs] == [u.model for u in plan.users]
+    assert len({u.model for u in plan.users}) > 1      # the mix holds over organisations
