@@ -127,5 +127,13 @@ def sample(d: Distribution, rng: np.random.Generator, size: int | None = None) -
 
 
 def sample_one(d: Distribution, rng: np.random.Generator) -> float:
-    """One draw as a Python float."""
+    """One draw as a Python float: ``float(sample(d, rng))``, the same draw without the array
+    (the generators' scalar draws are the values a size-less array would hold)."""
+    kind = type(d)
+    if kind is Lognormal:
+        return float(rng.lognormal(math.log(d.median), d.sigma))  # type: ignore[union-attr]
+    if kind is Uniform:
+        return float(rng.uniform(d.low, d.high))  # type: ignore[union-attr]
+    if kind is Exponential:
+        return float(rng.exponential(d.mean_))  # type: ignore[union-attr]
     return float(sample(d, rng))

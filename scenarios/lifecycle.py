@@ -173,6 +173,7 @@ class Context:
         self.deadlines = sorted({p.incentive.deadline for p in self.s.alternatives
                                  if p.incentive is not None and p.incentive.deadline is not None})
         self.alternatives_have_policy = any(p.name in self.s.policy for p in self.s.alternatives)
+        self.migration_days = {g.name: g.migration_days for g in self.s.segments}
 
     def closed(self, org: Org, at: dt.datetime) -> frozenset[str]:
         """Alternatives whose own policy denies the organisation's home region at ``at``."""
@@ -211,17 +212,36 @@ class Context:
 
 def start(org: Org) -> Life:
     """An organisation's life before anything happened."""
-    return Life(excluded=frozenset() if org.relay_available else frozenset({behaviour.CIRCUMVENT}))
+    return _START if org.relay_available else _START_NO_RELAY
+
+
+_new = tuple.__new__
+
+
+def _life(state: str, provider: str, excluded: frozenset[str], warned: bool, threshold: float | None,
+          denied_seen: bool, decide_after: dt.datetime | None, relay_since: dt.datetime | None,
+          migrate_done: dt.datetime | None) -> Life:
+    """``Life(...)`` from all its fields in order, without the keyword machinery of ``_replace``
+    (a transition builds a few hundred thousand of them per simulation)."""
+    return _new(Life, (state, provider, excluded, warned, threshold, denied_seen, decide_after,
+                       relay_since, migrate_done))
+
+
+_START = Life()
+_START_NO_RELAY = Life(excluded=frozenset({behaviour.CIRCUMVENT}))
 
 
 def step(life: Life, event: Event, org: Org, rng: np.random.Generator,
          ctx: Context) -> tuple[Life, tuple[Action, ...]]:
     """The organisation's next state and what it asks of its engine (see the module docstring)."""
+    if isinstance(event, Denied):
+        return _denied(life, event, org, rng, ctx)
     if isinstance(event, Warned):
         if life.warned or life.denied_seen or life.state != DIRECT:
             return life, ()
         threshold = float(rng.exponential())
-        return life._replace(warned=True, threshold=threshold), (AwaitAnticipation(threshold),)
+        return (_life(DIRECT, life.provider, life.excluded, True, threshold, False, life.decide_after,
+                      life.relay_since, life.migrate_done), (AwaitAnticipation(threshold),))
     if isinstance(event, AnticipationDue):
         if life.state != DIRECT or life.denied_seen:
             return life, ()
@@ -233,21 +253,25 @@ def step(life: Life, event: Event, org: Org, rng: np.random.Generator,
     if isinstance(event, MigrationDone):
         if life.state != MIGRATING:
             return life, ()
-        return (life._replace(state=MIGRATED, migrate_done=None),
-                (Enter(event.at, MIGRATED, life.provider), *_watch_target(life.provider, event.at)))
+        return (_life(MIGRATED, life.provider, life.excluded, life.warned, life.threshold,
+                      life.denied_seen, life.decide_after, life.relay_since, None),
+                (Enter(event.at, MIGRATED, life.provider), AwaitDenial(event.at, "direct", life.provider)))
     return _denied(life, event, org, rng, ctx)
 
 
 def _denied(life: Life, ev: Denied, org: Org, rng: np.random.Generator,
             ctx: Context) -> tuple[Life, tuple[Action, ...]]:
-    seen = life._replace(denied_seen=True)
-    if life.state == CIRCUMVENTING and ev.path == "relay":
+    state, provider, excluded = life.state, life.provider, life.excluded
+    seen = life if life.denied_seen else _life(
+        state, provider, excluded, life.warned, life.threshold, True, life.decide_after,
+        life.relay_since, life.migrate_done)
+    if state == CIRCUMVENTING and ev.path == "relay":
         # detected: the relay is burnt for good (detection flags the organisation, not a route)
-        return _decide(seen._replace(excluded=life.excluded | {behaviour.CIRCUMVENT}), ev.at, org, rng, ctx)
-    if life.state == MIGRATED and ev.provider == life.provider:
-        gone = seen._replace(state=DIRECT, provider="", excluded=life.excluded | {life.provider})
+        return _decide(seen._replace(excluded=excluded | {behaviour.CIRCUMVENT}), ev.at, org, rng, ctx)
+    if state == MIGRATED and ev.provider == provider:
+        gone = seen._replace(state=DIRECT, provider="", excluded=excluded | {provider})
         return _decide(gone, ev.at, org, rng, ctx, entered=(Enter(ev.at, DIRECT),))
-    if life.state == DIRECT and ev.path == "direct" and ev.provider == ctx.incumbent and (
+    if state == DIRECT and ev.path == "direct" and ev.provider == ctx.incumbent and (
             life.decide_after is None or ev.at >= life.decide_after):
         return _decide(seen, ev.at, org, rng, ctx)
     return seen, ()
@@ -255,7 +279,8 @@ def _denied(life: Life, ev: Denied, org: Org, rng: np.random.Generator,
 
 def _decide(life: Life, at: dt.datetime, org: Org, rng: np.random.Generator, ctx: Context,
             entered: tuple[Action, ...] = ()) -> tuple[Life, tuple[Action, ...]]:
-    probs = ctx.probabilities(org, at, life.excluded | ctx.closed(org, at))
+    closed = ctx.closed(org, at)
+    probs = ctx.probabilities(org, at, life.excluded | closed if closed else life.excluded)
     choice = behaviour.choose(probs, rng) if probs else behaviour.WAIT
     if choice == behaviour.WAIT:
         days = max(0.0, sample_one(ctx.s.behaviour.wait_days, rng)) if probs else math.inf
@@ -263,30 +288,28 @@ def _decide(life: Life, at: dt.datetime, org: Org, rng: np.random.Generator, ctx
             return life._replace(state=DIRECT, decide_after=None), entered
         after = at + dt.timedelta(days=days)
         back = (Enter(at, DIRECT),) if life.state != DIRECT else entered
-        return (life._replace(state=DIRECT, decide_after=after, relay_since=None),
+        return (_life(DIRECT, life.provider, life.excluded, life.warned, life.threshold,
+                      life.denied_seen, after, None, life.migrate_done),
                 (*back, AwaitDenial(after, "direct", ctx.incumbent)))
     if choice == behaviour.CIRCUMVENT:
-        return (life._replace(state=CIRCUMVENTING, decide_after=None, relay_since=at),
+        return (_life(CIRCUMVENTING, life.provider, life.excluded, life.warned, life.threshold,
+                      life.denied_seen, None, at, life.migrate_done),
                 (*entered, Enter(at, CIRCUMVENTING), AwaitDenial(at, "relay", ctx.incumbent)))
     if choice == behaviour.CHURN:
-        churned = life._replace(state=CHURNED, decide_after=None, relay_since=None)
+        churned = _life(CHURNED, life.provider, life.excluded, life.warned, life.threshold,
+                        life.denied_seen, None, None, life.migrate_done)
         return churned, (*entered, Enter(at, CHURNED))
     life2, actions = _migrate(life, choice, at, org, rng, ctx)
-    return life2, (*entered, *actions)
+    return life2, (*entered, *actions) if entered else actions
 
 
 def _migrate(life: Life, provider: str, at: dt.datetime, org: Org, rng: np.random.Generator,
              ctx: Context) -> tuple[Life, tuple[Action, ...]]:
-    days = max(0.0, sample_one(ctx.s.segment(org.segment).migration_days, rng))
+    days = max(0.0, sample_one(ctx.migration_days[org.segment], rng))
     done = at + dt.timedelta(days=days)
-    return (life._replace(state=MIGRATING, provider=provider, decide_after=None, relay_since=None,
-                    migrate_done=done),
+    return (_life(MIGRATING, provider, life.excluded, life.warned, life.threshold, life.denied_seen,
+                  None, None, done),
             (Chose(at, provider), Enter(at, MIGRATING, provider), AwaitMigration(done)))
-
-
-def _watch_target(provider: str, at: dt.datetime) -> tuple[Action, ...]:
-    """A migrated organisation notices its new provider's denials too."""
-    return (AwaitDenial(at, "direct", provider),)
 
 
 # ---------------------------------------------------------------- shared definitions
@@ -298,21 +321,21 @@ def org_rng(seed: int, org_id: str) -> np.random.Generator:
     The four state words are a BLAKE2b hash of both, handed straight to the bit generator (a
     SeedSequence per organisation would cost more than the organisation's whole life)."""
     digest = hashlib.blake2b(f"{seed & 0xFFFFFFFFFFFFFFFF}/{org_id}".encode(), digest_size=32).digest()
-    words = np.frombuffer(digest, dtype=np.uint64)
     # numpy takes any ISeedSequence here (its stubs only name SeedSequence)
-    return np.random.Generator(np.random.PCG64(_Words(words)))  # type: ignore[arg-type]
+    return np.random.Generator(np.random.PCG64(_Words(digest)))  # type: ignore[arg-type]
 
 
 class _Words(ISeedSequence):
-    """Seed words given to PCG64 as they are."""
+    """Seed words (the bytes of four native-order uint64) given to PCG64 as they are."""
 
-    __slots__ = ("words",)
+    __slots__ = ("digest",)
 
-    def __init__(self, words: np.ndarray) -> None:
-        self.words = words
+    def __init__(self, digest: bytes) -> None:
+        self.digest = digest
 
     def generate_state(self, n_words: int, dtype: Any = np.uint32) -> np.ndarray:
-        words = self.words if np.dtype(dtype) == np.uint64 else self.words.view(np.uint32)
+        words = np.frombuffer(self.digest, dtype=np.uint64 if dtype is np.uint64 or np.dtype(dtype)
+                              == np.uint64 else np.uint32)
         if n_words == words.size:
             return words.copy()
         return np.resize(words, n_words).astype(words.dtype)

@@ -139,15 +139,19 @@ class MarketRecorder:
         self.start = start
         self._regions: dict[str, _RegionRecord] = {}
         self._counts: dict[str, dict[str, int]] = {}
+        #: the imitation shares of each region since its last decision (read far more often)
+        self._shares: dict[str, dict[str, float]] = {}
 
     def affect(self, region: str) -> None:
         """One more organisation of ``region`` is denied at some point in the window."""
         self._record(region).affected += 1
+        self._shares.pop(region, None)
 
     def chose(self, region: str, provider: str, hours: float) -> None:
         self._record(region).choices.append((hours, provider))
         counts = self._counts.setdefault(region, {})
         counts[provider] = counts.get(provider, 0) + 1
+        self._shares.pop(region, None)
 
     def hazard(self, region: str, hours: float, integrated: float) -> None:
         self._record(region).hazard.append((hours, integrated))
@@ -160,8 +164,12 @@ class MarketRecorder:
         return rec.affected if rec else 0
 
     def shares(self, region: str, at: dt.datetime | None = None) -> dict[str, float]:
-        """The imitation share now (every decision so far is at or before now)."""
-        return imitation_share(self.counts(region), self.affected(region))
+        """The imitation share now (every decision so far is at or before now); the same mapping
+        until the region's next decision (not to be changed by the caller)."""
+        hit = self._shares.get(region)
+        if hit is None:
+            hit = self._shares[region] = imitation_share(self.counts(region), self.affected(region))
+        return hit
 
     def context(self) -> MarketContext:
         return MarketContext(start=self.start, regions=dict(self._regions))

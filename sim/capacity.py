@@ -215,11 +215,12 @@ def solve_hours(servers: int, queue_limit: int, mu: np.ndarray, lam0: np.ndarray
     if np.any(slow_fill):
         p, rate, fluid, q0, q1 = _carry(servers, queue_limit, mu, lam0, seconds, retry, k,
                                         steady_p, rate, rate0, lq, int(np.argmax(slow_fill)))
+        steady = mmck(servers, queue_limit, rate / mu)   # at the carried rates
     served = np.where(fluid, rate * (1.0 - p) + (q0 - q1) / seconds, rate * (1.0 - p))
     return Hours(servers=servers, queue_limit=queue_limit, seconds=seconds, mu=mu, rate=rate,
                  first=lam0.sum(axis=0), rate_open=rate0, p_reject=p,
                  served=np.maximum(served, 0.0), fluid=fluid, q0=q0, q1=q1,
-                 steady=mmck(servers, queue_limit, rate / mu))
+                 steady=steady)
 
 
 def _offered_rate(lam0: np.ndarray, p: np.ndarray, retry: RetryClass, k: int) -> np.ndarray:

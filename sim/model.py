@@ -30,7 +30,7 @@ import functools
 import heapq
 import math
 from bisect import bisect_left, bisect_right
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,8 +87,13 @@ class World:
     open_warned: dict[str, int] = field(default_factory=dict)
     thresholds: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
     _rngs: dict[int, np.random.Generator] = field(default_factory=dict)
+    _agents: dict[int, tuple[lc.Org, np.random.Generator]] = field(default_factory=dict)
     _arrivals: dict[int, int] = field(default_factory=dict)
     _denied_cache: dict[tuple[Any, ...], bool] = field(default_factory=dict)
+    #: the instant of the event being delivered (hours; SimPy's clock arithmetic, see :func:`run`)
+    now: float = 0.0
+    _last_when: dt.datetime | None = None
+    _last_hours: float = 0.0
     _noticed_cache: dict[tuple[Any, ...], bool] = field(default_factory=dict)
 
     @functools.cached_property
@@ -128,7 +133,12 @@ class World:
         return self.start + dt.timedelta(hours=hours)
 
     def hours(self, when: dt.datetime) -> float:
-        return (when - self.start).total_seconds() / 3600.0
+        # the actions of one transition share its instant: the last conversion is kept
+        if when is self._last_when:
+            return self._last_hours
+        h = self._last_hours = (when - self.start).total_seconds() / 3600.0
+        self._last_when = when
+        return h
 
     # ------------------------------------------------------------ per organisation
 
@@ -175,15 +185,15 @@ class World:
     def arrival_salt(self) -> str:
         return f"{self.seed if self.arrival_seed is None else self.arrival_seed}/arrivals"
 
-    def record(self, i: int, state: str, provider: str, path: str, since: float | None = None,
-               at: float | None = None) -> None:
-        """The organisation is in ``state`` from now (or from ``at``)."""
+    def record(self, i: int, at: float, state: str, provider: str, path: str,
+               since: float | None = None) -> None:
+        """The organisation is in ``state`` from hour ``at``."""
         line = self.timelines[i]
-        now = self.env.now if at is None else at
-        entry = (now, state, provider, path, since)
-        if line and line[-1][0] == now:
+        entry = (at, state, provider, path, since)
+        last = line[-1] if line else None
+        if last is not None and last[0] == at:
             line[-1] = entry
-        elif not line or line[-1][1:] != entry[1:]:
+        elif last is None or last[1:] != entry[1:]:
             line.append(entry)
 
     def request(self, i: int, provider: str) -> PolicyRequest:
@@ -220,56 +230,68 @@ class World:
 
     def deliver(self, i: int, event: lc.Event) -> None:
         """Feed one event to the organisation's life and carry out what it asks."""
+        agent = self._agents.get(i)
+        if agent is None:
+            agent = self._agents[i] = (self.org(i), self.rng(i))
+        org, rng = agent
         before = self.lives.get(i)
         if before is None:
-            before = lc.start(self.org(i))
-        life, actions = lc.step(before, event, self.org(i), self.rng(i), self.ctx)
+            before = lc.start(org)
+        life, actions = lc.step(before, event, org, rng, self.ctx)
         self.lives[i] = life
-        if before.warned and before.state == lc.DIRECT and not before.denied_seen and (
+        if before.warned and life is not before and before.state == lc.DIRECT and not before.denied_seen and (
                 life.state != lc.DIRECT or life.denied_seen):
-            self.open_warned[self.org(i).region] -= 1
+            self.open_warned[org.region] -= 1
+        acts = self._acts
         for action in actions:
-            self._act(i, action, life)
+            acts[type(action)](i, action)
 
-    def _act(self, i: int, action: lc.Action, life: lc.Life) -> None:
-        if isinstance(action, lc.Enter):
-            self._enter(i, action, life)
-        elif isinstance(action, lc.Chose):
-            self.market.chose(self.org(i).region, action.provider, self.hours(action.at))
-            self.decided_at[i] = self.hours(action.at)
-        elif isinstance(action, lc.AwaitAnticipation) and self.fixed_market is not None:
-            # the full market's anticipation, as a load test's user reads it
-            self.open_warned[self.org(i).region] = self.open_warned.get(self.org(i).region, 0) + 1
-            due = self.fixed_market.anticipation_at(self.org(i).region, action.threshold)
-            if due is not None and self.hours(due) < self.horizon:
-                self.calendar.add(max(self.hours(due), self.env.now), i, lc.AnticipationDue(due))
-        elif isinstance(action, lc.AwaitAnticipation):
-            self.thresholds.setdefault(self.org(i).region, []).append((action.threshold, i))
-            self.open_warned[self.org(i).region] = self.open_warned.get(self.org(i).region, 0) + 1
-        elif isinstance(action, lc.AwaitMigration):
-            h = self.hours(action.at)
-            if h < self.horizon:  # an event at the horizon itself would not run
-                self.calendar.add(h, i, lc.MigrationDone(action.at))
-        else:
-            self._await_denial(i, action)
+    @functools.cached_property
+    def _acts(self) -> dict[type, Callable[[int, Any], None]]:
+        """What the engine does for each kind of action."""
+        return {lc.Enter: self._enter, lc.Chose: self._chose, lc.AwaitAnticipation: self._await_anticipation,
+                lc.AwaitMigration: self._await_migration, lc.AwaitDenial: self._await_denial}
 
-    def _enter(self, i: int, e: lc.Enter, life: lc.Life) -> None:
+    def _chose(self, i: int, a: lc.Chose) -> None:
+        h = self.hours(a.at)
+        self.market.chose(self.orgs[i].region, a.provider, h)
+        self.decided_at[i] = h
+
+    def _await_anticipation(self, i: int, a: lc.AwaitAnticipation) -> None:
+        region = self.orgs[i].region
+        self.open_warned[region] = self.open_warned.get(region, 0) + 1
+        if self.fixed_market is None:
+            self.thresholds.setdefault(region, []).append((a.threshold, i))
+            return
+        # the full market's anticipation, as a load test's user reads it
+        due = self.fixed_market.anticipation_at(region, a.threshold)
+        if due is not None and self.hours(due) < self.horizon:
+            self.calendar.add(max(self.hours(due), self.now), i, lc.AnticipationDue(due))
+
+    def _await_migration(self, i: int, a: lc.AwaitMigration) -> None:
+        h = self.hours(a.at)
+        if h < self.horizon:  # an event at the horizon itself would not run
+            self.calendar.add(h, i, lc.MigrationDone(a.at))
+
+    def _enter(self, i: int, e: lc.Enter) -> None:
         h = self.hours(e.at)
-        if e.state == lc.CIRCUMVENTING:
-            self.record(i, e.state, self.incumbent, "relay", h, at=h)
-        elif e.state in (lc.MIGRATING, lc.MIGRATED):
-            self.record(i, e.state, e.provider, "direct", at=h)
+        if e.state == lc.MIGRATING or e.state == lc.MIGRATED:
+            self.record(i, h, e.state, e.provider, "direct")
             if e.state == lc.MIGRATED:
                 # its first request to the provider opens the credit on offer then (the
                 # gateway's rule: scenarios.ledger), and it sends that request from now on
                 scale = 1.0 if self.pop.credit_scale is None else float(self.pop.credit_scale[i])
                 self.credit[i] = grants_credit(self.provider_of[e.provider], e.at, scale)
+        elif e.state == lc.CIRCUMVENTING:
+            self.record(i, h, e.state, self.incumbent, "relay", h)
         elif e.state == lc.CHURNED:
-            self.record(i, e.state, "", "", at=h)
+            self.record(i, h, e.state, "", "")
         else:
-            self.record(i, e.state, self.incumbent, "direct", at=h)
+            self.record(i, h, e.state, self.incumbent, "direct")
 
     def _await_denial(self, i: int, a: lc.AwaitDenial) -> None:
+        if a.path != "relay" and a.provider != self.incumbent and a.provider not in self.s.policy:
+            return   # an alternative without a policy denies nothing (next_denied_at)
         after = self.hours(a.after)
         if a.path == "relay":
             # since as the timeline carries it (hours): what sim.pieces asks the policy with
@@ -380,30 +402,45 @@ ANNOUNCE, TICK = -2, -1
 def run(env: simpy.Environment, world: World, warned: list[int],
         step: float) -> Generator[Any, Any, None]:
     """Deliver the calendar's events at their instants; the announcement and each step of the
-    anticipation that follows it are events too."""
-    cal = world.calendar
+    anticipation that follows it are events too.
+
+    SimPy's clock moves to each announcement and anticipation step (a timeout each); the
+    organisations' events between them are delivered in time order on a clock that advances as
+    SimPy's does (``now + (t - now)``), stopping where ``env.run(until=horizon)`` would — a SimPy
+    timeout per organisation event cost a third of the agents' time and changed nothing.
+    """
+    heap = world.calendar._heap
+    deliver = world.deliver
+    horizon = world.horizon
+    now = env.now
     markets: dict[str, _Market] = {}
-    while cal:
-        t = cal.next_at()
-        if t > env.now:
-            yield env.timeout(t - env.now)
-        _, i, event = cal.pop()
+    while heap:
+        t = heap[0][0]
+        if t > now:
+            now = now + (t - now)
+            if now >= horizon:   # env.run(until=horizon) stops before anything at the horizon
+                return
+            world.now = now
+        _, _, i, event = heapq.heappop(heap)
         if event is not None:
-            world.deliver(i, event)
+            deliver(i, event)
             continue
+        if now > env.now:
+            yield env.timeout(now - env.now)
         if i == ANNOUNCE:
             markets = warn(world, warned)
         going = anticipation_step(world, markets, step) if i == TICK else bool(markets)
-        if going and env.now + step <= world.horizon:
-            cal.add(env.now + step, TICK, None)
+        if going and now + step <= horizon:
+            world.calendar.add(now + step, TICK, None)
 
 
 def warn(world: World, warned: list[int]) -> dict[str, _Market]:
     """The announcement: every warned organisation draws its threshold; one market per region."""
     ann = world.s.behaviour.announcement
     assert ann is not None
+    event = lc.Warned(ann.at)   # one event for all: it is the same message
     for i in warned:
-        world.deliver(i, lc.Warned(ann.at))
+        world.deliver(i, event)
     return {r: _Market(sorted(ts), len(ts)) for r, ts in world.thresholds.items()}
 
 
@@ -420,7 +457,7 @@ def anticipation_step(world: World, markets: dict[str, _Market], step: float) ->
     ann = world.s.behaviour.announcement
     assert ann is not None
     bass = ann.anticipation
-    now = world.env.now
+    now = world.now
     for region, m in markets.items():
         share = m.left / m.size
         h0 = bass.p + bass.q * share
@@ -488,9 +525,13 @@ def simulate_agents(s: Scenario, policy: Policy, pop: Population, entropy: int,
     first = _first_denials(world, world.points)
     warned: list[int] = []
     firsts: list[tuple[float, int]] = []
+    warns: dict[float, bool] = {}   # a few distinct first-denial hours
     for i, block_h in first.items():
         recorder.affect(world.org(i).region)
-        if lc.warned_at(s, world.at(block_h)) is not None:
+        w = warns.get(block_h)
+        if w is None:
+            w = warns[block_h] = lc.warned_at(s, world.at(block_h)) is not None
+        if w:
             warned.append(i)
         t = world.next_denied_request(i, block_h)
         if t is not None:
@@ -521,15 +562,20 @@ def _first_denials(world: World, points: list[float]) -> dict[int, float]:
     pol = world.s.policy.get(world.incumbent)
     if pol is None or not pol.stages:  # nobody is ever denied (the no-block baseline)
         return out
-    cache: dict[tuple[int, int], float | None] = {}
-    for i in range(world.pop.size):
-        key = (world.region_of[i], world.segment_of[i])
-        if per_org or key not in cache:
-            cache[key] = first_denial(world, i, 0.0, points)
-        hit = cache[key]
-        if hit is not None and hit < world.horizon:
-            out[i] = hit
-    return out
+    if per_org:
+        hits = [first_denial(world, i, 0.0, points) for i in range(world.pop.size)]
+        return {i: hit for i, hit in enumerate(hits) if hit is not None and hit < world.horizon}
+    # asked of the first organisation of each (region, segment); its answer holds for all of them
+    key = world.pop.region * len(world.s.segments) + world.pop.segment
+    keys, first = np.unique(key, return_index=True)
+    hit_of = np.full(keys.size, np.inf)
+    for k, i in enumerate(first.tolist()):
+        hit = first_denial(world, i, 0.0, points)
+        if hit is not None:
+            hit_of[k] = hit
+    hits = hit_of[np.searchsorted(keys, key)]
+    affected = np.flatnonzero(hits < world.horizon)
+    return dict(zip(affected.tolist(), hits[affected].tolist(), strict=True))
 
 
 def market_context(s: Scenario, seed: int) -> MarketContext:

@@ -105,8 +105,13 @@ def erlang_b_vector(servers: int, offered: np.ndarray) -> np.ndarray:
     if np.any(near):
         an = a[near]
         b = np.ones_like(an)
-        for n in range(1, servers + 1):
-            b = an * b / (n + an * b)
+        t = np.empty_like(an)
+        d = np.empty_like(an)
+        multiply, add, divide = np.multiply, np.add, np.divide
+        for n in range(1, servers + 1):   # b = a·b / (n + a·b), in place (servers can be 10^5)
+            multiply(an, b, out=t)
+            add(t, n, out=d)
+            divide(t, d, out=b)
         out[near] = b
     return out
 

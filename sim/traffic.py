@@ -187,7 +187,8 @@ def units(pop: Population, draws: Draws, pieces: Pieces, credit: np.ndarray,
                 + np.where(apart, 0.0, rates).sum(axis=1))
         pvals = np.column_stack([mine, rest])
         pvals /= pvals.sum(axis=1, keepdims=True)
-        counts = np.random.default_rng(draws.split_seeds[c]).multinomial(draws.n[c], pvals).T
+        by_bin = np.random.default_rng(draws.split_seeds[c]).multinomial(draws.n[c], pvals)
+        counts = by_bin.T                            # (member + rest, bin), a view
         # the last category takes what the binomial chain leaves; where the rest has no rate,
         # rounding in the chain's conditional probabilities may leave it a request (chance
         # ~1e-11 per request): it belongs to the members counted apart, so the largest takes it
@@ -199,9 +200,9 @@ def units(pop: Population, draws: Draws, pieces: Pieces, credit: np.ndarray,
         rest_n[c] = counts[-1]
         for share_of, rest_tokens, tokens in ((tin, tin_rest, draws.tokens_in[c]),
                                               (tout, tout_rest, draws.tokens_out[c])):
-            shares = _token_shares(tokens, counts, draws.n[c])
-            share_of[rows] = shares[:-1]
-            rest_tokens[c] = shares[-1]
+            shares = _token_shares(tokens, by_bin, draws.n[c])
+            share_of[rows] = shares[:, :-1].T
+            rest_tokens[c] = shares[:, -1]
     unit_of_org = np.full(pop.size, -1, dtype=np.int64)
     unit_of_org[own] = np.arange(own.size)
     # an organisation's own pieces from its first counted bin on
@@ -242,13 +243,14 @@ def units(pop: Population, draws: Draws, pieces: Pieces, credit: np.ndarray,
 def _token_shares(tokens: np.ndarray, counts: np.ndarray, total: np.ndarray) -> np.ndarray:
     """Exact integer shares of a cohort's tokens per bin, by cumulative request counts.
 
-    ``counts`` is (members, bins) and sums to ``total`` per bin; the shares sum to ``tokens``.
+    ``counts`` is (bins, members) and sums to ``total`` per bin; the shares (bins, members) sum
+    to ``tokens``. Bins first: the cumulative sums run along contiguous rows.
     """
-    whole = np.maximum(total, 1)
-    cum = np.cumsum(counts, axis=0)
-    upto = tokens * cum // whole
-    upto[-1] = tokens
-    return np.diff(upto, axis=0, prepend=0)
+    whole = np.maximum(total, 1)[:, None]
+    cum = np.cumsum(counts, axis=1)
+    upto = tokens[:, None] * cum // whole
+    upto[:, -1] = tokens
+    return np.diff(upto, axis=1, prepend=0)
 
 
 def split(s: Scenario, pop: Population, profile: Profile, edges: np.ndarray, draws: Draws,
