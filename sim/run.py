@@ -181,7 +181,8 @@ def write_blocks(path: Path, s: Scenario, times: list[str], results: list[Replic
 
 #: How the run was computed (meta.json), so a reader knows what the numbers rest on.
 ENGINE_NOTES = {
-    "agents": "SimPy processes for organisations whose direct traffic is denied",
+    "agents": "the shared state machine (scenarios.lifecycle) for organisations whose direct "
+              "traffic is denied, its awaited events on one calendar delivered on SimPy's clock",
     "traffic": "Poisson counts per (cohort, bin); organisations that change state split out by rate",
     "capacity": "M/M/c/K per provider and hour (Erlang), from the requests reaching the provider",
     "latency": "request-level samples of 1000 per (provider, path, bin)",
