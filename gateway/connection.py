@@ -133,7 +133,8 @@ class ResponseWriter:
         self._conn.close()
 
 
-Handler = Callable[[Request, ResponseWriter], Awaitable[None]]
+#: Answers a request at once (None) or by the awaitable it returns.
+Handler = Callable[[Request, ResponseWriter], Awaitable[None] | None]
 
 
 class RefusalHook(Protocol):
@@ -481,7 +482,9 @@ class HttpConnection(asyncio.Protocol):
                                 head_only=request.method == "HEAD")
         self.keep_alive = request.keep_alive and not self.owner.closing
         try:
-            await self.owner.handler(request, writer)
+            pending = self.owner.handler(request, writer)
+            if pending is not None:
+                await pending
         except ClientGone:
             pass
         except Exception:  # the last line of defence: never a traceback to the client

@@ -27,6 +27,7 @@ from scenarios import ledger
 from scenarios.schema import Model, Provider
 
 _DONE = b"data: [DONE]"
+DONE_EVENT = _DONE + b"\n\n"
 _USAGE = b'"usage"'
 _NULL_USAGE = (b'"usage":null', b'"usage": null')
 
@@ -113,7 +114,12 @@ class SseMeter:
     usage: tuple[int, int] | None = None
     done: bool = False
     events: int = 0  # data events with choices seen (for the usage_missing fallback)
+    final: bytes = DONE_EVENT  # what ends the stream, held back until the row is durable
     _pending: bytes = b""
+
+    def estimate_out(self) -> int:
+        """Output tokens when no usage came: the chunks but the role and the finish chunk."""
+        return max(1, self.events - 2)
 
     def feed(self, data: bytes) -> bytes:
         """Bytes to forward to the client now (whole events only; [DONE] is held back)."""
