@@ -128,15 +128,19 @@ def _messages(messages: list[Any]) -> None:
                          "but got an empty array instead.", param="messages",
                          code="empty_array")
     for i, message in enumerate(messages):
-        where = f"messages[{i}]"
-        _typed(message, where, dict)
-        role = _required_in(message, "role", where)
+        # The place in the error messages is formatted only for an error.
+        if not isinstance(message, dict) or "role" not in message:
+            _typed(message, f"messages[{i}]", dict)
+            _required_in(message, "role", f"messages[{i}]")
+        role = message["role"]
         if not isinstance(role, str) or role not in ROLES:
+            where = f"messages[{i}]"
             raise BadRequest(f"Invalid value for '{where}.role': {json.dumps(role)[:80]}. Supported "
                              f"values are: {', '.join(sorted(ROLES))}.", param=f"{where}.role",
                              code="invalid_value")
         content = message.get("content")
         if content is not None and not isinstance(content, str | list):
+            where = f"messages[{i}]"
             raise BadRequest(f"Invalid type for '{where}.content': expected a string or an array, "
                              f"but got {_kind(content)} instead.", param=f"{where}.content",
                              code="invalid_type")
