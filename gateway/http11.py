@@ -108,14 +108,15 @@ class ResponseHead:
 
 def parse_response_head(raw: bytes) -> ResponseHead:
     """Parse an upstream's response head; ValueError if it is not HTTP/1.x."""
-    lines = raw.split(b"\r\n")
-    parts = lines[0].split(b" ", 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-        raise ValueError("malformed status line")
-    headers: dict[str, str] = {}
     # Decoded once (latin-1: byte for code point), then split; bytes.strip() strips ASCII
     # whitespace only, so the str strip is given the same set.
-    for line in b"\r\n".join(lines[1:]).decode("latin-1").split("\r\n") if len(lines) > 1 else ():
+    lines = raw.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit() \
+            or not parts[1].isascii():
+        raise ValueError("malformed status line")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
         name, colon, value = line.partition(":")
         if not colon:
             raise ValueError("malformed header field")
@@ -124,19 +125,21 @@ def parse_response_head(raw: bytes) -> ResponseHead:
         previous = headers.get(key)
         headers[key] = text if previous is None else f"{previous}, {text}"
     status = int(parts[1])
-    te = headers.get("transfer-encoding", "").lower()
-    if "chunked" in te:
+    te = headers.get("transfer-encoding")
+    cl = headers.get("content-length")
+    if te is not None and "chunked" in te.lower():
         length = -1
-    elif "content-length" in headers:
-        cl = headers["content-length"]
-        if not cl.isdigit():
+    elif cl is not None:
+        if not (cl.isdigit() and cl.isascii()):
             raise ValueError("malformed Content-Length")
         length = int(cl)
     elif status in (204, 304) or 100 <= status < 200:
         length = 0
     else:
         length = -2
-    connection = headers.get("connection", "").lower()
-    http10 = parts[0] == b"HTTP/1.0"
-    keep = ("keep-alive" in connection) if http10 else ("close" not in connection)
+    connection = headers.get("connection")
+    if parts[0] == "HTTP/1.0":
+        keep = connection is not None and "keep-alive" in connection.lower()
+    else:
+        keep = connection is None or "close" not in connection.lower()
     return ResponseHead(status, headers, length, keep and length != -2)

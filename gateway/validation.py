@@ -29,7 +29,7 @@ _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a b
                list: "an array", dict: "an object", type(None): "null"}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass costs a microsecond to build, per request
 class ChatRequest:
     body: dict[str, Any]
     model: str
