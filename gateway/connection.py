@@ -507,11 +507,12 @@ class HttpConnection(asyncio.Protocol):
         if self._queue or self._error is not None:
             self._next()
             return
-        now = self.loop.time()
         # A message half-received while we were busy gets its full allowance from now.
-        timeout = {IDLE: self.limits.keepalive_timeout_s, HEAD: self.limits.header_timeout_s,
-                   BODY: self.limits.body_timeout_s}[self.phase]
-        self.deadline = now + timeout
+        limits = self.limits
+        phase = self.phase
+        timeout = limits.keepalive_timeout_s if phase == IDLE else \
+            limits.header_timeout_s if phase == HEAD else limits.body_timeout_s
+        self.deadline = self.loop.time() + timeout
 
     def _pause_reading(self) -> None:
         if not self._read_paused and self.transport is not None:

@@ -11,7 +11,7 @@ import email.utils
 import functools
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http import HTTPStatus
 
 from gateway.errors import BadRequest
@@ -45,7 +45,6 @@ class Request:
     keep_alive: bool = True
     wall_time: float = 0.0  # time.time() when the head was complete
     started: float = 0.0  # loop.time() at the same instant
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 def wants_keep_alive(version: str, headers: dict[str, str]) -> bool:
