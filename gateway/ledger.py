@@ -40,6 +40,17 @@ from gateway.errors import LedgerError
 from scenarios import ledger as contract
 
 COLUMN_NAMES = contract.COLUMN_NAMES
+
+
+def _null(value: None) -> None:
+    return None
+
+
+# None binds as NULL either way; without an adapter, sqlite3 (Python 3.11) first looks for one
+# by raising and formatting two AttributeErrors per None value: ~3,000 instructions for each of a
+# row's NULL columns (credit_left, ttft_ms...), about a third of the row's insert. With this
+# adapter it is one dict look-up and one call.
+sqlite3.register_adapter(type(None), _null)
 _INSERT = contract.INSERT_REQUEST
 _MAX_BATCH = 4096
 log = logging.getLogger("regionblock.gateway")
