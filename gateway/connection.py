@@ -81,10 +81,9 @@ class ResponseWriter:
              body: bytes) -> None:
         """The whole response at once; Content-Length and Connection are added here."""
         conn = self._conn
-        extra = [("content-length", str(len(body)))]
-        if not conn.keep_alive:
-            extra.append(_CLOSE)
-        head = encode_head(status, [*headers, *extra])
+        tail = (b"content-length: %d\r\n" if conn.keep_alive else
+                b"content-length: %d\r\nconnection: close\r\n") % len(body)
+        head = encode_head(status, headers, tail)
         self.started = self.finished = True
         self.status = status
         conn.write(head if self.head_only else head + body)

@@ -54,8 +54,10 @@ def wants_keep_alive(version: str, headers: dict[str, str]) -> bool:
     return "keep-alive" in connection
 
 
-def encode_head(status: int, headers: list[tuple[str, str]] | tuple[tuple[str, str], ...]) -> bytes:
-    """Status line, Date, the header block and the empty line.
+def encode_head(status: int, headers: list[tuple[str, str]] | tuple[tuple[str, str], ...],
+                tail: bytes = b"") -> bytes:
+    """Status line, Date, the header block, ``tail`` (fields already encoded by the caller: the
+    framing, Content-Length and Connection) and the empty line.
 
     ValueError if a value holds CR, LF or NUL (it would split the head: response splitting) or a
     character outside Latin-1 (not encodable): raised before anything is written, so the caller
@@ -71,7 +73,7 @@ def encode_head(status: int, headers: list[tuple[str, str]] | tuple[tuple[str, s
         data = block.encode("latin-1")
     except UnicodeEncodeError as exc:
         raise ValueError(f"header value outside Latin-1: {exc}") from None
-    return line + _date_line() + data + b"\r\n"
+    return b"".join((line, _date_of(int(time.time())), data, tail, b"\r\n"))
 
 
 def safe_header_value(value: str) -> str:
@@ -84,13 +86,9 @@ def safe_header_value(value: str) -> str:
     return value.encode("utf-8").decode("latin-1")
 
 
-def _date_line() -> bytes:
-    """``Date: ...`` (RFC 9110 section 6.6.1), formatted once per second."""
-    return _date_of(int(time.time()))
-
-
 @functools.lru_cache(maxsize=4)
 def _date_of(second: int) -> bytes:
+    """``Date: ...`` (RFC 9110 section 6.6.1) of a second: formatted once per second."""
     return f"date: {email.utils.formatdate(second, usegmt=True)}\r\n".encode()
 
 
