@@ -30,6 +30,8 @@ class CircuitBreaker:
 
     def allow(self, now: float) -> bool:
         """May a request go to the upstream now? (In half-open state: only one probe at a time.)"""
+        if self._opened_at is None:  # closed: the usual case
+            return True
         state = self.state(now)
         if state == CLOSED:
             return True

@@ -23,6 +23,9 @@ class ClientAddress:
     peer_trusted: bool  # the TCP peer is a trusted proxy (its forwarded headers count)
 
 
+_CACHED_FORWARDED_FOR = 128
+
+
 class AddressResolver:
     """Resolves the client address of a request; the trust check is cached per address."""
 
@@ -30,8 +33,16 @@ class AddressResolver:
         self._trusted = trusted
         self.is_trusted = functools.lru_cache(maxsize=4096)(self._is_trusted)
         self._normalise = functools.lru_cache(maxsize=65536)(_normalise)
+        self._resolved = functools.lru_cache(maxsize=65536)(self._resolve)
 
     def resolve(self, peer: str, forwarded_for: str | None) -> ClientAddress:
+        # Clients repeat the same (peer, X-Forwarded-For) pair: remembered when short (the bound
+        # on the cache's memory), walked each time when long.
+        if forwarded_for is None or len(forwarded_for) <= _CACHED_FORWARDED_FOR:
+            return self._resolved(peer, forwarded_for)
+        return self._resolve(peer, forwarded_for)
+
+    def _resolve(self, peer: str, forwarded_for: str | None) -> ClientAddress:
         peer_ip = self._normalise(peer) or peer
         if not self._trusted or not self.is_trusted(peer_ip):
             return ClientAddress(peer_ip, False)

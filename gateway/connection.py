@@ -41,6 +41,8 @@ from gateway.http11 import HeaderTooLarge, Request, encode_head, wants_keep_aliv
 log = logging.getLogger("regionblock.gateway")
 
 IDLE, HEAD, BODY, BUSY = range(4)
+_VERSIONS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}  # the versions served, as Request.version
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
 _JSON = ("content-type", "application/json")
 _CLOSE = ("connection", "close")
 _MAX_PIPELINED = 16  # complete requests queued on one connection before reading pauses
@@ -79,10 +81,9 @@ class ResponseWriter:
              body: bytes) -> None:
         """The whole response at once; Content-Length and Connection are added here."""
         conn = self._conn
-        extra = [("content-length", str(len(body)))]
-        if not conn.keep_alive:
-            extra.append(_CLOSE)
-        head = encode_head(status, [*headers, *extra])
+        tail = (b"content-length: %d\r\n" if conn.keep_alive else
+                b"content-length: %d\r\nconnection: close\r\n") % len(body)
+        head = encode_head(status, headers, tail)
         self.started = self.finished = True
         self.status = status
         conn.write(head if self.head_only else head + body)
@@ -133,7 +134,8 @@ class ResponseWriter:
         self._conn.close()
 
 
-Handler = Callable[[Request, ResponseWriter], Awaitable[None]]
+#: Answers a request at once (None) or by the awaitable it returns.
+Handler = Callable[[Request, ResponseWriter], Awaitable[None] | None]
 
 
 class RefusalHook(Protocol):
@@ -227,15 +229,21 @@ class HttpConnection(asyncio.Protocol):
         # The message being parsed.
         self._url = b""
         self._headers: dict[str, str] = {}
-        self._fields = 0
-        self._hosts = 0
+        self._fields: list[tuple[bytes, bytes]] = []  # (name, value) as parsed: head, trailers
         self._head_size = 0  # bytes of the head (or of the trailer section) parsed so far
+        self._head_fields = 0  # how many of them are the head's (the rest: trailers)
+        self._hosts = 0
         self._quiet = 0  # bytes received in reads that completed no piece of the message
         self._body: list[bytes] = []
         self._body_len = 0
         self._progress = False  # a piece of the message was parsed during the current read
         self._wall = 0.0
         self._started = 0.0
+        self._version = ""  # "HTTP/1.1" or "HTTP/1.0", from the head
+        limits = self.limits
+        self._max_head = limits.max_header_bytes
+        self._max_fields = limits.max_headers
+        self._max_body = limits.max_body_bytes
 
     @property
     def running(self) -> bool:
@@ -267,9 +275,13 @@ class HttpConnection(asyncio.Protocol):
         if self._error is not None or self.closed:
             return  # refused or lingering: what the client still sends is discarded
         self._progress = False
+        fields_before = len(self._fields)
         try:
             self._parser.feed_data(data)
-            self._bound_partial(len(data))
+            if self.phase != IDLE:  # the read ended inside a message
+                self._bound_partial(len(data), fields_before)
+            elif self._quiet:
+                self._quiet = 0
         except httptools.HttpParserUpgrade:
             if self._queue:  # no upgrade is served: answer what came, then close
                 self._queue[-1].keep_alive = False
@@ -284,16 +296,28 @@ class HttpConnection(asyncio.Protocol):
             self._pause_reading()
         self._next()
 
-    def _bound_partial(self, received: int) -> None:
-        """httptools buffers an incomplete URL, header line, chunk extension or trailer field
-        without limit; bytes that complete nothing count against the head limit (so the bound
-        is the limit plus one read)."""
-        if self._progress or self.phase == IDLE:
+    def _bound_partial(self, received: int, fields_before: int) -> None:
+        """After a read that ended inside a message: the header fields so far within the limits,
+        and httptools' own buffer bounded too. httptools buffers an incomplete URL, header line,
+        chunk extension or trailer field without limit; bytes that complete nothing count against
+        the head limit (so the bound is the limit plus one read)."""
+        self._check_fields()
+        if self._progress or len(self._fields) != fields_before:
             self._quiet = 0
             return
         self._quiet += received
-        if self._quiet > self.limits.max_header_bytes:
+        if self._quiet > self._max_head:
             what = "request head" if self.phase == HEAD else "chunk extension or trailer section"
+            raise HeaderTooLarge(f"{what} exceeds {self.limits.max_header_bytes} bytes")
+
+    def _check_fields(self) -> None:
+        """The header fields (of the head, or of the trailer section) within the limits: checked
+        once the head is complete and after every read that ends inside a message, not field by
+        field (a read adds at most its own size: the bound is the limit plus one read)."""
+        if len(self._fields) > self._max_fields:
+            raise HeaderTooLarge(f"more than {self.limits.max_headers} header fields")
+        if self._head_size > self._max_head:
+            what = "request head" if self.phase == HEAD else "chunked trailer section"
             raise HeaderTooLarge(f"{what} exceeds {self.limits.max_header_bytes} bytes")
 
     def pause_writing(self) -> None:
@@ -310,49 +334,35 @@ class HttpConnection(asyncio.Protocol):
         self.phase = HEAD
         self.deadline = self.loop.time() + self.limits.header_timeout_s
         self._url = b""
-        self._headers = {}
-        self._fields = self._hosts = self._body_len = self._head_size = 0
+        self._fields = []
+        self._body_len = self._head_size = 0
         self._body = []
         self._wall = time.time()
         self._started = time.perf_counter()
+        self._progress = True
 
     def on_url(self, url: bytes) -> None:
         self._progress = True
         self._url += url
-        self._grow_head(len(url))
-
-    def _grow_head(self, size: int) -> None:
-        self._head_size += size
-        if self._head_size > self.limits.max_header_bytes:
-            what = "request head" if self.phase == HEAD else "chunked trailer section"
-            raise HeaderTooLarge(f"{what} exceeds {self.limits.max_header_bytes} bytes")
+        self._head_size += len(url)
+        if self._head_size > self._max_head:
+            raise HeaderTooLarge(f"request head exceeds {self.limits.max_header_bytes} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._progress = True
-        self._fields += 1
-        if self._fields > self.limits.max_headers:
-            raise HeaderTooLarge(f"more than {self.limits.max_headers} header fields")
+        # Only kept and measured here (one call per field: the cheaper the better); checked by
+        # _check_fields, made ``Request.headers`` in on_headers_complete; trailers are skipped.
+        self._fields.append((name, value))
         self._head_size += len(name) + len(value) + 4
-        if self._head_size > self.limits.max_header_bytes:
-            self._grow_head(0)  # raises, naming the head or the trailer section
-        if self.phase == BODY:
-            return  # a trailer field: skipped
-        names = self._names
-        key = names.get(name)
-        if key is None:
-            key = name.decode("latin-1").lower()
-            if len(names) < _MAX_NAMES:
-                names[name] = key
-        text = value.decode("latin-1")
-        if key == "host":
-            self._hosts += 1
-        previous = self._headers.get(key)
-        self._headers[key] = text if previous is None else f"{previous}, {text}"
 
     def on_headers_complete(self) -> None:
         parser = self._parser
+        self._check_fields()
+        fields = self._fields
+        self._head_fields = len(fields)
+        self._headers = headers = self._header_dict(fields)
         version = parser.get_http_version()
-        if version not in ("1.1", "1.0"):
+        self._version = _VERSIONS.get(version, "")
+        if not self._version:
             raise BadRequest("unsupported HTTP version", code="http_version_not_supported")
         if not self._url.startswith(b"/"):
             raise BadRequest("malformed request target (origin-form only)",
@@ -361,7 +371,6 @@ class HttpConnection(asyncio.Protocol):
             # RFC 9112 section 3.2: 400 to an HTTP/1.1 request without a Host or with several.
             raise BadRequest("an HTTP/1.1 request needs exactly one Host header field",
                              code="bad_host")
-        headers = self._headers
         te = headers.get("transfer-encoding")
         if te is not None and te.lower() != "chunked":
             raise BadRequest(f"unsupported transfer coding {te!r}", code="bad_framing")
@@ -371,26 +380,52 @@ class HttpConnection(asyncio.Protocol):
                                   f"{self.limits.max_body_bytes} bytes")
         self.phase = BODY
         self._progress = True
-        self._head_size = 0
+        self._head_size = 0  # from now on: of the trailer section
         self.deadline = self.loop.time() + self.limits.body_timeout_s
         if headers.get("expect", "").lower() == "100-continue" and not self._running \
                 and not self._queue:
             self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
+    def _header_dict(self, fields: list[tuple[bytes, bytes]]) -> dict[str, str]:
+        """Lower-case names → values (Latin-1 text); a repeated field's values joined by ", "."""
+        names = self._names
+        headers: dict[str, str] = {}
+        hosts = 0
+        for name, value in fields:
+            key = names.get(name) or self._name_of(name)
+            text = value.decode("latin-1")
+            if key in headers:
+                headers[key] = f"{headers[key]}, {text}"
+            else:
+                headers[key] = text
+            if key == "host":
+                hosts += 1
+        self._hosts = hosts
+        return headers
+
+    def _name_of(self, name: bytes) -> str:
+        key = name.decode("latin-1").lower()
+        if len(self._names) < _MAX_NAMES:
+            self._names[name] = key
+        return key
+
     def on_body(self, body: bytes) -> None:
         self._body_len += len(body)
         self._progress = True
-        if self._body_len > self.limits.max_body_bytes:
+        if self._body_len > self._max_body:
             raise PayloadTooLarge(f"request body exceeds the limit of "
                                   f"{self.limits.max_body_bytes} bytes")
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        if len(self._fields) > self._head_fields:
+            self._check_fields()  # the trailer section
         path, _, query = self._url.decode("latin-1").partition("?")
-        version = "HTTP/" + self._parser.get_http_version()
+        version = self._version
         keep = wants_keep_alive(version, self._headers) and not self.owner.closing
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
-        method = self._parser.get_method().decode("ascii")
+        raw_method = self._parser.get_method()
+        method = _METHODS.get(raw_method) or raw_method.decode("ascii")
         self._queue.append(Request(method, path, query, version, self._headers, self.peer, body,
                                    keep, self._wall, self._started))
         self.phase = IDLE
@@ -481,7 +516,9 @@ class HttpConnection(asyncio.Protocol):
                                 head_only=request.method == "HEAD")
         self.keep_alive = request.keep_alive and not self.owner.closing
         try:
-            await self.owner.handler(request, writer)
+            pending = self.owner.handler(request, writer)
+            if pending is not None:
+                await pending
         except ClientGone:
             pass
         except Exception:  # the last line of defence: never a traceback to the client
@@ -504,11 +541,12 @@ class HttpConnection(asyncio.Protocol):
         if self._queue or self._error is not None:
             self._next()
             return
-        now = self.loop.time()
         # A message half-received while we were busy gets its full allowance from now.
-        timeout = {IDLE: self.limits.keepalive_timeout_s, HEAD: self.limits.header_timeout_s,
-                   BODY: self.limits.body_timeout_s}[self.phase]
-        self.deadline = now + timeout
+        limits = self.limits
+        phase = self.phase
+        timeout = limits.keepalive_timeout_s if phase == IDLE else \
+            limits.header_timeout_s if phase == HEAD else limits.body_timeout_s
+        self.deadline = self.loop.time() + timeout
 
     def _pause_reading(self) -> None:
         if not self._read_paused and self.transport is not None:

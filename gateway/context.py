@@ -18,6 +18,7 @@ from gateway.client_address import ClientAddress
 from gateway.connection import ResponseWriter
 from gateway.http11 import Request
 from gateway.identity import Identity
+from gateway.metering import DONE_EVENT
 from gateway.region import ClientRegion
 from gateway.routing import Target
 from gateway.runtime import Runtime
@@ -29,7 +30,6 @@ Headers = list[tuple[str, str]]
 
 #: How a streamed answer ended: the upstream finished it, broke off, or the client left.
 STREAM_DONE, STREAM_BROKEN, STREAM_GONE = "done", "broken", "gone"
-DONE_EVENT = b"data: [DONE]\n\n"
 
 
 class Meter:

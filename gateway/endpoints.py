@@ -6,14 +6,15 @@ pipeline's stages in the same order, reusing the :class:`gateway.app.Gateway`'s 
 
     admission → client address → region → identity → request validation (per endpoint)
     → model (of the endpoint's kind) → policy (with failover to a model of the same kind)
-    → upstream (retries, breaker, error failover) → meter (per-endpoint usage, revenue, ledger)
+    → upstream (the chat pipeline's own forward loop, ``ForwardStage.forward``: retries,
+      breaker, error failover, whole or streamed answers) → meter (usage, revenue, ledger)
 
 Per endpoint, only three things differ, gathered in an :class:`Endpoint`: the kind of model it
 serves (``Model.kind``), how its usage reads (``prompt_tokens``/``completion_tokens``,
 embeddings' ``prompt_tokens`` alone, the Responses API's ``input_tokens``/``output_tokens``) and
 how its stream ends (``data: [DONE]``, or the Responses API's terminal ``response.completed``
 event). Revenue is the ledger contract's
-(:func:`scenarios.ledger.revenue_usd`, billed in ``Gateway._record``) at the served model's list price; an
+(:func:`scenarios.ledger.revenue_usd`, billed by the meter stage) at the served model's list price; an
 embedding model has ``price_out: 0``, so embeddings are billed by input tokens alone.
 
 ``GET /v1/models`` lists every model on sale at the scenario's clock (chat and other kinds), and
@@ -27,21 +28,19 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from gateway.connection import ClientGone
-from gateway.context import STREAM_BROKEN, STREAM_DONE, STREAM_GONE, Answer, ChatContext
+from gateway.context import ChatContext
 from gateway.enforcement import admitting_target, decide
-from gateway.errors import BadRequest, ClientError, NotFound, UpstreamError
+from gateway.errors import BadRequest, ClientError, NotFound
 from gateway.identity import Identity
 from gateway.metering import SseMeter, usage_from
 from gateway.region import ClientRegion
 from gateway.routing import Target
-from gateway.stages.forward import upstream_failed
-from gateway.stages.policy import admit, deny, safe_headers
+from gateway.stages.forward import StreamMeter
+from gateway.stages.policy import admit, deny
 from gateway.validation import JSON_MESSAGE
 from scenarios.policy import Decision
 
@@ -50,11 +49,8 @@ if TYPE_CHECKING:
     from gateway.connection import ResponseWriter
     from gateway.http11 import Request
     from gateway.runtime import Runtime
-    from gateway.upstream_client import UpstreamResponse
 
 _JSON = ("content-type", "application/json")
-_SSE_HEADERS = [("content-type", "text/event-stream; charset=utf-8"), ("cache-control", "no-cache")]
-_DONE = b"data: [DONE]\n\n"
 MODELS_PATH = "/v1/models"
 RELAY_VIA = "regionblock-relay"  # the relay's Via token (gateway.app.RELAY_VIA)
 
@@ -255,7 +251,34 @@ class EndpointStage:
                 return deny(ctx, target, decision)
             target, decision = routed
             meter.path = "failover"
-        await _forward(gw, endpoint, ctx, parsed, target, decision)
+        admit(ctx, target, decision)
+        await gw.forward.forward(ctx, EndpointCall(gw, endpoint, parsed), parsed.stream)
+
+
+class EndpointCall:
+    """How one request of an endpoint is forwarded (``gateway.stages.forward.Call``): its path,
+    its body for the target, failover to a model of the same kind, the endpoint's usage."""
+
+    def __init__(self, gw: Gateway, endpoint: Endpoint, parsed: Parsed) -> None:
+        self.gw = gw
+        self.endpoint = endpoint
+        self.parsed = parsed
+        self.path = endpoint.path
+
+    def body(self, ctx: ChatContext, target: Target) -> bytes:
+        return _upstream_body(ctx.req.body, self.parsed, target, self.endpoint)
+
+    def alternative(self, ctx: ChatContext, origin: Target) -> tuple[Target, Decision] | None:
+        assert ctx.who is not None and ctx.where is not None
+        return _failover(self.gw, ctx.rt, ctx.now, origin, "error", ctx.who, ctx.where)
+
+    def usage(self, body: bytes) -> tuple[int, int] | None:
+        return _usage_of(body, self.endpoint)
+
+    def stream_meter(self, ctx: ChatContext) -> StreamMeter:
+        if self.endpoint.stream_end == "done":
+            return SseMeter(keep_usage_chunk=self.parsed.include_usage)
+        return EventMeter(self.endpoint)
 
 
 def _decide(gw: Gateway, rt: Runtime, now: dt.datetime, target: Target, who: Identity,
@@ -278,101 +301,11 @@ def _failover(gw: Gateway, rt: Runtime, now: dt.datetime, origin: Target, when: 
     return admitting_target(rt.policy, gw.relays, now, targets, who, where)
 
 
-async def _forward(gw: Gateway, endpoint: Endpoint, ctx: ChatContext, parsed: Parsed,
-                   target: Target, decision: Decision) -> None:
-    meter = ctx.meter
-    assert ctx.who is not None and ctx.where is not None
-    tried: set[str] = set()
-    while True:
-        tried.add(target.provider.name)
-        admit(ctx, target, decision)
-        body = _upstream_body(ctx.req.body, parsed, target, endpoint)
-        started = time.perf_counter()
-        try:
-            response = await gw.upstreams.call(target.provider.name, endpoint.path, body)
-        except UpstreamError as exc:
-            gw.metrics.upstream_time(target.provider.name, time.perf_counter() - started)
-            routed = _failover(gw, ctx.rt, ctx.now, target, "error", ctx.who, ctx.where)
-            if routed is not None and routed[0].provider.name not in tried:
-                target, decision = routed
-                meter.path = "failover"
-                continue
-            meter.upstream_ms = (time.perf_counter() - started) * 1000
-            return upstream_failed(ctx, exc)
-        break
-    ctx.response_headers += [*safe_headers(decision.headers),
-                             ("x-regionblock-provider", target.provider.name)]
-    if meter.path != "direct":
-        ctx.response_headers.append(("x-regionblock-path", meter.path))
-    if parsed.stream and response.status == 200:
-        await _stream(gw, endpoint, ctx, parsed, response, started)
-    else:
-        await _whole(gw, endpoint, ctx, response, started)
-
-
-async def _whole(gw: Gateway, endpoint: Endpoint, ctx: ChatContext, response: UpstreamResponse,
-                 started: float) -> None:
-    meter = ctx.meter
-    try:
-        body = await response.read()
-    except UpstreamError as exc:
-        meter.upstream_ms = (time.perf_counter() - started) * 1000
-        return upstream_failed(ctx, exc)
-    meter.upstream_ms = (time.perf_counter() - started) * 1000
-    gw.metrics.upstream_time(meter.provider, meter.upstream_ms / 1000)
-    meter.status = response.status
-    if response.status >= 400:
-        meter.decision, meter.error = "failed", f"upstream_{response.status}"
-    else:
-        usage = _usage_of(body, endpoint)
-        if usage is None:
-            meter.error = "usage_missing"
-        else:
-            meter.tokens_in, meter.tokens_out = usage  # billed by the meter stage (the contract)
-    ctype = response.headers.get("content-type", "application/json")
-    ctx.answer = Answer(response.status, [("content-type", ctype), *ctx.response_headers], body)
-
-
 def _usage_of(body: bytes, endpoint: Endpoint) -> tuple[int, int] | None:
     try:
         return endpoint.usage(json.loads(body))
     except (ValueError, RecursionError):
         return None
-
-
-async def _stream(gw: Gateway, endpoint: Endpoint, ctx: ChatContext, parsed: Parsed,
-                  response: UpstreamResponse, started: float) -> None:
-    meter = ctx.meter
-    meter.status = 200
-    sse = SseMeter(keep_usage_chunk=parsed.include_usage) if endpoint.stream_end == "done" \
-        else EventMeter(endpoint)
-    ctx.writer.start(200, [*_SSE_HEADERS, *ctx.response_headers])
-    ctx.stream_end = STREAM_DONE
-    try:
-        async for chunk in response.chunks():
-            out = sse.feed(chunk)
-            if out:
-                if meter.ttft_ms is None:
-                    meter.ttft_ms = (time.perf_counter() - ctx.req.started) * 1000
-                await ctx.writer.write(out)
-    except UpstreamError as exc:
-        meter.decision, meter.error = "failed", exc.code
-        ctx.stream_end = STREAM_BROKEN
-    except ClientGone:
-        response.close()
-        meter.error = "client_disconnected"
-        ctx.stream_end = STREAM_GONE
-    if ctx.stream_end == STREAM_DONE and not sse.done:
-        meter.decision, meter.error = "failed", "upstream_truncated"
-        ctx.stream_end = STREAM_BROKEN
-    meter.upstream_ms = (time.perf_counter() - started) * 1000
-    gw.metrics.upstream_time(meter.provider, meter.upstream_ms / 1000)
-    if sse.usage is not None:
-        meter.tokens_in, meter.tokens_out = sse.usage
-    elif not meter.error:
-        meter.error = "usage_missing"
-    # the terminal event goes once the row is durable (the meter stage sends it)
-    ctx.stream_last = _DONE if isinstance(sse, SseMeter) else sse.final
 
 
 class EventMeter:
@@ -385,6 +318,10 @@ class EventMeter:
         self.done = False
         self.final = b""
         self._pending = b""
+
+    def estimate_out(self) -> None:
+        """No estimate without the terminal event: its typed events are not one per token."""
+        return None
 
     def feed(self, data: bytes) -> bytes:
         if self.done:

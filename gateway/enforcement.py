@@ -9,6 +9,7 @@ exactly as the simulator does. ``relay_since`` lives in a bounded LRU map (oldes
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -47,7 +48,20 @@ class RelayMemory:
 def policy_request(relays: RelayMemory, now: dt.datetime, provider: str, who: Identity,
                    where: ClientRegion) -> PolicyRequest:
     """What the policy may know of ``who`` calling ``provider`` from ``where`` at ``now``."""
-    relay_since = relays.seen(who.org, now) if where.hosting and who.org else None
+    if where.hosting and who.org:
+        return _request(provider, who, where, relays.seen(who.org, now))
+    return _steady_request(provider, who, where)
+
+
+@functools.lru_cache(maxsize=65536)
+def _steady_request(provider: str, who: Identity, where: ClientRegion) -> PolicyRequest:
+    """The request of a client that is not relaying: the same for every request of the pair
+    (a PolicyRequest costs a few microseconds to build; most requests repeat one)."""
+    return _request(provider, who, where, None)
+
+
+def _request(provider: str, who: Identity, where: ClientRegion,
+             relay_since: dt.datetime | None) -> PolicyRequest:
     return PolicyRequest(provider=provider, country=where.country, org=who.org,
                          segment=who.segment, home_country=who.home_region,
                          hosting=where.hosting, asn=where.asn, relay_since=relay_since,

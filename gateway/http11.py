@@ -11,12 +11,11 @@ import email.utils
 import functools
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http import HTTPStatus
 
 from gateway.errors import BadRequest
 
-_UNSAFE_VALUE = re.compile("[\x00\r\n]")
 _CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
 
 _ASCII_SPACE = " \t\n\r\x0b\x0c"  # what bytes.strip() removes
@@ -46,7 +45,6 @@ class Request:
     keep_alive: bool = True
     wall_time: float = 0.0  # time.time() when the head was complete
     started: float = 0.0  # loop.time() at the same instant
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 def wants_keep_alive(version: str, headers: dict[str, str]) -> bool:
@@ -56,22 +54,26 @@ def wants_keep_alive(version: str, headers: dict[str, str]) -> bool:
     return "keep-alive" in connection
 
 
-def encode_head(status: int, headers: list[tuple[str, str]] | tuple[tuple[str, str], ...]) -> bytes:
-    """Status line, Date, the header block and the empty line.
+def encode_head(status: int, headers: list[tuple[str, str]] | tuple[tuple[str, str], ...],
+                tail: bytes = b"") -> bytes:
+    """Status line, Date, the header block, ``tail`` (fields already encoded by the caller: the
+    framing, Content-Length and Connection) and the empty line.
 
     ValueError if a value holds CR, LF or NUL (it would split the head: response splitting) or a
     character outside Latin-1 (not encodable): raised before anything is written, so the caller
     can still answer. Values from configuration go through ``safe_header_value`` first.
     """
     line = STATUS_LINES.get(status) or f"HTTP/1.1 {status} Unknown\r\n".encode()
-    if _UNSAFE_VALUE.search("".join([v for _, v in headers])) is not None:
+    block = "".join([f"{k}: {v}\r\n" for k, v in headers])
+    fields = len(headers)
+    # Each field ends in the one CR LF added here: any other CR or LF (or a NUL) came in a value.
+    if block.count("\n") != fields or block.count("\r") != fields or "\x00" in block:
         raise ValueError(f"header value with CR, LF or NUL: {headers!r}")
-    block = "".join(f"{k}: {v}\r\n" for k, v in headers)
     try:
         data = block.encode("latin-1")
     except UnicodeEncodeError as exc:
         raise ValueError(f"header value outside Latin-1: {exc}") from None
-    return line + _date_line() + data + b"\r\n"
+    return b"".join((line, _date_of(int(time.time())), data, tail, b"\r\n"))
 
 
 def safe_header_value(value: str) -> str:
@@ -84,13 +86,9 @@ def safe_header_value(value: str) -> str:
     return value.encode("utf-8").decode("latin-1")
 
 
-def _date_line() -> bytes:
-    """``Date: ...`` (RFC 9110 section 6.6.1), formatted once per second."""
-    return _date_of(int(time.time()))
-
-
 @functools.lru_cache(maxsize=4)
 def _date_of(second: int) -> bytes:
+    """``Date: ...`` (RFC 9110 section 6.6.1) of a second: formatted once per second."""
     return f"date: {email.utils.formatdate(second, usegmt=True)}\r\n".encode()
 
 
@@ -107,14 +105,15 @@ class ResponseHead:
 
 def parse_response_head(raw: bytes) -> ResponseHead:
     """Parse an upstream's response head; ValueError if it is not HTTP/1.x."""
-    lines = raw.split(b"\r\n")
-    parts = lines[0].split(b" ", 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-        raise ValueError("malformed status line")
-    headers: dict[str, str] = {}
     # Decoded once (latin-1: byte for code point), then split; bytes.strip() strips ASCII
     # whitespace only, so the str strip is given the same set.
-    for line in b"\r\n".join(lines[1:]).decode("latin-1").split("\r\n") if len(lines) > 1 else ():
+    lines = raw.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit() \
+            or not parts[1].isascii():
+        raise ValueError("malformed status line")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
         name, colon, value = line.partition(":")
         if not colon:
             raise ValueError("malformed header field")
@@ -123,19 +122,21 @@ def parse_response_head(raw: bytes) -> ResponseHead:
         previous = headers.get(key)
         headers[key] = text if previous is None else f"{previous}, {text}"
     status = int(parts[1])
-    te = headers.get("transfer-encoding", "").lower()
-    if "chunked" in te:
+    te = headers.get("transfer-encoding")
+    cl = headers.get("content-length")
+    if te is not None and "chunked" in te.lower():
         length = -1
-    elif "content-length" in headers:
-        cl = headers["content-length"]
-        if not cl.isdigit():
+    elif cl is not None:
+        if not (cl.isdigit() and cl.isascii()):
             raise ValueError("malformed Content-Length")
         length = int(cl)
     elif status in (204, 304) or 100 <= status < 200:
         length = 0
     else:
         length = -2
-    connection = headers.get("connection", "").lower()
-    http10 = parts[0] == b"HTTP/1.0"
-    keep = ("keep-alive" in connection) if http10 else ("close" not in connection)
+    connection = headers.get("connection")
+    if parts[0] == "HTTP/1.0":
+        keep = connection is not None and "keep-alive" in connection.lower()
+    else:
+        keep = connection is None or "close" not in connection.lower()
     return ResponseHead(status, headers, length, keep and length != -2)

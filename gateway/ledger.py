@@ -40,6 +40,17 @@ from gateway.errors import LedgerError
 from scenarios import ledger as contract
 
 COLUMN_NAMES = contract.COLUMN_NAMES
+
+
+def _null(value: None) -> None:
+    return None
+
+
+# None binds as NULL either way; without an adapter, sqlite3 (Python 3.11) first looks for one
+# by raising and formatting two AttributeErrors per None value: ~3,000 instructions for each of a
+# row's NULL columns (credit_left, ttft_ms...), about a third of the row's insert. With this
+# adapter it is one dict look-up and one call.
+sqlite3.register_adapter(type(None), _null)
 _INSERT = contract.INSERT_REQUEST
 _MAX_BATCH = 4096
 log = logging.getLogger("regionblock.gateway")
@@ -135,9 +146,12 @@ class Ledger:
             return fut
         self.queued += 1
         if self._inline:
-            if not self._pending:
+            pending = self._pending
+            if not pending:
                 self._loop.call_soon(self._flush)  # runs after this turn's callbacks: one group
-            self._pending.append((row, fut, time.monotonic()))
+                pending.append((row, fut, time.monotonic()))
+            else:  # the lag is the group's first row's
+                pending.append((row, fut, 0.0))
         else:
             self._queue.put((row, fut, time.monotonic()))
             if self.failed is not None:  # the writer died meanwhile: nobody will take the row
@@ -230,14 +244,16 @@ class Ledger:
         SQLite cannot bind) fails only its own request. A failure of the database itself (disk
         full, I/O error) fails the ledger: later requests get 503 until it is fixed."""
         try:
-            _insert(db, [row for row, _, _ in batch])
-            errors: list[BaseException | None] = [None] * len(batch)
+            _insert(db, [item[0] for item in batch])
         except Exception:
             errors = [self._commit_one(db, row) for row, _, _ in batch]
-        self.written += sum(1 for e in errors if e is None)
+            self.written += sum(1 for e in errors if e is None)
+            outcome = [(fut, err) for (_, fut, _), err in zip(batch, errors, strict=True)
+                       if fut is not None]
+        else:  # the usual case: the whole group is durable
+            self.written += len(batch)
+            outcome = [(fut, None) for _, fut, _ in batch if fut is not None]
         self.last_lag_s = time.monotonic() - batch[0][2]
-        outcome = [(fut, err) for (_, fut, _), err in zip(batch, errors, strict=True)
-                   if fut is not None]
         if self._inline:
             _resolve(outcome)
         elif outcome and self._loop is not None and not self._loop.is_closed():

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -27,8 +28,16 @@ from scenarios import ledger
 from scenarios.schema import Model, Provider
 
 _DONE = b"data: [DONE]"
+DONE_EVENT = _DONE + b"\n\n"
 _USAGE = b'"usage"'
 _NULL_USAGE = (b'"usage":null', b'"usage": null')
+#: ``"usage": {"prompt_tokens": N, "completion_tokens": M`` then the next member or the end: the
+#: counts as JSON integers (no leading zero, sign, fraction or exponent), whitespace as JSON allows.
+_WS = rb"[ \t\n\r]*"
+_INT = rb"(0|[1-9][0-9]*)"
+_USAGE_COUNTS = re.compile(rb'"usage"' + _WS + rb":" + _WS + rb"\{" + _WS + rb'"prompt_tokens"' + _WS
+                           + rb":" + _WS + _INT + _WS + rb"," + _WS + rb'"completion_tokens"' + _WS
+                           + rb":" + _WS + _INT + _WS + rb"[,}]")
 
 
 class Bill(NamedTuple):
@@ -88,10 +97,14 @@ def usage_from(obj: Any) -> tuple[int, int] | None:
 
 
 def usage_of_body(body: bytes) -> tuple[int, int] | None:
-    """The usage of a whole chat.completion body. Only the ``usage`` object is decoded when it can
-    be found on its own (it is one flat object near the end), which is cheaper than the whole body."""
+    """The usage of a whole chat.completion body. Only the ``usage`` object is read when it can
+    be found on its own (near the end), which is cheaper than decoding the whole body: read
+    directly when it starts with the two counts (as OpenAI writes it), else decoded alone."""
     at = body.rfind(_USAGE)
     if at >= 0:
+        counts = _USAGE_COUNTS.match(body, at)
+        if counts is not None:
+            return int(counts[1]), int(counts[2])
         start = body.find(b"{", at)
         end = body.find(b"}", start)
         if 0 <= start < end and start - at < 16:
@@ -113,7 +126,12 @@ class SseMeter:
     usage: tuple[int, int] | None = None
     done: bool = False
     events: int = 0  # data events with choices seen (for the usage_missing fallback)
+    final: bytes = DONE_EVENT  # what ends the stream, held back until the row is durable
     _pending: bytes = b""
+
+    def estimate_out(self) -> int:
+        """Output tokens when no usage came: the chunks but the role and the finish chunk."""
+        return max(1, self.events - 2)
 
     def feed(self, data: bytes) -> bytes:
         """Bytes to forward to the client now (whole events only; [DONE] is held back)."""

@@ -92,7 +92,7 @@ class Metrics:
     """The gateway's counters; ``gauges`` and ``counters`` callbacks are read at scrape time."""
 
     def __init__(self) -> None:
-        self.requests: dict[tuple[str, str, str, str], int] = {}
+        self.requests: dict[tuple[str, str, str, int], int] = {}
         self.tokens: dict[tuple[str, str, str], list[float]] = {}  # [in, out, usd]
         self.ttft: dict[tuple[str, str], Histogram] = {}
         self.durations: dict[tuple[str, str], Histogram] = {}
@@ -130,7 +130,7 @@ class Metrics:
             hist.observe(m.ttft_ms / 1000)
 
     def request(self, country: str, provider: str, decision: str, status: int, seconds: float) -> None:
-        key = (country, provider, decision, str(status))
+        key = (country, provider, decision, status)  # the status label is made at scrape time
         self.requests[key] = self.requests.get(key, 0) + 1
         hkey = (provider, decision)
         hist = self.durations.get(hkey)
@@ -163,8 +163,8 @@ class _Collector:
         m = self.m
         requests = CounterMetricFamily(PREFIX + "requests", "Chat completion requests",
                                        labels=["country", "provider", "decision", "status"])
-        for key, n in sorted(m.requests.items()):
-            requests.add_metric(list(key), n)
+        for (country, provider, decision, status), n in sorted(m.requests.items()):
+            requests.add_metric([country, provider, decision, str(status)], n)
         yield requests
         yield _histograms(PREFIX + "request_duration_seconds", "Time from arrival to the response's end",
                           ["provider", "decision"], {k: h for k, h in m.durations.items()})

@@ -21,29 +21,25 @@ log = logging.getLogger("regionblock.gateway")
 
 async def run_stages(stages: Sequence[Stage], meter: MeterStage, ctx: ChatContext) -> None:
     try:
-        await _decide(stages, ctx)
+        try:
+            for stage in stages:
+                pending = stage(ctx)
+                if pending is not None:
+                    await pending
+                if ctx.answer is not None or ctx.stream_end:
+                    break
+        except ClientError as exc:
+            ctx.refuse(exc.status, exc.body(), error=exc.code or f"http_{exc.status}",
+                       headers=exc.headers)
+        except Exception:  # a bug: answered (and metered) as one, never a hang or a traceback
+            log.exception("internal error in the chat pipeline (%s)", ctx.meter.request_id)
+            if ctx.writer.started:
+                ctx.meter.decision, ctx.meter.error = "failed", "internal_error"
+                ctx.stream_end = STREAM_BROKEN
+            else:
+                ctx.refuse(500, error_body("internal error", type_="server_error",
+                                           code="internal_error"), error="internal_error")
         await meter(ctx)
     finally:
         for cleanup in ctx.cleanups:
             cleanup()
-
-
-async def _decide(stages: Sequence[Stage], ctx: ChatContext) -> None:
-    try:
-        for stage in stages:
-            pending = stage(ctx)
-            if pending is not None:
-                await pending
-            if ctx.answer is not None or ctx.stream_end:
-                return
-    except ClientError as exc:
-        ctx.refuse(exc.status, exc.body(), error=exc.code or f"http_{exc.status}",
-                   headers=exc.headers)
-    except Exception:  # a bug: answered (and metered) as one, never a hang or a traceback
-        log.exception("internal error in the chat pipeline (%s)", ctx.meter.request_id)
-        if ctx.writer.started:
-            ctx.meter.decision, ctx.meter.error = "failed", "internal_error"
-            ctx.stream_end = STREAM_BROKEN
-        else:
-            ctx.refuse(500, error_body("internal error", type_="server_error",
-                                       code="internal_error"), error="internal_error")

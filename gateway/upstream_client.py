@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import cast
 
 from gateway.config import UpstreamPolicy, UpstreamUrl
@@ -27,13 +27,17 @@ MAX_BODY = 64 * 1024 * 1024
 class _Conn(asyncio.Protocol):
     """One upstream connection: a byte buffer and a waiter woken by new data or EOF."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeouts: _Timeouts) -> None:
         self.loop = loop
+        self.timeouts = timeouts
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
         self.eof = False
         self.used = False
+        self.deadline = 0.0  # of the current wait (loop time)
         self._waiter: asyncio.Future[None] | None = None
+        self._what = ""
+        self._timeout = 0.0
         self._paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -58,21 +62,33 @@ class _Conn(asyncio.Protocol):
 
     def _wake(self) -> None:
         w = self._waiter
-        if w is not None and not w.done():
-            w.set_result(None)
+        if w is not None:
+            self._waiter = None
+            if not w.done():
+                w.set_result(None)
 
-    async def wait(self, timeout: float, what: str) -> None:
-        """Wait for more data (or EOF) for at most ``timeout`` seconds."""
+    def wait(self, timeout: float, what: str) -> asyncio.Future[None]:
+        """A future done on more data (or EOF), or failed with UpstreamTimeout after ``timeout``
+        seconds (the pool's one timer checks the deadline: no timer per wait)."""
         if self._paused and self.transport is not None:
             self._paused = False
             self.transport.resume_reading()
         fut = self._waiter = self.loop.create_future()
-        timer = self.loop.call_later(timeout, _expire, fut, what, timeout)
-        try:
-            await fut
-        finally:
-            timer.cancel()
+        self._what, self._timeout = what, timeout
+        self.deadline = self.loop.time() + timeout
+        self.timeouts.watch(self)
+        return fut
+
+    def expire(self, now: float) -> bool:
+        """Fail the wait if its deadline passed; False once nothing is waited for any more."""
+        w = self._waiter
+        if w is None or w.done():
+            return False
+        if now >= self.deadline:
             self._waiter = None
+            w.set_exception(UpstreamTimeout(f"no {self._what} within {self._timeout:g} s"))
+            return False
+        return True
 
     def take(self, n: int) -> bytes:
         data = bytes(self.buf[:n])
@@ -85,9 +101,31 @@ class _Conn(asyncio.Protocol):
             self.transport.close()
 
 
-def _expire(fut: asyncio.Future[None], what: str, timeout: float) -> None:
-    if not fut.done():
-        fut.set_exception(UpstreamTimeout(f"no {what} within {timeout:g} s"))
+class _Timeouts:
+    """The deadlines of a pool's waiting connections, checked every ``interval`` seconds by one
+    timer that runs only while some connection waits (a timer per wait costs more than the
+    whole head parse). A wait fails at most ``interval`` after its deadline."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, interval: float) -> None:
+        self.loop = loop
+        self.interval = interval
+        self._waiting: set[_Conn] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def watch(self, conn: _Conn) -> None:
+        self._waiting.add(conn)
+        if self._timer is None:
+            self._timer = self.loop.call_later(self.interval, self._check)
+
+    def _check(self) -> None:
+        now = self.loop.time()
+        self._waiting = {conn for conn in self._waiting if conn.expire(now)}
+        self._timer = self.loop.call_later(self.interval, self._check) if self._waiting else None
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 class UpstreamResponse:
@@ -101,13 +139,20 @@ class UpstreamResponse:
         self._head = head
         self._done = False
 
-    async def read(self) -> bytes:
+    def body_now(self) -> bytes | None:
+        """The whole body if it is already here (the usual case: a sized body that came with the
+        head), without waiting; else None (then ``read``)."""
         length = self._head.content_length
         conn = self._conn
         if 0 <= length <= len(conn.buf) and not self._done:
-            # The usual case: the whole sized body came with the head; no generator machinery.
             body = conn.take(length)
             self._finish()
+            return body
+        return None
+
+    async def read(self) -> bytes:
+        body = self.body_now()
+        if body is not None:
             return body
         parts = [chunk async for chunk in self.chunks()]
         return b"".join(parts)
@@ -216,75 +261,78 @@ class UpstreamPool:
         self.loop = loop
         self._idle: list[_Conn] = []
         self._host_header = f"{target.host}:{target.port}"
+        self._heads: dict[str, bytes] = {}  # path → the POST head up to the Content-Length value
+        shortest = min(policy.response_timeout_s, policy.read_timeout_s)
+        self.timeouts = _Timeouts(loop, max(0.005, min(0.05, shortest / 10)))
 
-    async def request(self, path: str, body: bytes, extra_headers: str = "", *,
-                      response_timeout_s: float | None = None) -> UpstreamResponse:
+    def request(self, path: str, body: bytes, *,
+                response_timeout_s: float | None = None) -> Awaitable[UpstreamResponse]:
         """POST ``body`` (JSON) to ``path``; the response once its head has arrived (within
         ``response_timeout_s``, default the policy's)."""
-        data = (f"POST {self.target.prefix}{path} HTTP/1.1\r\nHost: {self._host_header}\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-                f"{extra_headers}\r\n").encode("latin-1") + body
-        return await self._send(data, response_timeout_s or self.policy.response_timeout_s)
+        head = self._heads.get(path)
+        if head is None:
+            head = (f"POST {self.target.prefix}{path} HTTP/1.1\r\nHost: {self._host_header}\r\n"
+                    f"Content-Type: application/json\r\nContent-Length: ").encode("latin-1")
+            if len(self._heads) < 64:
+                self._heads[path] = head
+        data = b"%b%d\r\n\r\n%b" % (head, len(body), body)
+        return self._send(data, response_timeout_s or self.policy.response_timeout_s)
 
-    async def get(self, path: str) -> UpstreamResponse:
+    def get(self, path: str) -> Awaitable[UpstreamResponse]:
         data = (f"GET {self.target.prefix}{path} HTTP/1.1\r\nHost: {self._host_header}\r\n\r\n"
                 ).encode("latin-1")
-        return await self._send(data, self.policy.response_timeout_s)
+        return self._send(data, self.policy.response_timeout_s)
 
     async def _send(self, data: bytes, timeout: float) -> UpstreamResponse:
-        while self._idle:
-            conn = self._idle.pop()
-            if conn.eof:
-                conn.close()
-                continue
-            head = await self._exchange(conn, data, timeout, fresh=False)
-            if head is not None:
-                return UpstreamResponse(self, conn, head)
-        conn = await self._connect()
-        head = await self._exchange(conn, data, timeout, fresh=True)
-        assert head is not None
-        return UpstreamResponse(self, conn, head)
-
-    async def _exchange(self, conn: _Conn, data: bytes, timeout: float, *,
-                        fresh: bool) -> ResponseHead | None:
-        """Send and read the head. None: a reused connection was dead before any byte came back."""
-        assert conn.transport is not None
-        conn.used = True
-        conn.transport.write(data)
-        try:
-            return await self._read_head(conn, timeout)
-        except UpstreamConnectError:
-            conn.close()
-            if not fresh and not conn.buf:
-                return None
-            raise
-        except BaseException:
-            conn.close()
-            raise
-
-    async def _read_head(self, conn: _Conn, timeout: float) -> ResponseHead:
+        """Send on an idle connection (or a new one) and read the head. A reused connection that
+        turns out dead before any byte came back is dropped and the request sent again."""
         while True:
-            end = conn.buf.find(b"\r\n\r\n")
-            if end >= 0:
-                raw = conn.take(end + 4)[:-4]
-                try:
-                    head = parse_response_head(raw)
-                except ValueError as exc:
-                    raise UpstreamConnectError(f"malformed response from upstream: {exc}") from exc
-                if 100 <= head.status < 200:
-                    continue  # an interim response: the real one follows
-                return head
-            if conn.eof:
-                raise UpstreamConnectError("upstream closed the connection before responding")
-            if len(conn.buf) > 64 * 1024:
-                raise UpstreamConnectError("upstream response head too large")
-            await conn.wait(timeout, "response head")
+            fresh = not self._idle
+            if fresh:
+                conn = await self._connect()
+            else:
+                conn = self._idle.pop()
+                if conn.eof:
+                    conn.close()
+                    continue
+            assert conn.transport is not None
+            conn.used = True
+            conn.transport.write(data)
+            try:
+                buf = conn.buf
+                while True:
+                    end = buf.find(b"\r\n\r\n")
+                    if end >= 0:
+                        raw = bytes(buf[:end])
+                        del buf[:end + 4]
+                        try:
+                            head = parse_response_head(raw)
+                        except ValueError as exc:
+                            raise UpstreamConnectError(
+                                f"malformed response from upstream: {exc}") from exc
+                        if 100 <= head.status < 200:
+                            continue  # an interim response: the real one follows
+                        return UpstreamResponse(self, conn, head)
+                    if conn.eof:
+                        raise UpstreamConnectError("upstream closed the connection before responding")
+                    if len(buf) > 64 * 1024:
+                        raise UpstreamConnectError("upstream response head too large")
+                    await conn.wait(timeout, "response head")
+            except UpstreamConnectError:
+                conn.close()
+                if not fresh and not conn.buf:
+                    continue  # the pooled connection was dead: nothing was processed
+                raise
+            except BaseException:
+                conn.close()
+                raise
 
     async def _connect(self) -> _Conn:
         t = self.target
         try:
             async with asyncio.timeout(self.policy.connect_timeout_s):
-                _, conn = await self.loop.create_connection(lambda: _Conn(self.loop), t.host, t.port)
+                _, conn = await self.loop.create_connection(lambda: _Conn(self.loop, self.timeouts),
+                                                            t.host, t.port)
         except TimeoutError as exc:
             raise UpstreamTimeout(f"connecting to {t.url} took over "
                                   f"{self.policy.connect_timeout_s:g} s") from exc
@@ -302,3 +350,4 @@ class UpstreamPool:
         for conn in self._idle:
             conn.close()
         self._idle.clear()
+        self.timeouts.close()

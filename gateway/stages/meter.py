@@ -10,6 +10,7 @@ served that is not metered.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from gateway.context import STREAM_BROKEN, STREAM_DONE, STREAM_GONE, ChatContext, Meter
@@ -28,35 +29,37 @@ class MeterStage:
         self.credits = credits
 
     async def __call__(self, ctx: ChatContext) -> None:
-        if not await self.record(ctx):
+        writer = ctx.writer
+        try:
+            await self.submit(ctx)
+        except LedgerError as exc:  # nothing is served that is not metered
+            if not writer.started:
+                writer.send(503, [_JSON, ("x-request-id", ctx.meter.request_id)],
+                            error_body(f"metering unavailable: {exc}", type_="server_error",
+                                       code="ledger_unavailable"))
+            else:
+                writer.abort()
             return
-        writer, answer = ctx.writer, ctx.answer
-        if ctx.stream_end == STREAM_DONE:
+        end = ctx.stream_end
+        if end == STREAM_DONE:
             writer.end(ctx.stream_last)
-        elif ctx.stream_end == STREAM_BROKEN:
+        elif end == STREAM_BROKEN:
             writer.abort(_error_event(ctx))
-        elif ctx.stream_end == STREAM_GONE:
+        elif end == STREAM_GONE:
             writer.abort()
-        elif answer is not None:
-            writer.send(answer.status, answer.headers, answer.body)
+        else:
+            answer = ctx.answer
+            if answer is not None:
+                writer.send(answer.status, answer.headers, answer.body)
 
-    async def record(self, ctx: ChatContext) -> bool:
-        """Commit the row; False (with the 503 written if possible) if the ledger refused it."""
+    def submit(self, ctx: ChatContext) -> asyncio.Future[None]:
+        """Bill the request and queue its row; the future completes once the row is durable
+        (LedgerError if the ledger refused it)."""
         meter = ctx.meter
         total = time.perf_counter() - ctx.req.started
         self.bill(meter)
         self.metrics.record(meter, total)
-        try:
-            await self.ledger.submit(meter.row(total * 1000))
-        except LedgerError as exc:
-            if not ctx.writer.started:
-                ctx.writer.send(503, [_JSON, ("x-request-id", meter.request_id)],
-                                error_body(f"metering unavailable: {exc}", type_="server_error",
-                                           code="ledger_unavailable"))
-            else:
-                ctx.writer.abort()
-            return False
-        return True
+        return self.ledger.submit(meter.row(total * 1000))
 
     def bill(self, meter: Meter) -> None:
         """Revenue and free-token credit of the request's tokens (the ledger contract)."""

@@ -4,10 +4,9 @@ another kind (an embedding model asked for a chat completion) — ``gateway.endp
 from __future__ import annotations
 
 from gateway.context import ChatContext
+from gateway.endpoints import chat_target
 
 
 def route_stage(ctx: ChatContext) -> None:
-    from gateway.endpoints import chat_target  # (endpoints builds on the stages: no import cycle)
-
     assert ctx.chat is not None, "validation comes first"
     ctx.target = chat_target(ctx.rt, ctx.chat.model, ctx.now)

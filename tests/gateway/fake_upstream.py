@@ -28,6 +28,7 @@ def prompt_tokens(messages: list[dict[str, Any]]) -> int:
 class Faults:
     fail_next: int = 0  # answer this many requests with ``status``
     status: int = 500
+    headers: dict[str, str] = field(default_factory=dict)  # sent with those answers
     reset_next: int = 0  # close the connection without answering
     omit_usage: bool = False
     stall_s: float = 0.0  # wait before answering
@@ -61,7 +62,8 @@ class FakeUpstream:
         if fault.fail_next:
             fault.fail_next -= 1
             return web.json_response({"error": {"message": "injected", "type": "server_error",
-                                                "param": None, "code": None}}, status=fault.status)
+                                                "param": None, "code": None}}, status=fault.status,
+                                     headers=fault.headers)
         tin = prompt_tokens(body["messages"])
         tout = body.get("max_tokens") or DEFAULT_MAX_TOKENS
         usage = {"prompt_tokens": tin, "completion_tokens": tout, "total_tokens": tin + tout}

@@ -9,6 +9,8 @@ from gateway.config import UpstreamPolicy, UpstreamUrl
 from scenarios.policy import OPENAI_403_BODY
 from tests.gateway.conftest import CN_IP, CN_KEY, US_IP, StartGateway, chat_body
 from tests.gateway.fake_upstream import Faults
+from tests.gateway.test_hardening import body_of, post, raw, status_of
+from tests.gateway.test_hostile import header
 
 CN_ENTERPRISE = "sk-cn-enterprise-000007"
 US_ENTERPRISE = "sk-us-enterprise-000007"
@@ -164,3 +166,31 @@ async def test_a_probe_cancelled_inside_the_upstream_call_does_not_hold_the_circ
             raise AssertionError("the abandoned probe held the circuit open") from None
         assert breaker.allow(loop.time()) is True     # the next request may probe
         breaker.abandon()
+
+
+
+async def test_a_providers_429_reaches_the_client_with_its_retry_after(
+        start_gateway: StartGateway) -> None:
+    """On the wire: the provider's own 429 and its Retry-After (and retry-after-ms, which the
+    openai SDK reads first) reach the client; a 429 is not retried."""
+    gw = await start_gateway(upstream_policy=UpstreamPolicy(retries=2))
+    gw.fake.faults["openai"] = Faults(fail_next=1, status=429,
+                                      headers={"Retry-After": "7", "retry-after-ms": "6500"})
+    response = await raw(gw, post(json.dumps(chat_body()).encode()))
+    assert status_of(response) == 429
+    assert header(response, b"retry-after") == b"7"
+    assert header(response, b"retry-after-ms") == b"6500"
+    assert json.loads(body_of(response))["error"]["message"] == "injected"
+    assert len(gw.fake.calls) == 1
+    rid = header(response, b"x-request-id")
+    assert rid is not None
+    row = gw.row(rid.decode())
+    assert (row["status"], row["decision"], row["error"]) == (429, "failed", "upstream_429")
+
+
+async def test_a_providers_final_503_keeps_its_retry_after(start_gateway: StartGateway) -> None:
+    gw = await start_gateway(upstream_policy=UpstreamPolicy(retries=0))
+    gw.fake.faults["openai"] = Faults(fail_next=1, status=503, headers={"Retry-After": "30"})
+    response = await raw(gw, post(json.dumps(chat_body()).encode()))
+    assert status_of(response) == 503
+    assert header(response, b"retry-after") == b"30"
