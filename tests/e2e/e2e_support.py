@@ -12,6 +12,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_DEADLINE_S = 30.0
+#: Ports ``regionblock upstreams`` binds for the default scenario from its base port on: six
+#: providers, the relay, then two WAN paths (direct, relay) for each of its eight regions. A run
+#: reserved shorter lets another process take a WAN path's port, and the upstreams exit.
+UPSTREAMS_PORTS = 6 + 1 + 2 * 8
 POLL_S = 0.05  # polling interval of a readiness check, not a wait for behaviour
 
 

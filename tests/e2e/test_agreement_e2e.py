@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from e2e_support import free_port, free_run, spawn_regionblock, wait_ok
+from e2e_support import UPSTREAMS_PORTS, free_port, free_run, spawn_regionblock, wait_ok
 
 from regionblock.cli import main
 from scenarios.rundir import read_run
@@ -39,7 +39,7 @@ def _last_line(text: str) -> Path:
 def test_a_gateway_blocking_half_the_organisations_disagrees_on_the_block_share(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     epoch = time.time() + LEAD_S
-    base = free_run(7 + 16)   # providers, the relay, then the WAN paths
+    base = free_run(UPSTREAMS_PORTS)   # providers, the relay, then the WAN paths
     port = free_port()
     shard = tmp_path / "gateway.sqlite"
     upstreams = spawn_regionblock("upstreams", SCENARIO, *OVERRIDES, "--base-port", str(base),

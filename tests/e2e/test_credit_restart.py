@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_support import free_port, free_run, spawn_regionblock, wait_ok
+from e2e_support import UPSTREAMS_PORTS, free_port, free_run, spawn_regionblock, wait_ok
 
 pytestmark = pytest.mark.e2e
 
@@ -30,7 +30,7 @@ def stop(proc: subprocess.Popen[str]) -> None:
 
 @contextmanager
 def upstreams() -> Iterator[int]:
-    base = free_run(PROVIDERS + 1)
+    base = free_run(UPSTREAMS_PORTS)
     proc = spawn_regionblock("upstreams", SCENARIO, *OFFER, "--base-port", str(base),
                              "--time-scale", "1000")
     try:

@@ -25,7 +25,7 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
-from e2e_support import free_port, free_run, spawn_regionblock, wait_ok
+from e2e_support import UPSTREAMS_PORTS, free_port, free_run, spawn_regionblock, wait_ok
 from openai import OpenAI
 
 from scenarios.policy import OPENAI_403_BODY
@@ -45,7 +45,7 @@ def stop(proc: subprocess.Popen[str]) -> None:
 @contextmanager
 def upstreams_proc(time_scale: float = 1000.0) -> Iterator[int]:
     """``regionblock upstreams`` on a free run of ports; yields the base port."""
-    base = free_run(UPSTREAM_SERVERS)
+    base = free_run(UPSTREAMS_PORTS)
     proc = spawn_regionblock("upstreams", SCENARIO, "--base-port", str(base), "--time-scale",
                              str(time_scale))
     try:

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_support import free_port, free_run, spawn_regionblock, wait_ok
+from e2e_support import UPSTREAMS_PORTS, free_port, free_run, spawn_regionblock, wait_ok
 
 from regionblock.cli import main
 from scenarios.rundir import read_run
@@ -96,7 +96,7 @@ async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
 
 @contextlib.contextmanager
 def replicas(tmp: Path, epoch: float) -> Iterator[tuple[list[int], list[Path]]]:
-    base = free_run(7 + 16)  # providers, the relay, then the 16 WAN paths
+    base = free_run(UPSTREAMS_PORTS)  # providers, the relay, then the 16 WAN paths
     procs = [spawn_regionblock("upstreams", SCENARIO, *OVERRIDES, "--base-port", str(base),
                     "--time-scale", "40")]
     ports = [free_port(), free_port()]

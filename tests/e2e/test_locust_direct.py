@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from e2e_support import ROOT, free_port, free_run, spawn_regionblock, wait_ok
+from e2e_support import ROOT, UPSTREAMS_PORTS, free_port, free_run, spawn_regionblock, wait_ok
 
 from loadtests.events import read_events
 
@@ -31,7 +31,7 @@ TOKEN = "t" * 32
 
 @pytest.mark.timeout(150)
 def test_the_clock_starts_on_test_start_and_the_plan_sets_the_users(tmp_path: Path) -> None:
-    base = free_run(7 + 16)
+    base = free_run(UPSTREAMS_PORTS)
     port = free_port()
     sets = [a for w in WINDOW for a in ("--set", w)]
     ledger = tmp_path / "ledger.sqlite"

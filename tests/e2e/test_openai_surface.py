@@ -20,7 +20,7 @@ from typing import Any
 
 import openai
 import pytest
-from e2e_support import free_port, free_run, spawn_regionblock, wait_ok
+from e2e_support import UPSTREAMS_PORTS, free_port, free_run, spawn_regionblock, wait_ok
 from openai import AsyncOpenAI, OpenAI
 from openai.types import Completion, CreateEmbeddingResponse, ModerationCreateResponse
 from openai.types import Model as SdkModel
@@ -104,7 +104,7 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("surface")
-    base = free_run(UPSTREAM_SERVERS)
+    base = free_run(UPSTREAMS_PORTS)
     upstreams = spawn_regionblock("upstreams", SCENARIO, "--base-port", str(base),
                                   "--time-scale", "1000")
     health = [f"http://127.0.0.1:{base + i}/healthz" for i in range(UPSTREAM_SERVERS - 1)]
