@@ -27,12 +27,27 @@ def free_port() -> int:
 
 
 def free_run(n: int) -> int:
-    """A base port with ``n`` consecutive free ports after it (bound and released to check)."""
-    for _ in range(50):
-        base = free_port()
-        if base + n <= 65535 and all(is_free(base + i) for i in range(n)):
+    """A base port with ``n`` consecutive free ports after it (bound and released to check),
+    below the kernel's ephemeral range: a run inside it can lose a port, between this check and
+    the server's bind, to the local end of any outgoing connection — the test's own readiness
+    polls included (seen: `regionblock upstreams` exiting with "address already in use" on a WAN
+    path's port about once in ten test files)."""
+    low, _ = ephemeral_range()
+    start = 20000 + (os.getpid() * 97) % max(1, low - 20000 - n)   # spread concurrent test runs
+    for k in range(200):
+        base = 20000 + (start - 20000 + k * (n + 1)) % max(1, low - 20000 - n)
+        if base + n <= low and all(is_free(base + i) for i in range(n)):
             return base
-    raise RuntimeError(f"no run of {n} free ports found")
+    raise RuntimeError(f"no run of {n} free ports found below {low}")
+
+
+def ephemeral_range() -> tuple[int, int]:
+    """The kernel's range of local ports for outgoing connections (Linux; a common default)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
 
 
 def is_free(port: int) -> bool:
