@@ -70,14 +70,22 @@ def first_admitting(policy: Policy, now: dt.datetime, request: PolicyRequest,
     return None
 
 
+def serving_target(s: Scenario, policy: Policy, now: dt.datetime,
+                   request: PolicyRequest) -> tuple[Provider, Decision] | None:
+    """Where a request its provider's policy denies fails over to and is served (with the
+    target's decision): the first target of the rules whose own policy admits it; None: none."""
+    targets = failover_targets(s, provider=request.provider, when=BLOCK, segment=request.segment,
+                               org=request.org, country=request.country)
+    hit = first_admitting(policy, now, request, [p.name for p in targets]) if targets else None
+    return None if hit is None else (targets[hit[0]], hit[1])
+
+
 def served_instead(s: Scenario, policy: Policy, now: dt.datetime, request: PolicyRequest) -> bool:
     """Would a request its provider's policy denies be failed over to a target that serves it?
 
     Then the organisation sees a served response, not a denial: what it *notices* (the load
     test's user reads it off the wire; the simulator asks this)."""
-    targets = failover_targets(s, provider=request.provider, when=BLOCK, segment=request.segment,
-                               org=request.org, country=request.country)
-    return bool(targets) and first_admitting(policy, now, request, [p.name for p in targets]) is not None
+    return serving_target(s, policy, now, request) is not None
 
 
 def failover_providers(s: Scenario, provider: str) -> frozenset[str]:

@@ -209,6 +209,19 @@ class World:
                 self.at(hours), self.request(i, self.incumbent)).denied
         return hit
 
+    def prepare(self) -> None:
+        """Where the policy's answers can change, and how finely they must be cached: the
+        incumbent's change points, its failover targets' too (for what is noticed), and whether
+        stages or rules name organisations (then every organisation is asked on its own)."""
+        s = self.s
+        self.points = change_hours(self, self.incumbent)
+        targets = failover_providers(s, self.incumbent)
+        self.failover = bool(targets)
+        self.per_org_failover = any(rule.orgs for rule in s.routing.failover)
+        self.noticed_points = sorted(set(self.points).union(*(change_hours(self, p) for p in targets)))
+        self.per_org = any(st.percent < 100.0 or st.allow_list.orgs
+                           for pol in s.policy.values() for st in pol.stages)
+
     def noticed(self, i: int, hours: float) -> bool:
         """Does the organisation *see* its direct request to the incumbent at ``hours`` denied?
         Not when a failover rule sends it to a target that serves it (``scenarios.failover``):
@@ -374,20 +387,22 @@ def change_hours(world: World, provider: str) -> list[float]:
 
 def first_noticed(world: World, i: int, after: float) -> float | None:
     """The first instant ≥ ``after`` at which the organisation would notice a denial."""
-    if world.noticed(i, after):
-        return after
-    for p in world.noticed_points:
-        if after < p < world.horizon and world.noticed(i, p):
-            return p
-    return None
+    return _first(world, i, after, world.noticed_points, world.noticed)
 
 
 def first_denial(world: World, i: int, after: float, points: list[float]) -> float | None:
     """The first instant ≥ ``after`` at which the organisation's direct traffic is denied."""
-    if world.denied(i, after):
+    return _first(world, i, after, points, world.denied)
+
+
+def _first(world: World, i: int, after: float, points: list[float],
+           holds: Callable[[int, float], bool]) -> float | None:
+    """The first of ``after`` and the change ``points`` after it (inside the window) at which
+    ``holds(i, instant)``: the answer only changes at those points."""
+    if holds(i, after):
         return after
     for p in points:
-        if after < p < world.horizon and world.denied(i, p):
+        if after < p < world.horizon and holds(i, p):
             return p
     return None
 
@@ -514,14 +529,7 @@ def simulate_agents(s: Scenario, policy: Policy, pop: Population, entropy: int,
                   market=recorder, ctx=lc.Context(s, policy, recorder if market is None else market),
                   fixed_market=market, arrival_seed=arrival_seed,
                   relay_available=relay_available)
-    world.points = change_hours(world, inc)
-    targets = failover_providers(s, inc)
-    world.failover = bool(targets)
-    world.per_org_failover = any(rule.orgs for rule in s.routing.failover)
-    world.noticed_points = sorted(set(world.points).union(
-        *(change_hours(world, p) for p in targets)))
-    world.per_org = any(st.percent < 100.0 or st.allow_list.orgs
-                        for pol in s.policy.values() for st in pol.stages)
+    world.prepare()
     first = _first_denials(world, world.points)
     warned: list[int] = []
     firsts: list[tuple[float, int]] = []

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scenarios.failover import BLOCK, failover_targets, first_admitting
+from scenarios.failover import serving_target
 from scenarios.policy import Decision, Policy, PolicyRequest, unit_hash
 from scenarios.schema import Scenario
 from sim.model import Change
@@ -126,13 +126,11 @@ class _Resolver:
 
     def _failover(self, when: dt.datetime, req: PolicyRequest) -> Fate | None:
         """The first target of ``scenarios.failover`` whose own policy admits the request."""
-        targets = failover_targets(self.s, provider=req.provider, when=BLOCK, segment=req.segment,
-                                   org=req.org, country=req.country)
-        hit = first_admitting(self.policy, when, req, [p.name for p in targets])
+        hit = serving_target(self.s, self.policy, when, req)
         if hit is None:
             return None
-        k, d = hit
-        return Fate(targets[k].name, "failover", WARN if d.action == "warn" else ALLOW)
+        target, d = hit
+        return Fate(target.name, "failover", WARN if d.action == "warn" else ALLOW)
 
     def _throttle_share(self, when: dt.datetime, req: PolicyRequest, d: Decision) -> tuple[float, str]:
         """A throttle stage with throttle_fraction f < 1 denies a request when its key hashes below f."""

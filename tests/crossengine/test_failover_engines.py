@@ -9,7 +9,6 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from scenarios.failover import failover_providers
 from scenarios.loader import load
 from scenarios.policy import Policy, PolicyRequest
 from sim.pieces import _Resolver
@@ -69,7 +68,7 @@ def _first_noticed_denial(overrides: list[str], org: str) -> float | None:
 
     from scenarios import lifecycle as lc
     from scenarios.market import MarketRecorder
-    from sim.model import World, change_hours
+    from sim.model import World
     from sim.profile import Profile
 
     s = load("openai-2024-cn-hk", [*overrides, "behaviour.announcement=null"]).scenario
@@ -80,10 +79,7 @@ def _first_noticed_denial(overrides: list[str], org: str) -> float | None:
     world = World(env=simpy.Environment(), s=s, policy=policy, pop=pop, profile=Profile.of(s), seed=1,
                   timelines=[[] for _ in range(pop.size)], credit=np.zeros(pop.size, dtype=np.int64),
                   decided_at=np.full(pop.size, np.nan), market=market, ctx=lc.Context(s, policy, market))
-    world.points = change_hours(world, "openai")
-    world.failover = bool(failover_providers(s, "openai"))
-    world.noticed_points = sorted(set(world.points).union(
-        *(change_hours(world, p) for p in failover_providers(s, "openai"))))
+    world.prepare()
     return world.next_denied_request(i, 0.0)
 
 
