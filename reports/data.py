@@ -251,7 +251,7 @@ def load_runs(paths: Sequence[Path]) -> list[RunData]:
 
 def is_paired_sim(run: Run) -> bool:
     """A paired simulation (``simulate --sample-of``): a load test's own organisations."""
-    return run.kind == "simulate" and isinstance(run.meta.get("sample_of"), dict)
+    return run.sample_of is not None
 
 
 def block_start(s: Scenario) -> dt.datetime | None:

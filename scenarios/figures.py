@@ -216,8 +216,7 @@ def _latency_figures(s: Scenario, run: Run,
 
 def is_paired(sim: Run, loadtest: Run) -> bool:
     """Is ``sim`` the paired simulation of ``loadtest`` (``simulate --sample-of`` it)?"""
-    of = sim.meta.get("sample_of")
-    return isinstance(of, Mapping) and of.get("run") == loadtest.path.name
+    return sim.sample_of is not None and sim.sample_of.get("run") == loadtest.path.name
 
 
 def compare(s: Scenario, sim: Run, loadtest: Run) -> list[Verdict]:

@@ -236,6 +236,13 @@ class Run:
     def kind(self) -> str:
         return str(self.meta["kind"])
 
+    @property
+    def sample_of(self) -> dict[str, Any] | None:
+        """A paired simulation's record of the load test it simulates (``simulate --sample-of``):
+        {run, path, seed, organisations, sample, stands_for}; None for any other run."""
+        of = self.meta.get("sample_of")
+        return of if self.kind == "simulate" and isinstance(of, dict) else None
+
     def timeseries(self) -> dict[str, np.ndarray]:
         return read_timeseries(self.path / "timeseries.csv")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from collections.abc import Callable
 from pathlib import Path
 
 from scenarios.errors import RunDirError, UsageError
@@ -31,10 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from scenarios.figures import compare, compare_series, is_paired
     from scenarios.loader import load_text
-    from scenarios.rundir import read_run, set_members
+    from scenarios.rundir import expand_sets, read_run
 
-    sims = [read_run(p) for p in (_members(args.sim_run, set_members) or [args.sim_run])]
-    lts = [read_run(p) for p in (_members(args.loadtest_run, set_members) or [args.loadtest_run])]
+    sims = [read_run(p) for p in expand_sets([args.sim_run])]
+    lts = [read_run(p) for p in expand_sets([args.loadtest_run])]
     for sim in sims:
         if sim.kind != "simulate":
             raise UsageError(f"{sim.path}: SIM_RUN must be a simulation's run directory (it is a "
@@ -65,10 +64,6 @@ def run(args: argparse.Namespace) -> int:
     return 1 if any(v.verdict == DISAGREE for v in table) else 0
 
 
-def _members(path: Path, set_members: Callable[[Path], list[Path] | None]) -> list[Path] | None:
-    return set_members(path) if path.is_dir() else None
-
-
 def _reference(sims: list[Run], lt: Run, given: Path) -> Run:
     """The load test's paired simulation among ``sims``, else the one forecast given."""
     from scenarios.figures import is_paired
@@ -78,7 +73,7 @@ def _reference(sims: list[Run], lt: Run, given: Path) -> Run:
             return sim
     if len(sims) == 1:
         return sims[0]    # a forecast, or a paired simulation of another load test (refused later)
-    forecasts = [sim for sim in sims if not isinstance(sim.meta.get("sample_of"), dict)]
+    forecasts = [sim for sim in sims if sim.sample_of is None]
     if len(forecasts) == 1:
         return forecasts[0]
     raise UsageError(f"{given}: holds no paired simulation of load test {lt.path.name}")
@@ -93,8 +88,8 @@ def _check_pair(sim: Run, lt: Run) -> None:
         raise UsageError(f"{lt.path}: a run of another version of {lt_sc.get('name')!r} "
                          f"than {sim.path} (the resolved scenarios differ: a --set, or an edited "
                          "file)")
-    of = sim.meta.get("sample_of")
-    if isinstance(of, dict) and of.get("run") != lt.path.name:
+    of = sim.sample_of
+    if of is not None and of.get("run") != lt.path.name:
         raise UsageError(f"{sim.path}: the paired simulation of load test {of.get('run')}, "
                          f"not of {lt.path.name}")
     if not (lt.path / "ledger.sqlite").is_file():

@@ -65,8 +65,7 @@ def paired_runs(run_dirs: list[Path], replications: int) -> list[Path]:
     from sim.run import Paired, simulate
 
     runs = [read_run(p) for p in run_dirs]
-    have = {str(r.meta["sample_of"].get("run")) for r in runs
-            if r.kind == "simulate" and isinstance(r.meta.get("sample_of"), dict)}
+    have = {str(r.sample_of.get("run")) for r in runs if r.sample_of is not None}
     console = stderr_console()
     out = []
     for lt in runs:

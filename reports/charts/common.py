@@ -114,8 +114,8 @@ def sample_marks(run: RunData) -> list[str]:
     if run.kind == "loadtest":
         return [m for m in (_loadtest_sample(run), timing_mark(run)) if m]
     marks = []
-    of = run.run.meta.get("sample_of")
-    if run.kind == "simulate" and isinstance(of, dict):
+    of = run.run.sample_of
+    if of is not None:
         marks.append(_paired_sample(of))
     scale = run.run.meta.get("scale")
     if isinstance(scale, (int, float)) and 0 < scale < 1:
