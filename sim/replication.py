@@ -73,14 +73,15 @@ class ReplicationResult:
 def engine_pass(setup: Setup, s: Scenario, seq: np.random.SeedSequence, draws: Draws) -> Run:
     policy = Policy(s)
     drawn = int(stream(seq, AGENTS).integers(0, 2**63))
-    if setup.sample_seed is None:
+    if setup.sample is None:
         timelines = simulate_agents(s, policy, setup.pop, drawn, setup.profile)
     else:
         # a load test's sample: its organisations' own generators (the load test's seed) in the
         # full market's context; the replication draws only the request-level chance
-        timelines = simulate_agents(s, policy, setup.pop, setup.sample_seed, setup.profile,
+        timelines = simulate_agents(s, policy, setup.pop, setup.sample.seed, setup.profile,
                                     market=setup.market if s is setup.s else None,
-                                    arrival_seed=drawn, relay_available=setup.relay_available)
+                                    arrival_seed=drawn,
+                                    relay_available=setup.sample.relay_available)
     pieces = build_pieces(s, policy, setup.pop, timelines.changes)
     cells = split(s, setup.pop, setup.profile, setup.edges, draws, pieces, timelines.credit)
     fa = fate_arrays(s, pieces.fates, PATHS)

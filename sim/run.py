@@ -157,7 +157,7 @@ def write_run(loaded: Loaded, rep: Replicated, *, seed: int, out: Path, jobs: in
         (staging.path / "scenario.yaml").write_text(resolved_yaml(s), encoding="utf-8")
         write_blocks(staging.path / "timeseries.csv", s, times, rep.results)
         write_json(staging.path / "summary.json",
-                   summary(s, rep.results, seed=seed, times=times, paired=rep.setup.sample_seed is not None,
+                   summary(s, rep.results, seed=seed, times=times, paired=rep.setup.sample is not None,
                            population=rep.setup.pop.size if rep.setup.pop.weight is None
                            else rep.setup.pop.organisations))
         write_json(staging.path / "meta.json", meta(

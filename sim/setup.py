@@ -152,12 +152,11 @@ class Setup:
     scale: float = 1.0
     #: the scenario before ``--scale`` scaled its capacity (uncertain parameters apply to it)
     origin: Scenario | None = None
-    #: a paired simulation (``--sample-of``): the load test's seed, which seeds its organisations'
-    #: generators in every replication, and the full market's context its choices read
-    sample_seed: int | None = None
+    #: a paired simulation (``--sample-of``): the load test's sample (its seed seeds the
+    #: organisations' generators in every replication; it says whether they had a relay), and
+    #: the full market's context their choices read
+    sample: Sample | None = None
     market: MarketContext | None = None
-    #: may the organisations circumvent (a load test against --host had no relay)?
-    relay_available: bool = True
 
     @classmethod
     def of(cls, s: Scenario, seed: int, scale: float) -> Setup:
@@ -186,15 +185,14 @@ class Setup:
         the scenario's servers), and the full market's context."""
         check_uncertain(s)
         return dataclasses.replace(cls._derived(s, of_sample(s, sample), 1.0),
-                                   sample_seed=sample.seed, market=market,
-                                   relay_available=sample.relay_available)
+                                   sample=sample, market=market)
 
     def for_replication(self, seq: np.random.SeedSequence) -> Setup:
         """This replication's scenario (uncertain parameters drawn) and population (resampled).
 
         A paired simulation keeps both: the load test ran these organisations with the scenario's
         values, so its replications differ only by request-level chance."""
-        if self.sample_seed is not None:
+        if self.sample is not None:
             return self
         origin = self.origin or self.s
         if not origin.uncertain:
