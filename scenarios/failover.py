@@ -21,7 +21,6 @@ mixes, has no use for).
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from collections.abc import Sequence
 
@@ -64,7 +63,7 @@ def first_admitting(policy: Policy, now: dt.datetime, request: PolicyRequest,
     """The first candidate provider whose own policy admits ``request`` (asked as the same
     client: country, hosting, relay), with its decision; None if every one denies it."""
     for k, name in enumerate(candidates):
-        decision = policy.decide(now, dataclasses.replace(request, provider=name))
+        decision = policy.decide(now, request._replace(provider=name))
         if not decision.denied:
             return k, decision
     return None

@@ -167,6 +167,10 @@ class Context:
     market: Market
     _parts: dict[tuple[str, str, int], tuple[tuple[str, float, float], ...]] = field(default_factory=dict)
     _probs: dict[tuple[object, ...], dict[str, float]] = field(default_factory=dict)
+    _last: dict[tuple[object, ...], tuple[Mapping[str, float], dict[str, float]]] = field(
+        default_factory=dict)
+    _open: dict[tuple[object, ...], tuple[list[str], list[float], list[float]]] = field(
+        default_factory=dict)
 
     def __post_init__(self) -> None:
         self.incumbent = self.s.incumbent.name
@@ -186,12 +190,39 @@ class Context:
     def probabilities(self, org: Org, at: dt.datetime, exclude: frozenset[str]) -> dict[str, float]:
         shares = self.market.shares(org.region, at)
         epoch = bisect_right(self.deadlines, at)
-        key = (org.segment, org.region, epoch, exclude, tuple(shares.items()))
+        # the market hands out the same shares mapping until the region's next decision: the last
+        # answer for these terms is kept with the mapping it was computed from
+        terms_key = (org.segment, org.region, epoch, exclude)
+        last = self._last.get(terms_key)
+        if last is not None and last[0] is shares:
+            return last[1]
+        key = (*terms_key, tuple(shares.items()))
         hit = self._probs.get(key)
         if hit is None:
-            utils = {k: u + slope * shares.get(k, 0.0)
-                     for k, u, slope in self._terms(org, at, epoch) if k not in exclude}
-            hit = self._probs[key] = behaviour.probabilities(utils) if utils else {}
+            names, base, slopes = self._open_terms(org, at, epoch, exclude)
+            get = shares.get
+            # behaviour.probabilities(utils), the same operations in the same order
+            utils = [u + slope * get(k, 0.0) for k, u, slope in zip(names, base, slopes)]
+            if utils:
+                top = max(utils)
+                weights = [math.exp(v - top) for v in utils]
+                total = sum(weights)
+                hit = dict(zip(names, [w / total for w in weights]))
+            else:
+                hit = {}
+            self._probs[key] = hit
+        self._last[terms_key] = (shares, hit)
+        return hit
+
+    def _open_terms(self, org: Org, at: dt.datetime, epoch: int,
+                    exclude: frozenset[str]) -> tuple[list[str], list[float], list[float]]:
+        """:meth:`_terms` without the excluded alternatives, as three lists."""
+        key = (org.segment, org.region, epoch, exclude)
+        hit = self._open.get(key)
+        if hit is None:
+            terms = [t for t in self._terms(org, at, epoch) if t[0] not in exclude]
+            hit = self._open[key] = ([t[0] for t in terms], [t[1] for t in terms],
+                                     [t[2] for t in terms])
         return hit
 
     def _terms(self, org: Org, at: dt.datetime, epoch: int) -> tuple[tuple[str, float, float], ...]:
@@ -243,7 +274,7 @@ def step(life: Life, event: Event, org: Org, rng: np.random.Generator,
         return (_life(DIRECT, life.provider, life.excluded, True, threshold, False, life.decide_after,
                       life.relay_since, life.migrate_done), (AwaitAnticipation(threshold),))
     if isinstance(event, AnticipationDue):
-        if life.state != DIRECT or life.denied_seen:
+        if not may_anticipate(life):
             return life, ()
         probs = ctx.probabilities(org, event.at, ANTICIPATING_EXCLUDES | life.excluded
                                   | ctx.closed(org, event.at))
@@ -257,6 +288,12 @@ def step(life: Life, event: Event, org: Org, rng: np.random.Generator,
                       life.denied_seen, life.decide_after, life.relay_since, None),
                 (Enter(event.at, MIGRATED, life.provider), AwaitDenial(event.at, "direct", life.provider)))
     return _denied(life, event, org, rng, ctx)
+
+
+def may_anticipate(life: Life) -> bool:
+    """Can AnticipationDue still move the organisation? Only while it is direct and has seen no
+    denial; otherwise :func:`step` returns it unchanged, and an engine may skip the event."""
+    return life.state == DIRECT and not life.denied_seen
 
 
 def _denied(life: Life, ev: Denied, org: Org, rng: np.random.Generator,

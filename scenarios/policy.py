@@ -24,6 +24,7 @@ import json
 import math
 from bisect import bisect_right
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from scenarios.countries import expand_regions
 from scenarios.schema import Action, Detection, Response, Scenario, Stage
@@ -41,9 +42,12 @@ class HttpResponse:
     body: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class PolicyRequest:
-    """What the policy may know about a request."""
+class PolicyRequest(NamedTuple):
+    """What the policy may know about a request.
+
+    A named tuple, not a frozen dataclass: both engines build one per question (the simulator's
+    pieces, the gateway's requests), and a frozen dataclass's ``__init__`` costs ten times as
+    much (one ``object.__setattr__`` per field). Change one with ``_replace``."""
 
     provider: str
     country: str

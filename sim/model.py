@@ -480,11 +480,17 @@ def anticipation_step(world: World, markets: dict[str, _Market], step: float) ->
         h1 = bass.p + bass.q * ahead
         m.hazard += (h0 + h1) / 2.0 * step / 24.0
         world.market.hazard(region, now, m.hazard)
+        due: lc.AnticipationDue | None = None
+        lives = world.lives
         while m.next < len(m.order) and m.order[m.next][0] <= m.hazard:
             i = m.order[m.next][1]
             m.next += 1
-            world.deliver(i, lc.AnticipationDue(world.at(now)))
-            if world.lives[i].state == lc.MIGRATING:
+            # an organisation already denied or gone: the machine would leave it as it is
+            if lc.may_anticipate(lives[i]):
+                if due is None:
+                    due = lc.AnticipationDue(world.at(now))   # one message for all of the step
+                world.deliver(i, due)
+            if lives[i].state == lc.MIGRATING:
                 m.left += 1
     return True
 

@@ -18,6 +18,7 @@ import dataclasses
 import datetime as dt
 import itertools
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -30,9 +31,9 @@ from sim.population import Population
 ALLOW, WARN, DENY, NONE = "allow", "warn", "deny", "none"
 
 
-@dataclass(frozen=True, slots=True)
-class Fate:
-    """What happens to a piece's requests. ``p_deny`` < 1 for a partial throttle."""
+class Fate(NamedTuple):
+    """What happens to a piece's requests. ``p_deny`` < 1 for a partial throttle. (A named
+    tuple: :func:`build_pieces` makes one per distinct question.)"""
 
     provider: str            # '' when the organisation sends nothing (churned)
     path: str
@@ -143,7 +144,7 @@ class _Resolver:
             return 1.0, ALLOW
         salt = f"{stage.salt or pol.salt or req.provider}/throttle"
         key = next(k for k in (f"k{n}" for n in range(10_000)) if unit_hash(salt, k) >= f)
-        passed = self.policy.decide(when, dataclasses.replace(req, key=key))
+        passed = self.policy.decide(when, req._replace(key=key))
         if passed.denied:
             return 1.0, ALLOW
         return f, WARN if passed.action == "warn" else ALLOW

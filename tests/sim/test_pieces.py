@@ -7,7 +7,6 @@ each request as the gateway would ask it. Every answer must equal the piece's fa
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 
 import numpy as np
@@ -44,7 +43,7 @@ def _per_request(s, policy: Policy, org: str, region: str, segment: str, change:
     if d.denied:
         for alt in failover_targets(s, provider=target, when="block", segment=segment, org=org,
                                     country=req.country):
-            if not policy.decide(when, dataclasses.replace(req, provider=alt.name)).denied:
+            if not policy.decide(when, req._replace(provider=alt.name)).denied:
                 return (alt.name, "failover", "allow")
         return (target, "relay" if relay else "direct", "deny")
     return (target, "relay" if relay else "direct", d.action)
