@@ -174,6 +174,35 @@ class World:
         t = k + ((target - cum[k]) / width if width > 0 else 0.0)
         return t if t < self.horizon else None
 
+    def first_requests(self, org: np.ndarray, after: np.ndarray) -> np.ndarray:
+        """:meth:`first_request` of each organisation in ``org`` (distinct) from ``after`` (NaN:
+        none asked), as an array with NaN for None: the same arithmetic, element by element."""
+        out = np.full(org.size, np.nan)
+        rate = self.pop.rate[org]
+        ask = np.flatnonzero((rate > 0.0) & (after < self.horizon))   # NaN compares False
+        if ask.size == 0:
+            return out
+        gap = np.fromiter((self.arrival_gap(i) for i in org[ask].tolist()), dtype=float,
+                          count=ask.size)
+        cum = self.profile.cum
+        region = self.pop.region[org[ask]]
+        a = after[ask]
+        h = np.minimum(np.floor(a).astype(np.int64), cum.shape[1] - 2)
+        lo = cum[region, h]
+        target = lo + (a - h) * (cum[region, h + 1] - lo) + gap / rate[ask]
+        k = np.empty(ask.size, dtype=np.int64)
+        for r in np.unique(region).tolist():
+            mine = region == r
+            k[mine] = np.searchsorted(cum[r], target[mine], side="left") - 1
+        inside = k < cum.shape[1] - 1
+        k = np.maximum(k, 0)
+        kk = np.minimum(k + 1, cum.shape[1] - 1)
+        width = cum[region, kk] - cum[region, k]
+        frac = np.divide(target - cum[region, k], width, out=np.zeros_like(target), where=width > 0)
+        t = k + frac
+        out[ask] = np.where(inside & (t < self.horizon), t, np.nan)
+        return out
+
     def arrival_gap(self, i: int) -> float:
         """The organisation's next Exp(1) draw of its request stream: a hash of (seed, id, count),
         so it never touches the generator its choices draw from, and costs no generator."""
@@ -538,7 +567,6 @@ def simulate_agents(s: Scenario, policy: Policy, pop: Population, entropy: int,
     world.prepare()
     first = _first_denials(world, world.points)
     warned: list[int] = []
-    firsts: list[tuple[float, int]] = []
     warns: dict[float, bool] = {}   # a few distinct first-denial hours
     for i, block_h in first.items():
         recorder.affect(world.org(i).region)
@@ -547,10 +575,7 @@ def simulate_agents(s: Scenario, policy: Policy, pop: Population, entropy: int,
             w = warns[block_h] = lc.warned_at(s, world.at(block_h)) is not None
         if w:
             warned.append(i)
-        t = world.next_denied_request(i, block_h)
-        if t is not None:
-            firsts.append((t, i))
-    for t, i in sorted(firsts):
+    for t, i in sorted(_first_denied_requests(world, first)):
         world.calendar.add(t, i, lc.Denied(world.at(t), "direct", inc))
     ann = s.behaviour.announcement
     if warned and ann is not None:
@@ -562,6 +587,53 @@ def simulate_agents(s: Scenario, policy: Policy, pop: Population, entropy: int,
     # the processes still waiting at the horizon hold the world in a reference cycle; emptied,
     # it leaves that cycle small (see the performance notes in the README)
     world.__dict__.clear()
+    return out
+
+
+def _first_denied_requests(world: World, first: dict[int, float]) -> list[tuple[float, int]]:
+    """(hour, organisation) of each affected organisation's first request that it sees denied:
+    ``world.next_denied_request(i, first[i])`` for every i, the common case in arrays.
+
+    When no stage or failover rule names organisations, where the denial starts and whether a
+    request at hour t is seen denied depend only on (region, segment) and the policy's change
+    points around t: each distinct question is asked once, of its first organisation, through
+    the same cached methods; the requests' instants are :meth:`World.first_request`'s arithmetic
+    on arrays (the same IEEE operations in the same order). An organisation whose first request
+    is not seen denied goes on one by one from there, as ``next_denied_request`` would.
+    """
+    if world.per_org or world.per_org_failover or not first:
+        return [(t, i) for i, h in first.items()
+                if (t := world.next_denied_request(i, h)) is not None]
+    org = np.fromiter(first.keys(), dtype=np.int64, count=len(first))
+    after = np.fromiter(first.values(), dtype=float, count=len(first))
+    pop = world.pop
+    region, segment = pop.region[org], pop.segment[org]
+    # where each (first denial, region, segment) starts to be seen denied
+    start = np.full(org.size, np.nan)
+    group = (np.unique(after, return_inverse=True)[1].ravel() * len(world.s.regions)
+             + region) * len(world.s.segments) + segment
+    _, rep, inverse = np.unique(group, return_index=True, return_inverse=True)
+    for g, k in enumerate(rep.tolist()):
+        hit = first_noticed(world, int(org[k]), float(after[k]))
+        start[inverse.ravel() == g] = math.nan if hit is None else hit
+    t = world.first_requests(org, start)
+    out: list[tuple[float, int]] = []
+    seen = np.isfinite(t)
+    if seen.any():
+        # seen denied at t? one question per (change interval of each kind, region, segment)
+        key = np.stack([np.searchsorted(world.points, t, side="right"),
+                        np.searchsorted(world.noticed_points, t, side="right"), region, segment])
+        live = np.flatnonzero(seen)
+        _, rep, inverse = np.unique(key[:, live], axis=1, return_index=True, return_inverse=True)
+        answer = np.array([world.noticed(int(org[live[k]]), float(t[live[k]])) for k in rep.tolist()],
+                          dtype=bool)
+        noticed = np.zeros(org.size, dtype=bool)
+        noticed[live] = answer[inverse.ravel()]
+        out = list(zip(t[noticed].tolist(), org[noticed].tolist(), strict=True))
+        for k in np.flatnonzero(seen & ~noticed).tolist():
+            nxt = world.next_denied_request(int(org[k]), float(t[k]))
+            if nxt is not None:
+                out.append((nxt, int(org[k])))
     return out
 
 
