@@ -76,9 +76,21 @@ def _pick_cells(group: np.ndarray, served: np.ndarray, n_groups: int, size: int,
     cum = np.cumsum(served[order])
     totals = np.bincount(group, weights=served, minlength=n_groups)
     base = np.concatenate(([0.0], np.cumsum(totals)[:-1]))
-    u = (base[:, None] + rng.random((n_groups, size)) * totals[:, None]).ravel()
-    idx = np.minimum(np.searchsorted(cum, u, side="right"), order.size - 1)
-    return order[idx]
+    u = base[:, None] + rng.random((n_groups, size)) * totals[:, None]
+    # np.searchsorted(cum, u, side="right") group by group within the group's own cells (a few
+    # hundred each: in cache, where a search of the whole array misses it for every sample);
+    # wherever rounding puts a draw outside its group's range, the whole array is searched
+    ends = np.cumsum(np.bincount(group, minlength=n_groups))
+    starts = ends - np.bincount(group, minlength=n_groups)
+    idx = np.empty((n_groups, size), dtype=np.int64)
+    for g, (a, b) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
+        idx[g] = a + np.searchsorted(cum[a:b], u[g], side="right")
+    lo_ok = (starts[:, None] == 0) | (cum[np.maximum(starts - 1, 0)][:, None] <= u)
+    hi_ok = idx < ends[:, None]
+    stray = ~(lo_ok & (hi_ok | (ends[:, None] == cum.size)))
+    if stray.any():
+        idx[stray] = np.searchsorted(cum, u[stray], side="right")
+    return order[np.minimum(idx.ravel(), order.size - 1)]
 
 
 def _pick_hours(weight: np.ndarray, region: np.ndarray, b: np.ndarray,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim.latency import stable_argsort
+from sim.latency import _pick_cells, stable_argsort
 
 
 @pytest.mark.parametrize("case", ["distinct", "ties", "signed zeros", "nan"])
@@ -21,3 +21,52 @@ def test_stable_argsort_is_the_stable_argsort(case: str) -> None:
         values[::13] = np.nan
     want = np.argsort(values, kind="stable")
     assert np.array_equal(stable_argsort(values), want)
+
+
+def _pick_cells_whole_array(group: np.ndarray, served: np.ndarray, n_groups: int, size: int,
+                            rng: np.random.Generator) -> np.ndarray:
+    """The definition: one search of every draw in the whole cumulative array."""
+    order = np.argsort(group, kind="stable")
+    cum = np.cumsum(served[order])
+    totals = np.bincount(group, weights=served, minlength=n_groups)
+    base = np.concatenate(([0.0], np.cumsum(totals)[:-1]))
+    u = (base[:, None] + rng.random((n_groups, size)) * totals[:, None]).ravel()
+    return order[np.minimum(np.searchsorted(cum, u, side="right"), order.size - 1)]
+
+
+class _Draws:
+    """A generator whose uniforms are given: the edges 0 and the largest float below 1 included,
+    where a group's draws meet its neighbours' in the cumulative sums."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def random(self, shape: tuple[int, int]) -> np.ndarray:
+        u = np.random.default_rng(self.seed).random(shape)
+        u[:, 0] = 0.0
+        u[:, 1] = np.nextafter(1.0, 0.0)
+        return u
+
+
+@pytest.mark.parametrize("case", ["counts", "huge and tiny", "zeros"])
+def test_cells_picked_group_by_group_are_those_of_one_search(case: str) -> None:
+    """``_pick_cells`` searches each group's own cells; the picks are exactly those of one search
+    of the whole array — also where rounding of the cumulative sums puts a draw past its group
+    (huge and tiny volumes side by side, draws at the edges) and where cells served nothing."""
+    rng = np.random.default_rng(11)
+    n_groups = 300
+    group = rng.integers(0, n_groups, 20_000)
+    group[:n_groups] = np.arange(n_groups)     # every group has a cell
+    served = rng.integers(1, 5_000, group.size).astype(float)
+    if case == "huge and tiny":
+        served = np.where(rng.random(group.size) < 0.5, 1e15, 1e-3) * rng.random(group.size)
+    elif case == "zeros":
+        served[rng.random(group.size) < 0.3] = 0.0
+        served[:n_groups] = 1.0
+    for draws in (np.random.default_rng, _Draws):
+        want = _pick_cells_whole_array(group, served, n_groups, 500, draws(3))  # type: ignore[arg-type]
+        got = _pick_cells(group, served, n_groups, 500, draws(3))  # type: ignore[arg-type]
+        assert np.array_equal(got, want)
+    if case == "huge and tiny":
+        # the edge draws do land outside their own group's cells: the case the fallback serves
+        assert (group[got].reshape(n_groups, 500) != np.arange(n_groups)[:, None]).any()
