@@ -113,16 +113,17 @@ def _compose(s: Scenario, k: np.ndarray, relay: np.ndarray, b: np.ndarray, hour:
     network and the queue (what a streaming client waits for), latency = TTFT + generation."""
     n = k.size
     rtt = np.zeros(n)
+    # the samples of each (region, path) and of each segment, in sample order: one stable sort
+    # instead of a mask of every sample per group (the same positions, the same draws)
+    by_route = _positions(region * 2 + relay, 2 * len(s.regions))
     for ri, reg in enumerate(s.regions):
-        direct = (region == ri) & ~relay
-        via = (region == ri) & relay
-        rtt[direct] = sample(reg.rtt_ms.direct, rng, int(direct.sum()))
-        rtt[via] = sample(reg.rtt_ms.relay, rng, int(via.sum())) + sample(
-            s.behaviour.relay.extra_latency_ms, rng, int(via.sum()))
+        direct, via = by_route[2 * ri], by_route[2 * ri + 1]
+        rtt[direct] = sample(reg.rtt_ms.direct, rng, direct.size)
+        rtt[via] = sample(reg.rtt_ms.relay, rng, via.size) + sample(
+            s.behaviour.relay.extra_latency_ms, rng, via.size)
     tokens = np.zeros(n)
-    for gi, seg in enumerate(s.segments):
-        mine = segment == gi
-        tokens[mine] = np.maximum(np.rint(sample(seg.tokens_out, rng, int(mine.sum()))), 0.0)
+    for gi, mine in enumerate(_positions(segment, len(s.segments))):
+        tokens[mine] = np.maximum(np.rint(sample(s.segments[gi].tokens_out, rng, mine.size)), 0.0)
     ttft = np.zeros(n)
     gen = np.zeros(n)
     wait = np.zeros(n)
@@ -140,6 +141,14 @@ def _compose(s: Scenario, k: np.ndarray, relay: np.ndarray, b: np.ndarray, hour:
         extra[mine] = np.where(spikes, sample(f.spike_ms, rng, mine.size), 0.0) + stalls * f.stall_s * 1000.0
     first = rtt + wait + ttft + extra
     return rtt, wait, first, gen
+
+
+def _positions(codes: np.ndarray, n: int) -> list[np.ndarray]:
+    """For each code 0..n-1, the ascending positions holding it (``np.flatnonzero(codes == c)``)."""
+    order = np.argsort(codes, kind="stable")
+    ends = np.cumsum(np.bincount(codes, minlength=n))
+    return [order[a:b] for a, b in zip((ends - np.diff(ends, prepend=0)).tolist(), ends.tolist(),
+                                       strict=True)]
 
 
 def hour_waits(h: Hours, t: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim.latency import _pick_cells, stable_argsort
+from sim.latency import _pick_cells, _positions, stable_argsort
 
 
 @pytest.mark.parametrize("case", ["distinct", "ties", "signed zeros", "nan"])
@@ -70,3 +70,12 @@ def test_cells_picked_group_by_group_are_those_of_one_search(case: str) -> None:
     if case == "huge and tiny":
         # the edge draws do land outside their own group's cells: the case the fallback serves
         assert (group[got].reshape(n_groups, 500) != np.arange(n_groups)[:, None]).any()
+
+
+def test_positions_are_each_codes_positions_in_order() -> None:
+    codes = np.random.default_rng(5).integers(0, 7, 10_000)
+    codes[codes == 3] = 4                       # a code that never occurs
+    got = _positions(codes, 8)
+    assert len(got) == 8
+    for c in range(8):
+        assert np.array_equal(got[c], np.flatnonzero(codes == c))
