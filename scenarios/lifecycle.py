@@ -202,12 +202,12 @@ class Context:
             names, base, slopes = self._open_terms(org, at, epoch, exclude)
             get = shares.get
             # behaviour.probabilities(utils), the same operations in the same order
-            utils = [u + slope * get(k, 0.0) for k, u, slope in zip(names, base, slopes)]
+            utils = [u + slope * get(k, 0.0) for k, u, slope in zip(names, base, slopes, strict=True)]
             if utils:
                 top = max(utils)
                 weights = [math.exp(v - top) for v in utils]
                 total = sum(weights)
-                hit = dict(zip(names, [w / total for w in weights]))
+                hit = dict(zip(names, [w / total for w in weights], strict=True))
             else:
                 hit = {}
             self._probs[key] = hit

@@ -616,22 +616,22 @@ def _first_denied_requests(world: World, first: dict[int, float]) -> list[tuple[
     for g, k in enumerate(rep.tolist()):
         hit = first_noticed(world, int(org[k]), float(after[k]))
         start[inverse.ravel() == g] = math.nan if hit is None else hit
-    t = world.first_requests(org, start)
+    when = world.first_requests(org, start)
     out: list[tuple[float, int]] = []
-    seen = np.isfinite(t)
+    seen = np.isfinite(when)
     if seen.any():
         # seen denied at t? one question per (change interval of each kind, region, segment)
-        key = np.stack([np.searchsorted(world.points, t, side="right"),
-                        np.searchsorted(world.noticed_points, t, side="right"), region, segment])
+        key = np.stack([np.searchsorted(world.points, when, side="right"),
+                        np.searchsorted(world.noticed_points, when, side="right"), region, segment])
         live = np.flatnonzero(seen)
         _, rep, inverse = np.unique(key[:, live], axis=1, return_index=True, return_inverse=True)
-        answer = np.array([world.noticed(int(org[live[k]]), float(t[live[k]])) for k in rep.tolist()],
-                          dtype=bool)
+        answer = np.array([world.noticed(int(org[live[k]]), float(when[live[k]]))
+                           for k in rep.tolist()], dtype=np.bool_)
         noticed = np.zeros(org.size, dtype=bool)
         noticed[live] = answer[inverse.ravel()]
-        out = list(zip(t[noticed].tolist(), org[noticed].tolist(), strict=True))
+        out = list(zip(when[noticed].tolist(), org[noticed].tolist(), strict=True))
         for k in np.flatnonzero(seen & ~noticed).tolist():
-            nxt = world.next_denied_request(int(org[k]), float(t[k]))
+            nxt = world.next_denied_request(int(org[k]), float(when[k]))
             if nxt is not None:
                 out.append((nxt, int(org[k])))
     return out
