@@ -134,15 +134,23 @@ def _token_sums(n: np.ndarray, d: Distribution, rng: np.random.Generator) -> np.
 @dataclass(frozen=True, slots=True)
 class Units:
     """What traffic is dealt to, cohort after cohort: each organisation counted apart (with its own
-    pieces from its first counted bin on), then its cohort's *rest* — the organisations that never
-    changed state, and before their first counted bin those that did, whose draws are summed (a
-    sum of Poisson counts is the Poisson count of the summed rate, so nothing changes in law).
+    pieces from its first counted bin on), its cohort's *groups*, then its *rest* — the
+    organisations that never changed state, and before their first counted bin those that did,
+    whose draws are summed (a sum of Poisson counts is the Poisson count of the summed rate, so
+    nothing changes in law).
+
+    A group gathers, bin by bin, the organisations counted apart whose bin is one piece of the
+    group's fate and that need no bookkeeping of their own there (no free-token credit to draw: a
+    fate of no migrated organisation, or no credit): their requests meet the same fate in the
+    same cell, so one count of their summed rate is theirs (a merged group's count of a
+    multinomial is multinomial in the summed probabilities: exact in law). Such a bin of an
+    organisation's is left out of its own pieces' deal (``merged`` pieces deal only their cut bins).
 
     Unit ``k`` is column ``column[k]`` of its cohort's split (:func:`cohort_split`: the cohort's
-    organisations counted apart in population order, then the rest). Cohorts with organisations
-    counted apart come first, each with its units together; cohorts that are only a rest follow.
-    No (unit, bin) table is built: :func:`split` reads a unit's count and token shares from its
-    cohort's split for the (unit, bin) pairs it deals, and for nothing else.
+    organisations counted apart in population order, its groups, then the rest). Cohorts with
+    organisations counted apart come first, each with its units together; cohorts that are only
+    a rest follow. No (unit, bin) table is built: :func:`split` reads a unit's count and token
+    shares from its cohort's split for the (unit, bin) pairs it deals, and for nothing else.
     """
 
     cohort: np.ndarray        # per unit
@@ -155,18 +163,24 @@ class Units:
     first: np.ndarray         # cohort cohorts[i]'s units are first[i]:first[i + 1]
     apart: tuple[np.ndarray, ...]   # per cohort: its organisations counted apart, in order,
     start: tuple[np.ndarray, ...]   # and the first bin in which each is counted apart
+    groups: tuple[np.ndarray, ...]  # per cohort: the fate of each of its groups
+    #: per cohort: rows of (organisation's column, first bin, last bin, group): the bins in which
+    #: an organisation counted apart is one of the group's
+    merge: tuple[np.ndarray, ...]
     has_rest: np.ndarray      # per cohort: some member never changes (the rest has its rate)
     piece_unit: np.ndarray    # the units' pieces, in (unit, time) order
     t0: np.ndarray
     t1: np.ndarray
     fate: np.ndarray
+    merged: np.ndarray        # per piece: its whole bins are dealt to its cohort's group
 
 
 def units(pop: Population, cohort: np.ndarray, pieces: Pieces, credit: np.ndarray,
           edges: np.ndarray) -> Units:
     """Organisations with their own pieces are counted apart from the bin of their first state
-    change on (``cohort``: each organisation's traffic cohort, :attr:`Draws.cohort`); the rest of
-    each cohort — including, before that bin, the organisations that change later — is one unit.
+    change on (``cohort``: each organisation's traffic cohort, :attr:`Draws.cohort`), except in
+    the bins they spend in a group; the rest of each cohort — including, before that bin, the
+    organisations that change later — is one unit.
 
     Before its first change an organisation is direct like every organisation of its region and
     segment that never changes (:attr:`Pieces.since`): the same questions get the same fates, so
@@ -178,20 +192,44 @@ def units(pop: Population, cohort: np.ndarray, pieces: Pieces, credit: np.ndarra
     # the first bin in which each organisation of its own is counted apart
     start = np.clip(np.searchsorted(edges, pieces.since[own], side="right") - 1, 0, edges.size - 1)
     order = np.argsort(cohort[own], kind="stable")     # cohort by cohort, population order within
-    bounds = np.searchsorted(cohort[own][order], np.arange(n_cohorts + 1)).tolist()
-    apart = tuple(own[order[a:b]] for a, b in itertools.pairwise(bounds))
-    starts = tuple(start[order[a:b]] for a, b in itertools.pairwise(bounds))
+    bounds = np.searchsorted(cohort[own][order], np.arange(n_cohorts + 1))
+    apart = tuple(own[order[a:b]] for a, b in itertools.pairwise(bounds.tolist()))
+    starts = tuple(start[order[a:b]] for a, b in itertools.pairwise(bounds.tolist()))
+    n_apart = np.diff(bounds)
+    rank = np.zeros(pop.size, dtype=np.int64)           # an organisation's column in its cohort
+    rank[own[order]] = np.arange(own.size) - np.repeat(bounds[:-1], n_apart)
     has_rest = np.zeros(n_cohorts, dtype=bool)
     has_rest[cohort[members]] = True
     later = np.zeros(n_cohorts, dtype=bool)            # a member of its own starts after bin 0
     later[cohort[own][start > 0]] = True
-    n_apart = np.diff(bounds)
+    # an organisation's own pieces from its first counted bin on, and those whose whole bins
+    # go to a group (no free-token credit to draw there)
+    lo = edges[start[np.searchsorted(own, pieces.org)]]
+    keep = pieces.t1 > lo
+    org, t0, t1, fate = pieces.org[keep], np.maximum(pieces.t0, lo)[keep], pieces.t1[keep], pieces.fate[keep]
+    first_bin, last_bin, head, tail = _span(t0, t1, edges)
+    full_first, full_last = first_bin + head, last_bin - tail
+    migrated = np.array([f.migrated for f in pieces.fates], dtype=bool)
+    merged = (~migrated[fate] | (credit[org] <= 0)) & (full_first <= full_last)
+    n_fates = max(len(pieces.fates), 1)
+    group_key = cohort[org[merged]] * n_fates + fate[merged]
+    keys = np.unique(group_key)
+    group_at = np.searchsorted(keys // n_fates, np.arange(n_cohorts + 1))
+    groups = tuple(keys[a:b] % n_fates for a, b in itertools.pairwise(group_at.tolist()))
+    n_groups = np.diff(group_at)
+    # per cohort: (column, first bin, last bin, group) of each merged piece
+    rows_m = np.column_stack([cohort[org[merged]], rank[org[merged]], full_first[merged],
+                              full_last[merged],
+                              np.searchsorted(keys, group_key) - group_at[cohort[org[merged]]]])
+    rows_m = rows_m[np.argsort(rows_m[:, 0], kind="stable")]
+    merge_at = np.searchsorted(rows_m[:, 0], np.arange(n_cohorts + 1))
+    merge = tuple(rows_m[a:b, 1:] for a, b in itertools.pairwise(merge_at.tolist()))
     cohorts = np.concatenate([np.flatnonzero(n_apart > 0), np.flatnonzero(n_apart == 0)])
-    sizes = (n_apart + (has_rest | later))[cohorts]
+    sizes = (n_apart + n_groups + (has_rest | later))[cohorts]
     first = np.concatenate([[0], np.cumsum(sizes)])
     unit_cohort = np.repeat(cohorts, sizes)
     column = np.arange(first[-1]) - np.repeat(first[:-1], sizes)
-    # the organisation each unit takes its region, segment and model from (the rest: a member's)
+    # the organisation each unit takes its region, segment and model from (else: a member's)
     lead = np.empty(first[-1], dtype=np.int64)
     unit_of_org = np.full(pop.size, -1, dtype=np.int64)
     first_member = np.zeros(n_cohorts, dtype=np.int64)
@@ -199,27 +237,28 @@ def units(pop: Population, cohort: np.ndarray, pieces: Pieces, credit: np.ndarra
     first_member[found] = members[at]
     tables = []
     for i, c in enumerate(cohorts.tolist()):
-        a, k = int(first[i]), apart[c].size
+        a, k, g = int(first[i]), apart[c].size, int(n_groups[c])
         lead[a : a + k] = apart[c]
         unit_of_org[apart[c]] = np.arange(a, a + k)
+        if g:
+            lead[a + k : a + k + g] = apart[c][0]
+            tables.append(np.column_stack([np.arange(a + k, a + k + g), np.zeros(g),
+                                           np.full(g, edges[-1]), groups[c], np.zeros(g)]))
         if has_rest[c] or later[c]:
-            lead[a + k], table = _rest_pieces(pieces, int(first_member[c]) if has_rest[c] else None,
-                                              apart[c], starts[c], edges)
-            tables.append(np.column_stack([np.full(len(table), a + k), table]))
-    # an organisation's own pieces from its first counted bin on
-    lo = edges[start[np.searchsorted(own, pieces.org)]]
-    keep = pieces.t1 > lo
-    rows = np.concatenate([np.column_stack([unit_of_org[pieces.org][keep],
-                                            np.maximum(pieces.t0, lo)[keep], pieces.t1[keep],
-                                            pieces.fate[keep]]), *tables])
+            lead[a + k + g], table = _rest_pieces(pieces, int(first_member[c]) if has_rest[c] else None,
+                                                  apart[c], starts[c], edges)
+            tables.append(np.column_stack([np.full(len(table), a + k + g), table,
+                                           np.zeros(len(table))]))
+    rows = np.concatenate([np.column_stack([unit_of_org[org], t0, t1, fate, merged]), *tables])
     rows = rows[np.argsort(rows[:, 0], kind="stable")]   # (unit, time) order
     counted_apart = column < n_apart[unit_cohort]
     return Units(cohort=unit_cohort, column=column, region=pop.region[lead],
                  segment=pop.segment[lead], model=pop.model[lead],
                  credit=np.where(counted_apart, credit[lead], 0).astype(credit.dtype),
-                 cohorts=cohorts, first=first, apart=apart, start=starts, has_rest=has_rest,
-                 piece_unit=rows[:, 0].astype(np.int64), t0=rows[:, 1], t1=rows[:, 2],
-                 fate=rows[:, 3].astype(np.int64))
+                 cohorts=cohorts, first=first, apart=apart, start=starts, groups=groups,
+                 merge=merge, has_rest=has_rest, piece_unit=rows[:, 0].astype(np.int64),
+                 t0=rows[:, 1], t1=rows[:, 2], fate=rows[:, 3].astype(np.int64),
+                 merged=rows[:, 4] > 0)
 
 
 def _rest_pieces(pieces: Pieces, member: int | None, apart: np.ndarray, start: np.ndarray,
@@ -238,26 +277,41 @@ def _rest_pieces(pieces: Pieces, member: int | None, apart: np.ndarray, start: n
 
 def cohort_split(pop: Population, draws: Draws, u: Units, c: int) -> np.ndarray:
     """(bin, column) requests of cohort ``c``'s units: its organisations counted apart (each from
-    its first counted bin on), then its rest; a multinomial split of the cohort's count by rate,
-    from the cohort's own stream (given the total, Poisson counts are multinomial in the rates:
-    exact in law; a merged group's count is the sum of its members')."""
-    orgs, start = u.apart[c], u.start[c]
+    its first counted bin on, outside its group's bins), its groups, then its rest; a multinomial
+    split of the cohort's count by rate, from the cohort's own stream (given the total, Poisson
+    counts are multinomial in the rates: exact in law; a merged group's count is the sum of its
+    members')."""
+    orgs, start, merge = u.apart[c], u.start[c], u.merge[c]
     if orgs.size == 0:
         return draws.n[c][:, None]
+    nb, k, g = draws.n.shape[1], orgs.size, u.groups[c].size
     rates = pop.rate[orgs]
-    apart = np.arange(draws.n.shape[1])[:, None] >= start   # (bin, member): counted apart
-    mine = np.where(apart, rates, 0.0)
-    rest = ((max(draws.rate[c] - rates.sum(), 0.0) if u.has_rest[c] else 0.0)
-            + np.where(apart, 0.0, rates).sum(axis=1))
-    pvals = np.column_stack([mine, rest])
-    pvals /= pvals.sum(axis=1, keepdims=True)
-    counts = np.random.default_rng(draws.split_seeds[c]).multinomial(draws.n[c], pvals)
+    apart = np.arange(nb)[:, None] >= start             # (bin, member): counted apart
+    pvals = np.zeros((nb, k + g + 1))
+    mine = pvals[:, :k]
+    np.multiply(apart, rates, out=mine)
+    if merge.size:
+        # a member's group, bin by bin (-1: none), from the bin ranges of its merged pieces
+        step = np.zeros((nb + 1, k), dtype=np.int64)
+        np.add.at(step, (merge[:, 1], merge[:, 0]), merge[:, 3] + 1)
+        np.add.at(step, (merge[:, 2] + 1, merge[:, 0]), -(merge[:, 3] + 1))
+        group = np.cumsum(step[:-1], axis=0) - 1
+        b, j = np.nonzero(group >= 0)
+        pvals[:, k : k + g] = np.bincount(b * g + group[b, j], weights=rates[j],
+                                          minlength=nb * g).reshape(nb, g)
+        mine[b, j] = 0.0
+    rest = pvals[:, -1]
+    rest[:] = np.where(apart, 0.0, rates).sum(axis=1)
+    if u.has_rest[c]:
+        rest += max(draws.rate[c] - rates.sum(), 0.0)
+    probs = pvals / pvals.sum(axis=1, keepdims=True)
+    counts = np.random.default_rng(draws.split_seeds[c]).multinomial(draws.n[c], probs)
     # the last category takes what the binomial chain leaves; where the rest has no rate,
     # rounding in the chain's conditional probabilities may leave it a request (chance
-    # ~1e-11 per request): it belongs to the members counted apart, so the largest takes it
+    # ~1e-11 per request): it belongs to the others, so the largest takes it
     stray = np.flatnonzero((rest == 0.0) & (counts[:, -1] > 0))
     if stray.size:
-        counts[stray, np.argmax(mine[stray], axis=1)] += counts[stray, -1]
+        counts[stray, np.argmax(pvals[stray, :-1], axis=1)] += counts[stray, -1]
         counts[stray, -1] = 0
     return counts
 
@@ -348,6 +402,8 @@ class _Deal:
         u, edges = self.u, self.edges
         t0, t1, unit, fate = u.t0[rows], u.t1[rows], u.piece_unit[rows], u.fate[rows]
         piece, bins, cut = _expand(t0, t1, edges)
+        live = cut | ~u.merged[rows][piece]        # a merged piece's whole bins are its group's
+        piece, bins, cut = piece[live], bins[live], np.flatnonzero(cut[live])
         n, tin, tout = _drawn(self.draws, src, src.slot[unit][piece] + bins * src.stride,
                               (u.cohort[unit] * self.draws.n.shape[1])[piece] + bins)
         if cut.size:
@@ -400,22 +456,32 @@ def _compact(key: np.ndarray, *values: np.ndarray) -> tuple[np.ndarray, ...]:
                     for v in values))
 
 
-def _expand(t0: np.ndarray, t1: np.ndarray,
-            edges: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(piece, bin) for every bin each piece overlaps, in (unit, time) order, and the pairs whose
-    bin the piece covers only in part (sorted; only a piece's first and last bin can be such)."""
+def _span(t0: np.ndarray, t1: np.ndarray,
+          edges: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per piece: its first and last bin, and whether it covers each of them only in part (only a
+    piece's first and last bin can be so)."""
     first = np.searchsorted(edges, t0, side="right") - 1
     last = np.searchsorted(edges, t1, side="left") - 1
     first = np.clip(first, 0, edges.size - 2)
     last = np.clip(np.maximum(last, first), 0, edges.size - 2)
+    head = (t0 > edges[first]) | (t1 < edges[first + 1])
+    tail = (t0 > edges[last]) | (t1 < edges[last + 1])
+    return first, last, head, tail
+
+
+def _expand(t0: np.ndarray, t1: np.ndarray,
+            edges: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(piece, bin) for every bin each piece overlaps, in (unit, time) order, and whether the
+    piece covers the pair's bin only in part."""
+    first, last, head, tail = _span(t0, t1, edges)
     counts = last - first + 1
     ends = np.cumsum(counts)
     piece = np.repeat(np.arange(t0.size), counts)
     bins = np.arange(piece.size) - (ends - counts - first)[piece]
     cut = np.zeros(piece.size, dtype=bool)
-    cut[(ends - counts)[(t0 > edges[first]) | (t1 < edges[first + 1])]] = True
-    cut[(ends - 1)[(t0 > edges[last]) | (t1 < edges[last + 1])]] = True
-    return piece, bins, np.flatnonzero(cut)
+    cut[(ends - counts)[head]] = True
+    cut[(ends - 1)[tail]] = True
+    return piece, bins, cut
 
 
 def _deal(unit: np.ndarray, bins: np.ndarray, weight: np.ndarray, cut: np.ndarray,
