@@ -213,7 +213,7 @@ def units(pop: Population, cohort: np.ndarray, pieces: Pieces, credit: np.ndarra
     merged = (~migrated[fate] | (credit[org] <= 0)) & (full_first <= full_last)
     n_fates = max(len(pieces.fates), 1)
     group_key = cohort[org[merged]] * n_fates + fate[merged]
-    keys = np.unique(group_key)
+    keys = np.flatnonzero(np.bincount(group_key, minlength=n_cohorts * n_fates))
     group_at = np.searchsorted(keys // n_fates, np.arange(n_cohorts + 1))
     groups = tuple(keys[a:b] % n_fates for a, b in itertools.pairwise(group_at.tolist()))
     n_groups = np.diff(group_at)
@@ -286,22 +286,22 @@ def cohort_split(pop: Population, draws: Draws, u: Units, c: int) -> np.ndarray:
         return draws.n[c][:, None]
     nb, k, g = draws.n.shape[1], orgs.size, u.groups[c].size
     rates = pop.rate[orgs]
-    apart = np.arange(nb)[:, None] >= start             # (bin, member): counted apart
     pvals = np.zeros((nb, k + g + 1))
     mine = pvals[:, :k]
-    np.multiply(apart, rates, out=mine)
+    np.multiply(np.arange(nb)[:, None] >= start, rates, out=mine)
     if merge.size:
-        # a member's group, bin by bin (-1: none), from the bin ranges of its merged pieces
-        step = np.zeros((nb + 1, k), dtype=np.int64)
-        np.add.at(step, (merge[:, 1], merge[:, 0]), merge[:, 3] + 1)
-        np.add.at(step, (merge[:, 2] + 1, merge[:, 0]), -(merge[:, 3] + 1))
-        group = np.cumsum(step[:-1], axis=0) - 1
-        b, j = np.nonzero(group >= 0)
-        pvals[:, k : k + g] = np.bincount(b * g + group[b, j], weights=rates[j],
-                                          minlength=nb * g).reshape(nb, g)
+        # each merged piece's bins go to its group (exact sums of rates, no cancellation)
+        length = merge[:, 2] - merge[:, 1] + 1
+        j = np.repeat(merge[:, 0], length)
+        b = np.arange(j.size) - np.repeat(np.cumsum(length) - length - merge[:, 1], length)
+        pvals[:, k : k + g] = np.bincount(b * g + np.repeat(merge[:, 3], length),
+                                          weights=rates[j], minlength=nb * g).reshape(nb, g)
         mine[b, j] = 0.0
+    # the rest has the rate of those not counted apart yet: suffix sums by first counted bin
+    # (exactly 0.0 from the last first bin on)
     rest = pvals[:, -1]
-    rest[:] = np.where(apart, 0.0, rates).sum(axis=1)
+    later = np.bincount(start, weights=rates, minlength=nb + 1)[::-1].cumsum()[::-1]
+    rest[:] = later[1 : nb + 1]
     if u.has_rest[c]:
         rest += max(draws.rate[c] - rates.sum(), 0.0)
     probs = pvals / pvals.sum(axis=1, keepdims=True)
@@ -416,7 +416,8 @@ class _Deal:
         kept = piece[keep]
         n, tin, tout = n[keep], tin[keep], tout[keep]
         # in (unit, time) order; the pairs left out have no tokens, so they would draw nothing
-        free_in, free_out = _free_tokens(self.migrated, fate[kept], unit[kept], tin, tout, u.credit)
+        credited = self.migrated[fate] & (u.credit[unit] > 0)
+        free_in, free_out = _credit_paid(credited[kept], unit[kept], tin, tout, u.credit)
         _, r, g, m, f = self.dims
         cell = ((u.region[unit] * g + u.segment[unit]) * m + u.model[unit]) * f + fate
         key = bins[keep] * (r * g * m * f) + cell[kept]
@@ -520,10 +521,15 @@ def _free_tokens(migrated: np.ndarray, fate: np.ndarray, org: np.ndarray, tin: n
                  tout: np.ndarray, credit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Free tokens used: a migrated organisation's credit pays for its first tokens at the provider
     (the ledger contract's draw, :func:`scenarios.ledger.credit_draws`, in (unit, time) order)."""
+    return _credit_paid(migrated[fate] & (credit[org] > 0), org, tin, tout, credit)
+
+
+def _credit_paid(credited: np.ndarray, org: np.ndarray, tin: np.ndarray, tout: np.ndarray,
+                 credit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_free_tokens` of the amounts ``credited`` (of a migrated organisation with credit)."""
     free_in = np.zeros_like(tin)
     free_out = np.zeros_like(tout)
-    idx = np.flatnonzero(credit[org] > 0)
-    idx = idx[migrated[fate[idx]]]
+    idx = np.flatnonzero(credited)
     if idx.size == 0:
         return free_in, free_out
     free_in[idx], free_out[idx] = credit_draws(org[idx], tin[idx], tout[idx], credit)
