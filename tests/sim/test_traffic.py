@@ -205,7 +205,7 @@ def test_split_conserves_every_cohort_draw_in_the_cells(small_setup: Setup) -> N
         tl = simulate_agents(s, policy, pop, 11)
         pieces = build_pieces(s, policy, pop, tl.changes)
         assert any(f.action == NONE for f in pieces.fates)
-        sending = replace(pieces, fates=tuple(replace(f, action=ALLOW) if f.action == NONE else f
+        sending = replace(pieces, fates=tuple(f._replace(action=ALLOW) if f.action == NONE else f
                                              for f in pieces.fates))
         draws = draw(s, pop, setup.profile, edges, seq)
         u = units(pop, draws.cohort, sending, tl.credit, edges)
