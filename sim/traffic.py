@@ -36,6 +36,8 @@ SMALL_COUNT = 30
 CHUNK_UNITS = 512
 #: Up to this many possible cells, :func:`split` sums into one slot per cell (no key sorting).
 DENSE_CELLS = 1 << 21
+#: Integers below this are exact in floats: :func:`split` sums cells in floats when every sum is.
+FLOAT_EXACT = 1 << 53
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,7 +373,8 @@ def split(s: Scenario, pop: Population, profile: Profile, edges: np.ndarray, dra
         return _aggregate(dims, [_compact(*chunk) for chunk in chunks])
     # every possible cell has a slot: sums in place, no sorting of keys; in floats when every sum
     # stays below 2**53 (exact then), as NumPy's add.at is many times faster on floats than on ints
-    exact = max(int(draws.n.sum()), int(draws.tokens_in.sum()), int(draws.tokens_out.sum())) < 2**53
+    exact = max(int(draws.n.sum()), int(draws.tokens_in.sum()),
+                int(draws.tokens_out.sum())) < FLOAT_EXACT
     acc = np.zeros((5, size), dtype=float if exact else np.int64)
     for key, *values in chunks:
         for row, v in enumerate(values):

@@ -7,13 +7,15 @@ import math
 from dataclasses import replace
 
 import numpy as np
+import pytest
 
 from scenarios.loader import load
 from scenarios.policy import Policy
+from sim import traffic
 from sim.model import simulate_agents
 from sim.pieces import ALLOW, NONE, Pieces, build_pieces
 from sim.replication import Setup
-from sim.traffic import Draws, Units, cohort_split, draw, split, unit_draws, units
+from sim.traffic import Cells, Draws, Units, cohort_split, draw, split, unit_draws, units
 
 
 def _units(setup: Setup, seed: int) -> tuple[Draws, Pieces, Units]:
@@ -226,3 +228,26 @@ def test_split_conserves_every_cohort_draw_in_the_cells(small_setup: Setup) -> N
         assert (cells.free_in >= 0).all() and (cells.free_out >= 0).all()
         assert 0 < int(cells.free_in.sum() + cells.free_out.sum()) <= int(tl.credit.sum())
         assert (cells.free_in <= cells.tokens_in).all() and (cells.free_out <= cells.tokens_out).all()
+
+
+def test_every_way_of_summing_the_cells_gives_the_same_cells(
+        small_setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dense float sums (exact below 2**53), dense integer sums and sorted sparse sums agree
+    exactly, field by field."""
+    s, pop, edges = small_setup.s, small_setup.pop, small_setup.edges
+    policy = Policy(s)
+    tl = simulate_agents(s, policy, pop, 13)
+    pieces = build_pieces(s, policy, pop, tl.changes)
+    draws = draw(s, pop, small_setup.profile, edges, np.random.SeedSequence(13).spawn(1)[0])
+    args = (s, pop, small_setup.profile, edges, draws, pieces, tl.credit)
+    floats = split(*args)
+    monkeypatch.setattr(traffic, "FLOAT_EXACT", 0)
+    ints = split(*args)
+    monkeypatch.setattr(traffic, "DENSE_CELLS", 0)
+    sparse = split(*args)
+    assert floats.n.size > 1000 and floats.free_in.sum() > 0
+    for field in Cells.__slots__:
+        want = getattr(floats, field)
+        for other in (ints, sparse):
+            got = getattr(other, field)
+            assert got.dtype == want.dtype and np.array_equal(got, want), field
