@@ -6,10 +6,13 @@ organisations of one region, segment and model) and bin, with their token sums, 
 streams (:func:`draw`); the policy run and its no-block baseline share these draws exactly
 (common random numbers), so the impact is a difference of two runs over identical demand.
 
-:func:`units` gives each organisation that changed state its own count, split from its
-cohort's count binomially by rate (given the total, Poisson counts are multinomial in the
-rates: exact in law). :func:`split` deals every count over the pieces it overlaps and aggregates
-the result into *cells* keyed by (bin, region, segment, model, fate). Token sums of n requests:
+:func:`units` gives each organisation that changed state its own count in the bins where it
+needs one (:func:`cohort_split`: a multinomial split of its cohort's count by rate — given the
+total, Poisson counts are multinomial in the rates: exact in law); in a whole bin of one fate
+with no free-token credit to draw, it is counted with the others of its cohort in that fate (a
+*group*: a merged group's count is multinomial in the summed rates, exact in law too).
+:func:`split` deals every count over the pieces it overlaps and aggregates the result into
+*cells* keyed by (bin, region, segment, model, fate). Token sums of n requests:
 a gamma with the sum's mean n·m and variance n·v when n ≤ ``SMALL_COUNT`` (exact for exponential
 token counts), the normal limit above; a unit's tokens are its exact integer share of its
 cohort's tokens by request count.
