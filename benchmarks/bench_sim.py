@@ -13,13 +13,22 @@
 3. **How run time grows**: one replication at scale 0.25 / 0.5 / 1.0 (full window), and at scale
    1.0 over windows of 30 / 60 / 122 days.
 4. (``--pool N``) N replications with ``--jobs 2``, written to a run directory like ``simulate`` does.
+5. (``--instructions SCALE``) user-space instructions of one replication at ``SCALE`` counted by
+   valgrind's callgrind (``PYTHONHASHSEED=0``; the process run with the replication minus the same
+   process that only sets up): deterministic to ~0.1 %, unlike seconds on a shared machine — the
+   way a change's effect is measured. With ``--baseline-tree DIR`` also that tree's, and the ratio.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
+import re
 import resource
+import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Generator
@@ -167,6 +176,49 @@ def bench_pool(replications: int, jobs: int, simpy_s: float | None = None) -> No
         print(f"  target ≤ {POOL_TARGET_S:.0f} s: {'met' if seconds <= POOL_TARGET_S else 'NOT met'}")
 
 
+#: What the instruction count runs: the setup always, the replication when asked ("1").
+_COUNTED = """
+import sys
+import numpy as np
+from scenarios.loader import load
+from sim.replication import Setup, run_replication
+setup = Setup.of(load("openai-2024-cn-hk").scenario, 0, float(sys.argv[1]))
+if sys.argv[2] == "1":
+    run_replication(setup, 0, np.random.SeedSequence(0).spawn(1)[0])
+"""
+
+
+def instructions(tree: Path, scale: float, valgrind: str) -> int:
+    """User-space instructions of one replication (with its baseline) of the code in ``tree``."""
+    counts = []
+    for mode in ("0", "1"):
+        with tempfile.TemporaryDirectory() as tmp:
+            proc = subprocess.run(
+                [valgrind, "--tool=callgrind", f"--callgrind-out-file={tmp}/out", sys.executable,
+                 "-c", _COUNTED, str(scale), mode],
+                cwd=tree, env={**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": str(tree)},
+                capture_output=True, text=True, check=False)
+        found = re.search(r"Collected : (\d+)", proc.stderr)
+        if proc.returncode != 0 or found is None:
+            raise SystemExit(f"callgrind failed in {tree}: {proc.stderr.strip()[-500:]}")
+        counts.append(int(found.group(1)))
+    return counts[1] - counts[0]
+
+
+def bench_instructions(scale: float, baseline: Path | None) -> None:
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        raise SystemExit("--instructions needs valgrind (Debian: apt-get install valgrind)")
+    here = Path(__file__).resolve().parent.parent
+    mine = instructions(here, scale, valgrind)
+    print(f"one replication at scale {scale:g} (with its baseline), callgrind: {mine / 1e6:,.1f} M "
+          f"instructions ({here})")
+    if baseline is not None:
+        theirs = instructions(baseline.resolve(), scale, valgrind)
+        print(f"  baseline tree {baseline}: {theirs / 1e6:,.1f} M instructions; "
+              f"ratio {mine / theirs:.3f}")
+
+
 def _children_cpu() -> float:
     """User + system CPU seconds of this process's finished children (the pool's workers)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -186,7 +238,20 @@ def main() -> None:
                         help="also time N replications with --jobs (default: skip)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--no-scaling", action="store_true")
+    parser.add_argument("--instructions", type=float, default=None, metavar="SCALE",
+                        help="only count one replication's instructions at SCALE under callgrind")
+    parser.add_argument("--baseline-tree", type=Path, default=None, metavar="DIR",
+                        help="with --instructions: also count the code in DIR (a git archive)")
     args = parser.parse_args()
+    if args.baseline_tree is not None and args.instructions is None:
+        parser.error("--baseline-tree: only with --instructions")
+    if args.baseline_tree is not None and not (args.baseline_tree / "sim").is_dir():
+        parser.error(f"--baseline-tree: {args.baseline_tree} holds no sim/ package")
+    if args.instructions is not None:
+        if not 0.0 < args.instructions <= 1.0:
+            parser.error("--instructions: SCALE must be in (0, 1]")
+        bench_instructions(args.instructions, args.baseline_tree)
+        return
     simpy_s = bench_queueing(args.customers)
     bench_replication(simpy_s)
     if not args.no_scaling:
