@@ -40,7 +40,7 @@ from gateway.metrics import Metrics
 from gateway.pipeline import run_stages
 from gateway.region import RegionResolver
 from gateway.runtime import Runtime
-from gateway.stages import Stage
+from gateway.stages import Stage, bound
 from gateway.stages.admission import Admission
 from gateway.stages.client_address import AddressStage
 from gateway.stages.forward import CHAT_PATH, ForwardStage
@@ -89,6 +89,7 @@ class Gateway:
                                     min_tokens_per_s=config.min_tokens_per_s)
         self.chat_stages = self._chat_stages(geo)
         self.meter = MeterStage(self.ledger, self.metrics, self.credits)
+        self._meter_call = self.meter.__call__  # a bound method: called directly (stages.bound)
         self.routes: dict[tuple[str, str], Route] = {}
         self._register_routes()
         self.ready = False
@@ -101,7 +102,7 @@ class Gateway:
     def _chat_stages(self, geo: Geo) -> list[Stage]:
         """The chat pipeline, in order: the one place where its stages are assembled."""
         config = self.config
-        return [
+        return [bound(stage) for stage in (
             self.admission,
             IdentityStage(insecure_org_keys=config.insecure_org_keys),
             KeyLimits(),
@@ -112,7 +113,7 @@ class Gateway:
             route_stage,
             PolicyStage(self.relays),
             self.forward,
-        ]
+        )]
 
     def _register_routes(self) -> None:
         self.register("POST", CHAT_PATH, self.chat)
@@ -200,7 +201,7 @@ class Gateway:
         rt = self.runtime
         now = rt.clock.scenario_at(req.wall_time)
         ctx = ChatContext(req, writer, rt, now, self._new_meter(req.wall_time, now))
-        return run_stages(self.chat_stages, self.meter, ctx)
+        return run_stages(self.chat_stages, self._meter_call, ctx)
 
     def _new_meter(self, wall_time: float, now: dt.datetime) -> Meter:
         self._ids += 1
@@ -221,14 +222,15 @@ class Gateway:
     def _endpoint_route(self, endpoint: endpoints.Endpoint) -> Route:
         """Another OpenAI endpoint: the chat pipeline's first stages (admission → region), then
         the endpoint's own (``gateway.endpoints.EndpointStage``), then the meter stage."""
-        stages: list[Stage] = [*self.chat_stages[:FRONT_STAGES], endpoints.EndpointStage(self, endpoint)]
+        stages: list[Stage] = [*self.chat_stages[:FRONT_STAGES],
+                               bound(endpoints.EndpointStage(self, endpoint))]
 
         async def route(req: Request, writer: ResponseWriter) -> None:
             rt = self.runtime
             now = rt.clock.scenario_at(req.wall_time)
             meter = self._new_meter(req.wall_time, now)
             meter.endpoint = endpoint.label
-            await run_stages(stages, self.meter, ChatContext(req, writer, rt, now, meter))
+            await run_stages(stages, self._meter_call, ChatContext(req, writer, rt, now, meter))
         return route
 
     def _models(self, req: Request, writer: ResponseWriter) -> None:

@@ -9,17 +9,18 @@ a ``ClientError`` is the client's 4xx, anything else an internal error (500, sti
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from gateway.context import STREAM_BROKEN, ChatContext
 from gateway.errors import ClientError, error_body
 from gateway.stages import Stage
-from gateway.stages.meter import MeterStage
 
 log = logging.getLogger("regionblock.gateway")
 
 
-async def run_stages(stages: Sequence[Stage], meter: MeterStage, ctx: ChatContext) -> None:
+async def run_stages(stages: Sequence[Stage], meter: Callable[[ChatContext], Awaitable[None]],
+                     ctx: ChatContext) -> None:
+    """``stages`` in order, then ``meter`` (the meter stage), whatever they did."""
     try:
         try:
             for stage in stages:

@@ -1,0 +1,70 @@
+"""The hot path's building blocks: the bounded memo, the ledger row, the stages as called."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from gateway.context import Meter
+from gateway.memo import Memo
+from gateway.stages import bound
+from scenarios.ledger import COLUMN_NAMES
+
+
+def test_a_memo_computes_each_key_once_and_empties_when_full() -> None:
+    calls: list[str] = []
+
+    def upper(key: str) -> str:
+        calls.append(key)
+        return key.upper()
+
+    memo = Memo(upper, 2)
+    assert [memo["a"], memo["a"], memo["b"], memo["a"]] == ["A", "A", "B", "A"]
+    assert calls == ["a", "b"]
+    assert memo["c"] == "C"  # full: emptied, then holds the new key only
+    assert dict(memo) == {"c": "C"}
+    assert memo["a"] == "A"
+    assert calls == ["a", "b", "c", "a"]
+
+
+def test_a_memo_stores_nothing_for_a_call_that_raises() -> None:
+    def parse(key: str) -> int:
+        return int(key)
+
+    memo = Memo(parse, 8)
+    with pytest.raises(ValueError, match="invalid literal"):
+        memo["x"]
+    assert dict(memo) == {}
+    with pytest.raises(ValueError, match=r"size \(0\) must be at least 1"):
+        Memo(parse, 0)
+
+
+def test_a_meter_row_is_its_columns_in_the_contract_order() -> None:
+    at = dt.datetime(2024, 7, 10, tzinfo=dt.UTC)
+    meter = Meter("req_1", 1720569600.5, "2024-07-10T00:00:00Z", at)
+    meter.org, meter.asn, meter.status, meter.ttft_ms = "us-startup-000001", 7018, 200, 12.5
+    row = meter.row(3.25)
+    assert row == tuple(getattr(meter, name) for name in COLUMN_NAMES)
+    assert (row[0], row[COLUMN_NAMES.index("total_ms")], len(row)) == ("req_1", 3.25, 26)
+
+
+def test_stages_are_called_as_bound_methods_or_as_the_functions_they_are() -> None:
+    class Stage:
+        def __call__(self, ctx: object) -> None:
+            seen.append((self, ctx))
+
+    class Derived(Stage):
+        pass
+
+    def function_stage(ctx: object) -> None:
+        seen.append((None, ctx))
+
+    seen: list[tuple[object, object]] = []
+    first, second = Stage(), Derived()
+    calls = [bound(first), bound(second), bound(function_stage)]  # type: ignore[arg-type]
+    for call in calls:
+        call(1)  # type: ignore[arg-type]
+    assert seen == [(first, 1), (second, 1), (None, 1)]
+    assert calls[2] is function_stage
+    assert calls[0].__self__ is first  # type: ignore[attr-defined]
