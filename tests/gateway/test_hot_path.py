@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import json
 
 import pytest
 
@@ -10,6 +12,8 @@ from gateway.context import Meter
 from gateway.memo import Memo
 from gateway.stages import bound
 from scenarios.ledger import COLUMN_NAMES
+from tests.gateway.conftest import StartGateway, chat_body
+from tests.gateway.test_hardening import body_of, post, status_of
 
 
 def test_a_memo_computes_each_key_once_and_empties_when_full() -> None:
@@ -68,3 +72,36 @@ def test_stages_are_called_as_bound_methods_or_as_the_functions_they_are() -> No
     assert seen == [(first, 1), (second, 1), (None, 1)]
     assert calls[2] is function_stage
     assert calls[0].__self__ is first  # type: ignore[attr-defined]
+
+
+def _connection_tasks() -> list[asyncio.Task[object]]:
+    return [t for t in asyncio.all_tasks()
+            if getattr(t.get_coro(), "__qualname__", "") == "HttpConnection._serve"]
+
+
+async def test_one_task_serves_a_connection_s_requests_in_order_and_ends_with_it(
+        start_gateway: StartGateway) -> None:
+    gw = await start_gateway()
+    port = int(gw.url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    get = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    writer.write(get + post(json.dumps(chat_body()).encode(), close=False) + get)  # pipelined
+    answers = [await _response(reader) for _ in range(3)]
+    assert [status_of(a) for a in answers] == [200, 200, 200]
+    assert [body_of(a) for a in answers][0::2] == [b'{"status":"ok"}', b'{"status":"ok"}']
+    assert json.loads(body_of(answers[1]))["object"] == "chat.completion"
+    tasks = _connection_tasks()
+    assert len(tasks) == 1  # waiting for this connection's next request
+    writer.write(get)  # keep-alive: the same task takes it
+    assert status_of(await _response(reader)) == 200
+    assert _connection_tasks() == tasks
+    writer.close()
+    await asyncio.wait_for(tasks[0], 5)  # the connection closed: its task ended
+    assert len(gw.rows()) == 1
+
+
+async def _response(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:")))
+    return head + await reader.readexactly(length)
