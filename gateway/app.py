@@ -89,7 +89,6 @@ class Gateway:
                                     min_tokens_per_s=config.min_tokens_per_s)
         self.chat_stages = self._chat_stages(geo)
         self.meter = MeterStage(self.ledger, self.metrics, self.credits)
-        self._meter_call = self.meter.__call__  # a bound method: called directly (stages.bound)
         self.routes: dict[tuple[str, str], Route] = {}
         self._register_routes()
         self.ready = False
@@ -201,7 +200,7 @@ class Gateway:
         rt = self.runtime
         now = rt.clock.scenario_at(req.wall_time)
         ctx = ChatContext(req, writer, rt, now, self._new_meter(req.wall_time, now))
-        return run_stages(self.chat_stages, self._meter_call, ctx)
+        return run_stages(self.chat_stages, self.meter, ctx)
 
     def _new_meter(self, wall_time: float, now: dt.datetime) -> Meter:
         self._ids += 1
@@ -230,7 +229,7 @@ class Gateway:
             now = rt.clock.scenario_at(req.wall_time)
             meter = self._new_meter(req.wall_time, now)
             meter.endpoint = endpoint.label
-            await run_stages(stages, self._meter_call, ChatContext(req, writer, rt, now, meter))
+            await run_stages(stages, self.meter, ChatContext(req, writer, rt, now, meter))
         return route
 
     def _models(self, req: Request, writer: ResponseWriter) -> None:

@@ -72,7 +72,8 @@ def parse_chat(raw: bytes) -> ChatRequest:
         include = bool(options and _optional(options, "include_usage", bool, False,
                                              "stream_options."))
     for name in _POSITIVE:
-        if name in body:
+        value = body.get(name)
+        if value is not None and (type(value) is not int or value < 1):  # (valid: no call)
             _positive_int(body, name)
     for name, low, high, integer in _RANGES:
         if name in body:
