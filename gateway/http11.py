@@ -73,7 +73,7 @@ def encode_head(status: int, headers: list[tuple[str, str]] | tuple[tuple[str, s
         data = block.encode("latin-1")
     except UnicodeEncodeError as exc:
         raise ValueError(f"header value outside Latin-1: {exc}") from None
-    return b"".join((line, _DATES[int(time.time())], data, tail, b"\r\n"))
+    return b"".join((line, _DATES[time.time() // 1], data, tail, b"\r\n"))  # (// 1: no int())
 
 
 def safe_header_value(value: str) -> str:
@@ -86,12 +86,12 @@ def safe_header_value(value: str) -> str:
     return value.encode("utf-8").decode("latin-1")
 
 
-def _date_of(second: int) -> bytes:
+def _date_of(second: float) -> bytes:
     """``Date: ...`` (RFC 9110 section 6.6.1) of a second."""
     return f"date: {email.utils.formatdate(second, usegmt=True)}\r\n".encode()
 
 
-_DATES: Memo[int, bytes] = Memo(_date_of, 4)  # formatted once per second
+_DATES: Memo[float, bytes] = Memo(_date_of, 4)  # formatted once per second
 
 
 # ------------------------------------------------------------------ responses (upstream side)
