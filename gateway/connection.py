@@ -528,9 +528,10 @@ class HttpConnection(asyncio.Protocol):
                 waiter.set_result(None)
 
     async def _serve(self) -> None:
-        """The connection's task: each queued request in turn while ``_next`` marks one running;
-        otherwise it waits for the next, and ends with the connection."""
-        while self._running and not self.closed:
+        """The connection's task: each queued request in turn while ``_next`` marks one running
+        (run even if the client has gone meanwhile, as a task of its own would be: it is still
+        metered); otherwise it waits for the next, and ends with the connection."""
+        while self._running:
             request = self._queue.popleft()
             writer = ResponseWriter(self, http10=request.version == "HTTP/1.0",
                                     head_only=request.method == "HEAD")

@@ -8,7 +8,10 @@ import json
 
 import pytest
 
+from gateway.config import Limits
+from gateway.connection import ConnectionSet, ResponseWriter
 from gateway.context import Meter
+from gateway.http11 import Request
 from gateway.memo import Memo
 from gateway.stages import bound
 from scenarios.ledger import COLUMN_NAMES
@@ -105,3 +108,50 @@ async def _response(reader: asyncio.StreamReader) -> bytes:
     length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
                       if line.lower().startswith(b"content-length:")))
     return head + await reader.readexactly(length)
+
+
+class _Transport:
+    """What HttpConnection uses of a transport, recording what is written."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def get_extra_info(self, name: str) -> object:
+        return ("127.0.0.1", 40000) if name == "peername" else None
+
+    def close(self) -> None:
+        self.closed = True
+
+    def can_write_eof(self) -> bool:
+        return False
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+async def test_a_request_whose_client_left_before_it_started_is_still_handled() -> None:
+    """As with a task per request: a request received is run (and so metered) even when the
+    connection is lost before its task got to it."""
+    handled: list[str] = []
+
+    def handler(request: Request, writer: ResponseWriter) -> None:
+        handled.append(request.path)
+        writer.send(200, [], b"{}")
+
+    connections = ConnectionSet(handler, Limits(), asyncio.get_running_loop())
+    conn = connections.factory()
+    conn.connection_made(_Transport())  # type: ignore[arg-type]
+    conn.data_received(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    conn.connection_lost(None)  # in the same turn of the loop: the task has not run yet
+    tasks = _connection_tasks()
+    assert len(tasks) == 1
+    await asyncio.wait_for(tasks[0], 5)
+    assert handled == ["/healthz"]
+    assert not conn.running
