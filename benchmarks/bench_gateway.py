@@ -49,6 +49,14 @@ and a body of 20,000 one-byte chunks (read 4 KiB at a time) are parsed by httpto
 the gateway uses), h11, and — with ``--baseline-tree`` of a checkout from before httptools — the
 gateway's own former parser, driven as its connection drove it: µs per request and per chunk.
 
+``--callgrind``: instead of the rounds, the user-space instructions per request of the gateway
+(and of ``--baseline-tree``'s), counted by valgrind's callgrind, which, unlike CPU time on a shared
+machine, repeats to within about 1 %: each gateway runs alone under callgrind, pinned like the
+servers, with the upstream and wrk as above; instrumentation is switched on (``callgrind_control``)
+only for one wrk run of ``--duration`` seconds after a warm-up, and the instructions are divided by
+the requests wrk counted. ``--connections 1`` takes the batching (requests per loop turn, rows per
+ledger commit) out of the count; 32 counts them as they come at the maximum under callgrind.
+
 Each check prints PASS or FAIL; the exit status is 0 either way (1 only if the benchmark could not
 run). ``--baseline-tree PATH`` also measures the gateway of another checkout (e.g. an older
 commit) in the same rounds, for before/after figures. Everything listens on 127.0.0.1 and stops
@@ -204,19 +212,19 @@ def realtime_works(priority: int) -> bool:
 
 
 @contextlib.contextmanager
-def process(args: list[str], port: int, cwd: Path = ROOT,
-            cpu: int | None = None) -> Iterator[subprocess.Popen[bytes]]:
+def process(args: list[str], port: int, cwd: Path = ROOT, cpu: int | None = None,
+            deadline_s: float = 30, stop_s: float = 20) -> Iterator[subprocess.Popen[bytes]]:
     # taskset execs the command: the pid is the server's own.
     proc = subprocess.Popen(pinned(args, cpu), cwd=cwd, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     try:
-        wait_port(port, proc)
+        wait_port(port, proc, deadline_s)
         yield proc
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
-                proc.wait(timeout=20)
+                proc.wait(timeout=stop_s)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
@@ -428,6 +436,8 @@ def main() -> int:
     parser.add_argument("--hostile", type=int, default=0, metavar="N",
                         help="also measure the gateway at half load with N connections open that "
                              "sent half a request head and stopped (slowloris)")
+    parser.add_argument("--callgrind", action="store_true",
+                        help="count instructions per request under callgrind instead (see above)")
     parser.add_argument("role", nargs="?", help=argparse.SUPPRESS)
     parser.add_argument("ports", nargs="*", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -447,7 +457,7 @@ def main() -> int:
         return 0
     if min(args.rounds, args.duration, args.connections, args.paced_connections) < 1:
         parser.error("--rounds, --duration and the connection counts must be at least 1")
-    return run_benchmark(args)
+    return run_callgrind(args) if args.callgrind else run_benchmark(args)
 
 
 def gateway_args(port: int, upstream: int, ledger: Path, tree: Path = ROOT) -> list[str]:
@@ -523,6 +533,47 @@ def run_benchmark(args: argparse.Namespace) -> int:
     report_parsers(parsers)
     if hostile:
         report_hostile(servers[0], direct, hostile, args.hostile)
+    return 0
+
+
+def run_callgrind(args: argparse.Namespace) -> int:
+    """Instructions per request of each gateway under callgrind (``--callgrind``)."""
+    wrk_bin = ensure_tool("wrk", "wrk")
+    valgrind = ensure_tool("valgrind", "valgrind")
+    control = shutil.which("callgrind_control")
+    if wrk_bin is None or valgrind is None or control is None:
+        print("wrk or valgrind is missing and apt-get could not install it", file=sys.stderr)
+        return 1
+    me = str(Path(__file__).resolve())
+    pin = not args.no_pin and {0, 1} <= os.sched_getaffinity(0) and shutil.which("taskset")
+    load_cpu, server_cpu = (0, 1) if pin else (None, None)
+    trees = [("gateway", ROOT)]
+    if args.baseline_tree is not None:
+        trees.append(("gateway@baseline", args.baseline_tree.resolve()))
+    with tempfile.TemporaryDirectory() as tmpdir, contextlib.ExitStack() as stack:
+        tmp = Path(tmpdir)
+        wrk = Wrk(wrk_bin, tmp, load_cpu)
+        up = free_port()
+        stack.enter_context(process([sys.executable, me, "upstream", str(up)], up, cpu=load_cpu))
+        for i, (name, tree) in enumerate(trees):
+            out = tmp / f"callgrind.{i}.out"
+            port = free_port()
+            argv = [valgrind, "--tool=callgrind", "--instr-atstart=no",
+                    f"--callgrind-out-file={out}",
+                    *gateway_args(port, up, tmp / f"{name}.sqlite", tree)]
+            # Under callgrind, start-up and the graceful stop (its counts written at exit) are slow.
+            with process(argv, port, cwd=tree, cpu=server_cpu, deadline_s=600, stop_s=300) as gw:
+                server = Server(name, port, [gw.pid], [], [])
+                wrk.run(server, connections=args.connections, seconds=3)  # warm-up, not counted
+                subprocess.run([control, "-i", "on", str(gw.pid)], capture_output=True, check=True)
+                res = wrk.run(server, connections=args.connections, seconds=args.duration)
+                subprocess.run([control, "-i", "off", str(gw.pid)], capture_output=True, check=True)
+            found = re.search(r"^totals: (\d+)", out.read_text(errors="replace"), re.MULTILINE)
+            if found is None:
+                raise RuntimeError(f"no totals in {out}")
+            print(f"{name}: {int(found[1]) / max(res.requests, 1):,.0f} instructions per request "
+                  f"({res.requests} requests, {res.errors} errors, {args.connections} connections, "
+                  f"{args.duration} s under callgrind)")
     return 0
 
 

@@ -40,7 +40,7 @@ from gateway.metrics import Metrics
 from gateway.pipeline import run_stages
 from gateway.region import RegionResolver
 from gateway.runtime import Runtime
-from gateway.stages import Stage
+from gateway.stages import Stage, bound
 from gateway.stages.admission import Admission
 from gateway.stages.client_address import AddressStage
 from gateway.stages.forward import CHAT_PATH, ForwardStage
@@ -101,7 +101,7 @@ class Gateway:
     def _chat_stages(self, geo: Geo) -> list[Stage]:
         """The chat pipeline, in order: the one place where its stages are assembled."""
         config = self.config
-        return [
+        return [bound(stage) for stage in (
             self.admission,
             IdentityStage(insecure_org_keys=config.insecure_org_keys),
             KeyLimits(),
@@ -112,7 +112,7 @@ class Gateway:
             route_stage,
             PolicyStage(self.relays),
             self.forward,
-        ]
+        )]
 
     def _register_routes(self) -> None:
         self.register("POST", CHAT_PATH, self.chat)
@@ -221,7 +221,8 @@ class Gateway:
     def _endpoint_route(self, endpoint: endpoints.Endpoint) -> Route:
         """Another OpenAI endpoint: the chat pipeline's first stages (admission → region), then
         the endpoint's own (``gateway.endpoints.EndpointStage``), then the meter stage."""
-        stages: list[Stage] = [*self.chat_stages[:FRONT_STAGES], endpoints.EndpointStage(self, endpoint)]
+        stages: list[Stage] = [*self.chat_stages[:FRONT_STAGES],
+                               bound(endpoints.EndpointStage(self, endpoint))]
 
         async def route(req: Request, writer: ResponseWriter) -> None:
             rt = self.runtime

@@ -15,6 +15,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from gateway.config import Network
+from gateway.memo import Memo
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,14 +34,17 @@ class AddressResolver:
         self._trusted = trusted
         self.is_trusted = functools.lru_cache(maxsize=4096)(self._is_trusted)
         self._normalise = functools.lru_cache(maxsize=65536)(_normalise)
-        self._resolved = functools.lru_cache(maxsize=65536)(self._resolve)
+        self._resolved: Memo[tuple[str, str | None], ClientAddress] = Memo(self._resolve_pair, 65536)
 
     def resolve(self, peer: str, forwarded_for: str | None) -> ClientAddress:
         # Clients repeat the same (peer, X-Forwarded-For) pair: remembered when short (the bound
         # on the cache's memory), walked each time when long.
         if forwarded_for is None or len(forwarded_for) <= _CACHED_FORWARDED_FOR:
-            return self._resolved(peer, forwarded_for)
+            return self._resolved[peer, forwarded_for]
         return self._resolve(peer, forwarded_for)
+
+    def _resolve_pair(self, pair: tuple[str, str | None]) -> ClientAddress:
+        return self._resolve(*pair)
 
     def _resolve(self, peer: str, forwarded_for: str | None) -> ClientAddress:
         peer_ip = self._normalise(peer) or peer

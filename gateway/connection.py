@@ -224,6 +224,11 @@ class HttpConnection(asyncio.Protocol):
         self._error: ClientError | None = None  # a parse error, answered after queued requests
         self._read_paused = False
         self._running = False
+        # The connection's one task runs its requests one after the other; between requests it
+        # waits on ``_waiter`` (a task per request costs more: its creation, registration, and
+        # a coroutine for each).
+        self._task: asyncio.Task[None] | None = None
+        self._waiter: asyncio.Future[None] | None = None
         self._lingering = False
         self._eof = False  # the client half-closed its side
         # The message being parsed.
@@ -270,6 +275,7 @@ class HttpConnection(asyncio.Protocol):
         self.closed = True
         self.owner.connections.discard(self)
         self._wake_drain()
+        self._wake_task()  # it ends: no request can come any more
 
     def data_received(self, data: bytes) -> None:
         if self._error is not None or self.closed:
@@ -505,31 +511,50 @@ class HttpConnection(asyncio.Protocol):
         if self._running or self.closed:
             return
         if self._queue:
-            request = self._queue.popleft()
-            self._running = True
-            self.loop.create_task(self._run(request))
+            self._running = True  # the task takes the request: now, or when it resumes
+            if self._waiter is not None:
+                self._wake_task()
+            elif self._task is None:
+                self._task = self.loop.create_task(self._serve())
+            # else: the task itself is finishing a request (in _after_response) and goes on
         elif self._error is not None:
             self._refuse(self._error)
 
-    async def _run(self, request: Request) -> None:
-        writer = ResponseWriter(self, http10=request.version == "HTTP/1.0",
-                                head_only=request.method == "HEAD")
-        self.keep_alive = request.keep_alive and not self.owner.closing
-        try:
-            pending = self.owner.handler(request, writer)
-            if pending is not None:
-                await pending
-        except ClientGone:
-            pass
-        except Exception:  # the last line of defence: never a traceback to the client
-            log.exception("unhandled error on %s %s", request.method, request.path)
-            if not writer.started:
-                writer.send(500, [_JSON], error_body("internal error", type_="server_error",
-                                                     code="internal_error"))
-        if not writer.finished:
-            self.keep_alive = False  # a half-written response cannot be followed by another
-        self._running = False
-        self._after_response()
+    def _wake_task(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _serve(self) -> None:
+        """The connection's task: each queued request in turn while ``_next`` marks one running
+        (run even if the client has gone meanwhile, as a task of its own would be: it is still
+        metered); otherwise it waits for the next, and ends with the connection."""
+        while self._running:
+            request = self._queue.popleft()
+            writer = ResponseWriter(self, http10=request.version == "HTTP/1.0",
+                                    head_only=request.method == "HEAD")
+            self.keep_alive = request.keep_alive and not self.owner.closing
+            try:
+                pending = self.owner.handler(request, writer)
+                if pending is not None:
+                    await pending
+            except ClientGone:
+                pass
+            except Exception:  # the last line of defence: never a traceback to the client
+                log.exception("unhandled error on %s %s", request.method, request.path)
+                if not writer.started:
+                    writer.send(500, [_JSON], error_body("internal error", type_="server_error",
+                                                         code="internal_error"))
+            if not writer.finished:
+                self.keep_alive = False  # a half-written response cannot be followed by another
+            self._running = False
+            self._after_response()  # may mark the next queued request running (_next)
+            if not self._running and not self.closed:
+                self._waiter = self.loop.create_future()
+                await self._waiter
+        self._task = None
 
     def _after_response(self) -> None:
         if not self.keep_alive or self.closed:

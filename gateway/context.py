@@ -9,10 +9,9 @@ forward stage as it arrives; the meter stage records the row, then ends the stre
 from __future__ import annotations
 
 import datetime as dt
-import operator
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from gateway.client_address import ClientAddress
 from gateway.connection import ResponseWriter
@@ -68,7 +67,17 @@ class Meter:
         return _ROW_OF(self)
 
 
-_ROW_OF = operator.attrgetter(*COLUMN_NAMES)
+def _tuple_of(names: tuple[str, ...]) -> Callable[[Meter], tuple[Any, ...]]:
+    """``lambda m: (m.name1, m.name2, ...)`` for ``names``, compiled: each attribute load then
+    specialises to a slot read (operator.attrgetter looks every name up generically, about ten
+    times the cost for a row's 26 columns)."""
+    assert all(name.isidentifier() for name in names)
+    namespace: dict[str, Any] = {}
+    exec(f"def row_of(m):\n    return ({', '.join(f'm.{name}' for name in names)},)\n", namespace)
+    return cast(Callable[[Meter], tuple[Any, ...]], namespace["row_of"])
+
+
+_ROW_OF = _tuple_of(COLUMN_NAMES)
 
 
 @dataclass(slots=True)

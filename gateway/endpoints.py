@@ -213,7 +213,7 @@ def parse(raw: bytes, endpoint: Endpoint) -> Parsed:
 def _upstream_body(raw: bytes, parsed: Parsed, target: Target, endpoint: Endpoint) -> bytes:
     """As received, unless the model changed (failover) or a chat-style stream needs its usage."""
     needs_usage = parsed.stream and endpoint.stream_end == "done" and not parsed.include_usage
-    if not needs_usage and target.model.name == parsed.model:
+    if not needs_usage and target.model_name == parsed.model:
         return raw
     body = dict(parsed.body)
     body["model"] = target.model.name
@@ -283,7 +283,7 @@ class EndpointCall:
 
 def _decide(gw: Gateway, rt: Runtime, now: dt.datetime, target: Target, who: Identity,
               where: ClientRegion) -> Decision:
-    return decide(rt.policy, gw.relays, now, target.provider.name, who, where)
+    return decide(rt.policy, gw.relays, now, target.provider_name, who, where)
 
 
 def _failover(gw: Gateway, rt: Runtime, now: dt.datetime, origin: Target, when: str,

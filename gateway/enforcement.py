@@ -9,11 +9,11 @@ exactly as the simulator does. ``relay_since`` lives in a bounded LRU map (oldes
 from __future__ import annotations
 
 import datetime as dt
-import functools
 from collections import OrderedDict
 from collections.abc import Sequence
 
 from gateway.identity import Identity
+from gateway.memo import Memo
 from gateway.region import ClientRegion
 from gateway.routing import Target
 from scenarios.failover import first_admitting
@@ -50,14 +50,25 @@ def policy_request(relays: RelayMemory, now: dt.datetime, provider: str, who: Id
     """What the policy may know of ``who`` calling ``provider`` from ``where`` at ``now``."""
     if where.hosting and who.org:
         return _request(provider, who, where, relays.seen(who.org, now))
-    return _steady_request(provider, who, where)
+    # Keyed by the fields the request is made of (strings, whose hashes Python caches), not by
+    # the Identity and ClientRegion themselves: hashing those runs their dataclass __hash__.
+    return _STEADY_REQUESTS[provider, where.country, who.org, who.segment, who.home_region,
+                            where.hosting, where.asn, who.key]
 
 
-@functools.lru_cache(maxsize=65536)
-def _steady_request(provider: str, who: Identity, where: ClientRegion) -> PolicyRequest:
+_SteadyKey = tuple[str, str, str, str, str, bool, int | None, str]
+
+
+def _steady_request(fields: _SteadyKey) -> PolicyRequest:
     """The request of a client that is not relaying: the same for every request of the pair
     (a PolicyRequest costs a few microseconds to build; most requests repeat one)."""
-    return _request(provider, who, where, None)
+    provider, country, org, segment, home_country, hosting, asn, key = fields
+    return PolicyRequest(provider=provider, country=country, org=org, segment=segment,
+                         home_country=home_country, hosting=hosting, asn=asn, relay_since=None,
+                         key=key)
+
+
+_STEADY_REQUESTS: Memo[_SteadyKey, PolicyRequest] = Memo(_steady_request, 65536)
 
 
 def _request(provider: str, who: Identity, where: ClientRegion,

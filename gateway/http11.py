@@ -8,13 +8,13 @@ The upstream side (``parse_response_head``) reads the providers' answers.
 from __future__ import annotations
 
 import email.utils
-import functools
 import re
 import time
 from dataclasses import dataclass
 from http import HTTPStatus
 
 from gateway.errors import BadRequest
+from gateway.memo import Memo
 
 _CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
 
@@ -73,7 +73,7 @@ def encode_head(status: int, headers: list[tuple[str, str]] | tuple[tuple[str, s
         data = block.encode("latin-1")
     except UnicodeEncodeError as exc:
         raise ValueError(f"header value outside Latin-1: {exc}") from None
-    return b"".join((line, _date_of(int(time.time())), data, tail, b"\r\n"))
+    return b"".join((line, _DATES[time.time() // 1], data, tail, b"\r\n"))  # (// 1: no int())
 
 
 def safe_header_value(value: str) -> str:
@@ -86,10 +86,12 @@ def safe_header_value(value: str) -> str:
     return value.encode("utf-8").decode("latin-1")
 
 
-@functools.lru_cache(maxsize=4)
-def _date_of(second: int) -> bytes:
-    """``Date: ...`` (RFC 9110 section 6.6.1) of a second: formatted once per second."""
+def _date_of(second: float) -> bytes:
+    """``Date: ...`` (RFC 9110 section 6.6.1) of a second."""
     return f"date: {email.utils.formatdate(second, usegmt=True)}\r\n".encode()
+
+
+_DATES: Memo[float, bytes] = Memo(_date_of, 4)  # formatted once per second
 
 
 # ------------------------------------------------------------------ responses (upstream side)

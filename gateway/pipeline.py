@@ -12,7 +12,7 @@ import logging
 from collections.abc import Sequence
 
 from gateway.context import STREAM_BROKEN, ChatContext
-from gateway.errors import ClientError, error_body
+from gateway.errors import ClientError, LedgerError, error_body
 from gateway.stages import Stage
 from gateway.stages.meter import MeterStage
 
@@ -20,6 +20,8 @@ log = logging.getLogger("regionblock.gateway")
 
 
 async def run_stages(stages: Sequence[Stage], meter: MeterStage, ctx: ChatContext) -> None:
+    """``stages`` in order, then the meter stage, whatever they did: its row, once durable, then
+    the answer."""
     try:
         try:
             for stage in stages:
@@ -39,7 +41,14 @@ async def run_stages(stages: Sequence[Stage], meter: MeterStage, ctx: ChatContex
             else:
                 ctx.refuse(500, error_body("internal error", type_="server_error",
                                            code="internal_error"), error="internal_error")
-        await meter(ctx)
+        committed = meter.submit(ctx)
+        # A refused row is answered by the meter stage (nothing unmetered is served). Not
+        # contextlib.suppress: a context manager per request costs more than a try.
+        try:  # noqa: SIM105
+            await committed
+        except LedgerError:
+            pass
+        meter.finish(ctx, committed)
     finally:
         for cleanup in ctx.cleanups:
             cleanup()

@@ -9,9 +9,9 @@ so they are allowed; a country code (``--unknown-country CN``) treats them as fr
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
+from gateway.memo import Memo
 from scenarios.errors import GeoError
 from scenarios.geo import Geo
 
@@ -33,10 +33,10 @@ class RegionResolver:
         self._geo = geo
         self._unknown = unknown_country
         self._trust_cf = trust_cf_ipcountry
-        self.lookup = functools.lru_cache(maxsize=65536)(self._lookup)
+        self._regions: Memo[str, ClientRegion] = Memo(self._lookup, 65536)
 
     def resolve(self, ip: str, *, peer_trusted: bool, cf_country: str | None) -> ClientRegion:
-        region = self.lookup(ip)
+        region = self._regions[ip]
         if cf_country is not None and peer_trusted and self._trust_cf:
             code = cf_country.strip().upper()
             if code not in _CF_NOT_A_COUNTRY and len(code) == 2 and code.isalpha():

@@ -12,7 +12,7 @@ alternative.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gateway.identity import Identity
 from scenarios.failover import failover_targets
@@ -23,6 +23,16 @@ from scenarios.schema import Model, Provider, Scenario
 class Target:
     provider: Provider
     model: Model
+    # Read on every request: copied once (an attribute of a pydantic model costs several times
+    # a slot's read, through the model's __getattr__ hook).
+    provider_name: str = field(init=False, repr=False, compare=False)
+    model_name: str = field(init=False, repr=False, compare=False)
+    available_from: dt.datetime | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "provider_name", self.provider.name)
+        object.__setattr__(self, "model_name", self.model.name)
+        object.__setattr__(self, "available_from", self.model.available_from)
 
 
 class Catalog:
@@ -40,7 +50,7 @@ class Catalog:
         target = self._by_model.get(model)
         if target is None:
             return None
-        released = target.model.available_from
+        released = target.available_from
         return target if released is None or released <= now else None
 
     def models(self, now: dt.datetime) -> list[Target]:

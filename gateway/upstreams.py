@@ -32,6 +32,8 @@ class Upstreams:
         self._targets: dict[str, UpstreamUrl] = {}
         self._pools: dict[UpstreamUrl, UpstreamPool] = {}
         self._breakers: dict[str, CircuitBreaker] = {}
+        # provider → its pool (by name: a lookup by UpstreamUrl would hash that dataclass)
+        self._pool_of: dict[str, UpstreamPool] = {}
 
     def configure(self, targets: dict[str, UpstreamUrl]) -> None:
         """Set the provider → URL map (at start and on reload)."""
@@ -42,6 +44,7 @@ class Upstreams:
             if name not in self._breakers:
                 self._breakers[name] = CircuitBreaker(failures=self.policy.breaker_failures,
                                                       cooldown_s=self.policy.breaker_cooldown_s)
+        self._pool_of = {name: self._pools[url] for name, url in targets.items()}
 
     def url(self, provider: str) -> UpstreamUrl:
         return self._targets[provider]
@@ -61,7 +64,7 @@ class Upstreams:
 
         Raises the last UpstreamError (UpstreamStatusError for a final 5xx) or CircuitOpen.
         """
-        pool = self._pools[self._targets[provider]]
+        pool = self._pool_of[provider]
         breaker = self._breakers[provider]
         last: UpstreamError | None = None
         for attempt in range(self.policy.retries + 1):

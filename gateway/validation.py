@@ -72,7 +72,8 @@ def parse_chat(raw: bytes) -> ChatRequest:
         include = bool(options and _optional(options, "include_usage", bool, False,
                                              "stream_options."))
     for name in _POSITIVE:
-        if name in body:
+        value = body.get(name)
+        if value is not None and (type(value) is not int or value < 1):  # (valid: no call)
             _positive_int(body, name)
     for name, low, high, integer in _RANGES:
         if name in body:
@@ -99,7 +100,7 @@ def _loads(raw: bytes) -> Any:
             raise json.JSONDecodeError("Extra data", text, end)
     else:
         value = _DECODER.decode(raw.decode(json.detect_encoding(raw)))
-    if _SURROGATE_ESCAPE.search(raw) is not None and _has_lone_surrogate(value):
+    if b"\\u" in raw and _SURROGATE_ESCAPE.search(raw) is not None and _has_lone_surrogate(value):
         raise BadRequest("The request body contains a lone UTF-16 surrogate (an unpaired \\uD800-"
                          "\\uDFFF escape), which is not valid Unicode text.", code="invalid_unicode")
     return value
@@ -161,7 +162,7 @@ def _messages(messages: list[Any]) -> None:
                              f"values are: {', '.join(sorted(ROLES))}.", param=f"{where}.role",
                              code="invalid_value")
         content = message.get("content")
-        if content is not None and not isinstance(content, str | list):
+        if content is not None and not isinstance(content, (str, list)):  # (no union built)
             where = f"messages[{i}]"
             raise BadRequest(f"Invalid type for '{where}.content': expected a string or an array, "
                              f"but got {_kind(content)} instead.", param=f"{where}.content",

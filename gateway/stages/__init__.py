@@ -9,8 +9,20 @@ writes the answer. A new check is a new module here and one line in ``Gateway.ch
 
 from __future__ import annotations
 
+import types
 from collections.abc import Awaitable, Callable
+from typing import cast
 
 from gateway.context import ChatContext
 
 Stage = Callable[[ChatContext], Awaitable[None] | None]
+
+
+def bound(stage: Stage) -> Stage:
+    """The stage as the pipeline calls it: an object's ``__call__`` as a bound method, a function
+    as it is. (The interpreter calls a bound method of Python code directly; calling the object
+    itself goes through its type's call slot and a tuple of the arguments, per stage per request.)"""
+    call = next((vars(c)["__call__"] for c in type(stage).__mro__ if "__call__" in vars(c)), None)
+    if isinstance(call, types.FunctionType):  # an instance of a class of ours
+        return cast(Stage, types.MethodType(call, stage))
+    return stage

@@ -113,7 +113,7 @@ class ForwardStage:
         meter = ctx.meter
         tried: set[str] = set()
         while True:
-            name = target.provider.name
+            name = target.provider_name
             tried.add(name)
             started = time.perf_counter()
             try:
@@ -122,7 +122,7 @@ class ForwardStage:
             except UpstreamError as exc:
                 self.metrics.upstream_time(name, time.perf_counter() - started)
                 routed = call.alternative(ctx, target)
-                if routed is not None and routed[0].provider.name not in tried:
+                if routed is not None and routed[0].provider_name not in tried:
                     admit(ctx, *routed)
                     target = routed[0]
                     meter.path = "failover"
@@ -275,10 +275,10 @@ def upstream_failed(ctx: ChatContext, exc: UpstreamError) -> None:
 def upstream_body(raw: bytes, chat: ChatRequest, target: Target) -> bytes:
     """The body for the upstream: as received, unless the model or the usage option must change."""
     needs_usage = chat.stream and not chat.include_usage
-    if not needs_usage and target.model.name == chat.model:
+    if not needs_usage and target.model_name == chat.model:
         return raw
     body = dict(chat.body)
-    body["model"] = target.model.name
+    body["model"] = target.model_name
     if chat.stream:
         options = body.get("stream_options")
         body["stream_options"] = {**(options if isinstance(options, dict) else {}),

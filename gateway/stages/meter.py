@@ -14,7 +14,7 @@ import asyncio
 import time
 
 from gateway.context import STREAM_BROKEN, STREAM_DONE, STREAM_GONE, ChatContext, Meter
-from gateway.errors import LedgerError, error_body
+from gateway.errors import error_body
 from gateway.ledger import Ledger
 from gateway.metering import Credits
 from gateway.metrics import Metrics
@@ -28,14 +28,15 @@ class MeterStage:
         self.metrics = metrics
         self.credits = credits
 
-    async def __call__(self, ctx: ChatContext) -> None:
+    def finish(self, ctx: ChatContext, committed: asyncio.Future[None]) -> None:
+        """Once ``committed`` (the row's future, from :meth:`submit`) is done: the answer, or the
+        stream's end. (The pipeline awaits the future itself: a coroutine less to resume.)"""
         writer = ctx.writer
-        try:
-            await self.submit(ctx)
-        except LedgerError as exc:  # nothing is served that is not metered
+        failed = committed.exception()
+        if failed is not None:  # LedgerError: nothing is served that is not metered
             if not writer.started:
                 writer.send(503, [_JSON, ("x-request-id", ctx.meter.request_id)],
-                            error_body(f"metering unavailable: {exc}", type_="server_error",
+                            error_body(f"metering unavailable: {failed}", type_="server_error",
                                        code="ledger_unavailable"))
             else:
                 writer.abort()

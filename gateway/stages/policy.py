@@ -24,7 +24,7 @@ class PolicyStage:
     def __call__(self, ctx: ChatContext) -> None:
         target = ctx.target
         assert target is not None and ctx.who is not None and ctx.where is not None
-        decision = decide(ctx.rt.policy, self.relays, ctx.now, target.provider.name, ctx.who,
+        decision = decide(ctx.rt.policy, self.relays, ctx.now, target.provider_name, ctx.who,
                           ctx.where)
         if decision.denied:
             routed = failover(ctx, self.relays, target, "block")
@@ -47,7 +47,7 @@ def admit(ctx: ChatContext, target: Target, decision: Decision) -> None:
     """Serve the request from ``target`` under ``decision`` (its headers go on the response)."""
     ctx.target, ctx.decision = target, decision
     meter = ctx.meter
-    meter.provider, meter.model, meter.target = target.provider.name, target.model.name, target
+    meter.provider, meter.model, meter.target = target.provider_name, target.model_name, target
     meter.decision, meter.stage = decision.action, decision.stage
 
 
