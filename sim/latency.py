@@ -80,8 +80,7 @@ def _pick_cells(group: np.ndarray, served: np.ndarray, n_groups: int, size: int,
     # np.searchsorted(cum, u, side="right") group by group within the group's own cells (a few
     # hundred each: in cache, where a search of the whole array misses it for every sample);
     # wherever rounding puts a draw outside its group's range, the whole array is searched
-    ends = np.cumsum(np.bincount(group, minlength=n_groups))
-    starts = ends - np.bincount(group, minlength=n_groups)
+    starts, ends = _bounds(group, n_groups)
     idx = np.empty((n_groups, size), dtype=np.int64)
     for g, (a, b) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
         idx[g] = a + np.searchsorted(cum[a:b], u[g], side="right")
@@ -143,12 +142,18 @@ def _compose(s: Scenario, k: np.ndarray, relay: np.ndarray, b: np.ndarray, hour:
     return rtt, wait, first, gen
 
 
+def _bounds(codes: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where each code 0..n-1 starts and ends in ``codes`` sorted (stably)."""
+    counts = np.bincount(codes, minlength=n)
+    ends = np.cumsum(counts)
+    return ends - counts, ends
+
+
 def _positions(codes: np.ndarray, n: int) -> list[np.ndarray]:
     """For each code 0..n-1, the ascending positions holding it (``np.flatnonzero(codes == c)``)."""
     order = np.argsort(codes, kind="stable")
-    ends = np.cumsum(np.bincount(codes, minlength=n))
-    return [order[a:b] for a, b in zip((ends - np.diff(ends, prepend=0)).tolist(), ends.tolist(),
-                                       strict=True)]
+    starts, ends = _bounds(codes, n)
+    return [order[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
 
 
 def hour_waits(h: Hours, t: np.ndarray, rng: np.random.Generator) -> np.ndarray:

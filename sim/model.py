@@ -609,13 +609,11 @@ def _first_denied_requests(world: World, first: dict[int, float]) -> list[tuple[
     pop = world.pop
     region, segment = pop.region[org], pop.segment[org]
     # where each (first denial, region, segment) starts to be seen denied
-    start = np.full(org.size, np.nan)
     group = (np.unique(after, return_inverse=True)[1].ravel() * len(world.s.regions)
              + region) * len(world.s.segments) + segment
     _, rep, inverse = np.unique(group, return_index=True, return_inverse=True)
-    for g, k in enumerate(rep.tolist()):
-        hit = first_noticed(world, int(org[k]), float(after[k]))
-        start[inverse.ravel() == g] = math.nan if hit is None else hit
+    hits = [first_noticed(world, int(org[k]), float(after[k])) for k in rep.tolist()]
+    start = np.array([math.nan if h is None else h for h in hits])[inverse.ravel()]
     when = world.first_requests(org, start)
     out: list[tuple[float, int]] = []
     seen = np.isfinite(when)

@@ -523,16 +523,11 @@ def _deal(unit: np.ndarray, bins: np.ndarray, weight: np.ndarray, cut: np.ndarra
         arr[cut] = tot * (before_n + n_cut) // whole - tot * before_n // whole
 
 
-def _free_tokens(migrated: np.ndarray, fate: np.ndarray, org: np.ndarray, tin: np.ndarray,
-                 tout: np.ndarray, credit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Free tokens used: a migrated organisation's credit pays for its first tokens at the provider
-    (the ledger contract's draw, :func:`scenarios.ledger.credit_draws`, in (unit, time) order)."""
-    return _credit_paid(migrated[fate] & (credit[org] > 0), org, tin, tout, credit)
-
-
 def _credit_paid(credited: np.ndarray, org: np.ndarray, tin: np.ndarray, tout: np.ndarray,
                  credit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_free_tokens` of the amounts ``credited`` (of a migrated organisation with credit)."""
+    """Free tokens used where ``credited`` (amounts of a migrated organisation with credit): its
+    credit pays for its first tokens at the provider (the ledger contract's draw,
+    :func:`scenarios.ledger.credit_draws`, in (unit, time) order)."""
     free_in = np.zeros_like(tin)
     free_out = np.zeros_like(tout)
     idx = np.flatnonzero(credited)
