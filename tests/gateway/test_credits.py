@@ -2,7 +2,7 @@
 
 The cross-engine cases feed one organisation's token sequence at one provider to the gateway (real
 requests to an in-process gateway and a fake upstream) and to the simulator's money path
-(``sim.traffic._free_tokens`` and ``sim.outcome.money`` on cells built for the same sequence), and
+(``sim.traffic._credit_paid`` and ``sim.outcome.money`` on cells built for the same sequence), and
 expect identical free tokens and revenue, to the last bit.
 """
 
@@ -20,7 +20,7 @@ from scenarios.loader import Loaded, load
 from scenarios.rundir import PATHS
 from sim.outcome import fate_arrays, money
 from sim.pieces import ALLOW, Fate
-from sim.traffic import Cells, _free_tokens
+from sim.traffic import Cells, _credit_paid
 from tests.gateway.conftest import CN_IP, StartGateway, chat_body
 from tests.gateway.fake_upstream import Faults
 
@@ -57,7 +57,7 @@ def _simulated(loaded: Loaded, provider: str, model: str, sequence: list[tuple[i
     tin = np.array([t[0] for t in sequence], dtype=np.int64)
     tout = np.array([t[1] for t in sequence], dtype=np.int64)
     zeros = np.zeros(n, dtype=np.int64)
-    free_in, free_out = _free_tokens(np.array([True]), zeros, zeros, tin, tout,
+    free_in, free_out = _credit_paid(np.ones(n, dtype=bool), zeros, tin, tout,
                                      np.array([credit], dtype=np.int64))
     cells = Cells(bin=np.arange(n), region=zeros, segment=zeros,
                   model=np.full(n, incumbent_model), fate=zeros, n=np.ones(n, dtype=np.int64),
