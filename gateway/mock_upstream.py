@@ -28,13 +28,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import json
 import socket
 import struct
 import time
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +42,7 @@ import numpy as np
 from aiohttp import web
 
 from gateway.faults import FaultPlan, FaultSettings, injected_error_body, plan_fault
+from gateway.listeners import bound_port, listen_all
 from gateway.mock_chat import chat_answer
 from gateway.mock_completion import Answer
 from gateway.mock_endpoints import (
@@ -55,7 +55,7 @@ from gateway.mock_endpoints import (
 )
 from gateway.mock_responses import responses_answer
 from gateway.mock_upstream_capacity import CapacityLimiter, QueueFull
-from gateway.mock_upstream_errors import FaultSettingsError, ListenError
+from gateway.mock_upstream_errors import FaultSettingsError
 from gateway.mock_upstream_timing import DEFAULT_CHUNK_INTERVAL_S, Timing, draw_timing
 from gateway.mock_upstream_wire import RequestError, error_body, models_body, parse_chat_request
 from gateway.relay import DEFAULT_RELAY_TARGET, RelayConfig, make_relay_app
@@ -397,26 +397,35 @@ async def start_upstreams(scenario: Scenario, *, host: str = "127.0.0.1",
                           seed: int = 0, relay_target: str = DEFAULT_RELAY_TARGET,
                           geo: Geo | None = None,
                           chunk_interval_s: float = DEFAULT_CHUNK_INTERVAL_S,
+                          socks: Sequence[socket.socket] | None = None,
                           ) -> AsyncIterator[Running]:
     """Serve every provider on base_port+i and the relay on base_port+len(providers).
 
     ``base_port=0`` binds every server to a free port of the system's choosing (for tests).
-    Raises ListenError, having closed anything already opened, if a port is taken.
+    Every port is bound before any server starts (:func:`gateway.listeners.listen_all`): a taken
+    one raises ListenError with nothing served. ``socks``: the listening sockets, bound already
+    (providers in scenario order, then the relay), for a caller that binds more servers at once.
     """
     relay_config = RelayConfig.from_scenario(scenario, target=relay_target,
                                              time_scale=time_scale, seed=seed)
+    if socks is None:
+        names = [*(p.name for p in scenario.providers), "relay"]
+        socks = listen_all(host, [(base_port + i if base_port else 0, name)
+                                  for i, name in enumerate(names)])
     # The embedded GeoIP data takes about a second to load: a worker thread loads it while the
-    # providers bind and serve, so a taken port fails fast and no bound server stops answering.
+    # providers start serving, so no bound server waits for it.
     geo_loading = None if geo is not None else \
         asyncio.get_running_loop().run_in_executor(None, default_geo)
     runners: list[web.AppRunner] = []
     servers: list[Server] = []
 
     async def serve(app: web.Application, name: str, detail: str) -> None:
-        port = base_port + len(servers) if base_port else 0
-        runner = await _serve_app(app, host, port, name)
+        sock = socks[len(servers)]
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
+        await runner.setup()
         runners.append(runner)
-        servers.append(Server(name, _url(host, runner.addresses[0][1]), detail, app))
+        await web.SockSite(runner, sock).start()
+        servers.append(Server(name, _url(host, bound_port(sock)), detail, app))
 
     try:
         for p in scenario.providers:
@@ -428,20 +437,8 @@ async def start_upstreams(scenario: Scenario, *, host: str = "127.0.0.1",
         yield Running(upstreams=tuple(servers[:-1]), relay=servers[-1])
     finally:
         await asyncio.gather(*(runner.cleanup() for runner in runners))
-
-
-async def _serve_app(app: web.Application, host: str, port: int, name: str) -> web.AppRunner:
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port).start()
-    except OSError as exc:
-        await runner.cleanup()
-        if exc.errno == errno.EADDRINUSE:
-            raise ListenError(f"{host}:{port} ({name}) is already in use; "
-                                 "choose another --base-port") from exc
-        raise ListenError(f"{host}:{port} ({name}): cannot listen: {exc.strerror}") from exc
-    return runner
+        for sock in socks[len(servers):]:   # never handed to a server
+            sock.close()
 
 
 def _url(host: str, port: int) -> str:

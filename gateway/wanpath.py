@@ -22,16 +22,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import zlib
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import cast
 
 import numpy as np
 
-from gateway.mock_upstream_errors import ListenError
+from gateway.listeners import bound_port, listen_all
 from scenarios.distributions import Distribution, sample_one
 from scenarios.schema import Scenario
 
@@ -299,25 +300,28 @@ class RunningPath:
 @asynccontextmanager
 async def serve_wanpaths(specs: list[PathSpec], *, host: str = "127.0.0.1",
                          ports: list[int] | None = None, seed: int = 0,
-                         time_scale: float = 1.0) -> AsyncIterator[list[RunningPath]]:
-    """Listen for every spec (on ``ports[i]``, or any free port when ``ports`` is None)."""
+                         time_scale: float = 1.0,
+                         socks: Sequence[socket.socket] | None = None,
+                         ) -> AsyncIterator[list[RunningPath]]:
+    """Listen for every spec (on ``ports[i]``, or any free port when ``ports`` is None; or on
+    ``socks[i]``, bound already), every port bound before any path serves."""
     loop = asyncio.get_running_loop()
     servers: list[asyncio.Server] = []
     running: list[RunningPath] = []
     live = _Live()
+    if socks is None:
+        socks = listen_all(host, [(ports[i] if ports is not None else 0, f"WAN path {spec.key}")
+                                  for i, spec in enumerate(specs)])
     try:
-        for i, spec in enumerate(specs):
+        for spec, sock in zip(specs, socks, strict=True):
             wan = make_wanpath(spec, seed=seed, time_scale=time_scale)
-            port = ports[i] if ports is not None else 0
-            try:
-                server = await loop.create_server(lambda w=wan: _ClientSide(w, live), host, port)  # type: ignore[misc]
-            except OSError as exc:
-                raise ListenError(f"{host}:{port} (WAN path {spec.key}): cannot listen: "
-                                  f"{exc.strerror}") from exc
+            server = await loop.create_server(lambda w=wan: _ClientSide(w, live), sock=sock)  # type: ignore[misc]
             servers.append(server)
-            running.append(RunningPath(wan, host, int(server.sockets[0].getsockname()[1])))
+            running.append(RunningPath(wan, host, bound_port(sock)))
         yield running
     finally:
+        for sock in socks[len(servers):]:   # never handed to a server
+            sock.close()
         for server in servers:
             server.close()
         live.abort_all()

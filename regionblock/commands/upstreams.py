@@ -3,8 +3,9 @@
 Provider i of the scenario's ``providers`` list listens on BASE_PORT+i, the relay on
 BASE_PORT+len(providers), then each region's WAN-path proxies (:mod:`gateway.wanpath`), direct
 (to ``--relay-target``, the gateway) and relay (to the relay), region by region in scenario order.
-Everything runs in one process and one event loop (uvloop when installed) until SIGINT or
-SIGTERM, then shuts down cleanly and exits 0.
+Every one of those ports is bound before any server starts (:mod:`gateway.listeners`): a taken
+port is one line and exit 2 with nothing served. Everything runs in one process and one event
+loop (uvloop when installed) until SIGINT or SIGTERM, then shuts down cleanly and exits 0.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import urlsplit
 
+from gateway.listeners import listen_all
 from gateway.mock_upstream import DEFAULT_BASE_PORT, Running, start_upstreams
 from gateway.mock_upstream_errors import ListenError
 from gateway.mock_upstream_timing import DEFAULT_CHUNK_INTERVAL_S
@@ -94,17 +96,26 @@ async def _serve(scenario: Scenario, args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
+        # every port first: either all the servers listen or none does (gateway.listeners)
+        socks = listen_all(args.host, list(zip(range(args.base_port, args.base_port + port_count(scenario)),
+                                               _server_names(scenario), strict=True)))
+    except ListenError as exc:
+        raise UsageError(f"upstreams: {exc}") from exc
+    first_wan = len(scenario.providers) + 1
+    try:
         async with start_upstreams(scenario, host=args.host, base_port=args.base_port,
                                    time_scale=args.time_scale, seed=args.seed,
                                    relay_target=args.relay_target,
-                                   chunk_interval_s=args.chunk_ms / 1000) as running, \
+                                   chunk_interval_s=args.chunk_ms / 1000,
+                                   socks=socks[:first_wan]) as running, \
                 serve_wanpaths(_specs(scenario, running, args.relay_target), host=args.host,
-                               ports=_wan_ports(scenario, args.base_port), seed=args.seed,
-                               time_scale=args.time_scale) as wan:
+                               seed=args.seed, time_scale=args.time_scale,
+                               socks=socks[first_wan:]) as wan:
             _announce(running, wan, scenario, args)
             await stop.wait()
-    except ListenError as exc:
-        raise UsageError(f"upstreams: {exc}") from exc
+    finally:
+        for sock in socks:   # closed by their servers already, unless one failed to start
+            sock.close()
     stderr_console().print("upstreams: stopped")
     return 0
 
@@ -116,9 +127,10 @@ def _specs(scenario: Scenario, running: Running, gateway_url: str) -> list[PathS
                       relay=(relay.hostname or "127.0.0.1", int(relay.port or 80)))
 
 
-def _wan_ports(scenario: Scenario, base_port: int) -> list[int] | None:
-    first = base_port + len(scenario.providers) + 1
-    return list(range(first, first + 2 * len(scenario.regions))) if base_port else None
+def _server_names(scenario: Scenario) -> list[str]:
+    """What listens on each port from the base port on (:func:`port_count` of them)."""
+    return [*(p.name for p in scenario.providers), "relay",
+            *(f"WAN path {r.code}/{path}" for r in scenario.regions for path in ("direct", "relay"))]
 
 
 def _announce(running: Running, wan: list[RunningPath], scenario: Scenario,

@@ -119,3 +119,33 @@ def test_a_taken_port_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str])
     assert captured.out == ""
     assert captured.err == (f"upstreams: 127.0.0.1:{port} (openai) is already in use; "
                             "choose another --base-port\n")
+
+
+def test_a_taken_wan_path_port_fails_before_any_server_starts(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last of the 23 ports taken: one line naming it, exit 2, and no provider ever served
+    (every port is bound before any server starts)."""
+    from regionblock.commands import upstreams as command
+
+    started: list[str] = []
+
+    def spy(*args: object, **kwargs: object) -> object:   # pragma: no cover - must not run
+        started.append("start_upstreams")
+        raise AssertionError("a server started before every port was bound")
+
+    monkeypatch.setattr(command, "start_upstreams", spy)
+    base = free_run(SERVERS + WAN_PATHS)
+    last = base + SERVERS + WAN_PATHS - 1
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", last))
+        taken.listen()
+        assert cli.main(["upstreams", SCENARIO, "--base-port", str(base)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (f"upstreams: 127.0.0.1:{last} (WAN path DE/relay) is already in use; "
+                            "choose another --base-port\n")
+    assert started == []
+    # and every port bound before it was released again
+    for port in range(base, last):
+        with socket.socket() as again:
+            again.bind(("127.0.0.1", port))
