@@ -46,8 +46,8 @@ _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPT
 _JSON = ("content-type", "application/json")
 _CLOSE = ("connection", "close")
 _MAX_PIPELINED = 16  # complete requests queued on one connection before reading pauses
-_LINGER_S = 2.0
-_MAX_NAMES = 4096  # after our FIN, how long the client's remaining bytes are read and discarded
+_LINGER_S = 2.0  # after our FIN, how long the client's remaining bytes are read and discarded
+_MAX_NAMES = 4096  # raw header names remembered with their lower-case key (bounded: clients choose them)
 
 
 class ClientGone(Exception):

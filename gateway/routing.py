@@ -55,7 +55,7 @@ class Catalog:
 
     def models(self, now: dt.datetime) -> list[Target]:
         return [t for t in self._by_model.values()
-                if t.model.available_from is None or t.model.available_from <= now]
+                if t.available_from is None or t.available_from <= now]
 
     def failover(self, origin: Target, when: str, who: Identity, country: str,
                  now: dt.datetime) -> list[Target]:
