@@ -102,3 +102,18 @@ def test_default_thresholds_hold_for_the_no_block_baseline_latency_law() -> None
             assert np.percentile(np.percentile(total[runs], 99, axis=1), 99) < t.latency_p99_ms, t
     assert s.slos.p99_latency_ms >= max(t.latency_p99_ms or 0 for t in s.slos.thresholds
                                         if t.path == "direct")
+
+
+def test_an_informative_check_that_is_off_does_not_read_failed() -> None:
+    """Rate accuracy is not among FAILING_CHECKS: off, it reads "off", beside "all checks passed"."""
+    assert "rate_accuracy" not in FAILING_CHECKS
+    others = {k: {"skipped": True, "reason": "not in this test"}
+              for k in ("reconciliation", "revenue", "tokens", "slo")}
+    rate = {"passed": False, "judged_periods": 47, "judged_days": 120, "worst_error": 0.1333,
+            "tolerance": 0.05, "send_lateness_ms": {"p99": 8.26}}
+    summary = {"checks": {**others, "rate_accuracy": rate}, "passed": True, "failed_checks": []}
+    lines = verdict(summary).splitlines()
+    assert lines[0] == "load test: all checks passed"
+    assert lines[-1] == ("  rate_accuracy   off      worst 13.33% over 120 days in 47 periods of "
+                         "consecutive days with >= 50 sends (tolerance ±5%); send lateness p99 "
+                         "8.3 ms (informative: does not fail the run)")
