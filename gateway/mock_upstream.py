@@ -409,9 +409,8 @@ async def start_upstreams(scenario: Scenario, *, host: str = "127.0.0.1",
     relay_config = RelayConfig.from_scenario(scenario, target=relay_target,
                                              time_scale=time_scale, seed=seed)
     if socks is None:
-        names = [*(p.name for p in scenario.providers), "relay"]
         socks = listen_all(host, [(base_port + i if base_port else 0, name)
-                                  for i, name in enumerate(names)])
+                                  for i, name in enumerate(listen_names(scenario))])
     # The embedded GeoIP data takes about a second to load: a worker thread loads it while the
     # providers start serving, so no bound server waits for it.
     geo_loading = None if geo is not None else \
@@ -439,6 +438,11 @@ async def start_upstreams(scenario: Scenario, *, host: str = "127.0.0.1",
         await asyncio.gather(*(runner.cleanup() for runner in runners))
         for sock in socks[len(servers):]:   # never handed to a server
             sock.close()
+
+
+def listen_names(scenario: Scenario) -> list[str]:
+    """What :func:`start_upstreams` serves on each of its ports, in order: providers, the relay."""
+    return [*(p.name for p in scenario.providers), "relay"]
 
 
 def _url(host: str, port: int) -> str:

@@ -54,6 +54,11 @@ class PathSpec:
     def key(self) -> str:
         return f"{self.region}/{self.path}"
 
+    @property
+    def listen_name(self) -> str:
+        """How a port of this path is named when it cannot be had."""
+        return f"WAN path {self.key}"
+
 
 def path_specs(scenario: Scenario, *, gateway: tuple[str, int],
                relay: tuple[str, int]) -> list[PathSpec]:
@@ -310,7 +315,7 @@ async def serve_wanpaths(specs: list[PathSpec], *, host: str = "127.0.0.1",
     running: list[RunningPath] = []
     live = _Live()
     if socks is None:
-        socks = listen_all(host, [(ports[i] if ports is not None else 0, f"WAN path {spec.key}")
+        socks = listen_all(host, [(ports[i] if ports is not None else 0, spec.listen_name)
                                   for i, spec in enumerate(specs)])
     try:
         for spec, sock in zip(specs, socks, strict=True):

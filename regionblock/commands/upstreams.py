@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gateway.listeners import listen_all
-from gateway.mock_upstream import DEFAULT_BASE_PORT, Running, start_upstreams
+from gateway.mock_upstream import DEFAULT_BASE_PORT, Running, listen_names, start_upstreams
 from gateway.mock_upstream_errors import ListenError
 from gateway.mock_upstream_timing import DEFAULT_CHUNK_INTERVAL_S
 from gateway.relay import DEFAULT_RELAY_TARGET
@@ -95,21 +95,23 @@ async def _serve(scenario: Scenario, args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    first_wan = len(scenario.providers) + 1
+    # the relay listens on the port after the providers', so the WAN paths are known before it runs
+    specs = _specs(scenario, (args.host, args.base_port + first_wan - 1), args.relay_target)
+    names = [*listen_names(scenario), *(spec.listen_name for spec in specs)]
     try:
         # every port first: either all the servers listen or none does (gateway.listeners)
-        socks = listen_all(args.host, list(zip(range(args.base_port, args.base_port + port_count(scenario)),
-                                               _server_names(scenario), strict=True)))
+        socks = listen_all(args.host, list(zip(range(args.base_port, args.base_port + len(names)),
+                                               names, strict=True)))
     except ListenError as exc:
         raise UsageError(f"upstreams: {exc}") from exc
-    first_wan = len(scenario.providers) + 1
     try:
         async with start_upstreams(scenario, host=args.host, base_port=args.base_port,
                                    time_scale=args.time_scale, seed=args.seed,
                                    relay_target=args.relay_target,
                                    chunk_interval_s=args.chunk_ms / 1000,
                                    socks=socks[:first_wan]) as running, \
-                serve_wanpaths(_specs(scenario, running, args.relay_target), host=args.host,
-                               seed=args.seed, time_scale=args.time_scale,
+                serve_wanpaths(specs, host=args.host, seed=args.seed, time_scale=args.time_scale,
                                socks=socks[first_wan:]) as wan:
             _announce(running, wan, scenario, args)
             await stop.wait()
@@ -120,17 +122,10 @@ async def _serve(scenario: Scenario, args: argparse.Namespace) -> int:
     return 0
 
 
-def _specs(scenario: Scenario, running: Running, gateway_url: str) -> list[PathSpec]:
+def _specs(scenario: Scenario, relay: tuple[str, int], gateway_url: str) -> list[PathSpec]:
     gw = urlsplit(gateway_url)
-    relay = urlsplit(running.relay.url)
     return path_specs(scenario, gateway=(gw.hostname or "127.0.0.1", int(gw.port or 80)),
-                      relay=(relay.hostname or "127.0.0.1", int(relay.port or 80)))
-
-
-def _server_names(scenario: Scenario) -> list[str]:
-    """What listens on each port from the base port on (:func:`port_count` of them)."""
-    return [*(p.name for p in scenario.providers), "relay",
-            *(f"WAN path {r.code}/{path}" for r in scenario.regions for path in ("direct", "relay"))]
+                      relay=relay)
 
 
 def _announce(running: Running, wan: list[RunningPath], scenario: Scenario,

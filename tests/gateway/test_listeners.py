@@ -10,33 +10,18 @@ from gateway.listeners import bound_port, listen, listen_all
 from gateway.mock_upstream_errors import ListenError
 
 
-def _free_pair() -> int:
-    """A base port P with P and P+1 free right now (bound and released)."""
-    for _ in range(100):
-        with socket.socket() as a:
-            a.bind(("127.0.0.1", 0))
-            base = a.getsockname()[1]
-            if base >= 65535:
-                continue
-            with socket.socket() as b:
-                try:
-                    b.bind(("127.0.0.1", base + 1))
-                except OSError:
-                    continue
-        return int(base)
-    raise RuntimeError("no two consecutive free ports")
-
-
 def test_a_taken_port_closes_every_socket_already_bound_and_names_itself() -> None:
-    base = _free_pair()
-    with socket.create_server(("127.0.0.1", base + 1)):
+    with socket.create_server(("127.0.0.1", 0)) as probe:   # a port free once the probe closes
+        first = probe.getsockname()[1]
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
         with pytest.raises(ListenError) as caught:
-            listen_all("127.0.0.1", [(base, "first"), (base + 1, "second"), (0, "third")])
-        assert str(caught.value) == (f"127.0.0.1:{base + 1} (second) is already in use; "
+            listen_all("127.0.0.1", [(first, "first"), (port, "second"), (0, "third")])
+        assert str(caught.value) == (f"127.0.0.1:{port} (second) is already in use; "
                                      "choose another --base-port")
     # the first port was bound, then released again: it can be bound now
-    with listen("127.0.0.1", base, "again") as sock:
-        assert bound_port(sock) == base
+    with listen("127.0.0.1", first, "again") as sock:
+        assert bound_port(sock) == first
 
 
 def test_every_socket_listens_in_the_order_asked() -> None:
