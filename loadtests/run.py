@@ -587,12 +587,16 @@ def verdict(summary: dict[str, Any]) -> str:
     lines = []
     for name in ("reconciliation", "revenue", "tokens", "slo", "rate_accuracy"):
         c = checks.get(name, {})
-        # a check that does not fail the run (rate accuracy) reads "off", never FAILED beside
-        # "all checks passed"
-        state = "skipped" if c.get("skipped") else ("ok" if c.get("passed") else
-                                                    "FAILED" if name in FAILING_CHECKS else "off")
-        informative = " (informative: does not fail the run)" if state == "off" else ""
-        lines.append(f"  {name:<15} {state:<8} {_detail(name, c)}{informative}")
+        note = ""
+        if c.get("skipped"):
+            state = "skipped"
+        elif c.get("passed"):
+            state = "ok"
+        elif name in FAILING_CHECKS:
+            state = "FAILED"
+        else:   # rate accuracy: never FAILED beside "all checks passed"
+            state, note = "off", " (informative: does not fail the run)"
+        lines.append(f"  {name:<15} {state:<8} {_detail(name, c)}{note}")
     head = "load test: all checks passed" if summary["passed"] else \
         f"load test: FAILED ({', '.join(summary['failed_checks'])})"
     breaches = [f"  SLO breached: {line}" for line in checks.get("slo", {}).get("breaches", [])]
