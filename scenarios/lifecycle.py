@@ -166,7 +166,6 @@ class Context:
     policy: Policy
     market: Market
     _parts: dict[tuple[str, str, int], tuple[tuple[str, float, float], ...]] = field(default_factory=dict)
-    _probs: dict[tuple[object, ...], dict[str, float]] = field(default_factory=dict)
     _last: dict[tuple[object, ...], tuple[Mapping[str, float], dict[str, float]]] = field(
         default_factory=dict)
     _open: dict[tuple[object, ...], tuple[list[str], list[float], list[float]]] = field(
@@ -196,21 +195,18 @@ class Context:
         last = self._last.get(terms_key)
         if last is not None and last[0] is shares:
             return last[1]
-        key = (*terms_key, tuple(shares.items()))
-        hit = self._probs.get(key)
-        if hit is None:
-            names, base, slopes = self._open_terms(org, at, epoch, exclude)
-            get = shares.get
-            # behaviour.probabilities(utils), the same operations in the same order
-            utils = [u + slope * get(k, 0.0) for k, u, slope in zip(names, base, slopes, strict=True)]
-            if utils:
-                top = max(utils)
-                weights = [math.exp(v - top) for v in utils]
-                total = sum(weights)
-                hit = dict(zip(names, [w / total for w in weights], strict=True))
-            else:
-                hit = {}
-            self._probs[key] = hit
+        # (no cache by the shares' values: in a simulation they differ at every decision)
+        names, base, slopes = self._open_terms(org, at, epoch, exclude)
+        get = shares.get
+        # behaviour.probabilities(utils), the same operations in the same order
+        utils = [u + slope * get(k, 0.0) for k, u, slope in zip(names, base, slopes, strict=True)]
+        if utils:
+            top = max(utils)
+            weights = [math.exp(v - top) for v in utils]
+            total = sum(weights)
+            hit = dict(zip(names, [w / total for w in weights], strict=True))
+        else:
+            hit = {}
         self._last[terms_key] = (shares, hit)
         return hit
 
@@ -371,6 +367,8 @@ class _Words(ISeedSequence):
         self.digest = digest
 
     def generate_state(self, n_words: int, dtype: Any = np.uint32) -> np.ndarray:
+        if n_words == 4 and dtype is np.uint64:   # what PCG64 asks: its words, read in place
+            return np.frombuffer(self.digest, dtype=np.uint64)
         words = np.frombuffer(self.digest, dtype=np.uint64 if dtype is np.uint64 or np.dtype(dtype)
                               == np.uint64 else np.uint32)
         if n_words == words.size:

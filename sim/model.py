@@ -13,7 +13,9 @@ events and its actions into timelines:
   (``Policy.detection_at``) — drawn from its own request stream: a Poisson process of its rate
   times its region's traffic intensity (``sim.profile``), its Exp(1) gaps hashed from (seed,
   organisation, count) so that they never touch the generator the choices draw from;
-- **MigrationDone**: at the instant the machine asked for.
+- **MigrationDone**: at the instant the machine asked for — or at once when the organisation
+  migrates to a provider that denies nothing, where nothing it could meet before then changes
+  what the machine does with it (:attr:`World.eager_migration`).
 
 Each organisation's choices draw from ``lifecycle.org_rng(seed, id)``, the same generator a load
 test gives the same organisation. The market (imitation shares, anticipation hazard) is a
@@ -95,6 +97,16 @@ class World:
     _last_when: dt.datetime | None = None
     _last_hours: float = 0.0
     _noticed_cache: dict[tuple[Any, ...], bool] = field(default_factory=dict)
+    #: MigrationDone carried out when asked for (:meth:`_await_migration`): organisation →
+    #: (hour, calendar sequence number) the event would have had
+    done_early: dict[int, tuple[float, int]] = field(default_factory=dict)
+    #: resolve MigrationDone without a calendar event where nothing can follow it — sound only
+    #: where this engine schedules every event itself (:func:`simulate_agents`; not a harness
+    #: feeding events of its own). False: the event at its instant, the reference the shortcut
+    #: is tested against.
+    eager_migration: bool = False
+    #: (hour, sequence number) of the anticipation step being delivered
+    tick: tuple[float, int] = (0.0, 0)
 
     @functools.cached_property
     def incumbent(self) -> str:
@@ -280,6 +292,8 @@ class World:
         if before is None:
             before = lc.start(org)
         life, actions = lc.step(before, event, org, rng, self.ctx)
+        if life is before and not actions:   # the machine left it as it was (a late denial,
+            return                           # a step it is past): nothing to keep or carry out
         self.lives[i] = life
         if before.warned and life is not before and before.state == lc.DIRECT and not before.denied_seen and (
                 life.state != lc.DIRECT or life.denied_seen):
@@ -312,8 +326,35 @@ class World:
 
     def _await_migration(self, i: int, a: lc.AwaitMigration) -> None:
         h = self.hours(a.at)
-        if h < self.horizon:  # an event at the horizon itself would not run
+        if h >= self.horizon:  # an event at the horizon itself would not run
+            return
+        life = self.lives[i]
+        if not self.eager_migration or life.provider in self.s.policy:
             self.calendar.add(h, i, lc.MigrationDone(a.at))
+            return
+        # Migrating to a provider that denies nothing, the organisation's life is settled: the
+        # machine turns MigrationDone into migrated and asks for nothing this engine would
+        # schedule (no denial by that provider, ever), and any event it schedules before then
+        # (a denied request to the incumbent) changes nothing but ``denied_seen`` in either
+        # order. So it is delivered now — a calendar event, a delivery and a step fewer per
+        # migration; only anticipation_step's count of who is still migrating at a step needs
+        # the instant, kept in ``done_early``.
+        org, rng = self._agents[i]
+        done, actions = lc.step(life, lc.MigrationDone(a.at), org, rng, self.ctx)
+        self.lives[i] = done
+        self.done_early[i] = (h, self.calendar._seq)
+        acts = self._acts
+        for action in actions:
+            acts[type(action)](i, action)
+
+    def migrating(self, i: int) -> bool:
+        """Is the organisation migrating at the anticipation step being delivered (the one
+        popped as ``tick``), as it would be had its MigrationDone waited for its instant?"""
+        if self.lives[i].state == lc.MIGRATING:
+            return True
+        done = self.done_early.get(i)
+        # delivered before the step: earlier, or at the same hour and scheduled before it
+        return done is not None and done > self.tick
 
     def _enter(self, i: int, e: lc.Enter) -> None:
         h = self.hours(e.at)
@@ -380,30 +421,58 @@ class World:
         return None
 
 
+Entry = tuple[float, int, int, "lc.Event | None"]
+
+
 class Calendar:
     """The organisations' awaited events in time order, delivered by one process (:func:`run`).
 
     A process per awaited event would cost SimPy three events each; the awaited events are
     tens of thousands per replication, and they never need to wait on anything but time.
     Ties are broken by the order of scheduling, so a run is deterministic.
+
+    A calendar queue: one heap of (hour, order of scheduling, ...) per whole hour of the window.
+    Every event of an hour comes before every event of the next, so popping the first non-empty
+    hour's heap gives exactly what one heap of all of them would — from heaps of tens of events
+    rather than one of tens of thousands (a pop's comparisons grow with the heap's depth).
     """
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, int, lc.Event | None]] = []
+        self._hours: list[list[Entry]] = []
+        #: the hour being delivered: every earlier hour's heap is empty
+        self._at = 0
         self._seq = 0
 
     def add(self, hours: float, i: int, event: lc.Event | None) -> None:
-        heapq.heappush(self._heap, (hours, self._seq, i, event))
+        # (an event before the hour being delivered would be the next one: into its heap)
+        b = max(int(hours), self._at)
+        buckets = self._hours
+        if b >= len(buckets):
+            buckets.extend([] for _ in range(b + 1 - len(buckets)))
+        heapq.heappush(buckets[b], (hours, self._seq, i, event))
         self._seq += 1
 
+    def current(self) -> list[Entry] | None:
+        """The heap of the first hour that holds an event (None: the calendar is empty)."""
+        buckets = self._hours
+        b = self._at
+        while b < len(buckets) and not buckets[b]:
+            b += 1
+        self._at = b
+        return buckets[b] if b < len(buckets) else None
+
     def __bool__(self) -> bool:
-        return bool(self._heap)
+        return self.current() is not None
 
     def next_at(self) -> float:
-        return self._heap[0][0]
+        heap = self.current()
+        assert heap is not None
+        return heap[0][0]
 
     def pop(self) -> tuple[float, int, lc.Event | None]:
-        hours, _, i, event = heapq.heappop(self._heap)
+        heap = self.current()
+        assert heap is not None
+        hours, _, i, event = heapq.heappop(heap)
         return hours, i, event
 
 
@@ -453,22 +522,27 @@ def run(env: simpy.Environment, world: World, warned: list[int],
     SimPy's does (``now + (t - now)``), stopping where ``env.run(until=horizon)`` would — a SimPy
     timeout per organisation event cost a third of the agents' time and changed nothing.
     """
-    heap = world.calendar._heap
+    current = world.calendar.current
     deliver = world.deliver
     horizon = world.horizon
     now = env.now
     markets: dict[str, _Market] = {}
-    while heap:
+    heap = current()
+    while heap is not None:
+        if not heap:
+            heap = current()
+            continue
         t = heap[0][0]
         if t > now:
             now = now + (t - now)
             if now >= horizon:   # env.run(until=horizon) stops before anything at the horizon
                 return
             world.now = now
-        _, _, i, event = heapq.heappop(heap)
+        _, seq, i, event = heapq.heappop(heap)
         if event is not None:
             deliver(i, event)
             continue
+        world.tick = (t, seq)
         if now > env.now:
             yield env.timeout(now - env.now)
         if i == ANNOUNCE:
@@ -476,6 +550,7 @@ def run(env: simpy.Environment, world: World, warned: list[int],
         going = anticipation_step(world, markets, step) if i == TICK else bool(markets)
         if going and now + step <= horizon:
             world.calendar.add(now + step, TICK, None)
+        heap = current()
 
 
 def warn(world: World, warned: list[int]) -> dict[str, _Market]:
@@ -519,7 +594,7 @@ def anticipation_step(world: World, markets: dict[str, _Market], step: float) ->
                 if due is None:
                     due = lc.AnticipationDue(world.at(now))   # one message for all of the step
                 world.deliver(i, due)
-            if lives[i].state == lc.MIGRATING:
+            if world.migrating(i):
                 m.left += 1
     return True
 
@@ -548,13 +623,15 @@ class Timelines:
 
 def simulate_agents(s: Scenario, policy: Policy, pop: Population, entropy: int,
                     profile: Profile | None = None, *, market: MarketContext | None = None,
-                    arrival_seed: int | None = None, relay_available: bool = True) -> Timelines:
+                    arrival_seed: int | None = None, relay_available: bool = True,
+                    eager_migration: bool = True) -> Timelines:
     """Run every affected organisation through the window; return all timelines.
 
     ``entropy`` is the seed of the organisations' generators (``lifecycle.org_rng``), and of their
     request arrivals unless ``arrival_seed`` is given. ``market``: a fixed market context (the
     full market's, for a load test's sample) instead of the one these organisations make;
-    ``relay_available``: False where they had no relay to circumvent through."""
+    ``relay_available``: False where they had no relay to circumvent through;
+    ``eager_migration``: see :attr:`World.eager_migration` (False only to test it against)."""
     env = simpy.Environment()
     inc = s.incumbent.name
     recorder = MarketRecorder(s.window.start)
@@ -563,7 +640,7 @@ def simulate_agents(s: Scenario, policy: Policy, pop: Population, entropy: int,
                   credit=np.zeros(pop.size, dtype=np.int64), decided_at=np.full(pop.size, math.nan),
                   market=recorder, ctx=lc.Context(s, policy, recorder if market is None else market),
                   fixed_market=market, arrival_seed=arrival_seed,
-                  relay_available=relay_available)
+                  relay_available=relay_available, eager_migration=eager_migration)
     world.prepare()
     first = _first_denials(world, world.points)
     warned: list[int] = []

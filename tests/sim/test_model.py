@@ -133,3 +133,68 @@ def test_scale_scales_capacity_with_the_population() -> None:
     for full, scaled in zip(s.providers, setup.s.providers, strict=True):
         assert scaled.capacity.concurrency == max(1, round(full.capacity.concurrency * 0.25))
         assert scaled.capacity.queue_limit == round(full.capacity.queue_limit * 0.25)
+
+
+@pytest.mark.parametrize("name, overrides", [
+    ("openai-2024-cn-hk", ()),
+    ("staged-percent-rollout", ()),
+    ("strict-enforcement", ()),
+    # an alternative with a policy of its own: migrations to it keep their calendar event
+    ("openai-2024-cn-hk",
+     ("policy.zhipu={stages: [{name: hk, start: 2024-08-01, regions: [HK], action: block}]}",)),
+])
+def test_migration_done_at_once_changes_nothing(name: str, overrides: tuple[str, ...]) -> None:
+    """World.eager_migration (MigrationDone carried out when asked for, where the provider denies
+    nothing) gives exactly the timelines, credit, decisions and market of delivering it at its
+    instant — anticipation's count of who is still migrating at each step included."""
+    from scenarios.loader import load
+
+    s = load(name, overrides).scenario
+    setup = Setup.of(s, 0, 0.1)
+    policy = Policy(s)
+    eager = simulate_agents(s, policy, setup.pop, entropy=21)
+    timely = simulate_agents(s, policy, setup.pop, entropy=21, eager_migration=False)
+    assert eager.changes == timely.changes
+    assert np.array_equal(eager.credit, timely.credit)
+    assert np.array_equal(eager.decided_at, timely.decided_at, equal_nan=True)
+    assert eager.market.to_json() == timely.market.to_json()
+    migrated = {c[2] for line in eager.changes for c in line if c[1] == "migrated"}
+    assert migrated - set(s.policy)   # the shortcut was taken
+    if overrides:
+        assert "zhipu" in migrated   # and so was the calendar, for the provider with a policy
+    # the anticipation steps counted organisations still migrating (the case the count is for)
+    assert any(h > 0 for rec in eager.market.regions.values() for _, h in rec.hazard)
+
+
+def test_calendar_delivers_in_the_order_of_one_heap() -> None:
+    """The calendar queue (a heap per hour) pops exactly what one heap of (hour, order of
+    scheduling) would, ties and events scheduled while delivering included."""
+    import heapq
+
+    from sim.model import Calendar
+
+    rng = np.random.default_rng(7)
+    cal, ref = Calendar(), []
+    seq = 0
+
+    def add(h: float, i: int) -> None:
+        nonlocal seq
+        cal.add(h, i, None)
+        heapq.heappush(ref, (h, seq, i))
+        seq += 1
+
+    # whole and fractional hours, ties among them, hours far apart and an empty stretch
+    for k, h in enumerate(np.concatenate([rng.integers(0, 40, 300).astype(float),
+                                          rng.uniform(0, 40, 300), [500.0, 500.0, 0.0]]).tolist()):
+        add(h, k)
+    got, want = [], []
+    while cal:
+        assert cal.next_at() == ref[0][0]
+        h, i, _ = cal.pop()
+        got.append((h, i))
+        want.append(heapq.heappop(ref)[::2])
+        if len(got) % 7 == 0:   # events scheduled while delivering: now, and later
+            add(h, 10_000 + len(got))
+            add(h + float(rng.uniform(0, 30)), 20_000 + len(got))
+    assert got == want and not ref
+    assert len(got) > 600
