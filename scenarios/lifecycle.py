@@ -255,6 +255,7 @@ def _life(state: str, provider: str, excluded: frozenset[str], warned: bool, thr
 
 
 _START = Life()
+_NOTHING: frozenset[str] = frozenset()
 _START_NO_RELAY = Life(excluded=frozenset({behaviour.CIRCUMVENT}))
 
 
@@ -312,7 +313,7 @@ def _denied(life: Life, ev: Denied, org: Org, rng: np.random.Generator,
 
 def _decide(life: Life, at: dt.datetime, org: Org, rng: np.random.Generator, ctx: Context,
             entered: tuple[Action, ...] = ()) -> tuple[Life, tuple[Action, ...]]:
-    closed = ctx.closed(org, at)
+    closed = ctx.closed(org, at) if ctx.alternatives_have_policy else _NOTHING
     probs = ctx.probabilities(org, at, life.excluded | closed if closed else life.excluded)
     choice = behaviour.choose(probs, rng) if probs else behaviour.WAIT
     if choice == behaviour.WAIT:

@@ -60,9 +60,10 @@ class PolicyRequest(NamedTuple):
     key: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """The outcome: an action, the stage that decided, why, and what to send."""
+class Decision(NamedTuple):
+    """The outcome: an action, the stage that decided, why, and what to send. (A named tuple:
+    a detected relay gets a decision of its own, with its catch in the reason — one per relayed
+    piece in the simulator, one per request at the gateway.)"""
 
     action: Action
     stage: str
@@ -165,6 +166,13 @@ def detection_delay_days(salt: str, org: str, since: dt.datetime, per_day: float
         return 0.0
     u = 1.0 - unit_hash(f"{salt}/detect", f"{org}@{since.isoformat()}")  # in (0, 1]
     return math.log(u) / math.log1p(-per_day)
+
+
+def _utc_stamp(at: dt.datetime) -> str:
+    """``at.strftime('%Y-%m-%dT%H:%M:%SZ')`` for years 1000–9999, in about half its time."""
+    # (printf-style: faster here than format specifiers, which parse a spec per field)
+    return "%04d-%02d-%02dT%02d:%02d:%02dZ" % (  # noqa: UP031
+        at.year, at.month, at.day, at.hour, at.minute, at.second)
 
 
 # ---------------------------------------------------------------- the compiled policy
@@ -327,7 +335,7 @@ class Policy:
             return None
         spec = det.response or Response(preset="openai_403")
         reason = (f"circumvention detected ({det.signal}): organisation's home {req.home_country} "
-                  f"is blocked by stage {home.stage}; caught {caught.strftime('%Y-%m-%dT%H:%M:%SZ')}")
+                  f"is blocked by stage {home.stage}; caught {_utc_stamp(caught)}")
         return Decision("block", home.stage, reason, self._response(pol, spec, req.country, None))
 
 

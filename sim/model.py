@@ -142,7 +142,8 @@ class World:
         return self.s.window.hours
 
     def at(self, hours: float) -> dt.datetime:
-        return self.start + dt.timedelta(hours=hours)
+        # timedelta(hours=hours) with its arguments by position: the same value, no keywords
+        return self.start + dt.timedelta(0, 0, 0, 0, 0, hours)
 
     def hours(self, when: dt.datetime) -> float:
         # the actions of one transition share its instant: the last conversion is kept

@@ -107,8 +107,9 @@ class _Resolver:
             country=self.s.behaviour.relay.country if relay else region,
             org=self.pop.ids[i], segment=self.segments[self.segment_of[i]], home_country=region,
             hosting=self.s.behaviour.relay.hosting if relay else False,
-            relay_since=start + dt.timedelta(hours=since) if since is not None else None)
-        return self._index(self._decide(start + dt.timedelta(hours=mid), req, relay, migrated))
+            relay_since=start + dt.timedelta(0, 0, 0, 0, 0, since) if since is not None else None)
+        # (timedelta(hours=...) with its arguments by position: the same value, no keywords)
+        return self._index(self._decide(start + dt.timedelta(0, 0, 0, 0, 0, mid), req, relay, migrated))
 
     def _index(self, fate: Fate) -> int:
         return self.fates.setdefault(fate, len(self.fates))
