@@ -80,29 +80,37 @@ def _run_all(setup: Setup, seqs: list[np.random.SeedSequence],
         for i, seq in enumerate(seqs):
             yield i, _one(setup, i, seq)
         return
-    yield from pool_map(_one, [(setup, i, seq) for i, seq in enumerate(seqs)], jobs)
+    yield from pool_map(_one, [(0, i, seq) for i, seq in enumerate(seqs)], jobs, shared=[setup])
+
+
+#: what a pool worker was handed once, at its start (:func:`pool_map`'s ``shared``)
+_SHARED: list[Any] = []
 
 
 def _indexed(item: tuple[int, Callable[..., Any], tuple[Any, ...]]) -> tuple[int, Any]:
-    index, fn, args = item
-    return index, fn(*args)
+    index, fn, (k, *args) = item
+    return index, fn(_SHARED[k], *args)
 
 
-def _worker_init() -> None:
-    """Pool workers leave Ctrl-C to the parent (which terminates them) and keep freed memory."""
+def _worker_init(shared: list[Any]) -> None:
+    """Pool workers leave Ctrl-C to the parent (which terminates them), keep freed memory, and
+    keep what every call shares."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     keep_freed_memory()
+    _SHARED[:] = shared
 
 
-def pool_map(fn: Callable[..., Any], calls: list[tuple[Any, ...]],
-             jobs: int) -> Iterator[tuple[int, Any]]:
-    """``fn(*calls[i])`` on ``jobs`` spawned processes, yielding ``(i, result)`` as each finishes.
+def pool_map(fn: Callable[..., Any], calls: list[tuple[Any, ...]], jobs: int,
+             shared: list[Any]) -> Iterator[tuple[int, Any]]:
+    """``fn(shared[k], *rest)`` for each call ``(k, *rest)`` of ``calls`` on ``jobs`` spawned
+    processes, yielding ``(i, result)`` as each finishes. ``shared`` (the setups) is sent to each
+    worker once, when it starts, instead of with every call (a setup pickles to a few MB).
 
     On any exception in the parent — Ctrl-C included — the workers are terminated at once rather
     than left to finish their replications (a clean stop within a second, not after minutes).
     """
     context = multiprocessing.get_context("spawn")
-    pool = context.Pool(processes=min(jobs, len(calls)), initializer=_worker_init)
+    pool = context.Pool(processes=min(jobs, len(calls)), initializer=_worker_init, initargs=(shared,))
     try:
         results = pool.imap_unordered(_indexed, [(i, fn, c) for i, c in enumerate(calls)])
         for _ in calls:

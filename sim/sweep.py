@@ -138,8 +138,8 @@ def _pool_tasks(setups: list[Setup], seqs: list[np.random.SeedSequence], tasks: 
         for p, r in tasks:
             yield (p, r), _one(setups[p], r, seqs[r])
         return
-    calls = [(setups[p], r, seqs[r]) for p, r in tasks]
-    for i, item in pool_map(_one, calls, jobs):
+    calls = [(p, r, seqs[r]) for p, r in tasks]
+    for i, item in pool_map(_one, calls, jobs, shared=setups):
         yield tasks[i], item
 
 
