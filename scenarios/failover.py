@@ -31,6 +31,12 @@ from scenarios.schema import FailoverRule, Provider, Scenario
 BLOCK, ERROR = "block", "error"
 
 
+def rules_name_orgs(s: Scenario) -> bool:
+    """Does any failover rule name organisations? Then two organisations of a region and
+    segment may be failed over differently."""
+    return any(rule.orgs for rule in s.routing.failover)
+
+
 def covers(rule: FailoverRule, *, segment: str, org: str) -> bool:
     """Does ``rule`` apply to this organisation (see the module docstring)?"""
     if not rule.segments and not rule.orgs:

@@ -344,6 +344,12 @@ class Policy:
 DENYING_ACTIONS = frozenset({"block", "throttle"})
 
 
+def stages_name_orgs(s: Scenario) -> bool:
+    """Does any stage treat organisations one by one (a rollout by percent, allow-listed
+    organisations)? Then two organisations of a region and segment may be answered differently."""
+    return any(st.percent < 100.0 or st.allow_list.orgs for pol in s.policy.values() for st in pol.stages)
+
+
 def first_denial(s: Scenario, provider: str | None = None) -> dt.datetime | None:
     """When ``provider``'s (default: the incumbent's) first block or throttle stage starts."""
     pol = s.policy.get(provider or s.incumbent.name)

@@ -40,10 +40,10 @@ import numpy as np
 import simpy
 
 from scenarios import lifecycle as lc
-from scenarios.failover import failover_providers, served_instead
+from scenarios.failover import failover_providers, rules_name_orgs, served_instead
 from scenarios.ledger import grants_credit
 from scenarios.market import MarketContext, MarketRecorder
-from scenarios.policy import Policy, PolicyRequest, unit_hash
+from scenarios.policy import Policy, PolicyRequest, stages_name_orgs, unit_hash
 from scenarios.schema import Provider, Scenario
 from sim.population import Population
 from sim.profile import Profile
@@ -259,10 +259,9 @@ class World:
         self.points = change_hours(self, self.incumbent)
         targets = failover_providers(s, self.incumbent)
         self.failover = bool(targets)
-        self.per_org_failover = any(rule.orgs for rule in s.routing.failover)
+        self.per_org_failover = rules_name_orgs(s)
         self.noticed_points = sorted(set(self.points).union(*(change_hours(self, p) for p in targets)))
-        self.per_org = any(st.percent < 100.0 or st.allow_list.orgs
-                           for pol in s.policy.values() for st in pol.stages)
+        self.per_org = stages_name_orgs(s)
 
     def noticed(self, i: int, hours: float) -> bool:
         """Does the organisation *see* its direct request to the incumbent at ``hours`` denied?

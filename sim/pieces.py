@@ -23,8 +23,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from scenarios.failover import serving_target
-from scenarios.policy import Decision, Policy, PolicyRequest, unit_hash
+from scenarios.failover import rules_name_orgs, serving_target
+from scenarios.policy import Decision, Policy, PolicyRequest, stages_name_orgs, unit_hash
 from scenarios.schema import Scenario
 from sim.model import Change
 from sim.population import Population
@@ -62,7 +62,7 @@ class Pieces:
     cohort_of: np.ndarray     # per organisation: its cohort, or -1 if it has its own pieces
     cohort_pieces: tuple[np.ndarray, ...]
     #: per organisation: the hour of its first state change (the window's end if none), or 0 for
-    #: everyone when a stage treats organisations individually. Before it the organisation's
+    #: everyone when a stage or a failover rule names organisations. Before it the organisation's
     #: pieces are those of any direct organisation of its region and segment — same questions,
     #: same fates (see :func:`sim.traffic.units`).
     since: np.ndarray
@@ -168,7 +168,7 @@ def build_pieces(s: Scenario, policy: Policy, pop: Population, timelines: list[l
     """Cut every timeline at its own changes and at the policy change points; decide each piece.
 
     Organisations that never changed state share their pieces with every other such organisation
-    of their region and segment (unless a stage treats organisations individually).
+    of their region and segment (unless a stage or a failover rule names organisations).
 
     The timelines are flattened once into entries (one per state an organisation was in); cutting
     them at the policy change points and merging neighbours of equal fate are array operations,
@@ -177,8 +177,8 @@ def build_pieces(s: Scenario, policy: Policy, pop: Population, timelines: list[l
     piece, organisation by organisation.
     """
     cuts = global_cuts(s, policy)
-    per_org = any(st.percent < 100.0 or st.allow_list.orgs
-                  for pol in s.policy.values() for st in pol.stages)
+    # a stage or a failover rule that names organisations: every organisation asks on its own
+    per_org = stages_name_orgs(s) or rules_name_orgs(s)
     resolver = _Resolver(s, policy, pop, per_org, {})
     flat = _flatten(resolver, s.window.hours, timelines)
     piece_entry, a, b = _cut(flat.t0, flat.t1, np.asarray(cuts, dtype=float))

@@ -55,16 +55,19 @@ def _expected(f: Fate) -> tuple[str, str, str]:
     return (f.provider, f.path, "deny" if f.action == DENY else ("warn" if f.action == WARN else "allow"))
 
 
-def test_piece_decisions_equal_per_request_decisions(default: Loaded, small_setup: Setup) -> None:
-    s = default.scenario
+def _check_every_request(s, setup: Setup, entropy: int, sample_unchanged: int) -> set[str]:
+    """Requests drawn inside each piece of every organisation that changed state (and a sample of
+    the others), each decided as the gateway would: every answer equals its piece's fate.
+    Returns the kinds of answer seen."""
     policy = Policy(s)
-    pop = small_setup.pop
-    tl = simulate_agents(s, policy, pop, entropy=3)
+    pop = setup.pop
+    tl = simulate_agents(s, policy, pop, entropy=entropy)
     pieces = build_pieces(s, policy, pop, tl.changes)
     rng = np.random.default_rng(11)
     changed = np.flatnonzero(pieces.cohort_of < 0)
     unchanged = np.flatnonzero(pieces.cohort_of >= 0)
-    sample = np.concatenate([changed, rng.choice(unchanged, 200, replace=False)])
+    sample = np.concatenate([changed, rng.choice(unchanged, min(sample_unchanged, unchanged.size),
+                                                 replace=False)])
     checked = 0
     actions: set[str] = set()
     for i in sample:
@@ -77,7 +80,7 @@ def test_piece_decisions_equal_per_request_decisions(default: Loaded, small_setu
         segment = s.segments[int(pop.segment[i])].name
         for t0, t1, f in spans:
             want = _expected(pieces.fates[f])
-            times = small_setup.profile.sample_times(int(pop.region[i]), t0, t1, REQUESTS_PER_PIECE, rng)
+            times = setup.profile.sample_times(int(pop.region[i]), t0, t1, REQUESTS_PER_PIECE, rng)
             # the first and the last second of the piece too (datetimes have microseconds; a piece
             # may be shorter than a second: a relay caught just before its next request)
             for t in np.concatenate([times, [t0, max(t0, t1 - 1.0 / 3600)]]):
@@ -87,10 +90,35 @@ def test_piece_decisions_equal_per_request_decisions(default: Loaded, small_setu
                 checked += 1
                 actions.add(got[2] + "/" + got[1])
     assert checked > 10_000
+    return actions
+
+
+def test_piece_decisions_equal_per_request_decisions(default: Loaded, small_setup: Setup) -> None:
+    actions = _check_every_request(default.scenario, small_setup, entropy=3, sample_unchanged=200)
     # the sample exercised every kind of fate the default scenario has (a relay is denied from its
     # detection until the organisation's first relayed request after it: the detection cuts)
     assert {"allow/direct", "warn/direct", "deny/direct", "allow/relay", "deny/relay",
             "allow/failover", "none/"} <= actions
+
+
+def test_piece_decisions_follow_failover_rules_that_name_organisations(small_setup: Setup) -> None:
+    """A failover rule for a few named organisations: theirs fail over, their neighbours' (same
+    region and segment) are denied — pieces asked per organisation, not per (region, segment)."""
+    from scenarios.loader import load
+
+    base = small_setup.s
+    pop = small_setup.pop
+    cn = [r.code for r in base.regions].index("CN")
+    startup = [g.name for g in base.segments].index("startup")
+    members = np.flatnonzero((pop.region == cn) & (pop.segment == startup))
+    named = [pop.ids[int(k)] for k in members[1:40:3]]
+    s = load("openai-2024-cn-hk", (
+        f"routing.failover=[{{from: openai, to: [alibaba], when: [block], orgs: [{', '.join(named)}]}}]",
+    )).scenario
+    setup = Setup.of(s, 0, small_setup.scale)
+    assert setup.pop.ids == pop.ids
+    actions = _check_every_request(s, setup, entropy=3, sample_unchanged=300)
+    assert {"allow/failover", "deny/direct"} <= actions
 
 
 def test_pieces_tile_the_window(default: Loaded, small_setup: Setup) -> None:
