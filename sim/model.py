@@ -88,7 +88,6 @@ class World:
     #: warned organisations of each region that may still leave in anticipation
     open_warned: dict[str, int] = field(default_factory=dict)
     thresholds: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
-    _rngs: dict[int, np.random.Generator] = field(default_factory=dict)
     _agents: dict[int, tuple[lc.Org, np.random.Generator]] = field(default_factory=dict)
     _arrivals: dict[int, int] = field(default_factory=dict)
     _denied_cache: dict[tuple[Any, ...], bool] = field(default_factory=dict)
@@ -162,12 +161,6 @@ class World:
                                       self.s.segments[self.segment_of[i]].name,
                                       relay_available=self.relay_available)
         return o
-
-    def rng(self, i: int) -> np.random.Generator:
-        r = self._rngs.get(i)
-        if r is None:
-            r = self._rngs[i] = lc.org_rng(self.seed, self.pop.ids[i])
-        return r
 
     def first_request(self, i: int, after: float) -> float | None:
         """The organisation's first request at or after hour ``after`` (None: none in the window)."""
@@ -286,7 +279,8 @@ class World:
         """Feed one event to the organisation's life and carry out what it asks."""
         agent = self._agents.get(i)
         if agent is None:
-            agent = self._agents[i] = (self.org(i), self.rng(i))
+            # its generator is made when it first acts, and kept with it
+            agent = self._agents[i] = (self.org(i), lc.org_rng(self.seed, self.pop.ids[i]))
         org, rng = agent
         before = self.lives.get(i)
         if before is None:
