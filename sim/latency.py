@@ -193,15 +193,17 @@ def percentiles(values: np.ndarray) -> np.ndarray:
     return np.percentile(values, QUANTILES, axis=-1).T
 
 
-def stable_argsort(values: np.ndarray) -> np.ndarray:
-    """``np.argsort(values, kind="stable")``, faster where no two values are equal (continuous
-    samples): without ties any ascending order is the stable one, and numpy's default sort is
-    quicker than its stable one. With a tie (or a NaN) it sorts stably after all."""
+def stable_argsort(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.argsort(values, kind="stable")`` and the values in that order, faster where no two
+    values are equal (continuous samples): without ties any ascending order is the stable one,
+    and numpy's default sort is quicker than its stable one. With a tie (or a NaN) it sorts
+    stably after all."""
     order = np.argsort(values)
     ranked = values[order]
     if ranked.size > 1 and (np.isnan(ranked[-1]) or bool(np.any(ranked[1:] == ranked[:-1]))):
-        return np.argsort(values, kind="stable")
-    return order
+        order = np.argsort(values, kind="stable")
+        return order, values[order]
+    return order, ranked
 
 
 def weighted_percentiles(values: np.ndarray, weights: np.ndarray, presorted: bool = False) -> np.ndarray:
@@ -210,11 +212,50 @@ def weighted_percentiles(values: np.ndarray, weights: np.ndarray, presorted: boo
     if presorted:
         v, w = values, weights
     else:
-        order = stable_argsort(values)
-        v, w = values[order], weights[order]
+        order, v = stable_argsort(values)
+        w = weights[order]
     cum = np.cumsum(w)
     targets = np.array(QUANTILES) / 100.0 * cum[-1]
     return v[np.minimum(np.searchsorted(cum, targets, side="left"), v.size - 1)]
+
+
+@dataclass(frozen=True, slots=True)
+class Pool:
+    """One path's samples of one measure in stable ascending order (:func:`pool`), each with its
+    group: any subset of groups is pooled from it without sorting again, as the stable order of a
+    subset is the subset of the stable order."""
+
+    values: np.ndarray        # ascending (ties in sample order)
+    group: np.ndarray         # the group (row of the samples' arrays) of each value
+    weight: np.ndarray        # each value's weight: its group's served requests per sample
+
+
+def pool(lat: LatencySamples, path: int, values_ms: np.ndarray | None = None,
+         keep: np.ndarray | None = None) -> Pool:
+    """The samples of ``path``'s groups sorted once; ``values_ms`` (default: total latency) and
+    ``keep`` (a sample mask) pick what is pooled."""
+    rows = np.flatnonzero(lat.path == path)
+    size = lat.latency_ms.shape[1]
+    values = (lat.latency_ms if values_ms is None else values_ms)[rows].ravel()
+    if keep is None:
+        order, ranked = stable_argsort(values)
+    else:   # only the kept samples are sorted (in the order all of them would have)
+        kept = np.flatnonzero(keep[rows].ravel())
+        order, ranked = stable_argsort(values[kept])
+        order = kept[order]
+    group = rows[order // size]
+    return Pool(values=ranked, group=group, weight=lat.weight[group] / size)
+
+
+def pooled_percentiles(pooled: Pool, take: np.ndarray) -> np.ndarray | None:
+    """Volume-weighted p50/p95/p99 of the pooled samples of the groups where ``take`` (a mask
+    over all groups); None if it takes none."""
+    picked = take[pooled.group]
+    if not np.any(picked):
+        return None
+    # np.compress: what boolean indexing selects, several times faster on a mask without pattern
+    return weighted_percentiles(np.compress(picked, pooled.values),
+                                np.compress(picked, pooled.weight), presorted=True)
 
 
 def pooled_latency(lat: LatencySamples, path: int, bins: np.ndarray) -> np.ndarray | None:
@@ -225,25 +266,7 @@ def pooled_latency(lat: LatencySamples, path: int, bins: np.ndarray) -> np.ndarr
 def pooled_latencies(lat: LatencySamples, path: int, bin_sets: list[np.ndarray],
                      values_ms: np.ndarray | None = None,
                      keep: np.ndarray | None = None) -> list[np.ndarray | None]:
-    """:func:`pooled_latency` for several sets of bins, sorting the path's samples once: the
-    stable order of a subset is the subset of the stable order, so each answer is the same.
-    ``values_ms`` (default: total latency) and ``keep`` (a sample mask) pick what is pooled."""
-    rows = np.flatnonzero(lat.path == path)
-    source = lat.latency_ms if values_ms is None else values_ms
-    values = source[rows].ravel()
-    if keep is None:
-        order = stable_argsort(values)
-    else:   # only the kept samples are sorted (in the order all of them would have)
-        kept = np.flatnonzero(keep[rows].ravel())
-        order = kept[stable_argsort(values[kept])]
-    row_of = order // lat.latency_ms.shape[1]
-    out: list[np.ndarray | None] = []
-    for bins in bin_sets:
-        take = np.isin(lat.bin[rows], bins)[row_of]
-        if not np.any(take):
-            out.append(None)
-            continue
-        picked = order[take]
-        weights = lat.weight[rows][picked // lat.latency_ms.shape[1]] / lat.latency_ms.shape[1]
-        out.append(weighted_percentiles(values[picked], weights, presorted=True))
-    return out
+    """:func:`pooled_latency` for several sets of bins, sorting the path's samples once (a
+    :class:`Pool`); ``values_ms`` and ``keep`` as in :func:`pool`."""
+    pooled = pool(lat, path, values_ms, keep)
+    return [pooled_percentiles(pooled, np.isin(lat.bin, bins)) for bins in bin_sets]

@@ -1,11 +1,19 @@
-"""sim.latency.stable_argsort: numpy's stable argsort, whatever the ties."""
+"""sim.latency's sorts: numpy's stable argsort, whatever the ties."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from sim.latency import _pick_cells, _positions, stable_argsort
+from sim.latency import (
+    LatencySamples,
+    _pick_cells,
+    _positions,
+    pool,
+    pooled_percentiles,
+    stable_argsort,
+    weighted_percentiles,
+)
 
 
 @pytest.mark.parametrize("case", ["distinct", "ties", "signed zeros", "nan"])
@@ -20,7 +28,9 @@ def test_stable_argsort_is_the_stable_argsort(case: str) -> None:
     elif case == "nan":
         values[::13] = np.nan
     want = np.argsort(values, kind="stable")
-    assert np.array_equal(stable_argsort(values), want)
+    order, ranked = stable_argsort(values)
+    assert np.array_equal(order, want)
+    assert np.array_equal(ranked, values[want], equal_nan=True)
 
 
 def _pick_cells_whole_array(group: np.ndarray, served: np.ndarray, n_groups: int, size: int,
@@ -79,3 +89,42 @@ def test_positions_are_each_codes_positions_in_order() -> None:
     assert len(got) == 8
     for c in range(8):
         assert np.array_equal(got[c], np.flatnonzero(codes == c))
+
+
+def _samples(rng: np.random.Generator, ties: bool) -> LatencySamples:
+    groups, size = 40, 200
+    latency = rng.lognormal(7.0, 0.5, (groups, size))
+    if ties:
+        latency = np.round(latency, -2)        # equal values across groups: their order matters
+    return LatencySamples(provider=rng.integers(0, 3, groups), path=rng.integers(0, 2, groups),
+                          bin=rng.integers(0, 5, groups),
+                          weight=rng.integers(1, 10_000, groups).astype(float),
+                          latency_ms=latency, ttft_ms=latency / 3, network_ms=latency / 5,
+                          queue_ms=np.zeros_like(latency), generation_ms=latency / 2,
+                          streamed=rng.random((groups, size)) < 0.6)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_a_pool_gives_each_subset_of_groups_the_percentiles_of_its_own_sort(ties: bool) -> None:
+    """One sort per path serves every subset of its groups: the same figures, bit for bit, as
+    sorting the subset's own samples."""
+    rng = np.random.default_rng(3)
+    lat = _samples(rng, ties)
+    size = lat.latency_ms.shape[1]
+    for path in (0, 1):
+        for values, keep in ((lat.latency_ms, None), (lat.ttft_ms, lat.streamed)):
+            pooled = pool(lat, path, None if keep is None else values, keep)
+            for _ in range(10):
+                take = rng.random(lat.weight.size) < 0.4
+                mine = (lat.path == path) & take
+                mask = np.broadcast_to(mine[:, None], values.shape)
+                if keep is not None:
+                    mask = mask & keep
+                got = pooled_percentiles(pooled, take)
+                if not mask.any():
+                    assert got is None
+                    continue
+                rows = np.nonzero(mask)[0]
+                weights = lat.weight[rows] / size
+                want = weighted_percentiles(values[mask], weights)
+                assert got is not None and got.tobytes() == want.tobytes()
