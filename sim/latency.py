@@ -49,9 +49,7 @@ def sample_latency(s: Scenario, *, provider: np.ndarray, path: np.ndarray, bins:
                    cap: Capacity, rng: np.random.Generator, size: int = SAMPLE) -> LatencySamples:
     """Sample every (provider, path, bin) group of the served cells given as parallel arrays."""
     live = served > 0
-    keys = np.stack([provider[live], path[live], bins[live]])
-    groups, inverse = np.unique(keys, axis=1, return_inverse=True)
-    inverse = inverse.ravel()
+    groups, inverse = _unique_columns(np.stack([provider[live], path[live], bins[live]]))
     weight = np.bincount(inverse, weights=served[live].astype(float))
     pick = _pick_cells(inverse, served[live].astype(float), groups.shape[1], size, rng)
     cell_region = region[live][pick]
@@ -69,10 +67,23 @@ def sample_latency(s: Scenario, *, provider: np.ndarray, path: np.ndarray, bins:
                           queue_ms=queue, generation_ms=gen, streamed=streamed.reshape(shape))
 
 
+def _unique_columns(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(keys, axis=1, return_inverse=True)`` of integer rows: each column as one
+    integer in the columns' lexicographic order, whose 1-d unique is many times faster."""
+    if keys.shape[1] == 0:
+        return keys, np.zeros(0, dtype=np.intp)
+    low = keys.min(axis=1)
+    dims = tuple((keys.max(axis=1) - low + 1).tolist())
+    codes, inverse = np.unique(np.ravel_multi_index(tuple(keys - low[:, None]), dims),
+                               return_inverse=True)
+    columns = np.stack(np.unravel_index(codes, dims)).astype(keys.dtype) + low[:, None]
+    return columns, inverse
+
+
 def _pick_cells(group: np.ndarray, served: np.ndarray, n_groups: int, size: int,
                 rng: np.random.Generator) -> np.ndarray:
     """For each group, ``size`` cell indices drawn with probability ∝ served (inverse CDF)."""
-    order = np.argsort(group, kind="stable")
+    order = code_order(group, n_groups)
     cum = np.cumsum(served[order])
     totals = np.bincount(group, weights=served, minlength=n_groups)
     base = np.concatenate(([0.0], np.cumsum(totals)[:-1]))
@@ -142,6 +153,13 @@ def _compose(s: Scenario, k: np.ndarray, relay: np.ndarray, b: np.ndarray, hour:
     return rtt, wait, first, gen
 
 
+def code_order(codes: np.ndarray, n: int) -> np.ndarray:
+    """``np.argsort(codes, kind="stable")`` of codes 0..n-1, sorted as the narrowest unsigned
+    type that holds them: numpy sorts 8- and 16-bit integers stably by radix, in linear time,
+    where it merges 64-bit ones (the same order: a stable order depends only on the values)."""
+    return np.argsort(codes.astype(np.min_scalar_type(max(n - 1, 0)), copy=False), kind="stable")
+
+
 def _bounds(codes: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Where each code 0..n-1 starts and ends in ``codes`` sorted (stably)."""
     counts = np.bincount(codes, minlength=n)
@@ -151,7 +169,7 @@ def _bounds(codes: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _positions(codes: np.ndarray, n: int) -> list[np.ndarray]:
     """For each code 0..n-1, the ascending positions holding it (``np.flatnonzero(codes == c)``)."""
-    order = np.argsort(codes, kind="stable")
+    order = code_order(codes, n)
     starts, ends = _bounds(codes, n)
     return [order[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
 

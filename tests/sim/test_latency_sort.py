@@ -9,6 +9,8 @@ from sim.latency import (
     LatencySamples,
     _pick_cells,
     _positions,
+    _unique_columns,
+    code_order,
     pool,
     pooled_percentiles,
     stable_argsort,
@@ -128,3 +130,19 @@ def test_a_pool_gives_each_subset_of_groups_the_percentiles_of_its_own_sort(ties
                 weights = lat.weight[rows] / size
                 want = weighted_percentiles(values[mask], weights)
                 assert got is not None and got.tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize("n", [1, 7, 256, 300, 70_000])
+def test_code_order_is_the_stable_argsort(n: int) -> None:
+    """Narrowed to 8 or 16 bits (or not at all), the codes sort into numpy's stable order."""
+    codes = np.random.default_rng(n).integers(0, n, 20_000)
+    assert np.array_equal(code_order(codes, n), np.argsort(codes, kind="stable"))
+
+
+@pytest.mark.parametrize("shape", [(3, 5000), (3, 0), (2, 1)])
+def test_unique_columns_are_numpys(shape: tuple[int, int]) -> None:
+    keys = np.random.default_rng(2).integers(-3, 40, shape)
+    want, inverse = np.unique(keys, axis=1, return_inverse=True)
+    got, got_inverse = _unique_columns(keys)
+    assert got.dtype == want.dtype and np.array_equal(got, want)
+    assert np.array_equal(got_inverse, inverse.ravel())
