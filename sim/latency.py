@@ -26,6 +26,8 @@ from sim.queueing import sample_mmck_waits
 #: Requests sampled per (provider, path, bin): p99 rests on the 10 slowest of them.
 SAMPLE = 1000
 QUANTILES = (50.0, 95.0, 99.0)
+#: Samples searched at a time by :func:`_count_below` (its arrays stay in cache).
+SEARCH_CHUNK = 1 << 15
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,22 +107,50 @@ def _pick_cells(group: np.ndarray, served: np.ndarray, n_groups: int, size: int,
 
 def _pick_hours(weight: np.ndarray, region: np.ndarray, b: np.ndarray,
                 rng: np.random.Generator) -> np.ndarray:
-    """An hour of the bin per sample, ∝ the region's intensity (one searchsorted over all rows)."""
+    """An hour of the bin per sample, ∝ the region's intensity: where the sample's draw falls in
+    the row of cumulative shares of its (region, bin), all rows laid end to end in one array.
+
+    That is one searchsorted over the whole array, clipped to the sample's row. While the array
+    ascends (rows cannot overlap but by rounding), the clipped answer is the count of the row's
+    own entries below the draw, capped at its last hour: searched in the row's few entries only.
+    """
     hours = weight.shape[2]
     rows = weight.reshape(-1, hours)
     total = rows.sum(axis=1, keepdims=True)
     cum = np.divide(np.cumsum(rows, axis=1), total, out=np.ones_like(rows), where=total > 0)
     flat = (cum + np.arange(rows.shape[0])[:, None]).ravel()   # row r lives in (r, r + 1]
     row = region * weight.shape[1] + b
-    at = np.searchsorted(flat, row + rng.random(region.size), side="left")
-    return np.clip(at - row * hours, 0, hours - 1)
+    key = row + rng.random(region.size)
+    if not np.all(flat[1:] >= flat[:-1]):
+        at = np.searchsorted(flat, key, side="left")
+        return np.clip(at - row * hours, 0, hours - 1)
+    return np.minimum(_count_below(flat, row * hours, hours, key), hours - 1)
+
+
+def _count_below(flat: np.ndarray, start: np.ndarray, size: int, key: np.ndarray) -> np.ndarray:
+    """For each key, how many of the ascending ``flat[start : start + size]`` are below it: a
+    binary search of all keys at once, one step per bit of ``size``, in chunks that stay in cache."""
+    out = np.empty(key.size, dtype=np.int64)
+    top = 1 << (size.bit_length() - 1)
+    for lo in range(0, key.size, SEARCH_CHUNK):
+        k, before = key[lo : lo + SEARCH_CHUNK], start[lo : lo + SEARCH_CHUNK] - 1
+        count = np.zeros(k.size, dtype=np.int64)
+        step = top
+        while step:     # the count + step first entries are below the key: take them
+            probe = count + step
+            inside = probe <= size
+            np.copyto(count, probe, where=inside & (flat[np.where(inside, before + probe, 0)] < k))
+            step >>= 1
+        out[lo : lo + SEARCH_CHUNK] = count
+    return out
 
 
 def _compose(s: Scenario, k: np.ndarray, relay: np.ndarray, b: np.ndarray, hour: np.ndarray,
              region: np.ndarray, segment: np.ndarray, cap: Capacity,
              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(network, queue, time to first token, generation) ms per sample; TTFT includes the
-    network and the queue (what a streaming client waits for), latency = TTFT + generation."""
+    """(network, queue, time to first token, generation) ms per sample (providers ``k``
+    ascending); TTFT includes the network and the queue (what a streaming client waits for),
+    latency = TTFT + generation."""
     n = k.size
     rtt = np.zeros(n)
     # the samples of each (region, path) and of each segment, in sample order: one stable sort
@@ -138,17 +168,21 @@ def _compose(s: Scenario, k: np.ndarray, relay: np.ndarray, b: np.ndarray, hour:
     gen = np.zeros(n)
     wait = np.zeros(n)
     extra = np.zeros(n)
+    # the samples come group by group, the groups in provider order: each provider's samples
+    # are one run, a slice (a view) instead of positions gathered and scattered
+    starts, ends = _bounds(k, len(s.providers))
     for pi, p in enumerate(s.providers):
-        mine = np.flatnonzero(k == pi)
-        if mine.size == 0:
+        run = slice(int(starts[pi]), int(ends[pi]))
+        m = run.stop - run.start
+        if m == 0:
             continue
-        ttft[mine] = sample(p.latency.ttft_ms, rng, mine.size)
-        gen[mine] = tokens[mine] / np.maximum(sample(p.latency.tokens_per_s, rng, mine.size), 1e-9) * 1000.0
-        wait[mine] = hour_waits(cap.hours[pi], b[mine] * cap.offered.shape[2] + hour[mine], rng) * 1000.0
+        ttft[run] = sample(p.latency.ttft_ms, rng, m)
+        gen[run] = tokens[run] / np.maximum(sample(p.latency.tokens_per_s, rng, m), 1e-9) * 1000.0
+        wait[run] = hour_waits(cap.hours[pi], b[run] * cap.offered.shape[2] + hour[run], rng) * 1000.0
         f = p.faults
-        spikes = rng.random(mine.size) < f.spike_rate
-        stalls = rng.random(mine.size) < f.stall_rate
-        extra[mine] = np.where(spikes, sample(f.spike_ms, rng, mine.size), 0.0) + stalls * f.stall_s * 1000.0
+        spikes = rng.random(m) < f.spike_rate
+        stalls = rng.random(m) < f.stall_rate
+        extra[run] = np.where(spikes, sample(f.spike_ms, rng, m), 0.0) + stalls * f.stall_s * 1000.0
     first = rtt + wait + ttft + extra
     return rtt, wait, first, gen
 

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from sim.latency import (
+    SEARCH_CHUNK,
     LatencySamples,
     _pick_cells,
+    _pick_hours,
     _positions,
     _unique_columns,
     code_order,
@@ -146,3 +148,47 @@ def test_unique_columns_are_numpys(shape: tuple[int, int]) -> None:
     got, got_inverse = _unique_columns(keys)
     assert got.dtype == want.dtype and np.array_equal(got, want)
     assert np.array_equal(got_inverse, inverse.ravel())
+
+
+def _pick_hours_one_search(weight: np.ndarray, region: np.ndarray, b: np.ndarray,
+                           rng: np.random.Generator) -> np.ndarray:
+    """The definition: one search of the whole array of rows, clipped to the sample's row."""
+    hours = weight.shape[2]
+    rows = weight.reshape(-1, hours)
+    total = rows.sum(axis=1, keepdims=True)
+    cum = np.divide(np.cumsum(rows, axis=1), total, out=np.ones_like(rows), where=total > 0)
+    flat = (cum + np.arange(rows.shape[0])[:, None]).ravel()
+    row = region * weight.shape[1] + b
+    at = np.searchsorted(flat, row + rng.random(region.size), side="left")
+    return np.clip(at - row * hours, 0, hours - 1)
+
+
+class _EdgeDraws:
+    """Uniforms with the edges 0 and the largest float below 1 among them."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def random(self, size: int) -> np.ndarray:
+        u = np.random.default_rng(self.seed).random(size)
+        u[::97] = 0.0
+        u[1::89] = np.nextafter(1.0, 0.0)
+        return u
+
+
+@pytest.mark.parametrize("case", ["intensities", "empty hours and rows", "not ascending"])
+def test_hours_searched_row_by_row_are_those_of_one_search(case: str) -> None:
+    rng = np.random.default_rng(13)
+    weight = rng.lognormal(0.0, 1.0, (5, 30, 24))
+    if case == "empty hours and rows":
+        weight[rng.random(weight.shape) < 0.4] = 0.0
+        weight[1, 3] = 0.0
+        weight[0, 0, :5] = 0.0
+    elif case == "not ascending":             # the whole array is searched, as defined
+        weight[2, 7, 3] = -5.0
+    n = 3 * SEARCH_CHUNK + 17
+    region, b = rng.integers(0, 5, n), rng.integers(0, 30, n)
+    for draws in (np.random.default_rng, _EdgeDraws):
+        want = _pick_hours_one_search(weight, region, b, draws(4))  # type: ignore[arg-type]
+        got = _pick_hours(weight, region, b, draws(4))  # type: ignore[arg-type]
+        assert np.array_equal(got, want)
