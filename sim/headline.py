@@ -9,7 +9,7 @@ import numpy as np
 
 from scenarios.ledger import revenue_usd
 from scenarios.rundir import ORG_STATES, PATHS
-from sim.latency import pooled_latencies
+from sim.latency import pool, pooled_percentiles
 from sim.outcome import prices
 from sim.setup import FLOW_METRICS, Run, Setup, blocked_regions, first_block_start
 
@@ -57,21 +57,25 @@ def headline(setup: Setup, run: Run, base: Run, flows: np.ndarray,
     out["retry_amplification"] = (first + float(run.out.retries.sum())) / first if first else 1.0
     after = after_bins(setup)
     before = np.setdiff1d(np.arange(setup.edges.size - 1), after)
+    in_before, in_after = np.isin(lat.bin, before), np.isin(lat.bin, after)
+    measures = (("latency_ms", None, None), ("ttft_ms", lat.ttft_ms, lat.streamed))  # streamed requests
+    direct = PATHS.index("direct")
+    direct_pools = []
     for j, path in enumerate(PATHS):
-        for name, values, keep in (("latency_ms", None, None),
-                                   ("ttft_ms", lat.ttft_ms, lat.streamed)):  # streamed requests
-            pooled = pooled_latencies(lat, j, [before, after], values, keep)
-            for label, pct in zip(("before", "after"), pooled, strict=True):
+        for name, values, keep in measures:
+            # each path's samples sorted once per measure; every figure of it pools groups of them
+            pooled = pool(lat, j, values, keep)
+            if j == direct:
+                direct_pools.append(pooled)
+            for label, take in (("before", in_before), ("after", in_after)):
+                pct = pooled_percentiles(pooled, take)
                 if pct is not None:
                     for q, v in zip(("p50", "p95", "p99"), pct, strict=True):
                         out[f"{name}.{path}.{q}.{label}"] = float(v)
     # per provider on the direct path after the block (the compared figures: scenarios.figures)
-    direct = PATHS.index("direct")
     for k, p in enumerate(s.providers):
-        mine = np.broadcast_to((lat.provider == k)[:, None], lat.latency_ms.shape)
-        for name, values, keep in (("latency_ms", None, mine),
-                                   ("ttft_ms", lat.ttft_ms, mine & lat.streamed)):
-            (pct,) = pooled_latencies(lat, direct, [after], values, keep)
+        for (name, _, _), pooled in zip(measures, direct_pools, strict=True):
+            pct = pooled_percentiles(pooled, in_after & (lat.provider == k))
             if pct is not None:
                 for q, v in zip(("p50", "p95"), pct[:2], strict=True):
                     out[f"{name}.direct.{p.name}.{q}.after"] = float(v)

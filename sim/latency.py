@@ -26,6 +26,8 @@ from sim.queueing import sample_mmck_waits
 #: Requests sampled per (provider, path, bin): p99 rests on the 10 slowest of them.
 SAMPLE = 1000
 QUANTILES = (50.0, 95.0, 99.0)
+#: Samples searched at a time by :func:`_count_below` (its arrays stay in cache).
+SEARCH_CHUNK = 1 << 15
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +51,7 @@ def sample_latency(s: Scenario, *, provider: np.ndarray, path: np.ndarray, bins:
                    cap: Capacity, rng: np.random.Generator, size: int = SAMPLE) -> LatencySamples:
     """Sample every (provider, path, bin) group of the served cells given as parallel arrays."""
     live = served > 0
-    keys = np.stack([provider[live], path[live], bins[live]])
-    groups, inverse = np.unique(keys, axis=1, return_inverse=True)
-    inverse = inverse.ravel()
+    groups, inverse = _unique_columns(np.stack([provider[live], path[live], bins[live]]))
     weight = np.bincount(inverse, weights=served[live].astype(float))
     pick = _pick_cells(inverse, served[live].astype(float), groups.shape[1], size, rng)
     cell_region = region[live][pick]
@@ -69,10 +69,23 @@ def sample_latency(s: Scenario, *, provider: np.ndarray, path: np.ndarray, bins:
                           queue_ms=queue, generation_ms=gen, streamed=streamed.reshape(shape))
 
 
+def _unique_columns(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(keys, axis=1, return_inverse=True)`` of integer rows: each column as one
+    integer in the columns' lexicographic order, whose 1-d unique is many times faster."""
+    if keys.shape[1] == 0:
+        return keys, np.zeros(0, dtype=np.intp)
+    low = keys.min(axis=1)
+    dims = tuple((keys.max(axis=1) - low + 1).tolist())
+    codes, inverse = np.unique(np.ravel_multi_index(tuple(keys - low[:, None]), dims),
+                               return_inverse=True)
+    columns = np.stack(np.unravel_index(codes, dims)).astype(keys.dtype) + low[:, None]
+    return columns, inverse
+
+
 def _pick_cells(group: np.ndarray, served: np.ndarray, n_groups: int, size: int,
                 rng: np.random.Generator) -> np.ndarray:
     """For each group, ``size`` cell indices drawn with probability ∝ served (inverse CDF)."""
-    order = np.argsort(group, kind="stable")
+    order = code_order(group, n_groups)
     cum = np.cumsum(served[order])
     totals = np.bincount(group, weights=served, minlength=n_groups)
     base = np.concatenate(([0.0], np.cumsum(totals)[:-1]))
@@ -94,22 +107,50 @@ def _pick_cells(group: np.ndarray, served: np.ndarray, n_groups: int, size: int,
 
 def _pick_hours(weight: np.ndarray, region: np.ndarray, b: np.ndarray,
                 rng: np.random.Generator) -> np.ndarray:
-    """An hour of the bin per sample, ∝ the region's intensity (one searchsorted over all rows)."""
+    """An hour of the bin per sample, ∝ the region's intensity: where the sample's draw falls in
+    the row of cumulative shares of its (region, bin), all rows laid end to end in one array.
+
+    That is one searchsorted over the whole array, clipped to the sample's row. While the array
+    ascends (rows cannot overlap but by rounding), the clipped answer is the count of the row's
+    own entries below the draw, capped at its last hour: searched in the row's few entries only.
+    """
     hours = weight.shape[2]
     rows = weight.reshape(-1, hours)
     total = rows.sum(axis=1, keepdims=True)
     cum = np.divide(np.cumsum(rows, axis=1), total, out=np.ones_like(rows), where=total > 0)
     flat = (cum + np.arange(rows.shape[0])[:, None]).ravel()   # row r lives in (r, r + 1]
     row = region * weight.shape[1] + b
-    at = np.searchsorted(flat, row + rng.random(region.size), side="left")
-    return np.clip(at - row * hours, 0, hours - 1)
+    key = row + rng.random(region.size)
+    if not np.all(flat[1:] >= flat[:-1]):
+        at = np.searchsorted(flat, key, side="left")
+        return np.clip(at - row * hours, 0, hours - 1)
+    return np.minimum(_count_below(flat, row * hours, hours, key), hours - 1)
+
+
+def _count_below(flat: np.ndarray, start: np.ndarray, size: int, key: np.ndarray) -> np.ndarray:
+    """For each key, how many of the ascending ``flat[start : start + size]`` are below it: a
+    binary search of all keys at once, one step per bit of ``size``, in chunks that stay in cache."""
+    out = np.empty(key.size, dtype=np.int64)
+    top = 1 << (size.bit_length() - 1)
+    for lo in range(0, key.size, SEARCH_CHUNK):
+        k, before = key[lo : lo + SEARCH_CHUNK], start[lo : lo + SEARCH_CHUNK] - 1
+        count = np.zeros(k.size, dtype=np.int64)
+        step = top
+        while step:     # the count + step first entries are below the key: take them
+            probe = count + step
+            inside = probe <= size
+            np.copyto(count, probe, where=inside & (flat[np.where(inside, before + probe, 0)] < k))
+            step >>= 1
+        out[lo : lo + SEARCH_CHUNK] = count
+    return out
 
 
 def _compose(s: Scenario, k: np.ndarray, relay: np.ndarray, b: np.ndarray, hour: np.ndarray,
              region: np.ndarray, segment: np.ndarray, cap: Capacity,
              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(network, queue, time to first token, generation) ms per sample; TTFT includes the
-    network and the queue (what a streaming client waits for), latency = TTFT + generation."""
+    """(network, queue, time to first token, generation) ms per sample (providers ``k``
+    ascending); TTFT includes the network and the queue (what a streaming client waits for),
+    latency = TTFT + generation."""
     n = k.size
     rtt = np.zeros(n)
     # the samples of each (region, path) and of each segment, in sample order: one stable sort
@@ -127,19 +168,30 @@ def _compose(s: Scenario, k: np.ndarray, relay: np.ndarray, b: np.ndarray, hour:
     gen = np.zeros(n)
     wait = np.zeros(n)
     extra = np.zeros(n)
+    # the samples come group by group, the groups in provider order: each provider's samples
+    # are one run, a slice (a view) instead of positions gathered and scattered
+    starts, ends = _bounds(k, len(s.providers))
     for pi, p in enumerate(s.providers):
-        mine = np.flatnonzero(k == pi)
-        if mine.size == 0:
+        run = slice(int(starts[pi]), int(ends[pi]))
+        m = run.stop - run.start
+        if m == 0:
             continue
-        ttft[mine] = sample(p.latency.ttft_ms, rng, mine.size)
-        gen[mine] = tokens[mine] / np.maximum(sample(p.latency.tokens_per_s, rng, mine.size), 1e-9) * 1000.0
-        wait[mine] = hour_waits(cap.hours[pi], b[mine] * cap.offered.shape[2] + hour[mine], rng) * 1000.0
+        ttft[run] = sample(p.latency.ttft_ms, rng, m)
+        gen[run] = tokens[run] / np.maximum(sample(p.latency.tokens_per_s, rng, m), 1e-9) * 1000.0
+        wait[run] = hour_waits(cap.hours[pi], b[run] * cap.offered.shape[2] + hour[run], rng) * 1000.0
         f = p.faults
-        spikes = rng.random(mine.size) < f.spike_rate
-        stalls = rng.random(mine.size) < f.stall_rate
-        extra[mine] = np.where(spikes, sample(f.spike_ms, rng, mine.size), 0.0) + stalls * f.stall_s * 1000.0
+        spikes = rng.random(m) < f.spike_rate
+        stalls = rng.random(m) < f.stall_rate
+        extra[run] = np.where(spikes, sample(f.spike_ms, rng, m), 0.0) + stalls * f.stall_s * 1000.0
     first = rtt + wait + ttft + extra
     return rtt, wait, first, gen
+
+
+def code_order(codes: np.ndarray, n: int) -> np.ndarray:
+    """``np.argsort(codes, kind="stable")`` of codes 0..n-1, sorted as the narrowest unsigned
+    type that holds them: numpy sorts 8- and 16-bit integers stably by radix, in linear time,
+    where it merges 64-bit ones (the same order: a stable order depends only on the values)."""
+    return np.argsort(codes.astype(np.min_scalar_type(max(n - 1, 0)), copy=False), kind="stable")
 
 
 def _bounds(codes: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -151,7 +203,7 @@ def _bounds(codes: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _positions(codes: np.ndarray, n: int) -> list[np.ndarray]:
     """For each code 0..n-1, the ascending positions holding it (``np.flatnonzero(codes == c)``)."""
-    order = np.argsort(codes, kind="stable")
+    order = code_order(codes, n)
     starts, ends = _bounds(codes, n)
     return [order[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
 
@@ -193,15 +245,17 @@ def percentiles(values: np.ndarray) -> np.ndarray:
     return np.percentile(values, QUANTILES, axis=-1).T
 
 
-def stable_argsort(values: np.ndarray) -> np.ndarray:
-    """``np.argsort(values, kind="stable")``, faster where no two values are equal (continuous
-    samples): without ties any ascending order is the stable one, and numpy's default sort is
-    quicker than its stable one. With a tie (or a NaN) it sorts stably after all."""
+def stable_argsort(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.argsort(values, kind="stable")`` and the values in that order, faster where no two
+    values are equal (continuous samples): without ties any ascending order is the stable one,
+    and numpy's default sort is quicker than its stable one. With a tie (or a NaN) it sorts
+    stably after all."""
     order = np.argsort(values)
     ranked = values[order]
     if ranked.size > 1 and (np.isnan(ranked[-1]) or bool(np.any(ranked[1:] == ranked[:-1]))):
-        return np.argsort(values, kind="stable")
-    return order
+        order = np.argsort(values, kind="stable")
+        return order, values[order]
+    return order, ranked
 
 
 def weighted_percentiles(values: np.ndarray, weights: np.ndarray, presorted: bool = False) -> np.ndarray:
@@ -210,11 +264,50 @@ def weighted_percentiles(values: np.ndarray, weights: np.ndarray, presorted: boo
     if presorted:
         v, w = values, weights
     else:
-        order = stable_argsort(values)
-        v, w = values[order], weights[order]
+        order, v = stable_argsort(values)
+        w = weights[order]
     cum = np.cumsum(w)
     targets = np.array(QUANTILES) / 100.0 * cum[-1]
     return v[np.minimum(np.searchsorted(cum, targets, side="left"), v.size - 1)]
+
+
+@dataclass(frozen=True, slots=True)
+class Pool:
+    """One path's samples of one measure in stable ascending order (:func:`pool`), each with its
+    group: any subset of groups is pooled from it without sorting again, as the stable order of a
+    subset is the subset of the stable order."""
+
+    values: np.ndarray        # ascending (ties in sample order)
+    group: np.ndarray         # the group (row of the samples' arrays) of each value
+    weight: np.ndarray        # each value's weight: its group's served requests per sample
+
+
+def pool(lat: LatencySamples, path: int, values_ms: np.ndarray | None = None,
+         keep: np.ndarray | None = None) -> Pool:
+    """The samples of ``path``'s groups sorted once; ``values_ms`` (default: total latency) and
+    ``keep`` (a sample mask) pick what is pooled."""
+    rows = np.flatnonzero(lat.path == path)
+    size = lat.latency_ms.shape[1]
+    values = (lat.latency_ms if values_ms is None else values_ms)[rows].ravel()
+    if keep is None:
+        order, ranked = stable_argsort(values)
+    else:   # only the kept samples are sorted (in the order all of them would have)
+        kept = np.flatnonzero(keep[rows].ravel())
+        order, ranked = stable_argsort(values[kept])
+        order = kept[order]
+    group = rows[order // size]
+    return Pool(values=ranked, group=group, weight=lat.weight[group] / size)
+
+
+def pooled_percentiles(pooled: Pool, take: np.ndarray) -> np.ndarray | None:
+    """Volume-weighted p50/p95/p99 of the pooled samples of the groups where ``take`` (a mask
+    over all groups); None if it takes none."""
+    picked = take[pooled.group]
+    if not np.any(picked):
+        return None
+    # np.compress: what boolean indexing selects, several times faster on a mask without pattern
+    return weighted_percentiles(np.compress(picked, pooled.values),
+                                np.compress(picked, pooled.weight), presorted=True)
 
 
 def pooled_latency(lat: LatencySamples, path: int, bins: np.ndarray) -> np.ndarray | None:
@@ -225,25 +318,7 @@ def pooled_latency(lat: LatencySamples, path: int, bins: np.ndarray) -> np.ndarr
 def pooled_latencies(lat: LatencySamples, path: int, bin_sets: list[np.ndarray],
                      values_ms: np.ndarray | None = None,
                      keep: np.ndarray | None = None) -> list[np.ndarray | None]:
-    """:func:`pooled_latency` for several sets of bins, sorting the path's samples once: the
-    stable order of a subset is the subset of the stable order, so each answer is the same.
-    ``values_ms`` (default: total latency) and ``keep`` (a sample mask) pick what is pooled."""
-    rows = np.flatnonzero(lat.path == path)
-    source = lat.latency_ms if values_ms is None else values_ms
-    values = source[rows].ravel()
-    if keep is None:
-        order = stable_argsort(values)
-    else:   # only the kept samples are sorted (in the order all of them would have)
-        kept = np.flatnonzero(keep[rows].ravel())
-        order = kept[stable_argsort(values[kept])]
-    row_of = order // lat.latency_ms.shape[1]
-    out: list[np.ndarray | None] = []
-    for bins in bin_sets:
-        take = np.isin(lat.bin[rows], bins)[row_of]
-        if not np.any(take):
-            out.append(None)
-            continue
-        picked = order[take]
-        weights = lat.weight[rows][picked // lat.latency_ms.shape[1]] / lat.latency_ms.shape[1]
-        out.append(weighted_percentiles(values[picked], weights, presorted=True))
-    return out
+    """:func:`pooled_latency` for several sets of bins, sorting the path's samples once (a
+    :class:`Pool`); ``values_ms`` and ``keep`` as in :func:`pool`."""
+    pooled = pool(lat, path, values_ms, keep)
+    return [pooled_percentiles(pooled, np.isin(lat.bin, bins)) for bins in bin_sets]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import zlib
 from collections.abc import Iterator
+from itertools import compress
 from typing import Any
 
 import numpy as np
@@ -73,10 +74,16 @@ def block(s: Scenario, times: list[str], result: ReplicationResult) -> bytes:
     """
     dims, values, keep = _columns(s, result)
     rep = result.index
-    lines = [f"{when},{rep},{SOURCE},{d},{v}"
-             for when, row_v, row_k in zip(times, values, keep, strict=True)
-             for d, v, k in zip(dims, row_v, row_k, strict=True) if k]
-    text = "\n".join(lines) + "\n" if lines else ""
+    heads = [f"{d}," for d in dims]
+    # each line is the bin's prefix + a column's dimensions + its value: concatenated by map and
+    # joined at C speed, instead of an f-string per line
+    chunks: list[str] = []
+    for when, row_v, row_k in zip(times, values, keep, strict=True):
+        prefix = f"{when},{rep},{SOURCE},"
+        cells = "\n".join(map(prefix.__add__, compress(map(str.__add__, heads, row_v), row_k)))
+        if cells:
+            chunks.append(cells)
+    text = "\n".join(chunks) + "\n" if chunks else ""
     return zlib.compress(text.encode("utf-8"), 1)
 
 
@@ -126,18 +133,16 @@ def _fmt(values: np.ndarray, rule: int) -> np.ndarray:
     whole = np.isfinite(v) & (v == np.trunc(v)) & (np.abs(v) < _EXACT_INT)
     out = np.empty(v.shape, dtype=object)
     out[whole] = v[whole].astype(np.int64).astype(str)
-    flat = out.reshape(-1)
-    for i in np.flatnonzero(~whole.ravel()):
-        flat[i] = fmt_value(_rounded(float(v.flat[i]), rule))
-    return out
-
-
-def _rounded(x: float, rule: int) -> float | int:
+    odd = np.flatnonzero(~whole.ravel())
+    rest = v.ravel()[odd].tolist()
     if rule == COUNT:
-        return int(x)
-    if rule == FLOW:
-        return _value(x)
-    return round(x, rule)
+        text = [fmt_value(int(x)) for x in rest]
+    elif rule == FLOW:
+        text = [fmt_value(_value(x)) for x in rest]
+    else:
+        text = [fmt_value(round(x, rule)) for x in rest]
+    out.reshape(-1)[odd] = np.array(text, dtype=object)
+    return out
 
 
 def _active(result: ReplicationResult) -> np.ndarray:

@@ -1,11 +1,23 @@
-"""sim.latency.stable_argsort: numpy's stable argsort, whatever the ties."""
+"""sim.latency's sorts: numpy's stable argsort, whatever the ties."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from sim.latency import _pick_cells, _positions, stable_argsort
+from sim.latency import (
+    SEARCH_CHUNK,
+    LatencySamples,
+    _pick_cells,
+    _pick_hours,
+    _positions,
+    _unique_columns,
+    code_order,
+    pool,
+    pooled_percentiles,
+    stable_argsort,
+    weighted_percentiles,
+)
 
 
 @pytest.mark.parametrize("case", ["distinct", "ties", "signed zeros", "nan"])
@@ -20,7 +32,9 @@ def test_stable_argsort_is_the_stable_argsort(case: str) -> None:
     elif case == "nan":
         values[::13] = np.nan
     want = np.argsort(values, kind="stable")
-    assert np.array_equal(stable_argsort(values), want)
+    order, ranked = stable_argsort(values)
+    assert np.array_equal(order, want)
+    assert np.array_equal(ranked, values[want], equal_nan=True)
 
 
 def _pick_cells_whole_array(group: np.ndarray, served: np.ndarray, n_groups: int, size: int,
@@ -79,3 +93,102 @@ def test_positions_are_each_codes_positions_in_order() -> None:
     assert len(got) == 8
     for c in range(8):
         assert np.array_equal(got[c], np.flatnonzero(codes == c))
+
+
+def _samples(rng: np.random.Generator, ties: bool) -> LatencySamples:
+    groups, size = 40, 200
+    latency = rng.lognormal(7.0, 0.5, (groups, size))
+    if ties:
+        latency = np.round(latency, -2)        # equal values across groups: their order matters
+    return LatencySamples(provider=rng.integers(0, 3, groups), path=rng.integers(0, 2, groups),
+                          bin=rng.integers(0, 5, groups),
+                          weight=rng.integers(1, 10_000, groups).astype(float),
+                          latency_ms=latency, ttft_ms=latency / 3, network_ms=latency / 5,
+                          queue_ms=np.zeros_like(latency), generation_ms=latency / 2,
+                          streamed=rng.random((groups, size)) < 0.6)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_a_pool_gives_each_subset_of_groups_the_percentiles_of_its_own_sort(ties: bool) -> None:
+    """One sort per path serves every subset of its groups: the same figures, bit for bit, as
+    sorting the subset's own samples."""
+    rng = np.random.default_rng(3)
+    lat = _samples(rng, ties)
+    size = lat.latency_ms.shape[1]
+    for path in (0, 1):
+        for values, keep in ((lat.latency_ms, None), (lat.ttft_ms, lat.streamed)):
+            pooled = pool(lat, path, None if keep is None else values, keep)
+            for _ in range(10):
+                take = rng.random(lat.weight.size) < 0.4
+                mine = (lat.path == path) & take
+                mask = np.broadcast_to(mine[:, None], values.shape)
+                if keep is not None:
+                    mask = mask & keep
+                got = pooled_percentiles(pooled, take)
+                if not mask.any():
+                    assert got is None
+                    continue
+                rows = np.nonzero(mask)[0]
+                weights = lat.weight[rows] / size
+                want = weighted_percentiles(values[mask], weights)
+                assert got is not None and got.tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize("n", [1, 7, 256, 300, 70_000])
+def test_code_order_is_the_stable_argsort(n: int) -> None:
+    """Narrowed to 8 or 16 bits (or not at all), the codes sort into numpy's stable order."""
+    codes = np.random.default_rng(n).integers(0, n, 20_000)
+    assert np.array_equal(code_order(codes, n), np.argsort(codes, kind="stable"))
+
+
+@pytest.mark.parametrize("shape", [(3, 5000), (3, 0), (2, 1)])
+def test_unique_columns_are_numpys(shape: tuple[int, int]) -> None:
+    keys = np.random.default_rng(2).integers(-3, 40, shape)
+    want, inverse = np.unique(keys, axis=1, return_inverse=True)
+    got, got_inverse = _unique_columns(keys)
+    assert got.dtype == want.dtype and np.array_equal(got, want)
+    assert np.array_equal(got_inverse, inverse.ravel())
+
+
+def _pick_hours_one_search(weight: np.ndarray, region: np.ndarray, b: np.ndarray,
+                           rng: np.random.Generator) -> np.ndarray:
+    """The definition: one search of the whole array of rows, clipped to the sample's row."""
+    hours = weight.shape[2]
+    rows = weight.reshape(-1, hours)
+    total = rows.sum(axis=1, keepdims=True)
+    cum = np.divide(np.cumsum(rows, axis=1), total, out=np.ones_like(rows), where=total > 0)
+    flat = (cum + np.arange(rows.shape[0])[:, None]).ravel()
+    row = region * weight.shape[1] + b
+    at = np.searchsorted(flat, row + rng.random(region.size), side="left")
+    return np.clip(at - row * hours, 0, hours - 1)
+
+
+class _EdgeDraws:
+    """Uniforms with the edges 0 and the largest float below 1 among them."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def random(self, size: int) -> np.ndarray:
+        u = np.random.default_rng(self.seed).random(size)
+        u[::97] = 0.0
+        u[1::89] = np.nextafter(1.0, 0.0)
+        return u
+
+
+@pytest.mark.parametrize("case", ["intensities", "empty hours and rows", "not ascending"])
+def test_hours_searched_row_by_row_are_those_of_one_search(case: str) -> None:
+    rng = np.random.default_rng(13)
+    weight = rng.lognormal(0.0, 1.0, (5, 30, 24))
+    if case == "empty hours and rows":
+        weight[rng.random(weight.shape) < 0.4] = 0.0
+        weight[1, 3] = 0.0
+        weight[0, 0, :5] = 0.0
+    elif case == "not ascending":             # the whole array is searched, as defined
+        weight[2, 7, 3] = -5.0
+    n = 3 * SEARCH_CHUNK + 17
+    region, b = rng.integers(0, 5, n), rng.integers(0, 30, n)
+    for draws in (np.random.default_rng, _EdgeDraws):
+        want = _pick_hours_one_search(weight, region, b, draws(4))  # type: ignore[arg-type]
+        got = _pick_hours(weight, region, b, draws(4))  # type: ignore[arg-type]
+        assert np.array_equal(got, want)
