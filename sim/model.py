@@ -347,7 +347,8 @@ class World:
         if self.lives[i].state == lc.MIGRATING:
             return True
         done = self.done_early.get(i)
-        # delivered before the step: earlier, or at the same hour and scheduled before it
+        # still migrating unless its MigrationDone would have come before this step: at an
+        # earlier hour, or at the same hour and scheduled first (as the calendar orders them)
         return done is not None and done > self.tick
 
     def _enter(self, i: int, e: lc.Enter) -> None:
