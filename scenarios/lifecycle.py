@@ -148,6 +148,8 @@ Action = Enter | AwaitAnticipation | Chose | AwaitMigration | AwaitDenial
 
 # ---------------------------------------------------------------- the context
 
+_NOTHING: frozenset[str] = frozenset()
+
 
 class Market(Protocol):
     def shares(self, region: str, at: dt.datetime) -> Mapping[str, float]: ...
@@ -181,7 +183,7 @@ class Context:
     def closed(self, org: Org, at: dt.datetime) -> frozenset[str]:
         """Alternatives whose own policy denies the organisation's home region at ``at``."""
         if not self.alternatives_have_policy:
-            return frozenset()
+            return _NOTHING
         return frozenset(p.name for p in self.s.alternatives if self.policy.decide(at, PolicyRequest(
             provider=p.name, country=org.region, org=org.id, segment=org.segment,
             home_country=org.region)).denied)
@@ -255,7 +257,6 @@ def _life(state: str, provider: str, excluded: frozenset[str], warned: bool, thr
 
 
 _START = Life()
-_NOTHING: frozenset[str] = frozenset()
 _START_NO_RELAY = Life(excluded=frozenset({behaviour.CIRCUMVENT}))
 
 
@@ -313,7 +314,7 @@ def _denied(life: Life, ev: Denied, org: Org, rng: np.random.Generator,
 
 def _decide(life: Life, at: dt.datetime, org: Org, rng: np.random.Generator, ctx: Context,
             entered: tuple[Action, ...] = ()) -> tuple[Life, tuple[Action, ...]]:
-    closed = ctx.closed(org, at) if ctx.alternatives_have_policy else _NOTHING
+    closed = ctx.closed(org, at)
     probs = ctx.probabilities(org, at, life.excluded | closed if closed else life.excluded)
     choice = behaviour.choose(probs, rng) if probs else behaviour.WAIT
     if choice == behaviour.WAIT:

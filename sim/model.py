@@ -292,6 +292,10 @@ class World:
         if before.warned and life is not before and before.state == lc.DIRECT and not before.denied_seen and (
                 life.state != lc.DIRECT or life.denied_seen):
             self.open_warned[org.region] -= 1
+        self._carry_out(i, actions)
+
+    def _carry_out(self, i: int, actions: tuple[lc.Action, ...]) -> None:
+        """Do what the machine asked, action by action."""
         acts = self._acts
         for action in actions:
             acts[type(action)](i, action)
@@ -337,9 +341,7 @@ class World:
         done, actions = lc.step(life, lc.MigrationDone(a.at), org, rng, self.ctx)
         self.lives[i] = done
         self.done_early[i] = (h, self.calendar._seq)
-        acts = self._acts
-        for action in actions:
-            acts[type(action)](i, action)
+        self._carry_out(i, actions)
 
     def migrating(self, i: int) -> bool:
         """Is the organisation migrating at the anticipation step being delivered (the one
