@@ -168,10 +168,9 @@ class Context:
     policy: Policy
     market: Market
     _parts: dict[tuple[str, str, int], tuple[tuple[str, float, float], ...]] = field(default_factory=dict)
-    _last: dict[tuple[object, ...], tuple[Mapping[str, float], dict[str, float]]] = field(
-        default_factory=dict)
-    _open: dict[tuple[object, ...], tuple[list[str], list[float], list[float]]] = field(
-        default_factory=dict)
+    #: (segment, region, epoch, excluded) -> [shares of the last answer, the last answer, open
+    #: alternatives, their utilities with nobody migrated, their gains per unit of share]
+    _open: dict[tuple[object, ...], list[Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.incumbent = self.s.incumbent.name
@@ -190,37 +189,30 @@ class Context:
 
     def probabilities(self, org: Org, at: dt.datetime, exclude: frozenset[str]) -> dict[str, float]:
         shares = self.market.shares(org.region, at)
-        epoch = bisect_right(self.deadlines, at)
-        # the market hands out the same shares mapping until the region's next decision: the last
-        # answer for these terms is kept with the mapping it was computed from
-        terms_key = (org.segment, org.region, epoch, exclude)
-        last = self._last.get(terms_key)
-        if last is not None and last[0] is shares:
-            return last[1]
-        # (no cache by the shares' values: in a simulation they differ at every decision)
-        names, base, slopes = self._open_terms(org, at, epoch, exclude)
+        key = (org.segment, org.region, bisect_right(self.deadlines, at), exclude)
+        # the open alternatives' terms for this key, and the last answer with the shares mapping
+        # it was computed from: the market hands out the same mapping until the region's next
+        # decision (no cache by the shares' values: in a simulation they differ at every decision)
+        entry = self._open.get(key)
+        if entry is None:
+            terms = [t for t in self._terms(org, at, key[2]) if t[0] not in exclude]
+            entry = self._open[key] = [None, {}, [t[0] for t in terms], [t[1] for t in terms],
+                                       [t[2] for t in terms]]
+        elif entry[0] is shares:
+            return entry[1]  # type: ignore[no-any-return]
+        names, base, slopes = entry[2], entry[3], entry[4]
         get = shares.get
         # behaviour.probabilities(utils), the same operations in the same order
         utils = [u + slope * get(k, 0.0) for k, u, slope in zip(names, base, slopes, strict=True)]
         if utils:
             top = max(utils)
-            weights = [math.exp(v - top) for v in utils]
+            exp = math.exp
+            weights = [exp(v - top) for v in utils]
             total = sum(weights)
             hit = dict(zip(names, [w / total for w in weights], strict=True))
         else:
             hit = {}
-        self._last[terms_key] = (shares, hit)
-        return hit
-
-    def _open_terms(self, org: Org, at: dt.datetime, epoch: int,
-                    exclude: frozenset[str]) -> tuple[list[str], list[float], list[float]]:
-        """:meth:`_terms` without the excluded alternatives, as three lists."""
-        key = (org.segment, org.region, epoch, exclude)
-        hit = self._open.get(key)
-        if hit is None:
-            terms = [t for t in self._terms(org, at, epoch) if t[0] not in exclude]
-            hit = self._open[key] = ([t[0] for t in terms], [t[1] for t in terms],
-                                     [t[2] for t in terms])
+        entry[0], entry[1] = shares, hit
         return hit
 
     def _terms(self, org: Org, at: dt.datetime, epoch: int) -> tuple[tuple[str, float, float], ...]:
@@ -244,6 +236,8 @@ def start(org: Org) -> Life:
     return _START if org.relay_available else _START_NO_RELAY
 
 
+#: a named tuple from all its fields in order, without the frame of its generated constructor
+#: (for the states, events and actions built tens of thousands of times per simulation)
 _new = tuple.__new__
 
 
@@ -263,29 +257,37 @@ _START_NO_RELAY = Life(excluded=frozenset({behaviour.CIRCUMVENT}))
 def step(life: Life, event: Event, org: Org, rng: np.random.Generator,
          ctx: Context) -> tuple[Life, tuple[Action, ...]]:
     """The organisation's next state and what it asks of its engine (see the module docstring)."""
-    if isinstance(event, Denied):
-        return _denied(life, event, org, rng, ctx)
-    if isinstance(event, Warned):
-        if life.warned or life.denied_seen or life.state != DIRECT:
-            return life, ()
-        threshold = float(rng.exponential())
-        return (_life(DIRECT, life.provider, life.excluded, True, threshold, False, life.decide_after,
-                      life.relay_since, life.migrate_done), (AwaitAnticipation(threshold),))
-    if isinstance(event, AnticipationDue):
-        if not may_anticipate(life):
-            return life, ()
-        probs = ctx.probabilities(org, event.at, ANTICIPATING_EXCLUDES | life.excluded
-                                  | ctx.closed(org, event.at))
-        if not probs:
-            return life, ()
-        return _migrate(life, behaviour.choose(probs, rng), event.at, org, rng, ctx)
-    if isinstance(event, MigrationDone):
-        if life.state != MIGRATING:
-            return life, ()
-        return (_life(MIGRATED, life.provider, life.excluded, life.warned, life.threshold,
-                      life.denied_seen, life.decide_after, life.relay_since, None),
-                (Enter(event.at, MIGRATED, life.provider), AwaitDenial(event.at, "direct", life.provider)))
-    return _denied(life, event, org, rng, ctx)
+    return _STEPS.get(type(event), _denied)(life, event, org, rng, ctx)  # type: ignore[operator]
+
+
+def _warned(life: Life, event: Warned, org: Org, rng: np.random.Generator,
+            ctx: Context) -> tuple[Life, tuple[Action, ...]]:
+    if life.warned or life.denied_seen or life.state != DIRECT:
+        return life, ()
+    threshold = float(rng.exponential())
+    return (_life(DIRECT, life.provider, life.excluded, True, threshold, False, life.decide_after,
+                  life.relay_since, life.migrate_done), (_new(AwaitAnticipation, (threshold,)),))
+
+
+def _anticipation_due(life: Life, event: AnticipationDue, org: Org, rng: np.random.Generator,
+                      ctx: Context) -> tuple[Life, tuple[Action, ...]]:
+    if not may_anticipate(life):
+        return life, ()
+    probs = ctx.probabilities(org, event.at, ANTICIPATING_EXCLUDES | life.excluded
+                              | ctx.closed(org, event.at))
+    if not probs:
+        return life, ()
+    return _migrate(life, behaviour.choose(probs, rng), event.at, org, rng, ctx)
+
+
+def _migration_done(life: Life, event: MigrationDone, org: Org, rng: np.random.Generator,
+                    ctx: Context) -> tuple[Life, tuple[Action, ...]]:
+    if life.state != MIGRATING:
+        return life, ()
+    at, provider = event.at, life.provider
+    return (_life(MIGRATED, provider, life.excluded, life.warned, life.threshold,
+                  life.denied_seen, life.decide_after, life.relay_since, None),
+            (_new(Enter, (at, MIGRATED, provider)), _new(AwaitDenial, (at, "direct", provider))))
 
 
 def may_anticipate(life: Life) -> bool:
@@ -302,10 +304,13 @@ def _denied(life: Life, ev: Denied, org: Org, rng: np.random.Generator,
         life.relay_since, life.migrate_done)
     if state == CIRCUMVENTING and ev.path == "relay":
         # detected: the relay is burnt for good (detection flags the organisation, not a route)
-        return _decide(seen._replace(excluded=excluded | {behaviour.CIRCUMVENT}), ev.at, org, rng, ctx)
+        burnt = _life(state, provider, excluded | {behaviour.CIRCUMVENT}, seen.warned, seen.threshold,
+                      True, seen.decide_after, seen.relay_since, seen.migrate_done)
+        return _decide(burnt, ev.at, org, rng, ctx)
     if state == MIGRATED and ev.provider == provider:
-        gone = seen._replace(state=DIRECT, provider="", excluded=excluded | {provider})
-        return _decide(gone, ev.at, org, rng, ctx, entered=(Enter(ev.at, DIRECT),))
+        gone = _life(DIRECT, "", excluded | {provider}, seen.warned, seen.threshold, True,
+                     seen.decide_after, seen.relay_since, seen.migrate_done)
+        return _decide(gone, ev.at, org, rng, ctx, entered=(_new(Enter, (ev.at, DIRECT, "")),))
     if state == DIRECT and ev.path == "direct" and ev.provider == ctx.incumbent and (
             life.decide_after is None or ev.at >= life.decide_after):
         return _decide(seen, ev.at, org, rng, ctx)
@@ -320,20 +325,22 @@ def _decide(life: Life, at: dt.datetime, org: Org, rng: np.random.Generator, ctx
     if choice == behaviour.WAIT:
         days = max(0.0, sample_one(ctx.s.behaviour.wait_days, rng)) if probs else math.inf
         if math.isinf(days):
-            return life._replace(state=DIRECT, decide_after=None), entered
+            return (_life(DIRECT, life.provider, life.excluded, life.warned, life.threshold,
+                          life.denied_seen, None, life.relay_since, life.migrate_done), entered)
         after = at + dt.timedelta(days=days)
-        back = (Enter(at, DIRECT),) if life.state != DIRECT else entered
+        back = (_new(Enter, (at, DIRECT, "")),) if life.state != DIRECT else entered
         return (_life(DIRECT, life.provider, life.excluded, life.warned, life.threshold,
                       life.denied_seen, after, None, life.migrate_done),
-                (*back, AwaitDenial(after, "direct", ctx.incumbent)))
+                (*back, _new(AwaitDenial, (after, "direct", ctx.incumbent))))
     if choice == behaviour.CIRCUMVENT:
         return (_life(CIRCUMVENTING, life.provider, life.excluded, life.warned, life.threshold,
                       life.denied_seen, None, at, life.migrate_done),
-                (*entered, Enter(at, CIRCUMVENTING), AwaitDenial(at, "relay", ctx.incumbent)))
+                (*entered, _new(Enter, (at, CIRCUMVENTING, "")),
+                 _new(AwaitDenial, (at, "relay", ctx.incumbent))))
     if choice == behaviour.CHURN:
         churned = _life(CHURNED, life.provider, life.excluded, life.warned, life.threshold,
                         life.denied_seen, None, None, life.migrate_done)
-        return churned, (*entered, Enter(at, CHURNED))
+        return churned, (*entered, _new(Enter, (at, CHURNED, "")))
     life2, actions = _migrate(life, choice, at, org, rng, ctx)
     return life2, (*entered, *actions) if entered else actions
 
@@ -344,7 +351,13 @@ def _migrate(life: Life, provider: str, at: dt.datetime, org: Org, rng: np.rando
     done = at + dt.timedelta(days=days)
     return (_life(MIGRATING, provider, life.excluded, life.warned, life.threshold, life.denied_seen,
                   None, None, done),
-            (Chose(at, provider), Enter(at, MIGRATING, provider), AwaitMigration(done)))
+            (_new(Chose, (at, provider)), _new(Enter, (at, MIGRATING, provider)),
+             _new(AwaitMigration, (done,))))
+
+
+#: :func:`step`'s transition for each kind of event (Denied: :func:`_denied`)
+_STEPS = {Warned: _warned, AnticipationDue: _anticipation_due, MigrationDone: _migration_done,
+          Denied: _denied}
 
 
 # ---------------------------------------------------------------- shared definitions

@@ -50,6 +50,9 @@ from sim.profile import Profile
 
 Change = tuple[float, str, str, str, float | None]
 
+#: a named tuple from all its fields in order (``lifecycle._new``: no constructor frame)
+_new = tuple.__new__
+
 #: Step of the anticipation process (hours): the Bass hazard is integrated once per step.
 ANTICIPATION_STEP_H = 1.0
 
@@ -133,6 +136,14 @@ class World:
         return [int(g) for g in self.pop.segment.tolist()]
 
     @functools.cached_property
+    def region_codes(self) -> list[str]:
+        return [r.code for r in self.s.regions]
+
+    @functools.cached_property
+    def segment_names(self) -> list[str]:
+        return [g.name for g in self.s.segments]
+
+    @functools.cached_property
     def start(self) -> dt.datetime:
         return self.s.window.start
 
@@ -157,9 +168,9 @@ class World:
     def org(self, i: int) -> lc.Org:
         o = self.orgs.get(i)
         if o is None:
-            o = self.orgs[i] = lc.Org(self.pop.ids[i], self.s.regions[self.region_of[i]].code,
-                                      self.s.segments[self.segment_of[i]].name,
-                                      relay_available=self.relay_available)
+            o = self.orgs[i] = _new(lc.Org, (self.pop.ids[i], self.region_codes[self.region_of[i]],
+                                             self.segment_names[self.segment_of[i]],
+                                             self.relay_available))
         return o
 
     def first_request(self, i: int, after: float) -> float | None:
@@ -225,10 +236,13 @@ class World:
         """The organisation is in ``state`` from hour ``at``."""
         line = self.timelines[i]
         entry = (at, state, provider, path, since)
-        last = line[-1] if line else None
-        if last is not None and last[0] == at:
+        if not line:
+            line.append(entry)
+            return
+        last = line[-1]
+        if last[0] == at:
             line[-1] = entry
-        elif last is None or last[1:] != entry[1:]:
+        elif last[1] != state or last[2] != provider or last[3] != path or last[4] != since:
             line.append(entry)
 
     def request(self, i: int, provider: str) -> PolicyRequest:
@@ -292,7 +306,9 @@ class World:
         if before.warned and life is not before and before.state == lc.DIRECT and not before.denied_seen and (
                 life.state != lc.DIRECT or life.denied_seen):
             self.open_warned[org.region] -= 1
-        self._carry_out(i, actions)
+        acts = self._acts   # (World._carry_out, without its call)
+        for action in actions:
+            acts[type(action)](i, action)
 
     def _carry_out(self, i: int, actions: tuple[lc.Action, ...]) -> None:
         """Do what the machine asked, action by action."""
@@ -328,7 +344,7 @@ class World:
             return
         life = self.lives[i]
         if not self.eager_migration or life.provider in self.s.policy:
-            self.calendar.add(h, i, lc.MigrationDone(a.at))
+            self.calendar.add(h, i, _new(lc.MigrationDone, (a.at,)))
             return
         # Migrating to a provider that denies nothing, the organisation's life is settled: the
         # machine turns MigrationDone into migrated and asks for nothing this engine would
@@ -338,7 +354,7 @@ class World:
         # migration; only anticipation_step's count of who is still migrating at a step needs
         # the instant, kept in ``done_early``.
         org, rng = self._agents[i]
-        done, actions = lc.step(life, lc.MigrationDone(a.at), org, rng, self.ctx)
+        done, actions = lc.step(life, _new(lc.MigrationDone, (a.at,)), org, rng, self.ctx)
         self.lives[i] = done
         self.done_early[i] = (h, self.calendar._seq)
         self._carry_out(i, actions)
@@ -391,7 +407,7 @@ class World:
         else:
             t = self.next_denied_at(i, a.provider, after)
         if t is not None:
-            self.calendar.add(t, i, lc.Denied(self.at(t), a.path, a.provider))
+            self.calendar.add(t, i, _new(lc.Denied, (self.at(t), a.path, a.provider)))
 
     def next_denied_request(self, i: int, after: float) -> float | None:
         """The organisation's first request at or after ``after`` that the incumbent denies and
@@ -650,7 +666,7 @@ def simulate_agents(s: Scenario, policy: Policy, pop: Population, entropy: int,
         if w:
             warned.append(i)
     for t, i in sorted(_first_denied_requests(world, first)):
-        world.calendar.add(t, i, lc.Denied(world.at(t), "direct", inc))
+        world.calendar.add(t, i, _new(lc.Denied, (world.at(t), "direct", inc)))
     ann = s.behaviour.announcement
     if warned and ann is not None:
         world.calendar.add(world.hours(ann.at), ANNOUNCE, None)
