@@ -148,10 +148,16 @@ class MarketRecorder:
         self._shares.pop(region, None)
 
     def chose(self, region: str, provider: str, hours: float) -> None:
-        self._record(region).choices.append((hours, provider))
+        rec = self._record(region)
+        rec.choices.append((hours, provider))
         counts = self._counts.setdefault(region, {})
-        counts[provider] = counts.get(provider, 0) + 1
-        self._shares.pop(region, None)
+        n = counts[provider] = counts.get(provider, 0) + 1
+        old = self._shares.get(region)
+        if old is not None:
+            # imitation_share of the new counts: only this provider's share changed (the same
+            # division, the keys in the same order), in a new mapping
+            new = self._shares[region] = dict(old)
+            new[provider] = n / max(rec.affected, 1)
 
     def hazard(self, region: str, hours: float, integrated: float) -> None:
         self._record(region).hazard.append((hours, integrated))

@@ -40,3 +40,37 @@ def test_the_record_answers_what_the_live_market_said(tmp_path: Path) -> None:
         assert c.anticipation_at("CN", 0.05) == at(1.0)
         assert c.anticipation_at("CN", 0.4) == at(2.0)
         assert c.anticipation_at("CN", 0.41) is None
+
+
+def test_live_shares_are_the_formula_of_the_counts_after_every_decision() -> None:
+    """The recorder updates its shares mapping instead of recomputing it: after every decision
+    (and every newly affected organisation) it equals imitation_share of the counts — values bit
+    for bit, keys in the same order — and it is a new mapping after every change and the same one
+    until then (callers key caches on its identity)."""
+    import random
+
+    rnd = random.Random(7)
+    live = MarketRecorder(START)
+    counts: dict[str, dict[str, int]] = {}
+    affected = {"CN": 0, "HK": 0}
+    last: dict[str, tuple[dict[str, float], bool]] = {}   # region -> (mapping asked, changed since)
+    for step in range(2000):
+        region = rnd.choice(["CN", "HK"])
+        if rnd.random() < 0.1:
+            live.affect(region)
+            affected[region] += 1
+        else:
+            k = rnd.choice(["zhipu", "baidu", "qwen", "deepseek", "tencent"])
+            live.chose(region, k, float(step))
+            counts.setdefault(region, {})[k] = counts.get(region, {}).get(k, 0) + 1
+        if region in last:
+            last[region] = (last[region][0], True)
+        if rnd.random() < 0.7:   # asked often, but not after every change
+            ask = rnd.choice(["CN", "HK"])
+            got = live.shares(ask)
+            want = imitation_share(counts.get(ask, {}), affected[ask])
+            assert list(got.items()) == list(want.items())
+            if ask in last:
+                before, changed = last[ask]
+                assert (got is not before) == changed
+            last[ask] = (got, False)
