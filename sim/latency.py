@@ -56,8 +56,7 @@ def sample_latency(s: Scenario, *, provider: np.ndarray, path: np.ndarray, bins:
     pick = _pick_cells(inverse, served[live].astype(float), groups.shape[1], size, rng)
     cell_region = region[live][pick]
     cell_segment = segment[live][pick]
-    g_of = np.repeat(np.arange(groups.shape[1]), size)
-    k, j, b = groups[0][g_of], groups[1][g_of], groups[2][g_of]
+    k, j, b = np.repeat(groups, size, axis=1)     # each group's keys for its samples
     hour = _pick_hours(cap.hour_weight, cell_region, b, rng)
     parts = _compose(s, k, j == relay_path, b, hour, cell_region, cell_segment, cap, rng)
     share = np.array([g.stream_share for g in s.segments])
