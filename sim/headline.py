@@ -9,7 +9,7 @@ import numpy as np
 
 from scenarios.ledger import revenue_usd
 from scenarios.rundir import ORG_STATES, PATHS
-from sim.latency import pool, pooled_percentiles
+from sim.latency import pool, pooled_percentiles, pooled_percentiles_by
 from sim.outcome import prices
 from sim.setup import FLOW_METRICS, Run, Setup, blocked_regions, first_block_start
 
@@ -56,26 +56,32 @@ def headline(setup: Setup, run: Run, base: Run, flows: np.ndarray,
     first = float(run.out.first_denied.sum())
     out["retry_amplification"] = (first + float(run.out.retries.sum())) / first if first else 1.0
     after = after_bins(setup)
-    before = np.setdiff1d(np.arange(setup.edges.size - 1), after)
-    in_before, in_after = np.isin(lat.bin, before), np.isin(lat.bin, after)
+    # every bin is before the block or after it: code 0 before, 1 after (on the direct path
+    # 1 + the provider after, for the per-provider figures)
+    in_after = np.isin(lat.bin, after)
+    halves = in_after.astype(np.int64)
+    by_provider = np.where(in_after, 1 + lat.provider, 0)
     measures = (("latency_ms", None, None), ("ttft_ms", lat.ttft_ms, lat.streamed))  # streamed requests
     direct = PATHS.index("direct")
-    direct_pools = []
+    direct_after: list[list[np.ndarray | None]] = []
     for j, path in enumerate(PATHS):
         for name, values, keep in measures:
             # each path's samples sorted once per measure; every figure of it pools groups of them
             pooled = pool(lat, j, values, keep)
             if j == direct:
-                direct_pools.append(pooled)
-            for label, take in (("before", in_before), ("after", in_after)):
-                pct = pooled_percentiles(pooled, take)
+                before, *per_provider = pooled_percentiles_by(pooled, by_provider, 1 + len(s.providers))
+                halves_pct = [before, pooled_percentiles(pooled, in_after)]
+                direct_after.append(per_provider)
+            else:
+                halves_pct = pooled_percentiles_by(pooled, halves, 2)
+            for label, pct in zip(("before", "after"), halves_pct, strict=True):
                 if pct is not None:
                     for q, v in zip(("p50", "p95", "p99"), pct, strict=True):
                         out[f"{name}.{path}.{q}.{label}"] = float(v)
     # per provider on the direct path after the block (the compared figures: scenarios.figures)
     for k, p in enumerate(s.providers):
-        for (name, _, _), pooled in zip(measures, direct_pools, strict=True):
-            pct = pooled_percentiles(pooled, in_after & (lat.provider == k))
+        for (name, _, _), per_provider in zip(measures, direct_after, strict=True):
+            pct = per_provider[k]
             if pct is not None:
                 for q, v in zip(("p50", "p95"), pct[:2], strict=True):
                     out[f"{name}.direct.{p.name}.{q}.after"] = float(v)

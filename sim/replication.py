@@ -152,20 +152,31 @@ def _run_replication(shared: Setup, index: int, seq: np.random.SeedSequence) -> 
 
 
 def _flows(setup: Setup, run: Run, base: Run) -> np.ndarray:
+    """(metric, bin, region, provider, path) sums of the cells' outcomes (and the baseline's).
+
+    Each cell's place in a metric's cube is computed once, and each metric summed by
+    np.bincount: the same sequential sums in the cells' order as ``np.add.at`` with the index
+    tuple (negative indices wrapping the same way), many times faster.
+    """
     s = setup.s
     nb = setup.edges.size - 1
-    cube = np.zeros((len(FLOW_METRICS), nb, len(s.regions), len(s.providers), len(PATHS)))
+    shape = (nb, len(s.regions), len(s.providers), len(PATHS))
+    cube = np.zeros((len(FLOW_METRICS), *shape))
+    size = int(np.prod(shape))
+
+    def add(m: int, at: np.ndarray, values: np.ndarray) -> None:
+        cube[m] = np.bincount(at, weights=values, minlength=size).reshape(shape)
+
     for which, r in (("run", run), ("base", base)):
         k = r.fa.provider[r.cells.fate]
         j = r.fa.path[r.cells.fate]
-        idx = (r.cells.bin, r.cells.region, k, j)
+        at = np.ravel_multi_index((r.cells.bin, r.cells.region, k, j), shape, mode="wrap")
         if which == "run":
             for m, name in enumerate(FLOW_METRICS[:11]):
-                values = r.out.markup_usd if name == "relay_markup_usd" else getattr(r.out, name)
-                np.add.at(cube[m], idx, values)
+                add(m, at, r.out.markup_usd if name == "relay_markup_usd" else getattr(r.out, name))
         else:
-            np.add.at(cube[FLOW_METRICS.index("baseline_requests")], idx, r.out.requests)
-            np.add.at(cube[FLOW_METRICS.index("baseline_revenue_usd")], idx, r.out.revenue_usd)
+            add(FLOW_METRICS.index("baseline_requests"), at, r.out.requests)
+            add(FLOW_METRICS.index("baseline_revenue_usd"), at, r.out.revenue_usd)
     return cube
 
 
@@ -225,9 +236,10 @@ def _latency_cube(setup: Setup, lat: LatencySamples) -> np.ndarray:
 
 
 def _rejected(setup: Setup, run: Run) -> np.ndarray:
-    out = np.zeros((len(setup.s.providers), setup.edges.size - 1))
+    """(provider, bin) sums of the cells' 429s: np.bincount, the same sums as ``np.add.at``."""
+    shape = (len(setup.s.providers), setup.edges.size - 1)
     k = run.fa.provider[run.cells.fate]
-    np.add.at(out, (k, run.cells.bin), run.out.rejected_429)
-    return out
+    at = np.ravel_multi_index((k, run.cells.bin), shape, mode="wrap")
+    return np.bincount(at, weights=run.out.rejected_429, minlength=shape[0] * shape[1]).reshape(shape)
 
 

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
 from sim.latency import (
+    QUANTILES,
     SEARCH_CHUNK,
     LatencySamples,
+    Pool,
     _pick_cells,
     _pick_hours,
     _positions,
     _unique_columns,
     code_order,
+    percentiles,
     pool,
     pooled_percentiles,
+    pooled_percentiles_by,
     stable_argsort,
     weighted_percentiles,
 )
@@ -192,3 +198,64 @@ def test_hours_searched_row_by_row_are_those_of_one_search(case: str) -> None:
         want = _pick_hours_one_search(weight, region, b, draws(4))  # type: ignore[arg-type]
         got = _pick_hours(weight, region, b, draws(4))  # type: ignore[arg-type]
         assert np.array_equal(got, want)
+
+
+def _pooled_percentiles_compressed(pooled: Pool, take: np.ndarray) -> np.ndarray | None:
+    """The code :func:`pooled_percentiles` replaced: each array compressed by the mask."""
+    picked = take[pooled.group]
+    if not np.any(picked):
+        return None
+    return weighted_percentiles(np.compress(picked, pooled.values),
+                                np.compress(picked, pooled.weight), presorted=True)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_pooled_percentiles_split_by_code_are_those_of_each_codes_mask(ties: bool) -> None:
+    """Split by a code per group in one pass, each code's figures are bit for bit those of
+    masking the pool with that code's groups (the code replaced), a code without samples None."""
+    rng = np.random.default_rng(17)
+    lat = _samples(rng, ties)
+    for path in (0, 1):
+        for values, keep in ((lat.latency_ms, None), (lat.ttft_ms, lat.streamed)):
+            pooled = pool(lat, path, None if keep is None else values, keep)
+            for n in (1, 2, 5, 9):
+                # with more than one code the last one is left without groups
+                code = rng.integers(0, max(n - 1, 1), lat.weight.size)
+                got = pooled_percentiles_by(pooled, code, n)
+                assert len(got) == n
+                for c in range(n):
+                    want = _pooled_percentiles_compressed(pooled, code == c)
+                    one = pooled_percentiles(pooled, code == c)
+                    if want is None:
+                        assert got[c] is None and one is None
+                    else:
+                        assert got[c] is not None and got[c].tobytes() == want.tobytes()
+                        assert one is not None and one.tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 100, 999, 1000, 1001])
+@pytest.mark.parametrize("case", ["continuous", "ties", "zeros", "nan", "inf", "no rows"])
+def test_percentiles_are_numpys(n: int, case: str) -> None:
+    """Interpolated from sorted rows, bit for bit np.percentile's (the code replaced)."""
+    rng = np.random.default_rng(n)
+    values = rng.lognormal(5.0, 1.0, (0 if case == "no rows" else 40, n))
+    if case == "ties":
+        values = np.round(values, -2)
+    elif case == "zeros":
+        values[rng.random(values.shape) < 0.7] = 0.0
+    elif case in ("nan", "inf"):
+        bad = np.nan if case == "nan" else np.inf
+        values[rng.random(values.shape) < 0.01] = bad
+        values[3] = bad
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        want = np.percentile(values, QUANTILES, axis=-1).T
+        got = percentiles(values)
+    assert got.shape == want.shape and got.tobytes() == want.tobytes()
+
+
+def test_percentiles_of_empty_rows_fail_as_numpys() -> None:
+    with pytest.raises(IndexError):
+        np.percentile(np.zeros((3, 0)), QUANTILES, axis=-1)
+    with pytest.raises(IndexError):
+        percentiles(np.zeros((3, 0)))
