@@ -41,7 +41,7 @@ import simpy
 from scenarios.loader import load
 from sim.queueing import erlang_c, fcfs
 from sim.replication import Setup, run_replication
-from sim.run import replicate, write_run
+from sim.run import replicate, streamed_timeseries, write_run
 
 LAMBDA, MU, SERVERS = 7.0, 1.0, 8
 
@@ -145,24 +145,29 @@ def bench_scaling() -> None:
 
 
 def bench_pool(replications: int, jobs: int, simpy_s: float | None = None) -> None:
-    """What ``simulate`` does, timed in two parts: the replications (pool) and the run directory."""
+    """What ``simulate`` does, timed in two parts: the replications (pool; timeseries.csv written
+    as they come in) and the rest of the run directory."""
     loaded = load("openai-2024-cn-hk")
     with tempfile.TemporaryDirectory() as tmp:
         started = dt.datetime.now(dt.UTC)
         workers_before = _children_cpu()
         parent_before = _own_cpu()
         t0 = time.perf_counter()
-        rep = replicate(loaded.scenario, replications=replications, seed=0, jobs=jobs)
-        t1 = time.perf_counter()
-        workers = _children_cpu() - workers_before
-        parent = _own_cpu() - parent_before
-        path = write_run(loaded, rep, seed=0, out=Path(tmp), jobs=jobs, scale=1.0, started=started)
+        with streamed_timeseries(Path(tmp), "bench") as (blocks, partial):
+            rep = replicate(loaded.scenario, replications=replications, seed=0, jobs=jobs,
+                            blocks=blocks)
+            blocks.close()
+            t1 = time.perf_counter()
+            workers = _children_cpu() - workers_before
+            parent = _own_cpu() - parent_before
+            path = write_run(loaded, rep, seed=0, out=Path(tmp), jobs=jobs, scale=1.0,
+                             started=started, timeseries=partial)
         t2 = time.perf_counter()
         size = (path / "timeseries.csv").stat().st_size
     seconds = t2 - t0
     print(f"{replications} replications, --jobs {jobs}: {seconds:.1f} s wall "
           f"({seconds / replications:.2f} s per replication; replications {t1 - t0:.1f} s, "
-          f"writing the run directory {t2 - t1:.1f} s; timeseries.csv {size / 1e6:.0f} MB)")
+          f"writing the rest of the run directory {t2 - t1:.1f} s; timeseries.csv {size / 1e6:.0f} MB)")
     # CPU the workers used (start-up included): against the wall it shows how much of the time
     # the workers were computing, and how much they waited for a core
     print(f"  worker CPU {workers:.1f} s = {workers / replications:.2f} s per replication; "

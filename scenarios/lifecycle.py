@@ -199,7 +199,7 @@ class Context:
             entry = self._open[key] = [None, {}, [t[0] for t in terms], [t[1] for t in terms],
                                        [t[2] for t in terms]]
         elif entry[0] is shares:
-            return entry[1]  # type: ignore[no-any-return]
+            return entry[1]
         names, base, slopes = entry[2], entry[3], entry[4]
         get = shares.get
         # behaviour.probabilities(utils), the same operations in the same order

@@ -13,13 +13,15 @@ import ctypes.util
 import dataclasses
 import datetime as dt
 import multiprocessing
+import os
 import signal
 import time
 import zlib
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -59,15 +61,26 @@ def _one(setup: Setup, index: int, seq: np.random.SeedSequence) -> tuple[Replica
 
 
 def replicate(s: Scenario, *, replications: int, seed: int, jobs: int = 1, scale: float = 1.0,
-              progress: Progress | None = None, paired: Paired | None = None) -> Replicated:
+              progress: Progress | None = None, paired: Paired | None = None,
+              blocks: BinaryIO | None = None) -> Replicated:
     """Run ``replications`` replications (each with its baseline) on ``jobs`` processes;
-    ``paired``: of a load test's sample (its organisations, in the full market's context)."""
+    ``paired``: of a load test's sample (its organisations, in the full market's context).
+
+    ``blocks``: a file that each replication's timeseries.csv block is written to, in replication
+    order, as soon as it and every earlier one are in — while the pool computes the later ones,
+    instead of all of them after the last (the results then keep no block)."""
     setup = (Setup.of(s, seed, scale) if paired is None
              else Setup.of_sample(s, paired.sample, paired.market))
     seqs = seeds_for(seed, replications)
     done: dict[int, tuple[ReplicationResult, float]] = {}
+    written = 0
     for i, item in _run_all(setup, seqs, jobs):
         done[i] = item
+        while blocks is not None and written in done:
+            result, seconds = done[written]
+            blocks.write(zlib.decompress(result.timeseries))
+            done[written] = (dataclasses.replace(result, timeseries=b""), seconds)
+            written += 1
         if progress is not None:
             progress(len(done), replications)
     ordered = [done[i] for i in range(replications)]
@@ -157,13 +170,17 @@ def keep_freed_memory() -> None:
 
 def write_run(loaded: Loaded, rep: Replicated, *, seed: int, out: Path, jobs: int, scale: float,
               started: dt.datetime, kind: str = "simulate", name: str | None = None,
-              extra_meta: dict[str, Any] | None = None) -> Path:
-    """Write the run directory (staged, renamed into place when complete); return its path."""
+              extra_meta: dict[str, Any] | None = None, timeseries: Path | None = None) -> Path:
+    """Write the run directory (staged, renamed into place when complete); return its path.
+    ``timeseries``: timeseries.csv already written there (:func:`replicate`'s ``blocks``), moved in."""
     s = loaded.scenario
     times = bin_times(s, rep.setup.edges)
     with staged_run_dir(out, name or run_dir_name(started, s.name, kind)) as staging:
         (staging.path / "scenario.yaml").write_text(resolved_yaml(s), encoding="utf-8")
-        write_blocks(staging.path / "timeseries.csv", s, times, rep.results)
+        if timeseries is None:
+            write_blocks(staging.path / "timeseries.csv", s, times, rep.results)
+        else:
+            timeseries.replace(staging.path / "timeseries.csv")
         write_json(staging.path / "summary.json",
                    summary(s, rep.results, seed=seed, times=times, paired=rep.setup.sample is not None,
                            population=rep.setup.pop.size if rep.setup.pop.weight is None
@@ -206,13 +223,34 @@ def simulate(loaded: Loaded, *, replications: int = 10, seed: int = 0, jobs: int
     ``paired``: the paired simulation of a load test (``--sample-of``), recorded in meta.json as
     ``sample_of`` and named ``…-paired``."""
     started = dt.datetime.now(dt.UTC)
-    rep = replicate(loaded.scenario, replications=replications, seed=seed, jobs=jobs, scale=scale,
-                    progress=progress, paired=paired)
-    if paired is None:
-        return write_run(loaded, rep, seed=seed, out=out, jobs=jobs, scale=scale, started=started)
-    name = run_dir_name(started, loaded.scenario.name, "paired")
-    return write_run(loaded, rep, seed=seed, out=out, jobs=jobs, scale=scale, started=started,
-                     name=name, extra_meta={"sample_of": paired.describe()})
+    name = run_dir_name(started, loaded.scenario.name, "simulate" if paired is None else "paired")
+    with streamed_timeseries(out, name) as (blocks, path):
+        rep = replicate(loaded.scenario, replications=replications, seed=seed, jobs=jobs,
+                        scale=scale, progress=progress, paired=paired, blocks=blocks)
+        blocks.close()
+        return write_run(loaded, rep, seed=seed, out=out, jobs=jobs, scale=scale, started=started,
+                         name=name, timeseries=path,
+                         extra_meta=None if paired is None else {"sample_of": paired.describe()})
+
+
+@contextmanager
+def streamed_timeseries(out: Path, name: str) -> Iterator[tuple[BinaryIO, Path]]:
+    """A hidden file under ``out`` for the run's timeseries.csv, its header written, to be
+    filled while the replications run and moved into the run directory; removed (with ``out``
+    if it made it) if anything fails or is interrupted — nothing half-written is left."""
+    made = [p for p in (out, *out.parents) if not p.exists()]
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f".{name}.timeseries-{os.getpid()}.partial"
+    try:
+        with path.open("wb") as fh:
+            fh.write((",".join(COLUMNS) + "\n").encode("utf-8"))
+            yield fh, path
+    except BaseException:
+        path.unlink(missing_ok=True)
+        for p in made:   # innermost first
+            with suppress(OSError):
+                p.rmdir()
+        raise
 
 
 @dataclass(frozen=True, slots=True)
