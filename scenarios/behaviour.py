@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
@@ -106,10 +106,16 @@ def probabilities(utils: Mapping[str, float]) -> dict[str, float]:
 
 def choose(probs: Mapping[str, float], rng: np.random.Generator) -> str:
     """Draw one alternative; one uniform from ``rng`` per call."""
+    return pick(probs.keys(), probs.values(), rng)
+
+
+def pick(names: Iterable[str], probs: Iterable[float], rng: np.random.Generator) -> str:
+    """:func:`choose` of the alternatives ``names`` with ``probs`` (parallel, in order) — for a
+    caller that has them as lists and need not build the mapping."""
     u = rng.random()
     acc = 0.0
     last = ""
-    for name, p in probs.items():
+    for name, p in zip(names, probs, strict=True):
         acc += p
         last = name
         if u < acc:

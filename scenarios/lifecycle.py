@@ -168,8 +168,8 @@ class Context:
     policy: Policy
     market: Market
     _parts: dict[tuple[str, str, int], tuple[tuple[str, float, float], ...]] = field(default_factory=dict)
-    #: (segment, region, epoch, excluded) -> [shares of the last answer, the last answer, open
-    #: alternatives, their utilities with nobody migrated, their gains per unit of share]
+    #: (segment, region, epoch, excluded) -> [shares of the last answer, its probabilities, the
+    #: open alternatives, their utilities with nobody migrated, their gains per unit of share]
     _open: dict[tuple[object, ...], list[Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -188,6 +188,19 @@ class Context:
             home_country=org.region)).denied)
 
     def probabilities(self, org: Org, at: dt.datetime, exclude: frozenset[str]) -> dict[str, float]:
+        names, probs = self._probabilities(org, at, exclude)
+        return dict(zip(names, probs, strict=True))
+
+    def choose(self, org: Org, at: dt.datetime, exclude: frozenset[str],
+               rng: np.random.Generator) -> str | None:
+        """``behaviour.choose(self.probabilities(org, at, exclude), rng)`` without the mapping;
+        None, and no draw, where no alternative is open."""
+        names, probs = self._probabilities(org, at, exclude)
+        return behaviour.pick(names, probs, rng) if names else None
+
+    def _probabilities(self, org: Org, at: dt.datetime,
+                       exclude: frozenset[str]) -> tuple[list[str], list[float]]:
+        """The open alternatives and their choice probabilities, as two lists in order."""
         shares = self.market.shares(org.region, at)
         key = (org.segment, org.region, bisect_right(self.deadlines, at), exclude)
         # the open alternatives' terms for this key, and the last answer with the shares mapping
@@ -196,11 +209,12 @@ class Context:
         entry = self._open.get(key)
         if entry is None:
             terms = [t for t in self._terms(org, at, key[2]) if t[0] not in exclude]
-            entry = self._open[key] = [None, {}, [t[0] for t in terms], [t[1] for t in terms],
+            entry = self._open[key] = [None, [], [t[0] for t in terms], [t[1] for t in terms],
                                        [t[2] for t in terms]]
-        elif entry[0] is shares:
-            return entry[1]
-        names, base, slopes = entry[2], entry[3], entry[4]
+        names = entry[2]
+        if entry[0] is shares:
+            return names, entry[1]
+        base, slopes = entry[3], entry[4]
         get = shares.get
         # behaviour.probabilities(utils), the same operations in the same order
         utils = [u + slope * get(k, 0.0) for k, u, slope in zip(names, base, slopes, strict=True)]
@@ -209,11 +223,11 @@ class Context:
             exp = math.exp
             weights = [exp(v - top) for v in utils]
             total = sum(weights)
-            hit = dict(zip(names, [w / total for w in weights], strict=True))
+            probs = [w / total for w in weights]
         else:
-            hit = {}
-        entry[0], entry[1] = shares, hit
-        return hit
+            probs = []
+        entry[0], entry[1] = shares, probs
+        return names, probs
 
     def _terms(self, org: Org, at: dt.datetime, epoch: int) -> tuple[tuple[str, float, float], ...]:
         """(alternative, utility with nobody migrated, gain per unit of imitation share)."""
@@ -273,11 +287,11 @@ def _anticipation_due(life: Life, event: AnticipationDue, org: Org, rng: np.rand
                       ctx: Context) -> tuple[Life, tuple[Action, ...]]:
     if not may_anticipate(life):
         return life, ()
-    probs = ctx.probabilities(org, event.at, ANTICIPATING_EXCLUDES | life.excluded
-                              | ctx.closed(org, event.at))
-    if not probs:
+    choice = ctx.choose(org, event.at, ANTICIPATING_EXCLUDES | life.excluded
+                        | ctx.closed(org, event.at), rng)
+    if choice is None:
         return life, ()
-    return _migrate(life, behaviour.choose(probs, rng), event.at, org, rng, ctx)
+    return _migrate(life, choice, event.at, org, rng, ctx)
 
 
 def _migration_done(life: Life, event: MigrationDone, org: Org, rng: np.random.Generator,
@@ -320,10 +334,11 @@ def _denied(life: Life, ev: Denied, org: Org, rng: np.random.Generator,
 def _decide(life: Life, at: dt.datetime, org: Org, rng: np.random.Generator, ctx: Context,
             entered: tuple[Action, ...] = ()) -> tuple[Life, tuple[Action, ...]]:
     closed = ctx.closed(org, at)
-    probs = ctx.probabilities(org, at, life.excluded | closed if closed else life.excluded)
-    choice = behaviour.choose(probs, rng) if probs else behaviour.WAIT
+    picked = ctx.choose(org, at, life.excluded | closed if closed else life.excluded, rng)
+    choice = behaviour.WAIT if picked is None else picked
     if choice == behaviour.WAIT:
-        days = max(0.0, sample_one(ctx.s.behaviour.wait_days, rng)) if probs else math.inf
+        # nothing open: waiting for good (no draw)
+        days = math.inf if picked is None else max(0.0, sample_one(ctx.s.behaviour.wait_days, rng))
         if math.isinf(days):
             return (_life(DIRECT, life.provider, life.excluded, life.warned, life.threshold,
                           life.denied_seen, None, life.relay_since, life.migrate_done), entered)

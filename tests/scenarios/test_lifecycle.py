@@ -47,6 +47,26 @@ def test_cached_probabilities_are_the_behaviour_models(when: str, segment: str) 
             assert np.allclose(list(got.values()), list(want.values()), rtol=1e-12, atol=0)
 
 
+def test_context_choice_is_choose_of_the_probabilities() -> None:
+    """Context.choose picks what behaviour.choose picks from Context.probabilities, drawing the
+    same one uniform; with every alternative excluded it picks nothing and draws nothing."""
+    c = ctx(shares={"zhipu": 0.3, "baidu": 0.05})
+    now = dt.datetime(2024, 7, 20, tzinfo=dt.UTC)
+    everything = frozenset(behaviour.utilities(c.s, segment="startup", region="CN", now=now,
+                                               migrated_share={}))
+    for segment in ("startup", "hobbyist", "enterprise"):
+        org = lc.Org(f"cn-{segment}-000001", "CN", segment)
+        for exclude in (frozenset(), frozenset({behaviour.CIRCUMVENT, "zhipu"}), everything):
+            a, b = np.random.default_rng(11), np.random.default_rng(11)
+            probs = c.probabilities(org, now, exclude)
+            for _ in range(300):
+                got = c.choose(org, now, exclude, a)
+                assert got == (behaviour.choose(probs, b) if probs else None)
+            assert a.random() == b.random()   # in step: one uniform per choice, none when closed
+            if exclude == everything:
+                assert probs == {} and got is None
+
+
 def test_a_decision_draws_one_uniform_then_one_duration() -> None:
     c = ctx("behaviour.choice.asc_wait=60", "behaviour.wait_days={dist: uniform, low: 1, high: 3}")
     rng, twin = np.random.default_rng(5), np.random.default_rng(5)
