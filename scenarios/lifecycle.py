@@ -342,7 +342,7 @@ def _decide(life: Life, at: dt.datetime, org: Org, rng: np.random.Generator, ctx
         if math.isinf(days):
             return (_life(DIRECT, life.provider, life.excluded, life.warned, life.threshold,
                           life.denied_seen, None, life.relay_since, life.migrate_done), entered)
-        after = at + dt.timedelta(days=days)
+        after = at + dt.timedelta(days)   # (days by position: the same value)
         back = (_new(Enter, (at, DIRECT, "")),) if life.state != DIRECT else entered
         return (_life(DIRECT, life.provider, life.excluded, life.warned, life.threshold,
                       life.denied_seen, after, None, life.migrate_done),
@@ -363,7 +363,7 @@ def _decide(life: Life, at: dt.datetime, org: Org, rng: np.random.Generator, ctx
 def _migrate(life: Life, provider: str, at: dt.datetime, org: Org, rng: np.random.Generator,
              ctx: Context) -> tuple[Life, tuple[Action, ...]]:
     days = max(0.0, sample_one(ctx.migration_days[org.segment], rng))
-    done = at + dt.timedelta(days=days)
+    done = at + dt.timedelta(days)
     return (_life(MIGRATING, provider, life.excluded, life.warned, life.threshold, life.denied_seen,
                   None, None, done),
             (_new(Chose, (at, provider)), _new(Enter, (at, MIGRATING, provider)),

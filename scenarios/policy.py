@@ -272,7 +272,7 @@ class Policy:
         days = detection_delay_days(pol.salt, org, since, pol.detection.per_day)
         if math.isinf(days):
             return None
-        return start + dt.timedelta(days=days)
+        return start + dt.timedelta(days)   # (days by position: the same value)
 
     # ------------------------------------------------------------ internals
 
