@@ -21,7 +21,7 @@ import numpy as np
 from scenarios.distributions import sample
 from scenarios.schema import Scenario
 from sim.capacity import Capacity, Hours
-from sim.queueing import sample_mmck_waits
+from sim.queueing import wait_law
 
 #: Requests sampled per (provider, path, bin): p99 rests on the 10 slowest of them.
 SAMPLE = 1000
@@ -214,15 +214,19 @@ def hour_waits(h: Hours, t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     the *admitted* ones (while the room is full only c·μ of the λ arrivals per second get in),
     reads the fluid queue Q then, and waits for Q + 1 completions at rate c·μ — or, once the
     queue has drained, draws from the hour's steady state like a steady hour.
+
+    The steady law is built once per hour (:class:`~sim.queueing.WaitLaw`) and read by each
+    request at its hour, not recomputed per request.
     """
-    steady = h.steady.take(t)
-    mu = h.mu[t]
-    out = sample_mmck_waits(h.servers, h.queue_limit, steady.rho * h.servers, mu, rng, steady)
+    law = wait_law(h.servers, h.queue_limit, h.steady, h.mu)
+    out = law.draw(rng, t)
+    if not h.fluid.any():   # no fluid hour: no request is in one
+        return out
     live = np.flatnonzero(h.fluid[t])
     if live.size == 0:
         return out
     tt = t[live]
-    cmu = h.servers * mu[live]
+    cmu = law.completions[tt]
     rate, q0, limit, span = h.rate_open[tt], h.q0[tt], float(h.queue_limit), h.seconds
     net = rate - cmu
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -234,7 +238,7 @@ def hour_waits(h: Hours, t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
                     t_full + (u - mass_open) / np.maximum(cmu, 1e-300))
     queue = np.clip(q0 + net * when, 0.0, limit)
     busy = queue >= 1.0
-    fluid_wait = rng.gamma(np.maximum(queue, 1.0), 1.0 / cmu)
+    fluid_wait = rng.gamma(np.maximum(queue, 1.0), law.scale[tt])
     out[live] = np.where(busy, fluid_wait, out[live])
     return out
 
