@@ -117,30 +117,42 @@ def _pick_hours(weight: np.ndarray, region: np.ndarray, b: np.ndarray,
     rows = weight.reshape(-1, hours)
     total = rows.sum(axis=1, keepdims=True)
     cum = np.divide(np.cumsum(rows, axis=1), total, out=np.ones_like(rows), where=total > 0)
-    flat = (cum + np.arange(rows.shape[0])[:, None]).ravel()   # row r lives in (r, r + 1]
+    table = cum + np.arange(rows.shape[0])[:, None]    # row r lives in (r, r + 1]
+    flat = table.ravel()
     row = region * weight.shape[1] + b
     key = row + rng.random(region.size)
     if not np.all(flat[1:] >= flat[:-1]):
         at = np.searchsorted(flat, key, side="left")
         return np.clip(at - row * hours, 0, hours - 1)
-    return np.minimum(_count_below(flat, row * hours, hours, key), hours - 1)
+    return np.minimum(_count_below(table, row, key), hours - 1)
 
 
-def _count_below(flat: np.ndarray, start: np.ndarray, size: int, key: np.ndarray) -> np.ndarray:
-    """For each key, how many of the ascending ``flat[start : start + size]`` are below it: a
-    binary search of all keys at once, one step per bit of ``size``, in chunks that stay in cache."""
-    out = np.empty(key.size, dtype=np.int64)
+def _count_below(table: np.ndarray, row: np.ndarray, key: np.ndarray) -> np.ndarray:
+    """For each key, how many entries of its row of ``table`` (each row ascending) are below it:
+    a binary search of all keys at once, one step per bit of the row length, in chunks that stay
+    in cache.
+
+    The rows are padded with +inf to the 2·top − 1 entries the steps can reach (top: the largest
+    power of two in the row length), once per row: no entry past the row is ever below a key, so
+    the count is the same, and no step has to keep a sample's probe inside its row.
+    """
+    size = table.shape[1]
     top = 1 << (size.bit_length() - 1)
+    width = 2 * top - 1
+    padded = np.full((table.shape[0], width), np.inf)
+    padded[:, :size] = table
+    flat = padded.ravel()
+    out = np.empty(key.size, dtype=np.int64)
     for lo in range(0, key.size, SEARCH_CHUNK):
-        k, before = key[lo : lo + SEARCH_CHUNK], start[lo : lo + SEARCH_CHUNK] - 1
-        count = np.zeros(k.size, dtype=np.int64)
+        k = key[lo : lo + SEARCH_CHUNK]
+        # the position of the last entry counted below the key, from the one before its row
+        last = row[lo : lo + SEARCH_CHUNK] * width - 1
+        first = last.copy()
         step = top
-        while step:     # the count + step first entries are below the key: take them
-            probe = count + step
-            inside = probe <= size
-            np.copyto(count, probe, where=inside & (flat[np.where(inside, before + probe, 0)] < k))
+        while step:     # the step entries after the last counted are below the key: take them
+            last += (flat.take(last + step) < k) * step
             step >>= 1
-        out[lo : lo + SEARCH_CHUNK] = count
+        out[lo : lo + SEARCH_CHUNK] = last - first
     return out
 
 
