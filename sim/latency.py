@@ -163,7 +163,9 @@ def _compose(s: Scenario, k: np.ndarray, relay: np.ndarray, b: np.ndarray, hour:
     ascending); TTFT includes the network and the queue (what a streaming client waits for),
     latency = TTFT + generation."""
     n = k.size
-    rtt = np.zeros(n)
+    # every array below is written at every sample (each sample has one route, one segment and
+    # one provider): allocated, not zeroed first
+    rtt = np.empty(n)
     # the samples of each (region, path) and of each segment, in sample order: one stable sort
     # instead of a mask of every sample per group (the same positions, the same draws)
     by_route = _positions(region * 2 + relay, 2 * len(s.regions))
@@ -172,16 +174,18 @@ def _compose(s: Scenario, k: np.ndarray, relay: np.ndarray, b: np.ndarray, hour:
         rtt[direct] = sample(reg.rtt_ms.direct, rng, direct.size)
         rtt[via] = sample(reg.rtt_ms.relay, rng, via.size) + sample(
             s.behaviour.relay.extra_latency_ms, rng, via.size)
-    tokens = np.zeros(n)
+    tokens = np.empty(n)
     for gi, mine in enumerate(_positions(segment, len(s.segments))):
         tokens[mine] = np.maximum(np.rint(sample(s.segments[gi].tokens_out, rng, mine.size)), 0.0)
-    ttft = np.zeros(n)
-    gen = np.zeros(n)
-    wait = np.zeros(n)
-    extra = np.zeros(n)
+    ttft = np.empty(n)
+    gen = np.empty(n)
+    wait = np.empty(n)
+    extra = np.empty(n)
     # the samples come group by group, the groups in provider order: each provider's samples
-    # are one run, a slice (a view) instead of positions gathered and scattered
-    starts, ends = _bounds(k, len(s.providers))
+    # are one run, a slice (a view) instead of positions gathered and scattered; k ascends, so
+    # the runs' bounds are a search of it per provider, not a count of every sample
+    codes = np.arange(len(s.providers))
+    starts, ends = np.searchsorted(k, codes, side="left"), np.searchsorted(k, codes, side="right")
     for pi, p in enumerate(s.providers):
         run = slice(int(starts[pi]), int(ends[pi]))
         m = run.stop - run.start
