@@ -21,7 +21,7 @@ import numpy as np
 from scenarios.distributions import sample
 from scenarios.schema import Scenario
 from sim.capacity import Capacity, Hours
-from sim.queueing import sample_mmck_waits
+from sim.queueing import wait_law
 
 #: Requests sampled per (provider, path, bin): p99 rests on the 10 slowest of them.
 SAMPLE = 1000
@@ -117,30 +117,42 @@ def _pick_hours(weight: np.ndarray, region: np.ndarray, b: np.ndarray,
     rows = weight.reshape(-1, hours)
     total = rows.sum(axis=1, keepdims=True)
     cum = np.divide(np.cumsum(rows, axis=1), total, out=np.ones_like(rows), where=total > 0)
-    flat = (cum + np.arange(rows.shape[0])[:, None]).ravel()   # row r lives in (r, r + 1]
+    table = cum + np.arange(rows.shape[0])[:, None]    # row r lives in (r, r + 1]
+    flat = table.ravel()
     row = region * weight.shape[1] + b
     key = row + rng.random(region.size)
     if not np.all(flat[1:] >= flat[:-1]):
         at = np.searchsorted(flat, key, side="left")
         return np.clip(at - row * hours, 0, hours - 1)
-    return np.minimum(_count_below(flat, row * hours, hours, key), hours - 1)
+    return np.minimum(_count_below(table, row, key), hours - 1)
 
 
-def _count_below(flat: np.ndarray, start: np.ndarray, size: int, key: np.ndarray) -> np.ndarray:
-    """For each key, how many of the ascending ``flat[start : start + size]`` are below it: a
-    binary search of all keys at once, one step per bit of ``size``, in chunks that stay in cache."""
-    out = np.empty(key.size, dtype=np.int64)
+def _count_below(table: np.ndarray, row: np.ndarray, key: np.ndarray) -> np.ndarray:
+    """For each key, how many entries of its row of ``table`` (each row ascending) are below it:
+    a binary search of all keys at once, one step per bit of the row length, in chunks that stay
+    in cache.
+
+    The rows are padded with +inf to the 2·top − 1 entries the steps can reach (top: the largest
+    power of two in the row length), once per row: no entry past the row is ever below a key, so
+    the count is the same, and no step has to keep a sample's probe inside its row.
+    """
+    size = table.shape[1]
     top = 1 << (size.bit_length() - 1)
+    width = 2 * top - 1
+    padded = np.full((table.shape[0], width), np.inf)
+    padded[:, :size] = table
+    flat = padded.ravel()
+    out = np.empty(key.size, dtype=np.int64)
     for lo in range(0, key.size, SEARCH_CHUNK):
-        k, before = key[lo : lo + SEARCH_CHUNK], start[lo : lo + SEARCH_CHUNK] - 1
-        count = np.zeros(k.size, dtype=np.int64)
+        k = key[lo : lo + SEARCH_CHUNK]
+        # the position of the last entry counted below the key, from the one before its row
+        last = row[lo : lo + SEARCH_CHUNK] * width - 1
+        first = last.copy()
         step = top
-        while step:     # the count + step first entries are below the key: take them
-            probe = count + step
-            inside = probe <= size
-            np.copyto(count, probe, where=inside & (flat[np.where(inside, before + probe, 0)] < k))
+        while step:     # the step entries after the last counted are below the key: take them
+            last += (flat.take(last + step) < k) * step
             step >>= 1
-        out[lo : lo + SEARCH_CHUNK] = count
+        out[lo : lo + SEARCH_CHUNK] = last - first
     return out
 
 
@@ -151,7 +163,9 @@ def _compose(s: Scenario, k: np.ndarray, relay: np.ndarray, b: np.ndarray, hour:
     ascending); TTFT includes the network and the queue (what a streaming client waits for),
     latency = TTFT + generation."""
     n = k.size
-    rtt = np.zeros(n)
+    # every array below is written at every sample (each sample has one route, one segment and
+    # one provider): allocated, not zeroed first
+    rtt = np.empty(n)
     # the samples of each (region, path) and of each segment, in sample order: one stable sort
     # instead of a mask of every sample per group (the same positions, the same draws)
     by_route = _positions(region * 2 + relay, 2 * len(s.regions))
@@ -160,16 +174,18 @@ def _compose(s: Scenario, k: np.ndarray, relay: np.ndarray, b: np.ndarray, hour:
         rtt[direct] = sample(reg.rtt_ms.direct, rng, direct.size)
         rtt[via] = sample(reg.rtt_ms.relay, rng, via.size) + sample(
             s.behaviour.relay.extra_latency_ms, rng, via.size)
-    tokens = np.zeros(n)
+    tokens = np.empty(n)
     for gi, mine in enumerate(_positions(segment, len(s.segments))):
         tokens[mine] = np.maximum(np.rint(sample(s.segments[gi].tokens_out, rng, mine.size)), 0.0)
-    ttft = np.zeros(n)
-    gen = np.zeros(n)
-    wait = np.zeros(n)
-    extra = np.zeros(n)
+    ttft = np.empty(n)
+    gen = np.empty(n)
+    wait = np.empty(n)
+    extra = np.empty(n)
     # the samples come group by group, the groups in provider order: each provider's samples
-    # are one run, a slice (a view) instead of positions gathered and scattered
-    starts, ends = _bounds(k, len(s.providers))
+    # are one run, a slice (a view) instead of positions gathered and scattered; k ascends, so
+    # the runs' bounds are a search of it per provider, not a count of every sample
+    codes = np.arange(len(s.providers))
+    starts, ends = np.searchsorted(k, codes, side="left"), np.searchsorted(k, codes, side="right")
     for pi, p in enumerate(s.providers):
         run = slice(int(starts[pi]), int(ends[pi]))
         m = run.stop - run.start
@@ -214,15 +230,19 @@ def hour_waits(h: Hours, t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     the *admitted* ones (while the room is full only c·μ of the λ arrivals per second get in),
     reads the fluid queue Q then, and waits for Q + 1 completions at rate c·μ — or, once the
     queue has drained, draws from the hour's steady state like a steady hour.
+
+    The steady law is built once per hour (:class:`~sim.queueing.WaitLaw`) and read by each
+    request at its hour, not recomputed per request.
     """
-    steady = h.steady.take(t)
-    mu = h.mu[t]
-    out = sample_mmck_waits(h.servers, h.queue_limit, steady.rho * h.servers, mu, rng, steady)
+    law = wait_law(h.servers, h.queue_limit, h.steady, h.mu)
+    out = law.draw(rng, t)
+    if not h.fluid.any():   # no fluid hour: no request is in one
+        return out
     live = np.flatnonzero(h.fluid[t])
     if live.size == 0:
         return out
     tt = t[live]
-    cmu = h.servers * mu[live]
+    cmu = law.completions[tt]
     rate, q0, limit, span = h.rate_open[tt], h.q0[tt], float(h.queue_limit), h.seconds
     net = rate - cmu
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -234,7 +254,7 @@ def hour_waits(h: Hours, t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
                     t_full + (u - mass_open) / np.maximum(cmu, 1e-300))
     queue = np.clip(q0 + net * when, 0.0, limit)
     busy = queue >= 1.0
-    fluid_wait = rng.gamma(np.maximum(queue, 1.0), 1.0 / cmu)
+    fluid_wait = rng.gamma(np.maximum(queue, 1.0), law.scale[tt])
     out[live] = np.where(busy, fluid_wait, out[live])
     return out
 

@@ -179,46 +179,114 @@ def sample_mmck_waits(servers: int, queue_limit: int, offered: np.ndarray,
                       state: MMcK | None = None) -> np.ndarray:
     """One waiting time (seconds) per admitted request, each at its own offered load ``offered[i]``.
 
-    ``state``, if given, is ``mmck(servers, queue_limit, offered)`` already computed (the
-    latency sampler gathers it from the per-hour grid instead of solving once per request).
+    ``state``, if given, is ``mmck(servers, queue_limit, offered)`` already computed.
 
     An admitted arrival waits with probability p_wait / (1 − p_reject); if it does, it finds j
     requests ahead of it in the queue (truncated geometric with ratio rho on 0..K−1) and waits
-    for j + 1 service completions at rate c·μ: a Gamma(j + 1, 1/(c·μ)) time.
+    for j + 1 service completions at rate c·μ: a Gamma(j + 1, 1/(c·μ)) time (see :class:`WaitLaw`).
     """
-    a = np.asarray(offered, dtype=float)
     if state is None:
-        state = mmck(servers, queue_limit, a)
+        state = mmck(servers, queue_limit, np.asarray(offered, dtype=float))
+    return wait_law(servers, queue_limit, state, service_rate).draw(rng)
+
+
+@dataclass(frozen=True, slots=True)
+class WaitLaw:
+    """The waiting-time law of :func:`sample_mmck_waits` for each of many M/M/c/K states.
+
+    Everything in it depends on the state alone, so requests drawn at many states of a small
+    grid (the latency sampler: some 10^5 requests per provider over its few thousand hours) read
+    it by their state's index instead of computing it again per request — the same operations on
+    the same values, so the same bits.
+    """
+
+    p_wait: np.ndarray        # P(wait | admitted) = p_wait / (1 − p_reject)
+    ahead: TruncGeometric     # how many requests an arrival that waits finds ahead of it
+    completions: np.ndarray   # c·μ: service completions per second while all servers are busy
+    scale: np.ndarray         # 1 / (c·μ): the Gamma's scale
+
+    def draw(self, rng: np.random.Generator, at: np.ndarray | None = None) -> np.ndarray:
+        """One wait (seconds) per request at state ``at[i]`` (default: one request per state, in
+        order): a uniform per request for whether it waits, a uniform for the requests ahead,
+        then one Gamma per request (drawn for every request, used where it waits)."""
+        if at is None:
+            n, p_wait, scale = self.p_wait.size, self.p_wait, self.scale
+        else:
+            n, p_wait, scale = at.size, self.p_wait[at], self.scale[at]
+        waits = rng.random(n) < p_wait
+        ahead = self.ahead.inverse(rng.random(n), at)
+        gam = rng.gamma(ahead + 1.0, scale)
+        return np.where(waits, gam, 0.0)
+
+
+def wait_law(servers: int, queue_limit: int, state: MMcK,
+             service_rate: float | np.ndarray) -> WaitLaw:
+    """:class:`WaitLaw` of the states ``state`` with service rate ``service_rate`` per server
+    (one per state, or one for all)."""
     admitted = np.maximum(1.0 - state.p_reject, 1e-300)
-    waits = rng.random(a.size) < state.p_wait / admitted
-    ahead = trunc_geometric(state.rho, queue_limit, rng.random(a.size))
-    gam = rng.gamma(ahead + 1.0, 1.0 / (servers * service_rate))
-    return np.where(waits, gam, 0.0)
+    completions = servers * np.asarray(service_rate, dtype=float)
+    return WaitLaw(p_wait=state.p_wait / admitted,
+                   ahead=trunc_geometric_law(state.rho, queue_limit),
+                   completions=completions, scale=1.0 / completions)
 
 
 def trunc_geometric(rho: np.ndarray, places: int, u: np.ndarray) -> np.ndarray:
     """Inverse CDF at ``u`` of the law on 0..places-1 with P(j) ∝ rho^j (the number of requests
-    ahead of an arrival that waits in M/M/c/K).
+    ahead of an arrival that waits in M/M/c/K); see :class:`TruncGeometric`."""
+    return trunc_geometric_law(rho, places).inverse(u)
+
+
+@dataclass(frozen=True, slots=True)
+class TruncGeometric:
+    """The law on 0..places-1 with P(j) ∝ rho^j, for each of many ratios rho.
 
     Computed in logarithms on both sides of rho = 1, so a huge ``places · ln rho`` (a long queue
     in overload: the arrival finds it nearly full) is exact instead of capped: for rho > 1 the law
-    is mirrored, j = places − 1 − j' with j' geometric of ratio 1/rho.
+    is mirrored, j = places − 1 − j' with j' geometric of ratio 1/rho. What depends on rho alone
+    is held per ratio; :meth:`inverse` does per draw only what depends on the draw.
     """
-    if places <= 0:
-        return np.zeros_like(np.asarray(u, dtype=float))
+
+    places: int
+    log_ratio: np.ndarray     # −|ln rho|: ln r of the ratio r ≤ 1 after mirroring
+    one_minus_rk: np.ndarray  # 1 − r^places
+    flat: np.ndarray          # |ln rho| < 1e-12: uniform on 0..places-1
+    mirror: np.ndarray        # rho > 1: counted down from places − 1
+    any_flat: bool
+    any_mirror: bool
+
+    def inverse(self, u: np.ndarray, at: np.ndarray | None = None) -> np.ndarray:
+        """Inverse CDF at ``u[i]`` of the law of ratio ``at[i]`` (default: of the ratios as
+        given, broadcast with ``u``). Where no ratio is flat (or mirrored), selecting the flat
+        (mirrored) value where it is would select nothing, and is skipped."""
+        u = np.asarray(u, dtype=float)
+        if self.places <= 0:
+            return np.zeros_like(u)
+        places = self.places
+        lr, one_minus_rk = ((self.log_ratio, self.one_minus_rk) if at is None
+                            else (self.log_ratio[at], self.one_minus_rk[at]))
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            # j = floor(log(1 − u(1 − r^K)) / log r)
+            j = np.floor(np.log1p(-u * one_minus_rk) / lr)
+            if self.any_flat:
+                j = np.where(self.flat if at is None else self.flat[at], np.floor(u * places), j)
+            j = np.nan_to_num(j, nan=0.0, posinf=places - 1.0)
+            j = np.clip(j, 0.0, places - 1.0)
+            if self.any_mirror:
+                j = np.where(self.mirror if at is None else self.mirror[at], places - 1.0 - j, j)
+            return j
+
+
+def trunc_geometric_law(rho: np.ndarray, places: int) -> TruncGeometric:
+    """:class:`TruncGeometric` of the ratios ``rho`` on 0..places-1."""
     rho = np.maximum(np.asarray(rho, dtype=float), 1e-300)
-    u = np.asarray(u, dtype=float)
     log_r = np.log(rho)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        # ratio r < 1 (after mirroring): j = floor(log(1 − u(1 − r^K)) / log r)
         lr = -np.abs(log_r)
         one_minus_rk = -np.expm1(places * lr)
-        j = np.floor(np.log1p(-u * one_minus_rk) / lr)
         flat = np.abs(log_r) < 1e-12
-        j = np.where(flat, np.floor(u * places), j)
-        j = np.nan_to_num(j, nan=0.0, posinf=places - 1.0)
-        j = np.clip(j, 0.0, places - 1.0)
-        return np.where(log_r > 0, places - 1.0 - j, j)
+        mirror = log_r > 0
+    return TruncGeometric(places=places, log_ratio=lr, one_minus_rk=one_minus_rk, flat=flat,
+                          mirror=mirror, any_flat=bool(flat.any()), any_mirror=bool(mirror.any()))
 
 
 def trunc_geometric_mean(rho: np.ndarray, places: int) -> np.ndarray:

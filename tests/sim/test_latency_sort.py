@@ -12,6 +12,7 @@ from sim.latency import (
     SEARCH_CHUNK,
     LatencySamples,
     Pool,
+    _count_below,
     _pick_cells,
     _pick_hours,
     _positions,
@@ -183,21 +184,49 @@ class _EdgeDraws:
 
 
 @pytest.mark.parametrize("case", ["intensities", "empty hours and rows", "not ascending"])
-def test_hours_searched_row_by_row_are_those_of_one_search(case: str) -> None:
+@pytest.mark.parametrize("hours", [24, 1, 2, 7, 16, 31, 32])
+def test_hours_searched_row_by_row_are_those_of_one_search(case: str, hours: int) -> None:
     rng = np.random.default_rng(13)
-    weight = rng.lognormal(0.0, 1.0, (5, 30, 24))
+    weight = rng.lognormal(0.0, 1.0, (5, 30, hours))
     if case == "empty hours and rows":
         weight[rng.random(weight.shape) < 0.4] = 0.0
         weight[1, 3] = 0.0
         weight[0, 0, :5] = 0.0
     elif case == "not ascending":             # the whole array is searched, as defined
-        weight[2, 7, 3] = -5.0
+        weight[2, 7, hours // 2] = -5.0
     n = 3 * SEARCH_CHUNK + 17
     region, b = rng.integers(0, 5, n), rng.integers(0, 30, n)
     for draws in (np.random.default_rng, _EdgeDraws):
         want = _pick_hours_one_search(weight, region, b, draws(4))  # type: ignore[arg-type]
         got = _pick_hours(weight, region, b, draws(4))  # type: ignore[arg-type]
         assert np.array_equal(got, want)
+
+
+def _count_below_masked(flat: np.ndarray, start: np.ndarray, size: int,
+                        key: np.ndarray) -> np.ndarray:
+    """The replaced ``_count_below``: rows end to end, each probe kept inside its row by a mask."""
+    count = np.zeros(key.size, dtype=np.int64)
+    step = 1 << (size.bit_length() - 1)
+    while step:
+        probe = count + step
+        inside = probe <= size
+        np.copyto(count, probe, where=inside & (flat[np.where(inside, start - 1 + probe, 0)] < key))
+        step >>= 1
+    return count
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 16, 24, 31, 32, 33])
+def test_count_below_padded_rows_is_the_masked_search(size: int) -> None:
+    rng = np.random.default_rng(21)
+    table = np.sort(rng.random((40, size)), axis=1) + np.arange(40)[:, None]
+    table[3, size // 2 :] = 4.0                      # ties, and ties with the key below
+    n = 2 * SEARCH_CHUNK + 5
+    row = rng.integers(0, 40, n)
+    key = row + rng.random(n)
+    key[::50] = row[::50] + 1.0                      # on an entry
+    key[1::50] = row[1::50]                          # below the whole row
+    want = _count_below_masked(table.ravel(), row * size, size, key)
+    assert np.array_equal(_count_below(table, row, key), want)
 
 
 def _pooled_percentiles_compressed(pooled: Pool, take: np.ndarray) -> np.ndarray | None:
