@@ -550,14 +550,12 @@ def _credit_paid(credited: np.ndarray, org: np.ndarray, tin: np.ndarray, tout: n
                  credit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Free tokens used where ``credited`` (amounts of a migrated organisation with credit): its
     credit pays for its first tokens at the provider (the ledger contract's draw,
-    :func:`scenarios.ledger.credit_draws`, in (unit, time) order)."""
-    free_in = np.zeros_like(tin)
-    free_out = np.zeros_like(tout)
-    idx = np.flatnonzero(credited)
-    if idx.size == 0:
-        return free_in, free_out
-    free_in[idx], free_out[idx] = credit_draws(org[idx], tin[idx], tout[idx], credit)
-    return free_in, free_out
+    :func:`scenarios.ledger.credit_draws`, in (unit, time) order). Nearly every amount dealt is
+    credited, so the draw runs over all of them with the others not metered (drawing nothing)
+    rather than on the credited ones gathered and the results scattered back."""
+    if not credited.any():
+        return np.zeros_like(tin), np.zeros_like(tout)
+    return credit_draws(org, tin, tout, credit, metered=credited)
 
 
 def _aggregate(dims: tuple[int, ...], parts: list[tuple[np.ndarray, ...]]) -> Cells:

@@ -9,6 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from scenarios.ledger import credit_draws
 from scenarios.loader import load
 from scenarios.policy import Policy
 from sim import traffic
@@ -358,3 +359,35 @@ def test_the_deal_gives_the_cells_of_the_deal_it_replaced(
         assert want.n.size > 1000 and want.free_in.sum() > 0
         for field in Cells.__slots__:
             assert np.array_equal(getattr(got, field), getattr(want, field)), field
+
+
+def _credit_paid_by_gathering(credited: np.ndarray, org: np.ndarray, tin: np.ndarray,
+                              tout: np.ndarray, credit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`sim.traffic._credit_paid` as it was: the credited amounts gathered, drawn, and
+    scattered back."""
+    free_in = np.zeros_like(tin)
+    free_out = np.zeros_like(tout)
+    idx = np.flatnonzero(credited)
+    if idx.size == 0:
+        return free_in, free_out
+    free_in[idx], free_out[idx] = credit_draws(org[idx], tin[idx], tout[idx], credit)
+    return free_in, free_out
+
+
+def test_credit_paid_over_all_amounts_is_the_credit_paid_over_the_credited_ones() -> None:
+    """Drawing with the others not metered gives, bit for bit, what gathering the credited amounts
+    gave: seeded random units' amounts, credited in runs and here and there, credits exhausted and
+    not; one amount; none."""
+    rng = np.random.default_rng(41)
+    cases = [np.zeros(0, dtype=bool), np.array([True]), np.array([False])]
+    cases += [rng.random(size) < p for size in (3, 50, 4000) for p in (0.0, 0.3, 0.97, 1.0)]
+    for credited in cases:
+        size = credited.size
+        org = np.sort(rng.integers(0, max(size // 10, 1), size))
+        credited = credited | (org % 3 == 0) & (rng.random(size) < 0.5)
+        tin, tout = rng.integers(0, 5000, size), rng.integers(0, 2000, size)
+        credit = rng.integers(0, 60_000, int(org.max(initial=0)) + 1)
+        got = traffic._credit_paid(credited, org, tin, tout, credit)
+        want = _credit_paid_by_gathering(credited, org, tin, tout, credit)
+        for g, w in zip(got, want, strict=True):
+            assert g.dtype == w.dtype and np.array_equal(g, w)
