@@ -161,18 +161,25 @@ def credit_draw(tokens_in: Num, tokens_out: Num, balance: Num) -> tuple[Num, Num
 
 
 def credit_draws(owner: np.ndarray, tokens_in: np.ndarray, tokens_out: np.ndarray,
-                 credit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                 credit: np.ndarray,
+                 metered: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """:func:`credit_draw` over a sequence of metered amounts, grouped by ``owner`` in order.
 
     ``owner`` holds each amount's credit holder (contiguous runs, in metering order) and
     ``credit[owner]`` its credit; each amount draws on what the holder's earlier amounts left.
+    Where ``metered`` is False an amount draws nothing and leaves the credit as it was: the
+    others draw exactly as if it were not in the sequence (a caller need not gather them).
     """
     used = tokens_in + tokens_out
-    cum = np.cumsum(used)
+    if metered is not None:
+        used = np.where(metered, used, 0)
+    spent = np.cumsum(used) - used                  # by the amounts before, of any holder
     new = np.ones(owner.size, dtype=bool)
     new[1:] = owner[1:] != owner[:-1]
-    before = cum - used - np.maximum.accumulate(np.where(new, cum - used, 0))
-    return credit_draw(tokens_in, tokens_out, credit[owner] - before)
+    balance = credit[owner] - (spent - np.maximum.accumulate(np.where(new, spent, 0)))
+    if metered is not None:
+        balance = np.where(metered, balance, 0)     # a balance of 0 pays nothing
+    return credit_draw(tokens_in, tokens_out, balance)
 
 
 def grants_credit(provider: Provider, at: dt.datetime, scale: float = 1.0) -> int:

@@ -355,14 +355,16 @@ def attempt_laws(retry: RetryClass, p_reject: np.ndarray,
         for g in range(ng):
             f, r, s429 = retry.laws(k, p_reject[k], g)     # (b, h)
             c = f * r
-            mass = hour_weight.copy()                     # (r, b, h): w · c^j
+            # (r, b, h): w · c^j (never changed in place: the weights themselves in round 0)
+            mass = hour_weight
             for j in range(rounds):
                 m = mass.sum(axis=2)
-                mf = (mass * f).sum(axis=2)
+                failed = mass * f                           # w · c^j · f, multiplied once
+                mf = failed.sum(axis=2)
                 fail[k, :, :, g, j] = np.divide(mf, m, out=np.zeros_like(m), where=m > 0).T
-                mfr = (mass * f * r).sum(axis=2)
+                mfr = (failed * r).sum(axis=2)
                 again[k, :, :, g, j] = np.divide(mfr, mf, out=np.zeros_like(mf), where=mf > 0).T
-                ms = (mass * f * s429).sum(axis=2)
+                ms = (failed * s429).sum(axis=2)
                 share[k, :, :, g, j] = np.divide(ms, mf, out=np.zeros_like(mf), where=mf > 0).T
                 mass = mass * c
     return fail, again, share

@@ -87,9 +87,9 @@ class _Resolver:
         self.codes = [r.code for r in self.s.regions]
         self.segments = [g.name for g in self.s.segments]
         self.incumbent = self.s.incumbent.name
-        # Python ints, not NumPy scalars: they key the memo once per piece
-        self.region_of = [int(r) for r in self.pop.region.tolist()]
-        self.segment_of = [int(g) for g in self.pop.segment.tolist()]
+        # Python ints (what tolist gives), not NumPy scalars: they key the questions entry by entry
+        self.region_of = self.pop.region.tolist()
+        self.segment_of = self.pop.segment.tolist()
 
     def fate(self, i: int, change: Change, mid: float) -> int:
         """The fate of the question organisation ``i`` asks in state ``change`` at ``mid``.
@@ -184,13 +184,8 @@ def build_pieces(s: Scenario, policy: Policy, pop: Population, timelines: list[l
     piece_entry, a, b = _cut(flat.t0, flat.t1, np.asarray(cuts, dtype=float))
     mid = (a + b) / 2.0
     question = flat.question[piece_entry] * (len(cuts) + 1) + np.searchsorted(cuts, mid, side="right")
-    asked, first, inverse = np.unique(question, return_index=True, return_inverse=True)
-    answer = np.empty(asked.size, dtype=np.int64)
-    for q in np.argsort(first, kind="stable").tolist():   # first asked, first numbered
-        k = int(first[q])
-        e = int(piece_entry[k])
-        answer[q] = resolver.fate(int(flat.org[e]), flat.changes[e], float(mid[k]))
-    fate = answer[inverse.ravel()]
+    _, first, inverse = np.unique(question, return_index=True, return_inverse=True)
+    fate = _answers(resolver, flat, piece_entry, mid, first)[inverse.ravel()]
     org = flat.org[piece_entry]
     # same fate on both sides of a cut: one piece
     new = np.ones(org.size, dtype=bool)
@@ -216,6 +211,22 @@ def build_pieces(s: Scenario, policy: Policy, pop: Population, timelines: list[l
         since[:] = 0.0
     return Pieces(org=org[own], t0=t0[own], t1=t1[own], fate=fate[own], fates=fates,
                   cohort_of=cohort_of, cohort_pieces=cohort_pieces, since=since)
+
+
+def _answers(resolver: _Resolver, flat: _Flat, piece_entry: np.ndarray, mid: np.ndarray,
+             first: np.ndarray) -> np.ndarray:
+    """The fate of each distinct question, asked first at piece ``first[q]`` (of entry
+    ``piece_entry`` there, at midpoint ``mid``): asked in the order first asked, so the fates are
+    numbered in that order. The questions' organisations, entries and midpoints are taken as
+    Python lists at once, not as NumPy scalars question by question."""
+    order = np.argsort(first, kind="stable")
+    entry = piece_entry[first[order]]
+    changes = flat.changes
+    answer = np.empty(first.size, dtype=np.int64)
+    answer[order] = np.fromiter(
+        map(resolver.fate, flat.org[entry].tolist(), [changes[e] for e in entry.tolist()],
+            mid[first[order]].tolist()), dtype=np.int64, count=order.size)
+    return answer
 
 
 @dataclass(frozen=True, slots=True)

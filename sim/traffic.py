@@ -325,12 +325,19 @@ def cohort_split(pop: Population, draws: Draws, u: Units, c: int) -> np.ndarray:
 class _Source:
     """Where the units of one chunk read their counts: unit k's count in bin b is
     ``counts[slot[k] + b * stride]``, and ``cum`` there is the count of its cohort's columns up
-    to and including k's (what its exact integer share of the cohort's tokens is cut at)."""
+    to and including k's (what its exact integer share of the cohort's tokens is cut at). The
+    cohort's whole count (at least 1: the divisor) and tokens in the bin are ``whole``,
+    ``tokens_in``, ``tokens_out`` at the bin itself when ``by_bin`` (one cohort's), else at the
+    count's own index (every cohort's, raveled, for rests read from the draws)."""
 
     counts: np.ndarray
     cum: np.ndarray
     slot: np.ndarray          # per unit (of every chunk)
     stride: int
+    whole: np.ndarray
+    tokens_in: np.ndarray
+    tokens_out: np.ndarray
+    by_bin: bool
 
 
 def _sources(pop: Population, draws: Draws, u: Units) -> Iterator[tuple[int, int, _Source]]:
@@ -340,16 +347,21 @@ def _sources(pop: Population, draws: Draws, u: Units) -> Iterator[tuple[int, int
         if u.apart[c].size == 0:
             # only rests from here on: one column each, read from the draws themselves
             n = draws.n.ravel()
-            src = _Source(n, n, u.cohort * draws.n.shape[1], 1)
+            src = _Source(n, n, u.cohort * draws.n.shape[1], 1, np.maximum(n, 1),
+                          draws.tokens_in.ravel(), draws.tokens_out.ravel(), by_bin=False)
             hi = int(u.first[-1])
         else:
-            counts = cohort_split(pop, draws, u, c)
-            src = _Source(counts.ravel(), np.cumsum(counts, axis=1).ravel(), u.column,
-                          counts.shape[1])
+            src = _cohort_source(draws, c, cohort_split(pop, draws, u, c), u.column)
         for a in range(lo, hi, CHUNK_UNITS):
             yield a, min(a + CHUNK_UNITS, hi), src
         if u.apart[c].size == 0:
             return
+
+
+def _cohort_source(draws: Draws, c: int, counts: np.ndarray, slot: np.ndarray) -> _Source:
+    """The source of cohort ``c``'s units, given its split ``counts`` (:func:`cohort_split`)."""
+    return _Source(counts.ravel(), np.cumsum(counts, axis=1).ravel(), slot, counts.shape[1],
+                   np.maximum(draws.n[c], 1), draws.tokens_in[c], draws.tokens_out[c], by_bin=True)
 
 
 def split(s: Scenario, pop: Population, profile: Profile, edges: np.ndarray, draws: Draws,
@@ -407,17 +419,16 @@ class _Deal:
         ``rows`` (whole units, all reading ``src``) that sends requests."""
         u, edges = self.u, self.edges
         t0, t1, unit, fate = u.t0[rows], u.t1[rows], u.piece_unit[rows], u.fate[rows]
-        piece, bins, cut = _expand(t0, t1, edges)
-        live = cut | ~u.merged[rows][piece]        # a merged piece's whole bins are its group's
-        piece, bins, cut = piece[live], bins[live], np.flatnonzero(cut[live])
-        n, tin, tout = _drawn(self.draws, src, src.slot[unit][piece] + bins * src.stride,
-                              (u.cohort[unit] * self.draws.n.shape[1])[piece] + bins)
+        piece, bins, cut = _expand(t0, t1, edges, u.merged[rows])
+        slot = src.slot[unit][piece] + bins * src.stride
+        n, tin, tout = _drawn(src, slot, bins if src.by_bin else slot)
         if cut.size:
-            lo = np.maximum(t0[piece[cut]], edges[bins[cut]])
-            hi = np.minimum(t1[piece[cut]], edges[bins[cut] + 1])
-            region = u.region[unit[piece[cut]]]
+            at = piece[cut]
+            lo = np.maximum(t0[at], edges[bins[cut]])
+            hi = np.minimum(t1[at], edges[bins[cut] + 1])
+            region = u.region[unit[at]]
             weight = self.profile.integral(region, hi) - self.profile.integral(region, lo)
-            _deal(unit[piece[cut]], bins[cut], weight, cut, n, tin, tout)
+            _deal(unit[at], bins[cut], weight, cut, n, tin, tout)
         keep = np.flatnonzero(self.sends[fate][piece] & (n > 0))
         kept = piece[keep]
         n, tin, tout = n[keep], tin[keep], tout[keep]
@@ -429,17 +440,18 @@ class _Deal:
         key = bins[keep] * (r * g * m * f) + cell[kept]
         return key, n, tin, tout, free_in, free_out
 
-def _drawn(draws: Draws, src: _Source, slot: np.ndarray,
+def _drawn(src: _Source, slot: np.ndarray,
            at: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each (unit, bin)'s count (at ``slot`` of ``src``) and its exact integer share of its
-    cohort's tokens in the bin (at ``at`` of the draws): the cohort's tokens cut at the cumulative
-    counts of its columns before and up to the unit's, so the shares add up to the tokens."""
+    cohort's tokens in the bin (at ``at`` of the source's whole counts and tokens): the cohort's
+    tokens cut at the cumulative counts of its columns before and up to the unit's, so the shares
+    add up to the tokens."""
     n = src.counts[slot]
     upto = src.cum[slot]
     before = upto - n
-    whole = np.maximum(draws.n.ravel()[at], 1)
+    whole = src.whole[at]
     tin, tout = (tokens * upto // whole - tokens * before // whole
-                 for tokens in (draws.tokens_in.ravel()[at], draws.tokens_out.ravel()[at]))
+                 for tokens in (src.tokens_in[at], src.tokens_out[at]))
     return n, tin, tout
 
 
@@ -448,10 +460,10 @@ def unit_draws(draws: Draws, u: Units, c: int,
     """(bin, column) tables of requests and tokens in/out of cohort ``c``'s units, given its split
     ``counts`` (:func:`cohort_split`): what :func:`split` reads pair by pair, in full."""
     nb, k = counts.shape
-    src = _Source(counts.ravel(), np.cumsum(counts, axis=1).ravel(), np.arange(k), k)
+    src = _cohort_source(draws, c, counts, np.arange(k))
     bins = np.repeat(np.arange(nb), k)
     column = np.tile(np.arange(k), nb)
-    n, tin, tout = _drawn(draws, src, src.slot[column] + bins * k, c * nb + bins)
+    n, tin, tout = _drawn(src, src.slot[column] + bins * k, bins)
     return n.reshape(nb, k), tin.reshape(nb, k), tout.reshape(nb, k)
 
 
@@ -476,19 +488,30 @@ def _span(t0: np.ndarray, t1: np.ndarray,
     return first, last, head, tail
 
 
-def _expand(t0: np.ndarray, t1: np.ndarray,
-            edges: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(piece, bin) for every bin each piece overlaps, in (unit, time) order, and whether the
-    piece covers the pair's bin only in part."""
+def _expand(t0: np.ndarray, t1: np.ndarray, edges: np.ndarray,
+            merged: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(piece, bin) for every bin each piece deals, in (unit, time) order, and the pairs whose bin
+    the piece covers only in part. A piece deals every bin it overlaps, except a ``merged`` piece:
+    its whole bins are its group's, so it deals only the bins it is cut in (its first and its
+    last; a merged piece has a whole bin, so these are two different bins).
+
+    The pairs are made for the bins dealt only — not for every bin overlapped and then filtered —
+    in the same order as the filter's."""
     first, last, head, tail = _span(t0, t1, edges)
-    counts = last - first + 1
+    counts = np.where(merged, head.astype(np.int64) + tail, last - first + 1)
     ends = np.cumsum(counts)
+    starts = ends - counts
+    # a merged piece's pairs start at its last bin when its first is whole
+    begin = np.where(merged & ~head, last, first)
     piece = np.repeat(np.arange(t0.size), counts)
-    bins = np.arange(piece.size) - (ends - counts - first)[piece]
+    bins = np.arange(piece.size) - np.repeat(starts - begin, counts)
+    both = np.flatnonzero(merged & head & tail)
+    bins[ends[both] - 1] = last[both]
     cut = np.zeros(piece.size, dtype=bool)
-    cut[(ends - counts)[head]] = True
-    cut[(ends - 1)[tail]] = True
-    return piece, bins, cut
+    dealt = counts > 0
+    cut[starts[(head | merged) & dealt]] = True
+    cut[(ends - 1)[(tail | merged) & dealt]] = True
+    return piece, bins, np.flatnonzero(cut)
 
 
 def _deal(unit: np.ndarray, bins: np.ndarray, weight: np.ndarray, cut: np.ndarray,
@@ -527,14 +550,12 @@ def _credit_paid(credited: np.ndarray, org: np.ndarray, tin: np.ndarray, tout: n
                  credit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Free tokens used where ``credited`` (amounts of a migrated organisation with credit): its
     credit pays for its first tokens at the provider (the ledger contract's draw,
-    :func:`scenarios.ledger.credit_draws`, in (unit, time) order)."""
-    free_in = np.zeros_like(tin)
-    free_out = np.zeros_like(tout)
-    idx = np.flatnonzero(credited)
-    if idx.size == 0:
-        return free_in, free_out
-    free_in[idx], free_out[idx] = credit_draws(org[idx], tin[idx], tout[idx], credit)
-    return free_in, free_out
+    :func:`scenarios.ledger.credit_draws`, in (unit, time) order). Nearly every amount dealt is
+    credited, so the draw runs over all of them with the others not metered (drawing nothing)
+    rather than on the credited ones gathered and the results scattered back."""
+    if not credited.any():
+        return np.zeros_like(tin), np.zeros_like(tout)
+    return credit_draws(org, tin, tout, credit, metered=credited)
 
 
 def _aggregate(dims: tuple[int, ...], parts: list[tuple[np.ndarray, ...]]) -> Cells:

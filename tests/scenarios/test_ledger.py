@@ -76,6 +76,45 @@ def test_the_sequence_is_the_gateways_one_request_at_a_time(amounts: list[tuple[
     assert balance == credit - min(credit, int(tin.sum() + tout.sum())) >= 0
 
 
+def _credit_draws_before_metered(owner: np.ndarray, tokens_in: np.ndarray, tokens_out: np.ndarray,
+                                 credit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`scenarios.ledger.credit_draws` as it was before it took ``metered``."""
+    used = tokens_in + tokens_out
+    cum = np.cumsum(used)
+    new = np.ones(owner.size, dtype=bool)
+    new[1:] = owner[1:] != owner[:-1]
+    before = cum - used - np.maximum.accumulate(np.where(new, cum - used, 0))
+    return ledger.credit_draw(tokens_in, tokens_out, credit[owner] - before)
+
+
+def test_amounts_not_metered_draw_nothing_and_leave_the_others_as_without_them() -> None:
+    """With ``metered``, the metered amounts draw bit for bit what the previous draw gave on them
+    alone, and the others draw nothing: seeded random runs of holders, zero amounts, credits of
+    0, below 0 and beyond the amounts; one amount; none."""
+    rng = np.random.default_rng(31)
+    cases = [(np.zeros(0, dtype=np.int64),) * 3 + (np.zeros(0, dtype=bool),),
+             (np.array([0]), np.array([7]), np.array([3]), np.array([True])),
+             (np.array([0]), np.array([7]), np.array([3]), np.array([False]))]
+    for size in (2, 10, 100, 5000):
+        owner = np.sort(rng.integers(0, max(size // 8, 1), size))
+        tin = rng.integers(0, 3000, size) * (rng.random(size) < 0.9)
+        tout = rng.integers(0, 3000, size) * (rng.random(size) < 0.9)
+        cases.append((owner, tin, tout, rng.random(size) < rng.choice([0.0, 0.5, 0.97, 1.0])))
+    for owner, tin, tout, metered in cases:
+        credit = rng.integers(-100, 40_000, int(owner.max(initial=0)) + 1) * \
+            (rng.random(int(owner.max(initial=0)) + 1) < 0.8)
+        got = ledger.credit_draws(owner, tin, tout, credit, metered=metered)
+        want_in, want_out = np.zeros_like(tin), np.zeros_like(tout)
+        idx = np.flatnonzero(metered)
+        want_in[idx], want_out[idx] = _credit_draws_before_metered(owner[idx], tin[idx], tout[idx],
+                                                                   credit)
+        assert np.array_equal(got[0], want_in) and np.array_equal(got[1], want_out)
+        all_metered = ledger.credit_draws(owner, tin, tout, credit)
+        for g, w in zip(all_metered, _credit_draws_before_metered(owner, tin, tout, credit),
+                        strict=True):
+            assert g.dtype == w.dtype and np.array_equal(g, w)
+
+
 def test_a_credit_opens_only_while_the_offer_is_on() -> None:
     tencent, zhipu, openai = S.provider("tencent"), S.provider("zhipu"), S.provider("openai")
     deadline = dt.datetime(2024, 8, 1, tzinfo=UTC)

@@ -144,3 +144,57 @@ def test_mmc_validation_as_shipped_matches_the_request_level_engine() -> None:
     assert float(run.out.rejected_429.sum()) == 0.0
     assert h.p_reject.max() == 0.0
     _compare(h.first, servers=8, limit=100_000, reps=5)
+
+
+def _attempt_laws_before(retry: RetryClass, p_reject: np.ndarray,
+                         hour_weight: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`sim.capacity.attempt_laws` as it was: the weights copied, w · c^j · f multiplied
+    again for each law."""
+    np_, nb, _ = p_reject.shape
+    ng = retry.rounds.size
+    rounds = int(retry.rounds.max(initial=0)) + 1
+    nr = hour_weight.shape[0]
+    fail = np.zeros((np_, nb, nr, ng, rounds))
+    again = np.zeros_like(fail)
+    share = np.zeros_like(fail)
+    for k in range(np_):
+        for g in range(ng):
+            f, r, s429 = retry.laws(k, p_reject[k], g)
+            c = f * r
+            mass = hour_weight.copy()
+            for j in range(rounds):
+                m = mass.sum(axis=2)
+                mf = (mass * f).sum(axis=2)
+                fail[k, :, :, g, j] = np.divide(mf, m, out=np.zeros_like(m), where=m > 0).T
+                mfr = (mass * f * r).sum(axis=2)
+                again[k, :, :, g, j] = np.divide(mfr, mf, out=np.zeros_like(mf), where=mf > 0).T
+                ms = (mass * f * s429).sum(axis=2)
+                share[k, :, :, g, j] = np.divide(ms, mf, out=np.zeros_like(mf), where=mf > 0).T
+                mass = mass * c
+    return fail, again, share
+
+
+def test_attempt_laws_are_those_of_the_laws_they_replaced() -> None:
+    """Bit for bit the laws of the previous attempt_laws, and the weights left as they were:
+    seeded random rejection shares (0 and 1 included), hours of no weight, no retries, one bin."""
+    from sim.capacity import attempt_laws
+
+    rng = np.random.default_rng(53)
+    for np_, ng, nb, nr, nh in ((3, 4, 7, 5, 6), (1, 1, 1, 1, 1), (2, 3, 5, 2, 24)):
+        retry = RetryClass(rounds=rng.integers(0, 4, ng), on_429=rng.random(ng) < 0.6,
+                           on_error=rng.random((ng, np_)) < 0.5, error_rate=rng.random(np_) * 0.1,
+                           reset_rate=rng.random(np_) * 0.05 * (rng.random(np_) < 0.5))
+        p_reject = np.where(rng.random((np_, nb, nh)) < 0.2, rng.integers(0, 2, (np_, nb, nh)),
+                            rng.random((np_, nb, nh)))
+        weight = rng.random((nr, nb, nh)) * (rng.random((nr, nb, nh)) < 0.8)
+        weight /= np.maximum(weight.sum(axis=2, keepdims=True), 1e-300)
+        kept = weight.copy()
+        got = attempt_laws(retry, p_reject, weight)
+        for g, w in zip(got, _attempt_laws_before(retry, p_reject, weight), strict=True):
+            assert np.array_equal(g, w)
+        assert np.array_equal(weight, kept)
+    retry = _retry(0)
+    got = attempt_laws(retry, np.zeros((1, 2, 3)), np.full((1, 2, 3), 1 / 3))
+    for g, w in zip(got, _attempt_laws_before(retry, np.zeros((1, 2, 3)), np.full((1, 2, 3), 1 / 3)),
+                    strict=True):
+        assert np.array_equal(g, w)

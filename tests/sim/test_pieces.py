@@ -14,6 +14,7 @@ import numpy as np
 from scenarios.failover import failover_targets
 from scenarios.loader import Loaded
 from scenarios.policy import Policy, PolicyRequest
+from sim import pieces
 from sim.model import Change, simulate_agents
 from sim.pieces import DENY, NO_TRAFFIC, WARN, Fate, build_pieces
 from sim.replication import Setup
@@ -133,3 +134,50 @@ def test_pieces_tile_the_window(default: Loaded, small_setup: Setup) -> None:
     for table in pieces.cohort_pieces:
         assert table[0, 0] == 0.0 and table[-1, 1] == s.window.hours
         assert np.array_equal(table[:-1, 1], table[1:, 0])
+
+
+def _answers_one_by_one(resolver: pieces._Resolver, flat: pieces._Flat, piece_entry: np.ndarray,
+                        mid: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """The question loop :func:`sim.pieces._answers` replaced: NumPy scalars question by question."""
+    answer = np.empty(first.size, dtype=np.int64)
+    for q in np.argsort(first, kind="stable").tolist():
+        k = int(first[q])
+        e = int(piece_entry[k])
+        answer[q] = resolver.fate(int(flat.org[e]), flat.changes[e], float(mid[k]))
+    return answer
+
+
+def test_answers_ask_the_questions_of_the_loop_they_replaced(small_setup: Setup) -> None:
+    """The same fates, numbered the same, as asking question by question: two policies (the
+    scenario's and its no-block baseline, per organisation too), every question, a single one,
+    none."""
+    from scenarios.failover import rules_name_orgs
+    from scenarios.policy import stages_name_orgs
+    from sim.setup import baseline_of
+
+    seen = 0
+    for s in (small_setup.s, baseline_of(small_setup.s)):
+        policy = Policy(s)
+        tl = simulate_agents(s, policy, small_setup.pop, 9)
+        for per_org in (stages_name_orgs(s) or rules_name_orgs(s), True):
+            flat = pieces._flatten(pieces._Resolver(s, policy, small_setup.pop, per_org, {}),
+                                   s.window.hours, tl.changes)
+            cuts = np.asarray(pieces.global_cuts(s, policy), dtype=float)
+            piece_entry, a, b = pieces._cut(flat.t0, flat.t1, cuts)
+            mid = (a + b) / 2.0
+            question = flat.question[piece_entry] * (cuts.size + 1) + np.searchsorted(cuts, mid, side="right")
+            _, first = np.unique(question, return_index=True)
+            assert first.size > 20
+            for subset in (first, first[:1], first[:0]):
+                got_r, want_r = (pieces._Resolver(s, policy, small_setup.pop, per_org, {})
+                                 for _ in range(2))
+                got = pieces._answers(got_r, flat, piece_entry, mid, subset)
+                want = _answers_one_by_one(want_r, flat, piece_entry, mid, subset)
+                assert np.array_equal(got, want) and got_r.fates == want_r.fates
+                assert list(got_r.fates) == list(want_r.fates)
+                seen = max(seen, len(got_r.fates))
+    assert seen > 3
+    # the resolver's regions and segments are Python ints, as the int() of each element gave
+    r = pieces._Resolver(small_setup.s, Policy(small_setup.s), small_setup.pop, False, {})
+    for got_l, column in ((r.region_of, small_setup.pop.region), (r.segment_of, small_setup.pop.segment)):
+        assert got_l == [int(x) for x in column] and {type(x) for x in got_l} == {int}

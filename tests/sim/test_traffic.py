@@ -9,6 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from scenarios.ledger import credit_draws
 from scenarios.loader import load
 from scenarios.policy import Policy
 from sim import traffic
@@ -251,3 +252,142 @@ def test_every_way_of_summing_the_cells_gives_the_same_cells(
         for other in (ints, sparse):
             got = getattr(other, field)
             assert got.dtype == want.dtype and np.array_equal(got, want), field
+
+
+def _expand_then_filter(t0: np.ndarray, t1: np.ndarray, edges: np.ndarray,
+                        merged: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pairs :func:`sim.traffic._expand` replaced: every bin each piece overlaps, then those
+    of merged pieces' whole bins filtered out (the cut ones as indices into what is left)."""
+    first, last, head, tail = traffic._span(t0, t1, edges)
+    counts = last - first + 1
+    ends = np.cumsum(counts)
+    piece = np.repeat(np.arange(t0.size), counts)
+    bins = np.arange(piece.size) - (ends - counts - first)[piece]
+    cut = np.zeros(piece.size, dtype=bool)
+    cut[(ends - counts)[head]] = True
+    cut[(ends - 1)[tail]] = True
+    live = cut | ~merged[piece]
+    return piece[live], bins[live], np.flatnonzero(cut[live])
+
+
+def _random_pieces(rng: np.random.Generator, edges: np.ndarray,
+                   n_units: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Units' pieces in (unit, time) order, ends often on bin edges, merged where allowed (a
+    whole bin)."""
+    t0s, t1s = [], []
+    for _ in range(n_units):
+        points = np.concatenate([rng.uniform(0, edges[-1], rng.integers(0, 6)),
+                                 rng.choice(edges, rng.integers(0, 4))])
+        points = np.unique(np.concatenate([[rng.choice([0.0, rng.uniform(0, edges[-1])])],
+                                           points, [edges[-1]]]))
+        points = points[points >= points[0]]
+        t0s.append(points[:-1])
+        t1s.append(points[1:])
+    t0, t1 = np.concatenate(t0s), np.concatenate(t1s)
+    first, last, head, tail = traffic._span(t0, t1, edges)
+    merged = (first + head <= last - tail) & (rng.random(t0.size) < 0.6)
+    return t0, t1, merged
+
+
+def test_expand_makes_exactly_the_pairs_of_expanding_then_filtering() -> None:
+    """Pairs made for the bins dealt only equal every overlapped bin filtered, bit for bit: seeded
+    random pieces, pieces on bin edges, merged with and without cut ends, one piece, none."""
+    rng = np.random.default_rng(23)
+    edges = np.minimum(np.arange(13) * 2.0, 23.0)        # a short last bin
+    cases = [_random_pieces(rng, edges, k) for k in (1, 2, 5, 40, 200)]
+    cases += [(np.zeros(0), np.zeros(0), np.zeros(0, dtype=bool)),
+              (np.array([0.0]), np.array([23.0]), np.array([True])),     # whole window, merged
+              (np.array([0.5]), np.array([22.5]), np.array([True])),     # cut at both ends
+              (np.array([0.5]), np.array([4.0]), np.array([True])),      # cut at its first only
+              (np.array([2.0]), np.array([5.5]), np.array([True])),      # cut at its last only
+              (np.array([3.0]), np.array([3.5]), np.array([False])),     # inside one bin
+              (np.array([0.0, 4.0, 4.0]), np.array([4.0, 4.0, 23.0]),   # an empty piece
+               np.array([True, False, True]))]
+    for t0, t1, merged in cases:
+        want = _expand_then_filter(t0, t1, edges, merged)
+        got = traffic._expand(t0, t1, edges, merged)
+        for w, g in zip(want, got, strict=True):
+            assert g.dtype == w.dtype and np.array_equal(g, w)
+
+
+def _old_deal_call(self: traffic._Deal, rows: slice, src: traffic._Source) -> tuple[np.ndarray, ...]:
+    """:meth:`sim.traffic._Deal.__call__` as it was: every overlapped pair, filtered; the cohort's
+    whole counts and tokens read from the draws at (cohort, bin)."""
+    u, edges, draws = self.u, self.edges, self.draws
+    t0, t1, unit, fate = u.t0[rows], u.t1[rows], u.piece_unit[rows], u.fate[rows]
+    piece, bins, cut = _expand_then_filter(t0, t1, edges, u.merged[rows])
+    slot = src.slot[unit][piece] + bins * src.stride
+    at = (u.cohort[unit] * draws.n.shape[1])[piece] + bins
+    n = src.counts[slot]
+    upto = src.cum[slot]
+    before = upto - n
+    whole = np.maximum(draws.n.ravel()[at], 1)
+    tin, tout = (tokens * upto // whole - tokens * before // whole
+                 for tokens in (draws.tokens_in.ravel()[at], draws.tokens_out.ravel()[at]))
+    if cut.size:
+        lo = np.maximum(t0[piece[cut]], edges[bins[cut]])
+        hi = np.minimum(t1[piece[cut]], edges[bins[cut] + 1])
+        region = u.region[unit[piece[cut]]]
+        weight = self.profile.integral(region, hi) - self.profile.integral(region, lo)
+        traffic._deal(unit[piece[cut]], bins[cut], weight, cut, n, tin, tout)
+    keep = np.flatnonzero(self.sends[fate][piece] & (n > 0))
+    kept = piece[keep]
+    n, tin, tout = n[keep], tin[keep], tout[keep]
+    credited = self.migrated[fate] & (u.credit[unit] > 0)
+    free_in, free_out = traffic._credit_paid(credited[kept], unit[kept], tin, tout, u.credit)
+    _, r, g, m, f = self.dims
+    cell = ((u.region[unit] * g + u.segment[unit]) * m + u.model[unit]) * f + fate
+    key = bins[keep] * (r * g * m * f) + cell[kept]
+    return key, n, tin, tout, free_in, free_out
+
+
+def test_the_deal_gives_the_cells_of_the_deal_it_replaced(
+        small_setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every chunk dealt as before (every overlapped pair, then filtered; whole counts and tokens
+    read from the draws): the same cells, field by field, for two policies' pieces."""
+    for setup, seed in ((small_setup, 5), (Setup.of(load("staged-percent-rollout").scenario, 0, 0.05), 6)):
+        s, pop, edges = setup.s, setup.pop, setup.edges
+        policy = Policy(s)
+        tl = simulate_agents(s, policy, pop, seed)
+        pieces = build_pieces(s, policy, pop, tl.changes)
+        draws = draw(s, pop, setup.profile, edges, np.random.SeedSequence(seed).spawn(1)[0])
+        args = (s, pop, setup.profile, edges, draws, pieces, tl.credit)
+        got = split(*args)
+        with monkeypatch.context() as m:
+            m.setattr(traffic._Deal, "__call__", _old_deal_call)
+            want = split(*args)
+        assert want.n.size > 1000 and want.free_in.sum() > 0
+        for field in Cells.__slots__:
+            assert np.array_equal(getattr(got, field), getattr(want, field)), field
+
+
+def _credit_paid_by_gathering(credited: np.ndarray, org: np.ndarray, tin: np.ndarray,
+                              tout: np.ndarray, credit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`sim.traffic._credit_paid` as it was: the credited amounts gathered, drawn, and
+    scattered back."""
+    free_in = np.zeros_like(tin)
+    free_out = np.zeros_like(tout)
+    idx = np.flatnonzero(credited)
+    if idx.size == 0:
+        return free_in, free_out
+    free_in[idx], free_out[idx] = credit_draws(org[idx], tin[idx], tout[idx], credit)
+    return free_in, free_out
+
+
+def test_credit_paid_over_all_amounts_is_the_credit_paid_over_the_credited_ones() -> None:
+    """Drawing with the others not metered gives, bit for bit, what gathering the credited amounts
+    gave: seeded random units' amounts, credited in runs and here and there, credits exhausted and
+    not; one amount; none."""
+    rng = np.random.default_rng(41)
+    cases = [np.zeros(0, dtype=bool), np.array([True]), np.array([False])]
+    cases += [rng.random(size) < p for size in (3, 50, 4000) for p in (0.0, 0.3, 0.97, 1.0)]
+    for credited in cases:
+        size = credited.size
+        org = np.sort(rng.integers(0, max(size // 10, 1), size))
+        credited = credited | (org % 3 == 0) & (rng.random(size) < 0.5)
+        tin, tout = rng.integers(0, 5000, size), rng.integers(0, 2000, size)
+        credit = rng.integers(0, 60_000, int(org.max(initial=0)) + 1)
+        got = traffic._credit_paid(credited, org, tin, tout, credit)
+        want = _credit_paid_by_gathering(credited, org, tin, tout, credit)
+        for g, w in zip(got, want, strict=True):
+            assert g.dtype == w.dtype and np.array_equal(g, w)
