@@ -82,6 +82,11 @@ class _Resolver:
     incumbent: str = ""
     region_of: list[int] = dataclasses.field(default_factory=list)
     segment_of: list[int] = dataclasses.field(default_factory=list)
+    ids: tuple[str, ...] = ()
+    _start: dt.datetime = dt.datetime.min
+    _relay_country: str = ""
+    _relay_hosting: bool = False
+    _since_at: dict[float, dt.datetime] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.codes = [r.code for r in self.s.regions]
@@ -90,26 +95,36 @@ class _Resolver:
         # Python ints (what tolist gives), not NumPy scalars: they key the questions entry by entry
         self.region_of = self.pop.region.tolist()
         self.segment_of = self.pop.segment.tolist()
+        self.ids = self.pop.ids
+        self._start = self.s.window.start
+        self._relay_country = self.s.behaviour.relay.country
+        self._relay_hosting = self.s.behaviour.relay.hosting
 
     def fate(self, i: int, change: Change, mid: float) -> int:
         """The fate of the question organisation ``i`` asks in state ``change`` at ``mid``.
 
         :func:`build_pieces` asks each distinct question once (the question ids of
-        :func:`_flatten` and the cut), so there is nothing to remember here."""
+        :func:`_flatten` and the cut), so there is nothing to remember here but the instants
+        of the relays' starts (``_since_at``: every piece of a relay entry asks with its start)."""
         _, state, provider, path, since = change
         if state == "churned":
             return self._index(NO_TRAFFIC)
         migrated = state == "migrated"
         relay = path == "relay"
         region = self.codes[self.region_of[i]]
-        start = self.s.window.start
-        req = PolicyRequest(
-            provider=provider if migrated else self.incumbent,
-            country=self.s.behaviour.relay.country if relay else region,
-            org=self.pop.ids[i], segment=self.segments[self.segment_of[i]], home_country=region,
-            hosting=self.s.behaviour.relay.hosting if relay else False,
-            relay_since=start + dt.timedelta(0, 0, 0, 0, 0, since) if since is not None else None)
-        # (timedelta(hours=...) with its arguments by position: the same value, no keywords)
+        start = self._start
+        if since is None:
+            relay_since = None
+        else:
+            relay_since = self._since_at.get(since)
+            if relay_since is None:
+                # (timedelta(hours=...) with its arguments by position: the same value, no keywords)
+                relay_since = self._since_at[since] = start + dt.timedelta(0, 0, 0, 0, 0, since)
+        # (the request's fields by position, in PolicyRequest's order: the same tuple, no keywords)
+        req = PolicyRequest(provider if migrated else self.incumbent,
+                            self._relay_country if relay else region, self.ids[i],
+                            self.segments[self.segment_of[i]], region,
+                            self._relay_hosting if relay else False, None, relay_since)
         return self._index(self._decide(start + dt.timedelta(0, 0, 0, 0, 0, mid), req, relay, migrated))
 
     def _index(self, fate: Fate) -> int:

@@ -181,3 +181,55 @@ def test_answers_ask_the_questions_of_the_loop_they_replaced(small_setup: Setup)
     r = pieces._Resolver(small_setup.s, Policy(small_setup.s), small_setup.pop, False, {})
     for got_l, column in ((r.region_of, small_setup.pop.region), (r.segment_of, small_setup.pop.segment)):
         assert got_l == [int(x) for x in column] and {type(x) for x in got_l} == {int}
+
+
+def _fate_as_before(resolver: pieces._Resolver, i: int, change: Change, mid: float) -> int:
+    """:meth:`sim.pieces._Resolver.fate` as it was: the request by keyword, every instant computed."""
+    _, state, provider, path, since = change
+    if state == "churned":
+        return resolver._index(NO_TRAFFIC)
+    migrated = state == "migrated"
+    relay = path == "relay"
+    region = resolver.codes[resolver.region_of[i]]
+    s = resolver.s
+    start = s.window.start
+    req = PolicyRequest(
+        provider=provider if migrated else resolver.incumbent,
+        country=s.behaviour.relay.country if relay else region,
+        org=resolver.pop.ids[i], segment=resolver.segments[resolver.segment_of[i]], home_country=region,
+        hosting=s.behaviour.relay.hosting if relay else False,
+        relay_since=start + dt.timedelta(0, 0, 0, 0, 0, since) if since is not None else None)
+    return resolver._index(resolver._decide(start + dt.timedelta(0, 0, 0, 0, 0, mid), req, relay, migrated))
+
+
+def test_fate_asks_the_policy_what_it_asked_before(small_setup: Setup) -> None:
+    """Every question of two policies (the scenario's and its no-block baseline; per (region,
+    segment) and per organisation): the same instants and requests handed to the policy, the
+    same fates, numbered the same, as the resolver before it remembered the relays' starts and
+    built requests by position. Every entry at two instants (so each relay start is asked
+    again), and a few relay questions once more."""
+    from scenarios.policy import stages_name_orgs
+    from sim.setup import baseline_of
+
+    kinds: set[tuple[str, str, bool]] = set()
+    for s in (small_setup.s, baseline_of(small_setup.s)):
+        policy = Policy(s)
+        tl = simulate_agents(s, policy, small_setup.pop, 5)
+        for per_org in (stages_name_orgs(s), True):
+            got_r, want_r = (pieces._Resolver(s, policy, small_setup.pop, per_org, {}) for _ in range(2))
+            asked: dict[int, list[tuple[dt.datetime, PolicyRequest, bool, bool]]] = {0: [], 1: []}
+            for k, r in enumerate((got_r, want_r)):
+                decide = r._decide
+                r._decide = (lambda when, req, relay, migrated, _d=decide, _a=asked[k]:  # type: ignore[method-assign]
+                             _a.append((when, req, relay, migrated)) or _d(when, req, relay, migrated))
+            rng = np.random.default_rng(11)
+            questions = [(i, c, float(m)) for i, line in enumerate(tl.changes) for c in line
+                         for m in (c[0] + 0.5, c[0] + rng.uniform(0.0, 300.0))]
+            questions += [(i, c, m) for i, c, m in questions if c[4] is not None][:3]
+            for i, c, m in questions:
+                kinds.add((c[1], c[3], c[4] is not None))
+                assert got_r.fate(i, c, m) == _fate_as_before(want_r, i, c, m)
+            assert asked[0] == asked[1] and list(got_r.fates) == list(want_r.fates)
+            assert all(type(a[1]) is PolicyRequest for a in asked[0])
+    assert {("churned", "", False), ("migrated", "direct", False), ("direct", "direct", False),
+            ("circumventing", "relay", True)} <= kinds
