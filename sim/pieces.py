@@ -134,7 +134,8 @@ class _Resolver:
         path = "relay" if relay else "direct"
         d = self.policy.decide(when, req)
         if not d.denied:
-            return Fate(req.provider, path, WARN if d.action == "warn" else ALLOW, migrated=migrated)
+            # (by position, the defaults spelled out: the same tuple, no keywords)
+            return Fate(req.provider, path, WARN if d.action == "warn" else ALLOW, 0, 0.0, ALLOW, migrated)
         routed = self._failover(when, req)
         if routed is not None:
             return routed
@@ -326,12 +327,16 @@ def _questions(resolver: _Resolver, org: np.ndarray, changes: list[Change], stat
     if individual:
         own[:] = True
     code = {name: k + 1 for k, name in enumerate(sorted(set(providers)))}   # 0: not migrated
-    migrated = np.fromiter(map("migrated".__eq__, states), dtype=bool, count=n)
+    # the states coded in one pass (migrated and churned told apart by their codes, not by a
+    # string comparison per entry for each)
+    state_code = {name: k for k, name in enumerate(sorted(set(states)))}
+    state = np.fromiter(map(state_code.__getitem__, states), dtype=np.int64, count=n)
+    migrated = state == state_code.get("migrated", -1)
     provider = np.where(migrated, np.fromiter(map(code.__getitem__, providers), dtype=np.int64, count=n), 0)
     regions, segments = len(resolver.codes), len(resolver.segments)
     shared = (provider * regions + resolver.pop.region[org]) * segments + resolver.pop.segment[org]
     churned = (len(code) + 1) * regions * segments
-    question = np.where(np.fromiter(map("churned".__eq__, states), dtype=bool, count=n), churned, shared)
+    question = np.where(state == state_code.get("churned", -1), churned, shared)
     keyed: dict[tuple[object, ...], int] = {}
     ask = keyed.setdefault
     mine = np.flatnonzero(own & (question != churned))

@@ -206,7 +206,7 @@ def test_fate_asks_the_policy_what_it_asked_before(small_setup: Setup) -> None:
     """Every question of two policies (the scenario's and its no-block baseline; per (region,
     segment) and per organisation): the same instants and requests handed to the policy, the
     same fates, numbered the same, as the resolver before it remembered the relays' starts and
-    built requests by position. Every entry at two instants (so each relay start is asked
+    built requests and admitted fates by position. Every entry at two instants (so each relay start is asked
     again), and a few relay questions once more."""
     from scenarios.policy import stages_name_orgs
     from sim.setup import baseline_of
@@ -231,5 +231,71 @@ def test_fate_asks_the_policy_what_it_asked_before(small_setup: Setup) -> None:
                 assert got_r.fate(i, c, m) == _fate_as_before(want_r, i, c, m)
             assert asked[0] == asked[1] and list(got_r.fates) == list(want_r.fates)
             assert all(type(a[1]) is PolicyRequest for a in asked[0])
+            # an admitted request's fate, built by position, is the one built by keyword
+            for f in got_r.fates:
+                if f.action != DENY and f.path != "failover" and f != NO_TRAFFIC:
+                    by_keyword = Fate(f.provider, f.path, f.action, migrated=f.migrated)
+                    assert f == by_keyword and list(map(type, f)) == list(map(type, by_keyword))
     assert {("churned", "", False), ("migrated", "direct", False), ("direct", "direct", False),
             ("circumventing", "relay", True)} <= kinds
+
+
+def _questions_as_before(resolver: pieces._Resolver, org: np.ndarray, changes: list[Change],
+                         states: tuple[str, ...], providers: tuple[str, ...], paths: tuple[str, ...],
+                         sinces: tuple[float | None, ...]) -> np.ndarray:
+    """:func:`sim.pieces._questions` as it was: migrated and churned each found by comparing
+    every entry's state."""
+    import itertools
+    import operator
+
+    ids = resolver.pop.ids
+    region_of, segment_of = resolver.region_of, resolver.segment_of
+    n = len(changes)
+    relay = np.fromiter(map("relay".__eq__, paths), dtype=bool, count=n)
+    own = relay | np.fromiter(map(operator.is_not, sinces, itertools.repeat(None)), dtype=bool, count=n)
+    individual = resolver.per_org
+    if individual:
+        own[:] = True
+    code = {name: k + 1 for k, name in enumerate(sorted(set(providers)))}
+    migrated = np.fromiter(map("migrated".__eq__, states), dtype=bool, count=n)
+    provider = np.where(migrated, np.fromiter(map(code.__getitem__, providers), dtype=np.int64, count=n), 0)
+    regions, segments = len(resolver.codes), len(resolver.segments)
+    shared = (provider * regions + resolver.pop.region[org]) * segments + resolver.pop.segment[org]
+    churned = (len(code) + 1) * regions * segments
+    question = np.where(np.fromiter(map("churned".__eq__, states), dtype=bool, count=n), churned, shared)
+    keyed: dict[tuple[object, ...], int] = {}
+    ask = keyed.setdefault
+    mine = np.flatnonzero(own & (question != churned))
+    question[mine] = churned + 1 + np.fromiter(
+        [ask((c[2] if c[1] == "migrated" else "", c[3] == "relay", region_of[i], segment_of[i],
+              ids[i] if (individual or c[3] == "relay") else "", c[4],
+              c[0] if c[3] == "relay" else None), len(keyed))
+         for i, c in zip(org[mine].tolist(), [changes[k] for k in mine.tolist()], strict=True)],
+        dtype=np.int64, count=mine.size)
+    return question
+
+
+def test_questions_equal_those_of_the_state_comparisons_they_replaced(small_setup: Setup) -> None:
+    """The same question ids as comparing each entry's state with "migrated" and "churned":
+    two policies' timelines (per (region, segment) and per organisation), a random sample of
+    their entries, and entries with no migrated, no churned, only churned, or none at all."""
+    from sim.setup import baseline_of
+
+    rng = np.random.default_rng(4)
+    pop = small_setup.pop
+    cases: list[list[Change]] = []
+    for s in (small_setup.s, baseline_of(small_setup.s)):
+        tl = simulate_agents(s, Policy(s), pop, 7)
+        entries = [c for line in tl.changes for c in line]
+        cases += [entries, [entries[k] for k in rng.integers(0, len(entries), 500)],
+                  [c for c in entries if c[1] != "migrated"], [c for c in entries if c[1] != "churned"],
+                  [c for c in entries if c[1] == "churned"][:5], []]
+    assert any(c[1] == "migrated" for c in cases[0]) and any(c[1] == "churned" for c in cases[0])
+    for per_org in (False, True):
+        resolver = pieces._Resolver(small_setup.s, Policy(small_setup.s), pop, per_org, {})
+        for changes in cases:
+            org = rng.integers(0, len(pop.ids), len(changes))
+            columns = tuple(zip(*changes, strict=True)) if changes else ((),) * 5
+            got = pieces._questions(resolver, org, changes, *columns[1:])
+            want = _questions_as_before(resolver, org, changes, *columns[1:])
+            assert got.dtype == want.dtype and np.array_equal(got, want)
