@@ -211,8 +211,7 @@ def build_pieces(s: Scenario, policy: Policy, pop: Population, timelines: list[l
     org, t0, t1, fate = org[starts], a[starts], b[ends], fate[starts]
     cohort = flat.cohort_of_org[org]
     own = cohort < 0
-    cohort_pieces = tuple(np.column_stack([t0[m], t1[m], fate[m].astype(float)])
-                          for m in (cohort == c for c in range(flat.cohorts)))
+    cohort_pieces = _cohort_pieces(cohort, t0, t1, fate, flat.cohorts)
     fates = tuple(sorted(resolver.fates, key=resolver.fates.__getitem__))
     cohort_of = flat.cohort_of_org.copy()
     cohort_of[flat.cohort_member] = flat.member_cohort
@@ -227,6 +226,17 @@ def build_pieces(s: Scenario, policy: Policy, pop: Population, timelines: list[l
         since[:] = 0.0
     return Pieces(org=org[own], t0=t0[own], t1=t1[own], fate=fate[own], fates=fates,
                   cohort_of=cohort_of, cohort_pieces=cohort_pieces, since=since)
+
+
+def _cohort_pieces(cohort: np.ndarray, t0: np.ndarray, t1: np.ndarray, fate: np.ndarray,
+                   cohorts: int) -> tuple[np.ndarray, ...]:
+    """Each cohort's pieces as rows of (t0, t1, fate), in piece order. The cohorts' pieces are
+    a few rows among every organisation's: they are found with one pass over ``cohort``, and
+    only they are compared with each cohort."""
+    rows = np.flatnonzero(cohort >= 0)
+    of = cohort[rows]
+    return tuple(np.column_stack([t0[r], t1[r], fate[r].astype(float)])
+                 for r in (rows[of == c] for c in range(cohorts)))
 
 
 def _answers(resolver: _Resolver, flat: _Flat, piece_entry: np.ndarray, mid: np.ndarray,

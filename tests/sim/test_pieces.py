@@ -299,3 +299,21 @@ def test_questions_equal_those_of_the_state_comparisons_they_replaced(small_setu
             got = pieces._questions(resolver, org, changes, *columns[1:])
             want = _questions_as_before(resolver, org, changes, *columns[1:])
             assert got.dtype == want.dtype and np.array_equal(got, want)
+
+
+def test_cohort_pieces_equal_those_of_the_masks_they_replaced() -> None:
+    """The same tables (values, dtype, shape, layout) as masking every piece once per cohort:
+    seeded pieces with cohorts of many, one and no pieces, no cohort pieces at all, none at all."""
+    rng = np.random.default_rng(8)
+    for size, cohorts, share in ((5000, 23, 0.01), (300, 4, 0.5), (50, 3, 0.0), (0, 2, 0.0), (40, 0, 0.0)):
+        cohort = np.where(rng.random(size) < share, rng.integers(0, max(cohorts - 1, 1), size), -1)
+        t0 = np.sort(rng.uniform(0.0, 2000.0, size))
+        t1 = t0 + rng.uniform(0.0, 5.0, size)
+        fate = rng.integers(0, 40, size)
+        got = pieces._cohort_pieces(cohort, t0, t1, fate, cohorts)
+        want = tuple(np.column_stack([t0[m], t1[m], fate[m].astype(float)])
+                     for m in (cohort == c for c in range(cohorts)))
+        assert len(got) == len(want) == cohorts
+        for g, w in zip(got, want, strict=True):
+            assert g.dtype == w.dtype and g.shape == w.shape and g.flags.c_contiguous == w.flags.c_contiguous
+            assert g.tobytes() == w.tobytes()
