@@ -82,6 +82,11 @@ class _Resolver:
     incumbent: str = ""
     region_of: list[int] = dataclasses.field(default_factory=list)
     segment_of: list[int] = dataclasses.field(default_factory=list)
+    ids: tuple[str, ...] = ()
+    _start: dt.datetime = dt.datetime.min
+    _relay_country: str = ""
+    _relay_hosting: bool = False
+    _since_at: dict[float, dt.datetime] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.codes = [r.code for r in self.s.regions]
@@ -90,26 +95,36 @@ class _Resolver:
         # Python ints (what tolist gives), not NumPy scalars: they key the questions entry by entry
         self.region_of = self.pop.region.tolist()
         self.segment_of = self.pop.segment.tolist()
+        self.ids = self.pop.ids
+        self._start = self.s.window.start
+        self._relay_country = self.s.behaviour.relay.country
+        self._relay_hosting = self.s.behaviour.relay.hosting
 
     def fate(self, i: int, change: Change, mid: float) -> int:
         """The fate of the question organisation ``i`` asks in state ``change`` at ``mid``.
 
         :func:`build_pieces` asks each distinct question once (the question ids of
-        :func:`_flatten` and the cut), so there is nothing to remember here."""
+        :func:`_flatten` and the cut), so there is nothing to remember here but the instants
+        of the relays' starts (``_since_at``: every piece of a relay entry asks with its start)."""
         _, state, provider, path, since = change
         if state == "churned":
             return self._index(NO_TRAFFIC)
         migrated = state == "migrated"
         relay = path == "relay"
         region = self.codes[self.region_of[i]]
-        start = self.s.window.start
-        req = PolicyRequest(
-            provider=provider if migrated else self.incumbent,
-            country=self.s.behaviour.relay.country if relay else region,
-            org=self.pop.ids[i], segment=self.segments[self.segment_of[i]], home_country=region,
-            hosting=self.s.behaviour.relay.hosting if relay else False,
-            relay_since=start + dt.timedelta(0, 0, 0, 0, 0, since) if since is not None else None)
-        # (timedelta(hours=...) with its arguments by position: the same value, no keywords)
+        start = self._start
+        if since is None:
+            relay_since = None
+        else:
+            relay_since = self._since_at.get(since)
+            if relay_since is None:
+                # (timedelta(hours=...) with its arguments by position: the same value, no keywords)
+                relay_since = self._since_at[since] = start + dt.timedelta(0, 0, 0, 0, 0, since)
+        # (the request's fields by position, in PolicyRequest's order: the same tuple, no keywords)
+        req = PolicyRequest(provider if migrated else self.incumbent,
+                            self._relay_country if relay else region, self.ids[i],
+                            self.segments[self.segment_of[i]], region,
+                            self._relay_hosting if relay else False, None, relay_since)
         return self._index(self._decide(start + dt.timedelta(0, 0, 0, 0, 0, mid), req, relay, migrated))
 
     def _index(self, fate: Fate) -> int:
@@ -119,7 +134,8 @@ class _Resolver:
         path = "relay" if relay else "direct"
         d = self.policy.decide(when, req)
         if not d.denied:
-            return Fate(req.provider, path, WARN if d.action == "warn" else ALLOW, migrated=migrated)
+            # (by position, the defaults spelled out: the same tuple, no keywords)
+            return Fate(req.provider, path, WARN if d.action == "warn" else ALLOW, 0, 0.0, ALLOW, migrated)
         routed = self._failover(when, req)
         if routed is not None:
             return routed
@@ -195,8 +211,7 @@ def build_pieces(s: Scenario, policy: Policy, pop: Population, timelines: list[l
     org, t0, t1, fate = org[starts], a[starts], b[ends], fate[starts]
     cohort = flat.cohort_of_org[org]
     own = cohort < 0
-    cohort_pieces = tuple(np.column_stack([t0[m], t1[m], fate[m].astype(float)])
-                          for m in (cohort == c for c in range(flat.cohorts)))
+    cohort_pieces = _cohort_pieces(cohort, t0, t1, fate, flat.cohorts)
     fates = tuple(sorted(resolver.fates, key=resolver.fates.__getitem__))
     cohort_of = flat.cohort_of_org.copy()
     cohort_of[flat.cohort_member] = flat.member_cohort
@@ -211,6 +226,17 @@ def build_pieces(s: Scenario, policy: Policy, pop: Population, timelines: list[l
         since[:] = 0.0
     return Pieces(org=org[own], t0=t0[own], t1=t1[own], fate=fate[own], fates=fates,
                   cohort_of=cohort_of, cohort_pieces=cohort_pieces, since=since)
+
+
+def _cohort_pieces(cohort: np.ndarray, t0: np.ndarray, t1: np.ndarray, fate: np.ndarray,
+                   cohorts: int) -> tuple[np.ndarray, ...]:
+    """Each cohort's pieces as rows of (t0, t1, fate), in piece order. The cohorts' pieces are
+    a few rows among every organisation's: they are found with one pass over ``cohort``, and
+    only they are compared with each cohort."""
+    rows = np.flatnonzero(cohort >= 0)
+    of = cohort[rows]
+    return tuple(np.column_stack([t0[r], t1[r], fate[r].astype(float)])
+                 for r in (rows[of == c] for c in range(cohorts)))
 
 
 def _answers(resolver: _Resolver, flat: _Flat, piece_entry: np.ndarray, mid: np.ndarray,
@@ -311,12 +337,16 @@ def _questions(resolver: _Resolver, org: np.ndarray, changes: list[Change], stat
     if individual:
         own[:] = True
     code = {name: k + 1 for k, name in enumerate(sorted(set(providers)))}   # 0: not migrated
-    migrated = np.fromiter(map("migrated".__eq__, states), dtype=bool, count=n)
+    # the states coded in one pass (migrated and churned told apart by their codes, not by a
+    # string comparison per entry for each)
+    state_code = {name: k for k, name in enumerate(sorted(set(states)))}
+    state = np.fromiter(map(state_code.__getitem__, states), dtype=np.int64, count=n)
+    migrated = state == state_code.get("migrated", -1)
     provider = np.where(migrated, np.fromiter(map(code.__getitem__, providers), dtype=np.int64, count=n), 0)
     regions, segments = len(resolver.codes), len(resolver.segments)
     shared = (provider * regions + resolver.pop.region[org]) * segments + resolver.pop.segment[org]
     churned = (len(code) + 1) * regions * segments
-    question = np.where(np.fromiter(map("churned".__eq__, states), dtype=bool, count=n), churned, shared)
+    question = np.where(state == state_code.get("churned", -1), churned, shared)
     keyed: dict[tuple[object, ...], int] = {}
     ask = keyed.setdefault
     mine = np.flatnonzero(own & (question != churned))

@@ -181,3 +181,139 @@ def test_answers_ask_the_questions_of_the_loop_they_replaced(small_setup: Setup)
     r = pieces._Resolver(small_setup.s, Policy(small_setup.s), small_setup.pop, False, {})
     for got_l, column in ((r.region_of, small_setup.pop.region), (r.segment_of, small_setup.pop.segment)):
         assert got_l == [int(x) for x in column] and {type(x) for x in got_l} == {int}
+
+
+def _fate_as_before(resolver: pieces._Resolver, i: int, change: Change, mid: float) -> int:
+    """:meth:`sim.pieces._Resolver.fate` as it was: the request by keyword, every instant computed."""
+    _, state, provider, path, since = change
+    if state == "churned":
+        return resolver._index(NO_TRAFFIC)
+    migrated = state == "migrated"
+    relay = path == "relay"
+    region = resolver.codes[resolver.region_of[i]]
+    s = resolver.s
+    start = s.window.start
+    req = PolicyRequest(
+        provider=provider if migrated else resolver.incumbent,
+        country=s.behaviour.relay.country if relay else region,
+        org=resolver.pop.ids[i], segment=resolver.segments[resolver.segment_of[i]], home_country=region,
+        hosting=s.behaviour.relay.hosting if relay else False,
+        relay_since=start + dt.timedelta(0, 0, 0, 0, 0, since) if since is not None else None)
+    return resolver._index(resolver._decide(start + dt.timedelta(0, 0, 0, 0, 0, mid), req, relay, migrated))
+
+
+def test_fate_asks_the_policy_what_it_asked_before(small_setup: Setup) -> None:
+    """Every question of two policies (the scenario's and its no-block baseline; per (region,
+    segment) and per organisation): the same instants and requests handed to the policy, the
+    same fates, numbered the same, as the resolver before it remembered the relays' starts and
+    built requests and admitted fates by position. Every entry at two instants (so each relay start is asked
+    again), and a few relay questions once more."""
+    from scenarios.policy import stages_name_orgs
+    from sim.setup import baseline_of
+
+    kinds: set[tuple[str, str, bool]] = set()
+    for s in (small_setup.s, baseline_of(small_setup.s)):
+        policy = Policy(s)
+        tl = simulate_agents(s, policy, small_setup.pop, 5)
+        for per_org in (stages_name_orgs(s), True):
+            got_r, want_r = (pieces._Resolver(s, policy, small_setup.pop, per_org, {}) for _ in range(2))
+            asked: dict[int, list[tuple[dt.datetime, PolicyRequest, bool, bool]]] = {0: [], 1: []}
+            for k, r in enumerate((got_r, want_r)):
+                decide = r._decide
+                r._decide = (lambda when, req, relay, migrated, _d=decide, _a=asked[k]:  # type: ignore[method-assign]
+                             _a.append((when, req, relay, migrated)) or _d(when, req, relay, migrated))
+            rng = np.random.default_rng(11)
+            questions = [(i, c, float(m)) for i, line in enumerate(tl.changes) for c in line
+                         for m in (c[0] + 0.5, c[0] + rng.uniform(0.0, 300.0))]
+            questions += [(i, c, m) for i, c, m in questions if c[4] is not None][:3]
+            for i, c, m in questions:
+                kinds.add((c[1], c[3], c[4] is not None))
+                assert got_r.fate(i, c, m) == _fate_as_before(want_r, i, c, m)
+            assert asked[0] == asked[1] and list(got_r.fates) == list(want_r.fates)
+            assert all(type(a[1]) is PolicyRequest for a in asked[0])
+            # an admitted request's fate, built by position, is the one built by keyword
+            for f in got_r.fates:
+                if f.action != DENY and f.path != "failover" and f != NO_TRAFFIC:
+                    by_keyword = Fate(f.provider, f.path, f.action, migrated=f.migrated)
+                    assert f == by_keyword and list(map(type, f)) == list(map(type, by_keyword))
+    assert {("churned", "", False), ("migrated", "direct", False), ("direct", "direct", False),
+            ("circumventing", "relay", True)} <= kinds
+
+
+def _questions_as_before(resolver: pieces._Resolver, org: np.ndarray, changes: list[Change],
+                         states: tuple[str, ...], providers: tuple[str, ...], paths: tuple[str, ...],
+                         sinces: tuple[float | None, ...]) -> np.ndarray:
+    """:func:`sim.pieces._questions` as it was: migrated and churned each found by comparing
+    every entry's state."""
+    import itertools
+    import operator
+
+    ids = resolver.pop.ids
+    region_of, segment_of = resolver.region_of, resolver.segment_of
+    n = len(changes)
+    relay = np.fromiter(map("relay".__eq__, paths), dtype=bool, count=n)
+    own = relay | np.fromiter(map(operator.is_not, sinces, itertools.repeat(None)), dtype=bool, count=n)
+    individual = resolver.per_org
+    if individual:
+        own[:] = True
+    code = {name: k + 1 for k, name in enumerate(sorted(set(providers)))}
+    migrated = np.fromiter(map("migrated".__eq__, states), dtype=bool, count=n)
+    provider = np.where(migrated, np.fromiter(map(code.__getitem__, providers), dtype=np.int64, count=n), 0)
+    regions, segments = len(resolver.codes), len(resolver.segments)
+    shared = (provider * regions + resolver.pop.region[org]) * segments + resolver.pop.segment[org]
+    churned = (len(code) + 1) * regions * segments
+    question = np.where(np.fromiter(map("churned".__eq__, states), dtype=bool, count=n), churned, shared)
+    keyed: dict[tuple[object, ...], int] = {}
+    ask = keyed.setdefault
+    mine = np.flatnonzero(own & (question != churned))
+    question[mine] = churned + 1 + np.fromiter(
+        [ask((c[2] if c[1] == "migrated" else "", c[3] == "relay", region_of[i], segment_of[i],
+              ids[i] if (individual or c[3] == "relay") else "", c[4],
+              c[0] if c[3] == "relay" else None), len(keyed))
+         for i, c in zip(org[mine].tolist(), [changes[k] for k in mine.tolist()], strict=True)],
+        dtype=np.int64, count=mine.size)
+    return question
+
+
+def test_questions_equal_those_of_the_state_comparisons_they_replaced(small_setup: Setup) -> None:
+    """The same question ids as comparing each entry's state with "migrated" and "churned":
+    two policies' timelines (per (region, segment) and per organisation), a random sample of
+    their entries, and entries with no migrated, no churned, only churned, or none at all."""
+    from sim.setup import baseline_of
+
+    rng = np.random.default_rng(4)
+    pop = small_setup.pop
+    cases: list[list[Change]] = []
+    for s in (small_setup.s, baseline_of(small_setup.s)):
+        tl = simulate_agents(s, Policy(s), pop, 7)
+        entries = [c for line in tl.changes for c in line]
+        cases += [entries, [entries[k] for k in rng.integers(0, len(entries), 500)],
+                  [c for c in entries if c[1] != "migrated"], [c for c in entries if c[1] != "churned"],
+                  [c for c in entries if c[1] == "churned"][:5], []]
+    assert any(c[1] == "migrated" for c in cases[0]) and any(c[1] == "churned" for c in cases[0])
+    for per_org in (False, True):
+        resolver = pieces._Resolver(small_setup.s, Policy(small_setup.s), pop, per_org, {})
+        for changes in cases:
+            org = rng.integers(0, len(pop.ids), len(changes))
+            columns = tuple(zip(*changes, strict=True)) if changes else ((),) * 5
+            got = pieces._questions(resolver, org, changes, *columns[1:])
+            want = _questions_as_before(resolver, org, changes, *columns[1:])
+            assert got.dtype == want.dtype and np.array_equal(got, want)
+
+
+def test_cohort_pieces_equal_those_of_the_masks_they_replaced() -> None:
+    """The same tables (values, dtype, shape, layout) as masking every piece once per cohort:
+    seeded pieces with cohorts of many, one and no pieces, no cohort pieces at all, none at all."""
+    rng = np.random.default_rng(8)
+    for size, cohorts, share in ((5000, 23, 0.01), (300, 4, 0.5), (50, 3, 0.0), (0, 2, 0.0), (40, 0, 0.0)):
+        cohort = np.where(rng.random(size) < share, rng.integers(0, max(cohorts - 1, 1), size), -1)
+        t0 = np.sort(rng.uniform(0.0, 2000.0, size))
+        t1 = t0 + rng.uniform(0.0, 5.0, size)
+        fate = rng.integers(0, 40, size)
+        got = pieces._cohort_pieces(cohort, t0, t1, fate, cohorts)
+        want = tuple(np.column_stack([t0[m], t1[m], fate[m].astype(float)])
+                     for m in (cohort == c for c in range(cohorts)))
+        assert len(got) == len(want) == cohorts
+        for g, w in zip(got, want, strict=True):
+            assert g.dtype == w.dtype and g.shape == w.shape and g.flags.c_contiguous == w.flags.c_contiguous
+            assert g.tobytes() == w.tobytes()
