@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import zlib
 from collections.abc import Iterator
-from itertools import compress
+from itertools import compress, repeat
 from typing import Any
 
 import numpy as np
@@ -31,6 +31,8 @@ SOURCE = "sim"
 _EXACT_INT = 1e15
 #: Rounding rules of :func:`_fmt` besides a number of decimals.
 FLOW, COUNT = -1, -2
+#: Integral floats from this magnitude on are written by ``format(v, ".10g")`` in exponent form.
+_FIXED = 1e10
 
 
 def bin_times(s: Scenario, edges: np.ndarray) -> list[str]:
@@ -75,14 +77,15 @@ def block(s: Scenario, times: list[str], result: ReplicationResult) -> bytes:
     dims, values, keep = _columns(s, result)
     rep = result.index
     heads = [f"{d}," for d in dims]
-    # each line is the bin's prefix + a column's dimensions + its value: concatenated by map and
-    # joined at C speed, instead of an f-string per line
+    # each line is the bin's prefix + a column's dimensions + its value: dimensions and value
+    # concatenated by map, and the prefix put in by the join's separator (and before the first
+    # line), at C speed instead of an f-string or a second concatenation per line
     chunks: list[str] = []
     for when, row_v, row_k in zip(times, values, keep, strict=True):
         prefix = f"{when},{rep},{SOURCE},"
-        cells = "\n".join(map(prefix.__add__, compress(map(str.__add__, heads, row_v), row_k)))
+        cells = list(compress(map(str.__add__, heads, row_v), row_k))
         if cells:
-            chunks.append(cells)
+            chunks.append(prefix + ("\n" + prefix).join(cells))
     text = "\n".join(chunks) + "\n" if chunks else ""
     return zlib.compress(text.encode("utf-8"), 1)
 
@@ -126,21 +129,31 @@ def _fmt(values: np.ndarray, rule: int) -> np.ndarray:
     """``fmt_value`` of every value, rounded as the row functions round it: ``FLOW`` (:func:`_value`),
     ``COUNT`` (already integral: ``int``) or a number of decimals (``round(v, rule)``).
 
-    Integral values below 1e15 are written as integers by every rule: they go through int64 at
-    C speed; the rest (fractions, NaN, huge values) through ``fmt_value`` itself.
+    Integral values below 1e15 are written as integers by every rule: zeros (most flow cells) as
+    one shared "0", the others by ``str`` of their int64. The rest (fractions, NaN, huge values)
+    are rounded by ``round`` and written by ``format(…, ".10g")`` through ``map``, without a Python
+    frame per value: that is ``fmt_value``'s text unless the rounded value is integral and zero
+    or at least 1e10 (where ``fmt_value`` writes ``str(int(v))``, not ``.10g``) or infinite —
+    those few go through ``fmt_value`` itself.
     """
     v = np.asarray(values, dtype=float)
     whole = np.isfinite(v) & (v == np.trunc(v)) & (np.abs(v) < _EXACT_INT)
+    zero = v == 0
     out = np.empty(v.shape, dtype=object)
-    out[whole] = v[whole].astype(np.int64).astype(str)
+    out[zero] = "0"
+    ints = whole & ~zero
+    out[ints] = list(map(str, v[ints].astype(np.int64).tolist()))
     odd = np.flatnonzero(~whole.ravel())
     rest = v.ravel()[odd].tolist()
     if rule == COUNT:
         text = [fmt_value(int(x)) for x in rest]
-    elif rule == FLOW:
-        text = [fmt_value(_value(x)) for x in rest]
     else:
-        text = [fmt_value(round(x, rule)) for x in rest]
+        rounded = list(map(round, rest, repeat(6 if rule == FLOW else rule)))
+        text = list(map(format, rounded, repeat(".10g")))
+        r = np.array(rounded, dtype=float)
+        special = np.isinf(r) | ((r == np.trunc(r)) & ((r == 0) | (np.abs(r) >= _FIXED)))
+        for i in np.flatnonzero(special).tolist():
+            text[i] = fmt_value(_value(rest[i]) if rule == FLOW else round(rest[i], rule))
     out.reshape(-1)[odd] = np.array(text, dtype=object)
     return out
 
