@@ -306,9 +306,7 @@ class World:
         if before.warned and life is not before and before.state == lc.DIRECT and not before.denied_seen and (
                 life.state != lc.DIRECT or life.denied_seen):
             self.open_warned[org.region] -= 1
-        acts = self._acts   # (World._carry_out, without its call)
-        for action in actions:
-            acts[type(action)](i, action)
+        self._carry_out(i, actions)
 
     def _carry_out(self, i: int, actions: tuple[lc.Action, ...]) -> None:
         """Do what the machine asked, action by action."""

@@ -195,11 +195,15 @@ def write_run(loaded: Loaded, rep: Replicated, *, seed: int, out: Path, jobs: in
     return staging.final
 
 
+#: timeseries.csv's header line, as written (:func:`write_blocks`, :func:`streamed_timeseries`)
+_HEADER = (",".join(COLUMNS) + "\n").encode("utf-8")
+
+
 def write_blocks(path: Path, s: Scenario, times: list[str], results: list[ReplicationResult]) -> None:
     """timeseries.csv: the header, then every replication's block in order (the same bytes
     ``scenarios.rundir.write_timeseries`` writes for :func:`sim.metrics.rows`)."""
     with path.open("wb") as fh:
-        fh.write((",".join(COLUMNS) + "\n").encode("utf-8"))
+        fh.write(_HEADER)
         for result in results:
             fh.write(zlib.decompress(result.timeseries or block(s, times, result)))
 
@@ -243,7 +247,7 @@ def streamed_timeseries(out: Path, name: str) -> Iterator[tuple[BinaryIO, Path]]
     path = out / f".{name}.timeseries-{os.getpid()}.partial"
     try:
         with path.open("wb") as fh:
-            fh.write((",".join(COLUMNS) + "\n").encode("utf-8"))
+            fh.write(_HEADER)
             yield fh, path
     except BaseException:
         path.unlink(missing_ok=True)
