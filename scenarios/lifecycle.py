@@ -255,15 +255,6 @@ def start(org: Org) -> Life:
 _new = tuple.__new__
 
 
-def _life(state: str, provider: str, excluded: frozenset[str], warned: bool, threshold: float | None,
-          denied_seen: bool, decide_after: dt.datetime | None, relay_since: dt.datetime | None,
-          migrate_done: dt.datetime | None) -> Life:
-    """``Life(...)`` from all its fields in order, without the keyword machinery of ``_replace``
-    (a transition builds a few hundred thousand of them per simulation)."""
-    return _new(Life, (state, provider, excluded, warned, threshold, denied_seen, decide_after,
-                       relay_since, migrate_done))
-
-
 _START = Life()
 _START_NO_RELAY = Life(excluded=frozenset({behaviour.CIRCUMVENT}))
 
@@ -279,8 +270,8 @@ def _warned(life: Life, event: Warned, org: Org, rng: np.random.Generator,
     if life.warned or life.denied_seen or life.state != DIRECT:
         return life, ()
     threshold = float(rng.exponential())
-    return (_life(DIRECT, life.provider, life.excluded, True, threshold, False, life.decide_after,
-                  life.relay_since, life.migrate_done), (_new(AwaitAnticipation, (threshold,)),))
+    return (_new(Life, (DIRECT, life.provider, life.excluded, True, threshold, False, life.decide_after,
+                  life.relay_since, life.migrate_done)), (_new(AwaitAnticipation, (threshold,)),))
 
 
 def _anticipation_due(life: Life, event: AnticipationDue, org: Org, rng: np.random.Generator,
@@ -299,8 +290,8 @@ def _migration_done(life: Life, event: MigrationDone, org: Org, rng: np.random.G
     if life.state != MIGRATING:
         return life, ()
     at, provider = event.at, life.provider
-    return (_life(MIGRATED, provider, life.excluded, life.warned, life.threshold,
-                  life.denied_seen, life.decide_after, life.relay_since, None),
+    return (_new(Life, (MIGRATED, provider, life.excluded, life.warned, life.threshold,
+                  life.denied_seen, life.decide_after, life.relay_since, None)),
             (_new(Enter, (at, MIGRATED, provider)), _new(AwaitDenial, (at, "direct", provider))))
 
 
@@ -313,17 +304,17 @@ def may_anticipate(life: Life) -> bool:
 def _denied(life: Life, ev: Denied, org: Org, rng: np.random.Generator,
             ctx: Context) -> tuple[Life, tuple[Action, ...]]:
     state, provider, excluded = life.state, life.provider, life.excluded
-    seen = life if life.denied_seen else _life(
+    seen = life if life.denied_seen else _new(Life, (
         state, provider, excluded, life.warned, life.threshold, True, life.decide_after,
-        life.relay_since, life.migrate_done)
+        life.relay_since, life.migrate_done))
     if state == CIRCUMVENTING and ev.path == "relay":
         # detected: the relay is burnt for good (detection flags the organisation, not a route)
-        burnt = _life(state, provider, excluded | {behaviour.CIRCUMVENT}, seen.warned, seen.threshold,
-                      True, seen.decide_after, seen.relay_since, seen.migrate_done)
+        burnt = _new(Life, (state, provider, excluded | {behaviour.CIRCUMVENT}, seen.warned, seen.threshold,
+                      True, seen.decide_after, seen.relay_since, seen.migrate_done))
         return _decide(burnt, ev.at, org, rng, ctx)
     if state == MIGRATED and ev.provider == provider:
-        gone = _life(DIRECT, "", excluded | {provider}, seen.warned, seen.threshold, True,
-                     seen.decide_after, seen.relay_since, seen.migrate_done)
+        gone = _new(Life, (DIRECT, "", excluded | {provider}, seen.warned, seen.threshold, True,
+                     seen.decide_after, seen.relay_since, seen.migrate_done))
         return _decide(gone, ev.at, org, rng, ctx, entered=(_new(Enter, (ev.at, DIRECT, "")),))
     if state == DIRECT and ev.path == "direct" and ev.provider == ctx.incumbent and (
             life.decide_after is None or ev.at >= life.decide_after):
@@ -340,21 +331,21 @@ def _decide(life: Life, at: dt.datetime, org: Org, rng: np.random.Generator, ctx
         # nothing open: waiting for good (no draw)
         days = math.inf if picked is None else max(0.0, sample_one(ctx.s.behaviour.wait_days, rng))
         if math.isinf(days):
-            return (_life(DIRECT, life.provider, life.excluded, life.warned, life.threshold,
-                          life.denied_seen, None, life.relay_since, life.migrate_done), entered)
+            return (_new(Life, (DIRECT, life.provider, life.excluded, life.warned, life.threshold,
+                          life.denied_seen, None, life.relay_since, life.migrate_done)), entered)
         after = at + dt.timedelta(days)   # (days by position: the same value)
         back = (_new(Enter, (at, DIRECT, "")),) if life.state != DIRECT else entered
-        return (_life(DIRECT, life.provider, life.excluded, life.warned, life.threshold,
-                      life.denied_seen, after, None, life.migrate_done),
+        return (_new(Life, (DIRECT, life.provider, life.excluded, life.warned, life.threshold,
+                      life.denied_seen, after, None, life.migrate_done)),
                 (*back, _new(AwaitDenial, (after, "direct", ctx.incumbent))))
     if choice == behaviour.CIRCUMVENT:
-        return (_life(CIRCUMVENTING, life.provider, life.excluded, life.warned, life.threshold,
-                      life.denied_seen, None, at, life.migrate_done),
+        return (_new(Life, (CIRCUMVENTING, life.provider, life.excluded, life.warned, life.threshold,
+                      life.denied_seen, None, at, life.migrate_done)),
                 (*entered, _new(Enter, (at, CIRCUMVENTING, "")),
                  _new(AwaitDenial, (at, "relay", ctx.incumbent))))
     if choice == behaviour.CHURN:
-        churned = _life(CHURNED, life.provider, life.excluded, life.warned, life.threshold,
-                        life.denied_seen, None, None, life.migrate_done)
+        churned = _new(Life, (CHURNED, life.provider, life.excluded, life.warned, life.threshold,
+                        life.denied_seen, None, None, life.migrate_done))
         return churned, (*entered, _new(Enter, (at, CHURNED, "")))
     life2, actions = _migrate(life, choice, at, org, rng, ctx)
     return life2, (*entered, *actions) if entered else actions
@@ -364,8 +355,8 @@ def _migrate(life: Life, provider: str, at: dt.datetime, org: Org, rng: np.rando
              ctx: Context) -> tuple[Life, tuple[Action, ...]]:
     days = max(0.0, sample_one(ctx.migration_days[org.segment], rng))
     done = at + dt.timedelta(days)
-    return (_life(MIGRATING, provider, life.excluded, life.warned, life.threshold, life.denied_seen,
-                  None, None, done),
+    return (_new(Life, (MIGRATING, provider, life.excluded, life.warned, life.threshold, life.denied_seen,
+                  None, None, done)),
             (_new(Chose, (at, provider)), _new(Enter, (at, MIGRATING, provider)),
              _new(AwaitMigration, (done,))))
 

@@ -145,11 +145,15 @@ def response_json(r: HttpResponse) -> dict[str, object]:
 # ---------------------------------------------------------------- stable hashing
 
 
-@functools.lru_cache(maxsize=1 << 18)
-def unit_hash(salt: str, key: str) -> float:
-    """A stable number in [0, 1) for (salt, key): the same on every machine and in every process."""
+def stable_unit(salt: str, key: str) -> float:
+    """A stable number in [0, 1) for (salt, key): the same on every machine and in every process.
+    Uncached: for keys asked once (a request stream's n-th gap); :func:`unit_hash` caches it."""
     digest = hashlib.blake2b(f"{salt}\x1f{key}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2.0**64
+
+
+#: :func:`stable_unit`, cached: for keys asked again and again (rollout buckets, detection)
+unit_hash = functools.lru_cache(maxsize=1 << 18)(stable_unit)
 
 
 def bucket(salt: str, org: str) -> float:

@@ -43,7 +43,7 @@ from scenarios import lifecycle as lc
 from scenarios.failover import failover_providers, rules_name_orgs, served_instead
 from scenarios.ledger import grants_credit
 from scenarios.market import MarketContext, MarketRecorder
-from scenarios.policy import Policy, PolicyRequest, stages_name_orgs, unit_hash
+from scenarios.policy import Policy, PolicyRequest, stable_unit, stages_name_orgs
 from scenarios.schema import Provider, Scenario
 from sim.population import Population
 from sim.profile import Profile
@@ -199,8 +199,7 @@ class World:
         ask = np.flatnonzero((rate > 0.0) & (after < self.horizon))   # NaN compares False
         if ask.size == 0:
             return out
-        gap = np.fromiter((self.arrival_gap(i) for i in org[ask].tolist()), dtype=float,
-                          count=ask.size)
+        gap = np.array(self.arrival_gaps(org[ask].tolist()), dtype=float)
         cum = self.profile.cum
         region = self.pop.region[org[ask]]
         a = after[ask]
@@ -222,10 +221,18 @@ class World:
 
     def arrival_gap(self, i: int) -> float:
         """The organisation's next Exp(1) draw of its request stream: a hash of (seed, id, count),
-        so it never touches the generator its choices draw from, and costs no generator."""
+        so it never touches the generator its choices draw from, and costs no generator. (Each
+        key is hashed once: uncached.)"""
         k = self._arrivals.get(i, 0)
         self._arrivals[i] = k + 1
-        return -math.log1p(-unit_hash(self.arrival_salt, f"{self.pop.ids[i]}#{k}"))
+        return -math.log1p(-stable_unit(self.arrival_salt, f"{self.pop.ids[i]}#{k}"))
+
+    def arrival_gaps(self, orgs: list[int]) -> list[float]:
+        """:meth:`arrival_gap` of each organisation of ``orgs`` (distinct), in turn."""
+        counts, ids, salt = self._arrivals, self.pop.ids, self.arrival_salt
+        ks = [counts.get(i, 0) for i in orgs]
+        counts.update(zip(orgs, [k + 1 for k in ks], strict=True))
+        return [-math.log1p(-stable_unit(salt, f"{ids[i]}#{k}")) for i, k in zip(orgs, ks, strict=True)]
 
     @functools.cached_property
     def arrival_salt(self) -> str:
