@@ -267,11 +267,14 @@ def step(life: Life, event: Event, org: Org, rng: np.random.Generator,
 
 def _warned(life: Life, event: Warned, org: Org, rng: np.random.Generator,
             ctx: Context) -> tuple[Life, tuple[Action, ...]]:
-    if life.warned or life.denied_seen or life.state != DIRECT:
+    # (every transition reads the fields it needs by unpacking the state once)
+    state, provider, excluded, warned, _, denied_seen, decide_after, relay_since, migrate_done = life
+    if warned or denied_seen or state != DIRECT:
         return life, ()
     threshold = float(rng.exponential())
-    return (_new(Life, (DIRECT, life.provider, life.excluded, True, threshold, False, life.decide_after,
-                  life.relay_since, life.migrate_done)), (_new(AwaitAnticipation, (threshold,)),))
+    return (_new(Life, (DIRECT, provider, excluded, True, threshold, False, decide_after, relay_since,
+                        migrate_done)),
+            (_new(AwaitAnticipation, (threshold,)),))
 
 
 def _anticipation_due(life: Life, event: AnticipationDue, org: Org, rng: np.random.Generator,
@@ -287,11 +290,12 @@ def _anticipation_due(life: Life, event: AnticipationDue, org: Org, rng: np.rand
 
 def _migration_done(life: Life, event: MigrationDone, org: Org, rng: np.random.Generator,
                     ctx: Context) -> tuple[Life, tuple[Action, ...]]:
-    if life.state != MIGRATING:
+    state, provider, excluded, warned, threshold, denied_seen, decide_after, relay_since, _ = life
+    if state != MIGRATING:
         return life, ()
-    at, provider = event.at, life.provider
-    return (_new(Life, (MIGRATED, provider, life.excluded, life.warned, life.threshold,
-                  life.denied_seen, life.decide_after, life.relay_since, None)),
+    at = event.at
+    return (_new(Life, (MIGRATED, provider, excluded, warned, threshold, denied_seen, decide_after,
+                        relay_since, None)),
             (_new(Enter, (at, MIGRATED, provider)), _new(AwaitDenial, (at, "direct", provider))))
 
 
@@ -303,49 +307,51 @@ def may_anticipate(life: Life) -> bool:
 
 def _denied(life: Life, ev: Denied, org: Org, rng: np.random.Generator,
             ctx: Context) -> tuple[Life, tuple[Action, ...]]:
-    state, provider, excluded = life.state, life.provider, life.excluded
-    seen = life if life.denied_seen else _new(Life, (
-        state, provider, excluded, life.warned, life.threshold, True, life.decide_after,
-        life.relay_since, life.migrate_done))
-    if state == CIRCUMVENTING and ev.path == "relay":
+    state, provider, excluded, warned, threshold, denied_seen, decide_after, relay_since, \
+        migrate_done = life
+    at, path, by = ev
+    seen = life if denied_seen else _new(Life, (
+        state, provider, excluded, warned, threshold, True, decide_after, relay_since, migrate_done))
+    if state == CIRCUMVENTING and path == "relay":
         # detected: the relay is burnt for good (detection flags the organisation, not a route)
-        burnt = _new(Life, (state, provider, excluded | {behaviour.CIRCUMVENT}, seen.warned, seen.threshold,
-                      True, seen.decide_after, seen.relay_since, seen.migrate_done))
-        return _decide(burnt, ev.at, org, rng, ctx)
-    if state == MIGRATED and ev.provider == provider:
-        gone = _new(Life, (DIRECT, "", excluded | {provider}, seen.warned, seen.threshold, True,
-                     seen.decide_after, seen.relay_since, seen.migrate_done))
-        return _decide(gone, ev.at, org, rng, ctx, entered=(_new(Enter, (ev.at, DIRECT, "")),))
-    if state == DIRECT and ev.path == "direct" and ev.provider == ctx.incumbent and (
-            life.decide_after is None or ev.at >= life.decide_after):
-        return _decide(seen, ev.at, org, rng, ctx)
+        burnt = _new(Life, (state, provider, excluded | {behaviour.CIRCUMVENT}, warned, threshold,
+                            True, decide_after, relay_since, migrate_done))
+        return _decide(burnt, at, org, rng, ctx)
+    if state == MIGRATED and by == provider:
+        gone = _new(Life, (DIRECT, "", excluded | {provider}, warned, threshold, True, decide_after,
+                           relay_since, migrate_done))
+        return _decide(gone, at, org, rng, ctx, entered=(_new(Enter, (at, DIRECT, "")),))
+    if state == DIRECT and path == "direct" and by == ctx.incumbent and (
+            decide_after is None or at >= decide_after):
+        return _decide(seen, at, org, rng, ctx)
     return seen, ()
 
 
 def _decide(life: Life, at: dt.datetime, org: Org, rng: np.random.Generator, ctx: Context,
             entered: tuple[Action, ...] = ()) -> tuple[Life, tuple[Action, ...]]:
+    state, provider, excluded, warned, threshold, denied_seen, _, relay_since, migrate_done = life
     closed = ctx.closed(org, at)
-    picked = ctx.choose(org, at, life.excluded | closed if closed else life.excluded, rng)
+    picked = ctx.choose(org, at, excluded | closed if closed else excluded, rng)
     choice = behaviour.WAIT if picked is None else picked
     if choice == behaviour.WAIT:
         # nothing open: waiting for good (no draw)
         days = math.inf if picked is None else max(0.0, sample_one(ctx.s.behaviour.wait_days, rng))
         if math.isinf(days):
-            return (_new(Life, (DIRECT, life.provider, life.excluded, life.warned, life.threshold,
-                          life.denied_seen, None, life.relay_since, life.migrate_done)), entered)
+            return (_new(Life, (DIRECT, provider, excluded, warned, threshold, denied_seen, None,
+                                relay_since, migrate_done)), entered)
         after = at + dt.timedelta(days)   # (days by position: the same value)
-        back = (_new(Enter, (at, DIRECT, "")),) if life.state != DIRECT else entered
-        return (_new(Life, (DIRECT, life.provider, life.excluded, life.warned, life.threshold,
-                      life.denied_seen, after, None, life.migrate_done)),
+        back = (_new(Enter, (at, DIRECT, "")),) if state != DIRECT else entered
+        return (_new(Life, (DIRECT, provider, excluded, warned, threshold, denied_seen, after, None,
+                            migrate_done)),
                 (*back, _new(AwaitDenial, (after, "direct", ctx.incumbent))))
     if choice == behaviour.CIRCUMVENT:
-        return (_new(Life, (CIRCUMVENTING, life.provider, life.excluded, life.warned, life.threshold,
-                      life.denied_seen, None, at, life.migrate_done)),
+        return (_new(Life, (CIRCUMVENTING, provider, excluded, warned, threshold, denied_seen, None,
+                            at, migrate_done)),
                 (*entered, _new(Enter, (at, CIRCUMVENTING, "")),
                  _new(AwaitDenial, (at, "relay", ctx.incumbent))))
     if choice == behaviour.CHURN:
-        churned = _new(Life, (CHURNED, life.provider, life.excluded, life.warned, life.threshold,
-                        life.denied_seen, None, None, life.migrate_done))
+        churned = _new(Life, (CHURNED, provider, excluded, warned, threshold, denied_seen, None, None,
+                              migrate_done))
         return churned, (*entered, _new(Enter, (at, CHURNED, "")))
     life2, actions = _migrate(life, choice, at, org, rng, ctx)
     return life2, (*entered, *actions) if entered else actions
@@ -353,10 +359,11 @@ def _decide(life: Life, at: dt.datetime, org: Org, rng: np.random.Generator, ctx
 
 def _migrate(life: Life, provider: str, at: dt.datetime, org: Org, rng: np.random.Generator,
              ctx: Context) -> tuple[Life, tuple[Action, ...]]:
+    _, _, excluded, warned, threshold, denied_seen, _, _, _ = life
     days = max(0.0, sample_one(ctx.migration_days[org.segment], rng))
     done = at + dt.timedelta(days)
-    return (_new(Life, (MIGRATING, provider, life.excluded, life.warned, life.threshold, life.denied_seen,
-                  None, None, done)),
+    return (_new(Life, (MIGRATING, provider, excluded, warned, threshold, denied_seen, None, None,
+                        done)),
             (_new(Chose, (at, provider)), _new(Enter, (at, MIGRATING, provider)),
              _new(AwaitMigration, (done,))))
 

@@ -142,13 +142,15 @@ class MarketRecorder:
         #: the imitation shares of each region since its last decision (read far more often)
         self._shares: dict[str, dict[str, float]] = {}
 
-    def affect(self, region: str) -> None:
-        """One more organisation of ``region`` is denied at some point in the window."""
-        self._record(region).affected += 1
+    def affect(self, region: str, n: int = 1) -> None:
+        """``n`` more organisations of ``region`` are denied at some point in the window."""
+        self._record(region).affected += n
         self._shares.pop(region, None)
 
     def chose(self, region: str, provider: str, hours: float) -> None:
-        rec = self._record(region)
+        rec = self._regions.get(region)
+        if rec is None:
+            rec = self._record(region)
         rec.choices.append((hours, provider))
         counts = self._counts.setdefault(region, {})
         n = counts[provider] = counts.get(provider, 0) + 1

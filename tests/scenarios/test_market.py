@@ -74,3 +74,18 @@ def test_live_shares_are_the_formula_of_the_counts_after_every_decision() -> Non
                 before, changed = last[ask]
                 assert (got is not before) == changed
             last[ask] = (got, False)
+
+
+def test_affecting_n_at_once_is_affecting_one_by_one() -> None:
+    """MarketRecorder.affect(region, n): the counts, the regions' order and the shares of n calls."""
+    start = dt.datetime(2024, 6, 1, tzinfo=dt.UTC)
+    bulk, one = MarketRecorder(start), MarketRecorder(start)
+    for region, n in (("HK", 3), ("CN", 5), ("HK", 2)):
+        bulk.affect(region, n)
+        for _ in range(n):
+            one.affect(region)
+    bulk.chose("HK", "zhipu", 1.0)
+    one.chose("HK", "zhipu", 1.0)
+    assert list(bulk.context().regions) == list(one.context().regions) == ["HK", "CN"]
+    assert bulk.context().to_json() == one.context().to_json()
+    assert bulk.shares("HK") == one.shares("HK") == {"zhipu": 1 / 5}

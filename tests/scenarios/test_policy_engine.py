@@ -418,3 +418,19 @@ def test_first_denial_and_denied_regions_of_the_shipped_scenarios() -> None:
                                             "policy.openai.stages[1].regions=[HK]")).scenario
     assert first_denial(throttled) == _dt.datetime(2024, 7, 9, tzinfo=_dt.UTC)
     assert denied_regions(throttled) == ("HK",)
+
+
+def test_stable_unit_is_the_blake2b_of_salt_and_key_and_unit_hash_caches_it() -> None:
+    """stable_unit: the first 8 bytes of BLAKE2b("salt\\x1fkey"), big-endian, over 2**64 — fixed
+    values, so no machine or release changes a bucket, a detection or a request stream; unit_hash
+    is the same function, cached."""
+    import hashlib
+
+    from scenarios.policy import stable_unit, unit_hash
+
+    for salt, key in (("s", "k"), ("42/arrivals", "cn-startup-000001#3"), ("", "")):
+        digest = hashlib.blake2b(f"{salt}\x1f{key}".encode(), digest_size=8).digest()
+        assert stable_unit(salt, key) == unit_hash(salt, key) == int.from_bytes(digest, "big") / 2**64
+    assert stable_unit("s", "k") == float.fromhex("0x1.9f2fda16261ecp-2")
+    assert stable_unit("42/arrivals", "cn-startup-000001#3") == float.fromhex("0x1.52ac91bf97fa4p-1")
+    assert unit_hash.cache_info().maxsize == 1 << 18

@@ -198,3 +198,40 @@ def test_calendar_delivers_in_the_order_of_one_heap() -> None:
             add(h + float(rng.uniform(0, 30)), 20_000 + len(got))
     assert got == want and not ref
     assert len(got) > 600
+
+
+def test_calendar_extend_is_adding_one_by_one() -> None:
+    """Calendar.extend of events in time order (ties, whole hours, a long gap) leaves exactly the
+    heaps, order numbers and pops that adding them one by one does."""
+    from sim.model import Calendar
+
+    rng = np.random.default_rng(3)
+    hours = np.sort(np.concatenate([rng.integers(0, 30, 200).astype(float), rng.uniform(0, 30, 200),
+                                    [0.0, 0.0, 400.0, 400.0]])).tolist()
+    events = [(h, k, None) for k, h in enumerate(hours)]
+    bulk, one = Calendar(), Calendar()
+    bulk.extend(events)
+    for h, i, e in events:
+        one.add(h, i, e)
+    assert bulk._hours == one._hours and bulk._seq == one._seq == len(events)
+    bulk.add(5.5, -7, None)
+    one.add(5.5, -7, None)
+    got, want = [], []
+    while one:
+        got.append(bulk.pop())
+        want.append(one.pop())
+    assert got == want and not bulk and len(got) == len(events) + 1
+
+
+def test_column_codes_unique_is_unique_along_columns() -> None:
+    """np.unique of column_codes gives np.unique(keys, axis=1)'s groups: the same first indices and
+    inverse (negative keys, one row, one column, repeated columns)."""
+    from sim.model import column_codes
+
+    rng = np.random.default_rng(5)
+    for keys in (rng.integers(-3, 4, (4, 500)), rng.integers(0, 9, (1, 60)), np.array([[7], [-2]]),
+                 np.repeat(rng.integers(0, 3, (3, 5)), 4, axis=1)):
+        _, rep, inverse = np.unique(column_codes(keys), return_index=True, return_inverse=True)
+        _, ref_rep, ref_inverse = np.unique(keys, axis=1, return_index=True, return_inverse=True)
+        assert np.array_equal(rep, ref_rep)
+        assert np.array_equal(inverse.ravel(), ref_inverse.ravel())
