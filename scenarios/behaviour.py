@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Iterable, Mapping
+from bisect import bisect_right
+from collections.abc import Mapping, Sequence
+from itertools import accumulate
 
 import numpy as np
 
@@ -105,22 +107,21 @@ def probabilities(utils: Mapping[str, float]) -> dict[str, float]:
 
 
 def choose(probs: Mapping[str, float], rng: np.random.Generator) -> str:
-    """Draw one alternative; one uniform from ``rng`` per call."""
-    return pick(probs.keys(), probs.values(), rng)
+    """Draw one alternative: the first whose running sum of probabilities passes a uniform (the
+    last if none does); one uniform from ``rng`` per call."""
+    return pick(list(probs), list(accumulate(probs.values())), rng)
 
 
-def pick(names: Iterable[str], probs: Iterable[float], rng: np.random.Generator) -> str:
-    """:func:`choose` of the alternatives ``names`` with ``probs`` (parallel, in order) — for a
-    caller that has them as lists and need not build the mapping."""
+def pick(names: Sequence[str], cumulative: Sequence[float], rng: np.random.Generator) -> str:
+    """:func:`choose` of the alternatives ``names`` whose probabilities (in order) have the running
+    sums ``cumulative`` (``itertools.accumulate``'s: the sums ``choose`` compares the uniform
+    with) — for a caller that keeps them, and need not build the mapping or add them up again.
+    The first whose sum exceeds the uniform is a bisection of the sums (they never decrease)."""
     u = rng.random()
-    acc = 0.0
-    last = ""
-    for name, p in zip(names, probs, strict=True):
-        acc += p
-        last = name
-        if u < acc:
-            return name
-    return last
+    j = bisect_right(cumulative, u)
+    if j < len(names):
+        return names[j]
+    return names[-1] if names else ""
 
 
 def anticipation_hazard(bass: Bass, left_fraction: float) -> float:

@@ -35,6 +35,7 @@ import math
 from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
@@ -188,19 +189,20 @@ class Context:
             home_country=org.region)).denied)
 
     def probabilities(self, org: Org, at: dt.datetime, exclude: frozenset[str]) -> dict[str, float]:
-        names, probs = self._probabilities(org, at, exclude)
+        names, probs, _ = self._probabilities(org, at, exclude)
         return dict(zip(names, probs, strict=True))
 
     def choose(self, org: Org, at: dt.datetime, exclude: frozenset[str],
                rng: np.random.Generator) -> str | None:
         """``behaviour.choose(self.probabilities(org, at, exclude), rng)`` without the mapping;
         None, and no draw, where no alternative is open."""
-        names, probs = self._probabilities(org, at, exclude)
-        return behaviour.pick(names, probs, rng) if names else None
+        names, _, cumulative = self._probabilities(org, at, exclude)
+        return behaviour.pick(names, cumulative, rng) if names else None
 
     def _probabilities(self, org: Org, at: dt.datetime,
-                       exclude: frozenset[str]) -> tuple[list[str], list[float]]:
-        """The open alternatives and their choice probabilities, as two lists in order."""
+                       exclude: frozenset[str]) -> tuple[list[str], list[float], list[float]]:
+        """The open alternatives, their choice probabilities and the running sums of these
+        (``behaviour.pick``'s), as three lists in order."""
         shares = self.market.shares(org.region, at)
         key = (org.segment, org.region, bisect_right(self.deadlines, at), exclude)
         # the open alternatives' terms for this key, and the last answer with the shares mapping
@@ -210,10 +212,10 @@ class Context:
         if entry is None:
             terms = [t for t in self._terms(org, at, key[2]) if t[0] not in exclude]
             entry = self._open[key] = [None, [], [t[0] for t in terms], [t[1] for t in terms],
-                                       [t[2] for t in terms]]
+                                       [t[2] for t in terms], []]
         names = entry[2]
         if entry[0] is shares:
-            return names, entry[1]
+            return names, entry[1], entry[5]
         base, slopes = entry[3], entry[4]
         get = shares.get
         # behaviour.probabilities(utils), the same operations in the same order
@@ -226,8 +228,9 @@ class Context:
             probs = [w / total for w in weights]
         else:
             probs = []
-        entry[0], entry[1] = shares, probs
-        return names, probs
+        cumulative = list(accumulate(probs))
+        entry[0], entry[1], entry[5] = shares, probs, cumulative
+        return names, probs, cumulative
 
     def _terms(self, org: Org, at: dt.datetime, epoch: int) -> tuple[tuple[str, float, float], ...]:
         """(alternative, utility with nobody migrated, gain per unit of imitation share)."""
@@ -360,7 +363,8 @@ def _decide(life: Life, at: dt.datetime, org: Org, rng: np.random.Generator, ctx
 def _migrate(life: Life, provider: str, at: dt.datetime, org: Org, rng: np.random.Generator,
              ctx: Context) -> tuple[Life, tuple[Action, ...]]:
     _, _, excluded, warned, threshold, denied_seen, _, _, _ = life
-    days = max(0.0, sample_one(ctx.migration_days[org.segment], rng))
+    drawn = sample_one(ctx.migration_days[org.segment], rng)
+    days = drawn if drawn > 0.0 else 0.0   # max(0.0, drawn), without the call
     done = at + dt.timedelta(days)
     return (_new(Life, (MIGRATING, provider, excluded, warned, threshold, denied_seen, None, None,
                         done)),

@@ -468,7 +468,9 @@ class Calendar:
 
     def add(self, hours: float, i: int, event: lc.Event | None) -> None:
         # (an event before the hour being delivered would be the next one: into its heap)
-        b = max(int(hours), self._at)
+        b = int(hours)
+        if b < self._at:
+            b = self._at
         buckets = self._hours
         if b >= len(buckets):
             buckets.extend([] for _ in range(b + 1 - len(buckets)))
@@ -483,7 +485,9 @@ class Calendar:
         buckets = self._hours
         seq = self._seq
         for hours, i, event in events:
-            b = max(int(hours), self._at)
+            b = int(hours)
+            if b < self._at:
+                b = self._at
             if b >= len(buckets):
                 buckets.extend([] for _ in range(b + 1 - len(buckets)))
             buckets[b].append((hours, seq, i, event))

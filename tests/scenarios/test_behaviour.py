@@ -207,6 +207,50 @@ def test_choose_falls_back_to_the_last_alternative() -> None:
     assert choose({"x": 0.0, "y": 0.0}, np.random.default_rng(1)) == "y"
 
 
+def _reference_choose(probs: dict[str, float], u: float) -> str:
+    """choose as it was: a running sum from 0.0, the first alternative it passes u at."""
+    acc, last = 0.0, ""
+    for name, p in probs.items():
+        acc += p
+        last = name
+        if u < acc:
+            return name
+    return last
+
+
+class _Uniforms:
+    """A generator whose random() hands out given values."""
+
+    def __init__(self, values: list[float]) -> None:
+        self.values = values
+
+    def random(self) -> float:
+        return self.values.pop(0)
+
+
+def test_choose_is_the_running_sum_reference_bit_for_bit() -> None:
+    """choose (a bisection of accumulate's sums) picks what the running-sum loop picked, for
+    uniforms on, just below and just above every sum, zero probabilities first, between and
+    last, sums short of 1, and no alternative at all."""
+    rng = np.random.default_rng(9)
+    cases = [{}, {"x": 0.0, "y": 0.0}, {"x": 1.0}, {"a": 0.0, "b": 0.3, "c": 0.0, "d": 0.7, "e": 0.0}]
+    for _ in range(200):
+        w = rng.random(int(rng.integers(1, 9))) * (rng.random(9)[:1] < 0.8)
+        w[rng.random(w.size) < 0.3] = 0.0
+        total = w.sum()
+        cases.append({f"k{i}": (v / total if total else 0.0) for i, v in enumerate(w.tolist())})
+    for probs in cases:
+        sums = [0.0]
+        for p in probs.values():
+            sums.append(sums[-1] + p)
+        us = [0.0, 0.5, float(np.nextafter(1.0, 0.0))]
+        us += [v for t in sums if 0.0 <= t < 1.0 for v in (t, float(np.nextafter(t, 0.0)),
+                                                               float(np.nextafter(t, 2.0)))]
+        us = [u for u in us if 0.0 <= u < 1.0]
+        for u in us:
+            assert choose(probs, _Uniforms([u])) == _reference_choose(probs, u), (probs, u)
+
+
 # ---------------------------------------------------------------- Bass diffusion and hazards
 
 
