@@ -390,6 +390,9 @@ def org_rng(seed: int, org_id: str) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(_Words(digest)))  # type: ignore[arg-type]
 
 
+_U64 = np.dtype(np.uint64)
+
+
 class _Words(ISeedSequence):
     """Seed words (the bytes of four native-order uint64) given to PCG64 as they are."""
 
@@ -400,7 +403,7 @@ class _Words(ISeedSequence):
 
     def generate_state(self, n_words: int, dtype: Any = np.uint32) -> np.ndarray:
         if n_words == 4 and dtype is np.uint64:   # what PCG64 asks: its words, read in place
-            return np.frombuffer(self.digest, dtype=np.uint64)
+            return np.frombuffer(self.digest, _U64)   # (a dtype by position: no keyword, no lookup)
         words = np.frombuffer(self.digest, dtype=np.uint64 if dtype is np.uint64 or np.dtype(dtype)
                               == np.uint64 else np.uint32)
         if n_words == words.size:

@@ -239,20 +239,6 @@ class World:
     def arrival_salt(self) -> str:
         return f"{self.seed if self.arrival_seed is None else self.arrival_seed}/arrivals"
 
-    def record(self, i: int, at: float, state: str, provider: str, path: str,
-               since: float | None = None) -> None:
-        """The organisation is in ``state`` from hour ``at``."""
-        line = self.timelines[i]
-        entry = (at, state, provider, path, since)
-        if not line:
-            line.append(entry)
-            return
-        last = line[-1]
-        if last[0] == at:
-            line[-1] = entry
-        elif last[1] != state or last[2] != provider or last[3] != path or last[4] != since:
-            line.append(entry)
-
     def request(self, i: int, provider: str) -> PolicyRequest:
         return lc.direct_request(self.s, self.org(i), provider)
 
@@ -377,22 +363,34 @@ class World:
         return done is not None and done > self.tick
 
     def _enter(self, i: int, e: lc.Enter) -> None:
+        """The organisation is in the state entered from its instant: its timeline's next entry
+        ``(hour, state, provider, path, relay_since_hour)`` — replacing the last one where that
+        began at the same hour, and none where it says the same."""
         at, state, provider = e
         h = self.hours(at)
         if state == lc.MIGRATING:
-            self.record(i, h, state, provider, "direct")
+            entry = (h, state, provider, "direct", None)
         elif state == lc.MIGRATED:
-            self.record(i, h, state, provider, "direct")
+            entry = (h, state, provider, "direct", None)
             # its first request to the provider opens the credit on offer then (the gateway's
             # rule: scenarios.ledger), and it sends that request from now on
             scale = 1.0 if self.pop.credit_scale is None else float(self.pop.credit_scale[i])
             self.credit[i] = grants_credit(self.provider_of[provider], at, scale)
         elif state == lc.CIRCUMVENTING:
-            self.record(i, h, state, self.incumbent, "relay", h)
+            entry = (h, state, self.incumbent, "relay", h)
         elif state == lc.CHURNED:
-            self.record(i, h, state, "", "")
+            entry = (h, state, "", "", None)
         else:
-            self.record(i, h, state, self.incumbent, "direct")
+            entry = (h, state, self.incumbent, "direct", None)
+        line = self.timelines[i]
+        if not line:
+            line.append(entry)
+            return
+        last = line[-1]
+        if last[0] == h:
+            line[-1] = entry
+        elif last[1] != entry[1] or last[2] != entry[2] or last[3] != entry[3] or last[4] != entry[4]:
+            line.append(entry)
 
     def _await_denial(self, i: int, a: lc.AwaitDenial) -> None:
         when, path, provider = a
