@@ -181,13 +181,16 @@ class World:
             return None
         cum = self.cum_of[self.region_of[i]]
         # the integrated intensity is piecewise linear between whole hours
-        h = min(int(after), len(cum) - 2)
+        h = int(after)
+        if h > len(cum) - 2:
+            h = len(cum) - 2
         lo = cum[h]
         target = lo + (after - h) * (cum[h + 1] - lo) + self.arrival_gap(i) / rate
         k = bisect_left(cum, target) - 1
         if k >= len(cum) - 1:
             return None
-        k = max(k, 0)
+        if k < 0:
+            k = 0
         width = cum[k + 1] - cum[k]
         t = k + ((target - cum[k]) / width if width > 0 else 0.0)
         return t if t < self.horizon else None
@@ -324,7 +327,10 @@ class World:
         region = self.orgs[i].region
         self.open_warned[region] = self.open_warned.get(region, 0) + 1
         if self.fixed_market is None:
-            self.thresholds.setdefault(region, []).append((a.threshold, i))
+            mine = self.thresholds.get(region)
+            if mine is None:
+                mine = self.thresholds[region] = []
+            mine.append((a[0], i))   # (its threshold)
             return
         # the full market's anticipation, as a load test's user reads it
         due = self.fixed_market.anticipation_at(region, a.threshold)
@@ -564,6 +570,7 @@ def run(env: simpy.Environment, world: World, warned: list[int],
     """
     current = world.calendar.current
     deliver = world.deliver
+    heappop = heapq.heappop
     horizon = world.horizon
     now = env.now
     markets: dict[str, _Market] = {}
@@ -578,7 +585,7 @@ def run(env: simpy.Environment, world: World, warned: list[int],
             if now >= horizon:   # env.run(until=horizon) stops before anything at the horizon
                 return
             world.now = now
-        _, seq, i, event = heapq.heappop(heap)
+        _, seq, i, event = heappop(heap)
         if event is not None:
             deliver(i, event)
             continue
