@@ -67,8 +67,9 @@ def rows(s: Scenario, times: list[str], result: ReplicationResult) -> Iterator[t
                    "", ORG_STATES[st], int(result.orgs[b, r, st, k]))
 
 
-def block(s: Scenario, times: list[str], result: ReplicationResult) -> bytes:
-    """The rows of :func:`rows` as CSV lines (what ``write_timeseries`` writes for them), zlib-compressed.
+def block(s: Scenario, times: list[str], result: ReplicationResult, *, compressed: bool = True) -> bytes:
+    """The rows of :func:`rows` as CSV lines (what ``write_timeseries`` writes for them),
+    zlib-compressed unless not ``compressed`` (a block written at once needs no compression).
 
     Each bin's rows are one fixed list of (dimensions, value) columns — the same for every bin —
     so the dimensions are formatted once and the values as (bins × columns) arrays; only latency
@@ -86,8 +87,8 @@ def block(s: Scenario, times: list[str], result: ReplicationResult) -> bytes:
         cells = list(compress(map(str.__add__, heads, row_v), row_k))
         if cells:
             chunks.append(prefix + ("\n" + prefix).join(cells))
-    text = "\n".join(chunks) + "\n" if chunks else ""
-    return zlib.compress(text.encode("utf-8"), 1)
+    text = ("\n".join(chunks) + "\n" if chunks else "").encode("utf-8")
+    return zlib.compress(text, 1) if compressed else text
 
 
 def _columns(s: Scenario, result: ReplicationResult) -> tuple[list[str], list[list[str]], list[list[bool]]]:

@@ -66,7 +66,8 @@ class ReplicationResult:
     headline: dict[str, float]
     waterfall: dict[str, float]
     #: timeseries.csv rows of this replication, zlib-compressed (:func:`sim.metrics.block`); filled
-    #: by the process that ran it (``sim.run._one``); empty when run in memory only.
+    #: by the process that ran it (``sim.run._one``; uncompressed on its way to a streamed file,
+    #: and then emptied); empty when run in memory only.
     timeseries: bytes = b""
 
 

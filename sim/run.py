@@ -51,12 +51,15 @@ def seeds_for(seed: int, replications: int) -> list[np.random.SeedSequence]:
     return np.random.SeedSequence(seed).spawn(replications)
 
 
-def _one(setup: Setup, index: int, seq: np.random.SeedSequence) -> tuple[ReplicationResult, float]:
-    """One replication with its timeseries.csv rows already formatted (in the worker, in parallel)."""
+def _one(setup: Setup, index: int, seq: np.random.SeedSequence,
+         streamed: bool = False) -> tuple[ReplicationResult, float]:
+    """One replication with its timeseries.csv rows already formatted (in the worker, in parallel):
+    zlib-compressed to be kept with the result, or (``streamed``) as they are, for the parent to
+    write at once (compressing and decompressing them would cost both more than the pipe)."""
     t0 = time.perf_counter()
     with gc_paused():   # formatting the rows allocates a lot too (see gc_paused)
         result = run_replication(setup, index, seq)
-        rows = block(setup.s, bin_times(setup.s, setup.edges), result)
+        rows = block(setup.s, bin_times(setup.s, setup.edges), result, compressed=not streamed)
     return dataclasses.replace(result, timeseries=rows), time.perf_counter() - t0
 
 
@@ -74,11 +77,11 @@ def replicate(s: Scenario, *, replications: int, seed: int, jobs: int = 1, scale
     seqs = seeds_for(seed, replications)
     done: dict[int, tuple[ReplicationResult, float]] = {}
     written = 0
-    for i, item in _run_all(setup, seqs, jobs):
+    for i, item in _run_all(setup, seqs, jobs, streamed=blocks is not None):
         done[i] = item
         while blocks is not None and written in done:
             result, seconds = done[written]
-            blocks.write(zlib.decompress(result.timeseries))
+            blocks.write(result.timeseries)
             done[written] = (dataclasses.replace(result, timeseries=b""), seconds)
             written += 1
         if progress is not None:
@@ -87,13 +90,14 @@ def replicate(s: Scenario, *, replications: int, seed: int, jobs: int = 1, scale
     return Replicated(setup=setup, results=[r for r, _ in ordered], seconds=[t for _, t in ordered])
 
 
-def _run_all(setup: Setup, seqs: list[np.random.SeedSequence],
-             jobs: int) -> Iterator[tuple[int, tuple[ReplicationResult, float]]]:
+def _run_all(setup: Setup, seqs: list[np.random.SeedSequence], jobs: int,
+             streamed: bool) -> Iterator[tuple[int, tuple[ReplicationResult, float]]]:
     if jobs <= 1 or len(seqs) <= 1:
         for i, seq in enumerate(seqs):
-            yield i, _one(setup, i, seq)
+            yield i, _one(setup, i, seq, streamed)
         return
-    yield from pool_map(_one, [(0, i, seq) for i, seq in enumerate(seqs)], jobs, shared=[setup])
+    yield from pool_map(_one, [(0, i, seq, streamed) for i, seq in enumerate(seqs)], jobs,
+                        shared=[setup])
 
 
 #: what a pool worker was handed once, at its start (:func:`pool_map`'s ``shared``)
@@ -205,7 +209,8 @@ def write_blocks(path: Path, s: Scenario, times: list[str], results: list[Replic
     with path.open("wb") as fh:
         fh.write(_HEADER)
         for result in results:
-            fh.write(zlib.decompress(result.timeseries or block(s, times, result)))
+            fh.write(zlib.decompress(result.timeseries) if result.timeseries
+                     else block(s, times, result, compressed=False))
 
 
 #: How the run was computed (meta.json), so a reader knows what the numbers rest on.

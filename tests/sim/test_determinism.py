@@ -47,10 +47,10 @@ def test_a_failed_run_leaves_nothing(default: Loaded, tmp_path: Path, monkeypatc
 
     real = run_mod._one
 
-    def failing(setup: Any, index: int, seq: Any) -> Any:
+    def failing(setup: Any, index: int, seq: Any, streamed: bool = False) -> Any:
         if index == 2:
             raise RuntimeError("replication 2 failed")
-        return real(setup, index, seq)
+        return real(setup, index, seq, streamed)
 
     monkeypatch.setattr(run_mod, "_one", failing)
     out = tmp_path / "new" / "runs"

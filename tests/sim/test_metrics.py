@@ -30,6 +30,8 @@ def test_block_equals_the_reference_rows(small_setup: Setup, small_result: Repli
     header = (",".join(COLUMNS) + "\n").encode()
     assert header + text == expected
     assert text.count(b"\n") > 1000
+    # uncompressed (a streamed file's block): the same bytes as they are
+    assert block(small_setup.s, times, small_result, compressed=False) == text
 
 
 def test_write_blocks_with_awkward_values(small_setup: Setup, small_result: ReplicationResult,
