@@ -374,6 +374,7 @@ class World:
         began at the same hour, and none where it says the same."""
         at, state, provider = e
         h = self.hours(at)
+        entry: Change
         if state == lc.MIGRATING:
             entry = (h, state, provider, "direct", None)
         elif state == lc.MIGRATED:
