@@ -17,12 +17,19 @@
    valgrind's callgrind (``PYTHONHASHSEED=0``; the process run with the replication minus the same
    process that only sets up): deterministic to ~0.1 %, unlike seconds on a shared machine — the
    way a change's effect is measured. With ``--baseline-tree DIR`` also that tree's, and the ratio.
+6. (``--reference-tree DIR``) steps 2 and 4 (4 with ``--pool N``) timed again, in the same run, for
+   the code of this tree and of ``DIR`` side by side — each in a fresh process, alternating — and
+   the ratio of the two: the way a speed target set against another commit is checked on a shared
+   machine whose speed changes from day to day (issue 14's "twice as fast" was set against
+   c1431d3: ``git archive c1431d3 | tar -x -C DIR``). It relies only on what both trees have:
+   ``Setup.of``, ``run_replication`` and ``sim.run.simulate``.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import re
 import resource
@@ -224,6 +231,67 @@ def bench_instructions(scale: float, baseline: Path | None) -> None:
               f"ratio {mine / theirs:.3f}")
 
 
+#: What ``--reference-tree`` times in each tree, in a fresh process: "one" (replication 0 with its
+#: baseline, best of 3, after the set-up) or "pool N" (``simulate`` with N replications on
+#: ``--jobs 2``, run directory included). Prints the seconds as JSON.
+_TIMED = """
+import json, sys, tempfile, time
+from pathlib import Path
+import numpy as np
+from scenarios.loader import load
+
+if __name__ == "__main__":
+    if sys.argv[1] == "one":
+        from sim.replication import Setup, run_replication
+        setup = Setup.of(load("openai-2024-cn-hk").scenario, 0, 1.0)
+        runs = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            run_replication(setup, 0, np.random.SeedSequence(0).spawn(1)[0])
+            runs.append(time.perf_counter() - t0)
+        print(json.dumps(runs))
+    else:
+        from sim.run import simulate
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            simulate(load("openai-2024-cn-hk"), replications=int(sys.argv[2]), seed=0, jobs=2,
+                     out=Path(tmp))
+            print(json.dumps([time.perf_counter() - t0]))
+"""
+
+#: Issue 14 item 7: "twice as fast" — this tree's time at most half the reference's.
+REFERENCE_RATIO_TARGET = 0.5
+
+
+def timed_in(tree: Path, *what: str) -> list[float]:
+    """Seconds of ``_TIMED`` run with the code of ``tree`` (its directory first on the path)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "timed.py"
+        script.write_text(_TIMED)
+        proc = subprocess.run([sys.executable, str(script), *what], cwd=tree,
+                              env={**os.environ, "PYTHONPATH": str(tree)},
+                              capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"timing {' '.join(what)} failed in {tree}: {proc.stderr.strip()[-500:]}")
+    return [float(x) for x in json.loads(proc.stdout.strip().splitlines()[-1])]
+
+
+def bench_reference(reference: Path, pool: int) -> None:
+    """Steps 2 and 4 for this tree and ``reference``, alternating, and this ÷ reference."""
+    here = Path(__file__).resolve().parent.parent
+    reference = reference.resolve()
+    cases = [("one replication at real scale with its baseline, one core, best of 3", ("one",))]
+    if pool:
+        cases.append((f"{pool} replications with --jobs 2, run directory included", ("pool", str(pool))))
+    print(f"same run, this tree ({here}) against the reference tree ({reference}):")
+    for label, what in cases:
+        mine = min(timed_in(here, *what))
+        theirs = min(timed_in(reference, *what))
+        ratio = mine / theirs
+        print(f"  {label}: {mine:.2f} s against {theirs:.2f} s — ratio {ratio:.2f}; twice as fast "
+              f"(≤ {REFERENCE_RATIO_TARGET:g}): {'met' if ratio <= REFERENCE_RATIO_TARGET else 'NOT met'}")
+
+
 def _children_cpu() -> float:
     """User + system CPU seconds of this process's finished children (the pool's workers)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -247,7 +315,17 @@ def main() -> None:
                         help="only count one replication's instructions at SCALE under callgrind")
     parser.add_argument("--baseline-tree", type=Path, default=None, metavar="DIR",
                         help="with --instructions: also count the code in DIR (a git archive)")
+    parser.add_argument("--reference-tree", type=Path, default=None, metavar="DIR",
+                        help="only time steps 2 and 4 (with --pool) for this tree and DIR (a git "
+                             "archive) in the same run, and print the ratio")
     args = parser.parse_args()
+    if args.reference_tree is not None:
+        if not (args.reference_tree / "sim").is_dir():
+            parser.error(f"--reference-tree: {args.reference_tree} holds no sim/ package")
+        if args.instructions is not None:
+            parser.error("--reference-tree: not with --instructions")
+        bench_reference(args.reference_tree, args.pool)
+        return
     if args.baseline_tree is not None and args.instructions is None:
         parser.error("--baseline-tree: only with --instructions")
     if args.baseline_tree is not None and not (args.baseline_tree / "sim").is_dir():
