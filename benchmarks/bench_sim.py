@@ -123,7 +123,9 @@ def one_replication(overrides: tuple[str, ...] = (), scale: float = 1.0,
 
 
 #: Targets (issue 14, item 7): one real-scale replication with its baseline on one core, and 100
-#: replications with --jobs 2 (seconds of wall time).
+#: replications with --jobs 2 (seconds of wall time). They were set as "twice as fast" as c1431d3
+#: measured on 2026-11-26 (3.1-4.4 s, 160-172 s); the shared machine's speed changes from day to
+#: day, so the figure that decides them is the same-run ratio (``--reference-tree``).
 REPLICATION_TARGET_S = 2.0
 POOL_TARGET_S = 100.0
 
@@ -133,8 +135,9 @@ def bench_replication(simpy_s: float | None) -> None:
     best = min(runs)
     print(f"default scenario, real scale: {orgs:,} organisations, 122 days — one replication "
           f"(with its baseline) {best:.2f} s on one core (best of "
-          f"{', '.join(f'{t:.2f}' for t in runs)} s); target ≤ {REPLICATION_TARGET_S:g} s: "
-          f"{'met' if best <= REPLICATION_TARGET_S else 'NOT met'}")
+          f"{', '.join(f'{t:.2f}' for t in runs)} s); seconds target ≤ {REPLICATION_TARGET_S:g} s: "
+          f"{'met' if best <= REPLICATION_TARGET_S else 'NOT met'} (in seconds of this machine today; "
+          f"the ratio to the issue's commit: --reference-tree)")
     if simpy_s is not None:
         print(f"  = {best / simpy_s:.1f}x the idiomatic SimPy M/M/8 above ({simpy_s:.2f} s), same run")
 
@@ -185,7 +188,8 @@ def bench_pool(replications: int, jobs: int, simpy_s: float | None = None) -> No
         print(f"  wall per replication = {seconds / replications / simpy_s:.1f}x the idiomatic "
               f"SimPy M/M/8 of this run")
     if replications == 100 and jobs == 2:
-        print(f"  target ≤ {POOL_TARGET_S:.0f} s: {'met' if seconds <= POOL_TARGET_S else 'NOT met'}")
+        print(f"  seconds target ≤ {POOL_TARGET_S:.0f} s: {'met' if seconds <= POOL_TARGET_S else 'NOT met'} "
+              f"(in seconds of this machine today; the ratio to the issue's commit: --reference-tree)")
 
 
 #: What the instruction count runs: the setup always, the replication when asked ("1").
