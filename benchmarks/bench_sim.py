@@ -204,16 +204,25 @@ if sys.argv[2] == "1":
 """
 
 
+#: this tree (the one this script is part of)
+HERE = Path(__file__).resolve().parent.parent
+
+
+def run_in(tree: Path, argv: list[str], **env: str) -> subprocess.CompletedProcess[str]:
+    """``argv`` run in ``tree`` with its code first on the path (and ``env`` set), its output
+    captured: how the code of another tree is measured by this script."""
+    return subprocess.run(argv, cwd=tree, env={**os.environ, **env, "PYTHONPATH": str(tree)},
+                          capture_output=True, text=True, check=False)
+
+
 def instructions(tree: Path, scale: float, valgrind: str) -> int:
     """User-space instructions of one replication (with its baseline) of the code in ``tree``."""
     counts = []
     for mode in ("0", "1"):
         with tempfile.TemporaryDirectory() as tmp:
-            proc = subprocess.run(
-                [valgrind, "--tool=callgrind", f"--callgrind-out-file={tmp}/out", sys.executable,
-                 "-c", _COUNTED, str(scale), mode],
-                cwd=tree, env={**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": str(tree)},
-                capture_output=True, text=True, check=False)
+            proc = run_in(tree, [valgrind, "--tool=callgrind", f"--callgrind-out-file={tmp}/out",
+                                 sys.executable, "-c", _COUNTED, str(scale), mode],
+                          PYTHONHASHSEED="0")
         found = re.search(r"Collected : (\d+)", proc.stderr)
         if proc.returncode != 0 or found is None:
             raise SystemExit(f"callgrind failed in {tree}: {proc.stderr.strip()[-500:]}")
@@ -225,10 +234,9 @@ def bench_instructions(scale: float, baseline: Path | None) -> None:
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         raise SystemExit("--instructions needs valgrind (Debian: apt-get install valgrind)")
-    here = Path(__file__).resolve().parent.parent
-    mine = instructions(here, scale, valgrind)
+    mine = instructions(HERE, scale, valgrind)
     print(f"one replication at scale {scale:g} (with its baseline), callgrind: {mine / 1e6:,.1f} M "
-          f"instructions ({here})")
+          f"instructions ({HERE})")
     if baseline is not None:
         theirs = instructions(baseline.resolve(), scale, valgrind)
         print(f"  baseline tree {baseline}: {theirs / 1e6:,.1f} M instructions; "
@@ -237,7 +245,8 @@ def bench_instructions(scale: float, baseline: Path | None) -> None:
 
 #: What ``--reference-tree`` times in each tree, in a fresh process: "one" (replication 0 with its
 #: baseline, best of 3, after the set-up) or "pool N" (``simulate`` with N replications on
-#: ``--jobs 2``, run directory included). Prints the seconds as JSON.
+#: ``--jobs 2``, run directory included). Prints the seconds as JSON. (Not :func:`one_replication`:
+#: importing this script needs what only this tree has, e.g. ``sim.run.streamed_timeseries``.)
 _TIMED = """
 import json, sys, tempfile, time
 from pathlib import Path
@@ -272,9 +281,7 @@ def timed_in(tree: Path, *what: str) -> list[float]:
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "timed.py"
         script.write_text(_TIMED)
-        proc = subprocess.run([sys.executable, str(script), *what], cwd=tree,
-                              env={**os.environ, "PYTHONPATH": str(tree)},
-                              capture_output=True, text=True, check=False)
+        proc = run_in(tree, [sys.executable, str(script), *what])
     if proc.returncode != 0:
         raise SystemExit(f"timing {' '.join(what)} failed in {tree}: {proc.stderr.strip()[-500:]}")
     return [float(x) for x in json.loads(proc.stdout.strip().splitlines()[-1])]
@@ -282,14 +289,13 @@ def timed_in(tree: Path, *what: str) -> list[float]:
 
 def bench_reference(reference: Path, pool: int) -> None:
     """Steps 2 and 4 for this tree and ``reference``, alternating, and this ÷ reference."""
-    here = Path(__file__).resolve().parent.parent
     reference = reference.resolve()
     cases = [("one replication at real scale with its baseline, one core, best of 3", ("one",))]
     if pool:
         cases.append((f"{pool} replications with --jobs 2, run directory included", ("pool", str(pool))))
-    print(f"same run, this tree ({here}) against the reference tree ({reference}):")
+    print(f"same run, this tree ({HERE}) against the reference tree ({reference}):")
     for label, what in cases:
-        mine = min(timed_in(here, *what))
+        mine = min(timed_in(HERE, *what))
         theirs = min(timed_in(reference, *what))
         ratio = mine / theirs
         print(f"  {label}: {mine:.2f} s against {theirs:.2f} s — ratio {ratio:.2f}; twice as fast "
