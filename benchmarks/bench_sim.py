@@ -17,12 +17,12 @@
    valgrind's callgrind (``PYTHONHASHSEED=0``; the process run with the replication minus the same
    process that only sets up): deterministic to ~0.1 %, unlike seconds on a shared machine — the
    way a change's effect is measured. With ``--baseline-tree DIR`` also that tree's, and the ratio.
-6. (``--reference-tree DIR``) steps 2 and 4 (4 with ``--pool N``) timed again, in the same run, for
-   the code of this tree and of ``DIR`` side by side — each in a fresh process, alternating — and
-   the ratio of the two: the way a speed target set against another commit is checked on a shared
-   machine whose speed changes from day to day (issue 14's "twice as fast" was set against
-   c1431d3: ``git archive c1431d3 | tar -x -C DIR``). It relies only on what both trees have:
-   ``Setup.of``, ``run_replication`` and ``sim.run.simulate``.
+6. (``--reference-tree DIR``) steps 2 and 4 (4 with ``--pool N``, on ``--jobs``) timed again, in
+   the same run, for the code of this tree and of ``DIR`` side by side — each in a fresh process,
+   alternating — and the ratio of the two: the way a speed target set against another commit is
+   checked on a shared machine whose speed changes from day to day (issue 14's "twice as fast" was
+   set against c1431d3: ``git archive c1431d3 | tar -x -C DIR``). It relies only on what both
+   trees have: ``Setup.of``, ``run_replication`` and ``sim.run.simulate``.
 """
 
 from __future__ import annotations
@@ -244,8 +244,8 @@ def bench_instructions(scale: float, baseline: Path | None) -> None:
 
 
 #: What ``--reference-tree`` times in each tree, in a fresh process: "one" (replication 0 with its
-#: baseline, best of 3, after the set-up) or "pool N" (``simulate`` with N replications on
-#: ``--jobs 2``, run directory included). Prints the seconds as JSON. (Not :func:`one_replication`:
+#: baseline, best of 3, after the set-up) or "pool N J" (``simulate`` with N replications on
+#: J jobs, run directory included). Prints the seconds as JSON. (Not :func:`one_replication`:
 #: importing this script needs what only this tree has, e.g. ``sim.run.streamed_timeseries``.)
 _TIMED = """
 import json, sys, tempfile, time
@@ -267,8 +267,8 @@ if __name__ == "__main__":
         from sim.run import simulate
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
-            simulate(load("openai-2024-cn-hk"), replications=int(sys.argv[2]), seed=0, jobs=2,
-                     out=Path(tmp))
+            simulate(load("openai-2024-cn-hk"), replications=int(sys.argv[2]), seed=0,
+                     jobs=int(sys.argv[3]), out=Path(tmp))
             print(json.dumps([time.perf_counter() - t0]))
 """
 
@@ -287,12 +287,13 @@ def timed_in(tree: Path, *what: str) -> list[float]:
     return [float(x) for x in json.loads(proc.stdout.strip().splitlines()[-1])]
 
 
-def bench_reference(reference: Path, pool: int) -> None:
+def bench_reference(reference: Path, pool: int, jobs: int) -> None:
     """Steps 2 and 4 for this tree and ``reference``, alternating, and this ÷ reference."""
     reference = reference.resolve()
     cases = [("one replication at real scale with its baseline, one core, best of 3", ("one",))]
     if pool:
-        cases.append((f"{pool} replications with --jobs 2, run directory included", ("pool", str(pool))))
+        cases.append((f"{pool} replications with --jobs {jobs}, run directory included",
+                      ("pool", str(pool), str(jobs))))
     print(f"same run, this tree ({HERE}) against the reference tree ({reference}):")
     for label, what in cases:
         mine = min(timed_in(HERE, *what))
@@ -334,7 +335,7 @@ def main() -> None:
             parser.error(f"--reference-tree: {args.reference_tree} holds no sim/ package")
         if args.instructions is not None:
             parser.error("--reference-tree: not with --instructions")
-        bench_reference(args.reference_tree, args.pool)
+        bench_reference(args.reference_tree, args.pool, args.jobs)
         return
     if args.baseline_tree is not None and args.instructions is None:
         parser.error("--baseline-tree: only with --instructions")
