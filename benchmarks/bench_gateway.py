@@ -83,7 +83,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+# benchmarks.trees when run as a script (benchmarks/ itself is then first on the path)
+sys.path.append(str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.trees import HERE as ROOT  # this checkout
+from benchmarks.trees import tree_arg
+
 BODY = json.dumps({"model": "gpt-4o", "max_tokens": 8,
                    "messages": [{"role": "user", "content": "What is the capital of France?"}]})
 COMPLETION = json.dumps({
@@ -431,8 +436,9 @@ def main() -> int:
                         help="run everything at normal priority instead of SCHED_FIFO")
     parser.add_argument("--also-ledger-sync", choices=["off", "full"], default=None,
                         help="also measure a second gateway with this --ledger-sync (A/B)")
-    parser.add_argument("--baseline-tree", type=Path, default=None,
-                        help="also measure the gateway of this checkout, in the same rounds")
+    parser.add_argument("--baseline-tree", type=tree_arg, default=None, metavar="DIR|COMMIT",
+                        help="also measure the gateway of this checkout (a directory, or a commit "
+                             "of this one), in the same rounds")
     parser.add_argument("--hostile", type=int, default=0, metavar="N",
                         help="also measure the gateway at half load with N connections open that "
                              "sent half a request head and stopped (slowloris)")

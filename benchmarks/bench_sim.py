@@ -1,6 +1,6 @@
 """Simulator benchmarks: request-level queueing speed, and replication time at real scale.
 
-    .venv/bin/python benchmarks/bench_sim.py                 # the default set (about 1.5 minutes)
+    .venv/bin/python benchmarks/bench_sim.py                 # the default set (about 2 minutes)
     .venv/bin/python benchmarks/bench_sim.py --pool 100      # also: 100 replications on --jobs 2
 
 1. **Queueing engine vs. idiomatic SimPy.** The same M/M/8 queue (λ = 7/s, μ = 1/s) served by
@@ -10,6 +10,11 @@
    including its no-block baseline, on one core: the best of three in one process, and as a
    multiple of the idiomatic SimPy M/M/8 of step 1 in the same run (a figure that a loaded or
    slower machine changes less than seconds).
+2a. **Where its time goes**: the stages of one replication (``sim.replication``'s names for them,
+   each timed where it is called), in the quickest of three runs, and the time outside the agents.
+2b. **The same-run ratio to the commit issue 14's targets were set on** (``ISSUE_COMMIT``, archived
+   from this checkout; skipped with a line where the checkout does not have it, or with
+   ``--no-reference``): step 2 for both trees, each in a fresh process — see 6.
 3. **How run time grows**: one replication at scale 0.25 / 0.5 / 1.0 (full window), and at scale
    1.0 over windows of 30 / 60 / 122 days.
 4. (``--pool N``) N replications with ``--jobs 2``, written to a run directory like ``simulate`` does.
@@ -21,7 +26,9 @@
    the same run, for the code of this tree and of ``DIR`` side by side — each in a fresh process,
    alternating — and the ratio of the two: the way a speed target set against another commit is
    checked on a shared machine whose speed changes from day to day (issue 14's "twice as fast" was
-   set against c1431d3: ``git archive c1431d3 | tar -x -C DIR``). It relies only on what both
+   set against c1431d3: ``--reference-tree c1431d3``). DIR may be a directory (e.g. a ``git
+   archive``) or a commit of this checkout, archived into a temporary directory for the run
+   (``benchmarks.trees``; ``--baseline-tree`` takes either too). It relies only on what both
    trees have: ``Setup.of``, ``run_replication`` and ``sim.run.simulate``.
 """
 
@@ -45,6 +52,11 @@ from typing import Any
 import numpy as np
 import simpy
 
+# benchmarks.trees when run as a script (benchmarks/ itself is then first on the path); appended,
+# so the code measured is still what the path and the editable install give
+sys.path.append(str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.trees import HERE, tree_arg
 from scenarios.loader import load
 from sim.queueing import erlang_c, fcfs
 from sim.replication import Setup, run_replication
@@ -142,6 +154,70 @@ def bench_replication(simpy_s: float | None) -> None:
         print(f"  = {best / simpy_s:.1f}x the idiomatic SimPy M/M/8 above ({simpy_s:.2f} s), same run")
 
 
+#: The stages of one replication: the names ``sim.replication`` calls them by (each timed where
+#: it is called, the policy run's and the baseline's calls together), with what each does.
+STAGES = {
+    "for_replication": "population resampled, uncertain parameters drawn",
+    "draw": "traffic drawn per cohort and bin",
+    "simulate_agents": "the organisations' lives (agents)",
+    "build_pieces": "timelines cut into pieces with their fates",
+    "split": "cohort traffic split over units and pieces",
+    "fate_arrays": "fates as arrays",
+    "outcome": "capacity fixed point, retries, outcomes",
+    "sample_latency": "request-level latency samples",
+    "_flows": "flow cube",
+    "_org_states": "organisations by state",
+    "_latency_cube": "latency percentiles per bin",
+    "_rejected": "rejections per provider",
+    "headline": "headline figures",
+    "waterfall": "revenue waterfall",
+}
+
+
+def bench_stages(repeats: int = 3) -> None:
+    """Where one replication's time goes: its stages in the run of ``repeats`` with the least
+    total (one core), and what lies outside the agents."""
+    import sim.replication as rep
+
+    spent: dict[str, float] = {}
+    saved: list[tuple[object, str, Any]] = []
+    for name in STAGES:
+        owner: object = rep.Setup if name == "for_replication" else rep
+        fn = getattr(owner, name, None)
+        if fn is None:
+            raise SystemExit(f"bench_stages: sim.replication has no stage {name!r} any more; "
+                             f"update STAGES in {__file__}")
+
+        def timed(*args: Any, _fn: Any = fn, _name: str = name, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return _fn(*args, **kwargs)
+            finally:
+                spent[_name] = spent.get(_name, 0.0) + time.perf_counter() - t0
+
+        saved.append((owner, name, fn))
+        setattr(owner, name, timed)
+    try:
+        setup = rep.Setup.of(load("openai-2024-cn-hk").scenario, 0, 1.0)
+        runs = []
+        for _ in range(repeats):
+            spent.clear()
+            t0 = time.perf_counter()
+            rep.run_replication(setup, 0, np.random.SeedSequence(0).spawn(1)[0])
+            runs.append((time.perf_counter() - t0, dict(spent)))
+    finally:
+        for owner, name, fn in saved:
+            setattr(owner, name, fn)
+    total, stages = min(runs, key=lambda run: run[0])
+    print(f"where one replication's {total:.2f} s go (the quickest of {repeats} runs, one core):")
+    for name, seconds in sorted(stages.items(), key=lambda item: -item[1]):
+        print(f"  {name:<16} {seconds:6.3f} s  {seconds / total:6.1%}  {STAGES[name]}")
+    rest = total - sum(stages.values())
+    print(f"  {'(the rest)':<16} {rest:6.3f} s  {rest / total:6.1%}")
+    outside = total - stages.get("simulate_agents", 0.0)
+    print(f"  outside the agents: {outside:.2f} s ({outside / total:.0%})")
+
+
 def bench_scaling() -> None:
     print("run time of one replication as the model grows:")
     for scale in (0.25, 0.5, 1.0):
@@ -202,10 +278,6 @@ setup = Setup.of(load("openai-2024-cn-hk").scenario, 0, float(sys.argv[1]))
 if sys.argv[2] == "1":
     run_replication(setup, 0, np.random.SeedSequence(0).spawn(1)[0])
 """
-
-
-#: this tree (the one this script is part of)
-HERE = Path(__file__).resolve().parent.parent
 
 
 def run_in(tree: Path, argv: list[str], **env: str) -> subprocess.CompletedProcess[str]:
@@ -274,6 +346,8 @@ if __name__ == "__main__":
 
 #: Issue 14 item 7: "twice as fast" — this tree's time at most half the reference's.
 REFERENCE_RATIO_TARGET = 0.5
+#: The commit issue 14's speed targets were set on (measured there on 2026-11-26).
+ISSUE_COMMIT = "c1431d3"
 
 
 def timed_in(tree: Path, *what: str) -> list[float]:
@@ -303,6 +377,17 @@ def bench_reference(reference: Path, pool: int, jobs: int) -> None:
               f"(≤ {REFERENCE_RATIO_TARGET:g}): {'met' if ratio <= REFERENCE_RATIO_TARGET else 'NOT met'}")
 
 
+def bench_issue_ratio() -> None:
+    """Step 2 against the commit issue 14's targets were set on, where this checkout has it."""
+    try:
+        reference = tree_arg(ISSUE_COMMIT)
+    except argparse.ArgumentTypeError as exc:
+        print(f"same-run ratio to {ISSUE_COMMIT} skipped: {exc}")
+        return
+    print(f"{ISSUE_COMMIT} is the commit issue 14's targets were set on (archived from this checkout)")
+    bench_reference(reference, 0, 1)
+
+
 def _children_cpu() -> float:
     """User + system CPU seconds of this process's finished children (the pool's workers)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -322,13 +407,17 @@ def main() -> None:
                         help="also time N replications with --jobs (default: skip)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--no-scaling", action="store_true")
+    parser.add_argument("--no-reference", action="store_true",
+                        help=f"skip the same-run ratio of one replication to {ISSUE_COMMIT}'s")
     parser.add_argument("--instructions", type=float, default=None, metavar="SCALE",
                         help="only count one replication's instructions at SCALE under callgrind")
-    parser.add_argument("--baseline-tree", type=Path, default=None, metavar="DIR",
-                        help="with --instructions: also count the code in DIR (a git archive)")
-    parser.add_argument("--reference-tree", type=Path, default=None, metavar="DIR",
-                        help="only time steps 2 and 4 (with --pool) for this tree and DIR (a git "
-                             "archive) in the same run, and print the ratio")
+    parser.add_argument("--baseline-tree", type=tree_arg, default=None, metavar="DIR|COMMIT",
+                        help="with --instructions: also count the code in DIR (e.g. a git "
+                             "archive), or of COMMIT of this checkout")
+    parser.add_argument("--reference-tree", type=tree_arg, default=None, metavar="DIR|COMMIT",
+                        help="only time steps 2 and 4 (with --pool) for this tree and DIR, or "
+                             f"COMMIT of this checkout (the issue's: {ISSUE_COMMIT}), in the same "
+                             "run, and print the ratio")
     args = parser.parse_args()
     if args.reference_tree is not None:
         if not (args.reference_tree / "sim").is_dir():
@@ -348,6 +437,9 @@ def main() -> None:
         return
     simpy_s = bench_queueing(args.customers)
     bench_replication(simpy_s)
+    bench_stages()
+    if not args.no_reference:
+        bench_issue_ratio()
     if not args.no_scaling:
         bench_scaling()
     if args.pool:
