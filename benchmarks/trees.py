@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import io
+import re
 import shutil
 import subprocess
 import tarfile
@@ -41,7 +42,8 @@ def tree(spec: str, repo: Path = HERE) -> Path:
         said = proc.stderr.decode(errors="replace").strip().splitlines()
         raise ValueError(f"{spec}: neither a directory nor a commit of {repo} "
                          f"({said[-1] if said else 'git failed'})")
-    out = Path(tempfile.mkdtemp(prefix=f"regionblock-{spec[:12]}-"))
+    # (a revision may name a branch: "origin/main" — no path separator in the directory's name)
+    out = Path(tempfile.mkdtemp(prefix=f"regionblock-{re.sub(r'[^A-Za-z0-9._-]', '_', spec)[:24]}-"))
     atexit.register(shutil.rmtree, out, True)
     with tarfile.open(fileobj=io.BytesIO(proc.stdout)) as archive:
         archive.extractall(out, filter="data")

@@ -45,6 +45,12 @@ def test_a_commit_is_its_tree_as_committed(repo: tuple[Path, str, str]) -> None:
     assert not (old / ".git").exists()
 
 
+def test_a_branch_with_a_slash_is_its_commit(repo: tuple[Path, str, str]) -> None:
+    root, first, _ = repo
+    _git(root, "branch", "topic/one", first)
+    assert (tree("topic/one", root) / "sim" / "x.py").read_text() == "A = 1\n"
+
+
 def test_a_directory_is_itself(tmp_path: Path) -> None:
     assert tree(str(tmp_path)) == tmp_path.resolve()
 
