@@ -10,8 +10,8 @@
    including its no-block baseline, on one core: the best of three in one process, and as a
    multiple of the idiomatic SimPy M/M/8 of step 1 in the same run (a figure that a loaded or
    slower machine changes less than seconds).
-2a. **Where its time goes**: the stages of one replication (``sim.replication``'s names for them,
-   each timed where it is called), in the quickest of three runs, and the time outside the agents.
+2a. **Where its time goes**: the quickest of those three runs by stage (``sim.replication``'s names
+   for them, each timed where it is called: :func:`stage_clock`), and the time outside the agents.
 2b. **The same-run ratio to the commit issue 14's targets were set on** (``ISSUE_COMMIT``, archived
    from this checkout; skipped with a line where the checkout does not have it, or with
    ``--no-reference``): step 2 for both trees, each in a fresh process — see 6.
@@ -39,6 +39,7 @@ not judged: they depend on the shared machine's day.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -49,7 +50,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -132,16 +133,21 @@ def bench_queueing(customers: int) -> tuple[float, bool]:
 # ---------------------------------------------------------------- 2./3. replications
 
 
-def one_replication(overrides: tuple[str, ...] = (), scale: float = 1.0,
-                    repeats: int = 1) -> tuple[list[float], int]:
-    """Seconds of ``repeats`` runs of replication 0 (with its baseline) in this process."""
+def one_replication(overrides: tuple[str, ...] = (), scale: float = 1.0, repeats: int = 1,
+                    stages: list[dict[str, float]] | None = None) -> tuple[list[float], int]:
+    """Seconds of ``repeats`` runs of replication 0 (with its baseline) in this process; with
+    ``stages``, each run's seconds per stage (:func:`stage_clock`) appended to it."""
     s = load("openai-2024-cn-hk", overrides).scenario
     setup = Setup.of(s, 0, scale)
     seconds = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        run_replication(setup, 0, np.random.SeedSequence(0).spawn(1)[0])
-        seconds.append(time.perf_counter() - t0)
+    with stage_clock() if stages is not None else contextlib.nullcontext({}) as spent:
+        for _ in range(repeats):
+            spent.clear()
+            t0 = time.perf_counter()
+            run_replication(setup, 0, np.random.SeedSequence(0).spawn(1)[0])
+            seconds.append(time.perf_counter() - t0)
+            if stages is not None:
+                stages.append(dict(spent))
     return seconds, setup.pop.size
 
 
@@ -154,7 +160,8 @@ POOL_TARGET_S = 100.0
 
 
 def bench_replication(simpy_s: float | None) -> None:
-    runs, orgs = one_replication(repeats=3)
+    stages: list[dict[str, float]] = []
+    runs, orgs = one_replication(repeats=3, stages=stages)
     best = min(runs)
     print(f"default scenario, real scale: {orgs:,} organisations, 122 days — one replication "
           f"(with its baseline) {best:.2f} s on one core (best of "
@@ -163,6 +170,7 @@ def bench_replication(simpy_s: float | None) -> None:
           f"the ratio to the issue's commit: --reference-tree)")
     if simpy_s is not None:
         print(f"  = {best / simpy_s:.1f}x the idiomatic SimPy M/M/8 above ({simpy_s:.2f} s), same run")
+    print_stages(best, stages[runs.index(best)])
 
 
 #: The stages of one replication: the names ``sim.replication`` calls them by (each timed where
@@ -185,48 +193,46 @@ STAGES = {
 }
 
 
-def bench_stages(repeats: int = 3) -> None:
-    """Where one replication's time goes: its stages in the run of ``repeats`` with the least
-    total (one core), and what lies outside the agents."""
+@contextlib.contextmanager
+def stage_clock() -> Iterator[dict[str, float]]:
+    """While open, every stage of ``STAGES`` is timed where ``sim.replication`` calls it: the
+    mapping yielded accumulates seconds per stage name (the caller clears it between runs)."""
     import sim.replication as rep
 
     spent: dict[str, float] = {}
     saved: list[tuple[object, str, Any]] = []
-    for name in STAGES:
-        owner: object = rep.Setup if name == "for_replication" else rep
-        fn = getattr(owner, name, None)
-        if fn is None:
-            raise SystemExit(f"bench_stages: sim.replication has no stage {name!r} any more; "
-                             f"update STAGES in {__file__}")
-
-        def timed(*args: Any, _fn: Any = fn, _name: str = name, **kwargs: Any) -> Any:
-            t0 = time.perf_counter()
-            try:
-                return _fn(*args, **kwargs)
-            finally:
-                spent[_name] = spent.get(_name, 0.0) + time.perf_counter() - t0
-
-        saved.append((owner, name, fn))
-        setattr(owner, name, timed)
     try:
-        setup = rep.Setup.of(load("openai-2024-cn-hk").scenario, 0, 1.0)
-        runs = []
-        for _ in range(repeats):
-            spent.clear()
-            t0 = time.perf_counter()
-            rep.run_replication(setup, 0, np.random.SeedSequence(0).spawn(1)[0])
-            runs.append((time.perf_counter() - t0, dict(spent)))
+        for name in STAGES:
+            owner: object = rep.Setup if name == "for_replication" else rep
+            fn = getattr(owner, name, None)
+            if fn is None:
+                raise SystemExit(f"stage_clock: sim.replication has no stage {name!r} any more; "
+                                 f"update STAGES in {__file__}")
+
+            def timed(*args: Any, _fn: Any = fn, _name: str = name, **kwargs: Any) -> Any:
+                t0 = time.perf_counter()
+                try:
+                    return _fn(*args, **kwargs)
+                finally:
+                    spent[_name] = spent.get(_name, 0.0) + time.perf_counter() - t0
+
+            saved.append((owner, name, fn))
+            setattr(owner, name, timed)
+        yield spent
     finally:
         for owner, name, fn in saved:
             setattr(owner, name, fn)
-    total, stages = min(runs, key=lambda run: run[0])
-    print(f"where one replication's {total:.2f} s go (the quickest of {repeats} runs, one core):")
+
+
+def print_stages(total: float, stages: dict[str, float]) -> None:
+    """Step 2a: one run's ``total`` seconds by stage, and what lies outside the agents."""
+    print(f"  where that run's {total:.2f} s go:")
     for name, seconds in sorted(stages.items(), key=lambda item: -item[1]):
-        print(f"  {name:<16} {seconds:6.3f} s  {seconds / total:6.1%}  {STAGES[name]}")
+        print(f"    {name:<16} {seconds:6.3f} s  {seconds / total:6.1%}  {STAGES[name]}")
     rest = total - sum(stages.values())
-    print(f"  {'(the rest)':<16} {rest:6.3f} s  {rest / total:6.1%}")
+    print(f"    {'(the rest)':<16} {rest:6.3f} s  {rest / total:6.1%}")
     outside = total - stages.get("simulate_agents", 0.0)
-    print(f"  outside the agents: {outside:.2f} s ({outside / total:.0%})")
+    print(f"    outside the agents: {outside:.2f} s ({outside / total:.0%})")
 
 
 def bench_scaling() -> None:
@@ -386,9 +392,10 @@ def bench_reference(reference: Path, pool: int, jobs: int) -> bool:
         mine = min(timed_in(HERE, *what))
         theirs = min(timed_in(reference, *what))
         ratio = mine / theirs
-        met = met and ratio <= REFERENCE_RATIO_TARGET
+        ok = ratio <= REFERENCE_RATIO_TARGET
+        met = met and ok
         print(f"  {label}: {mine:.2f} s against {theirs:.2f} s — ratio {ratio:.2f}; twice as fast "
-              f"(≤ {REFERENCE_RATIO_TARGET:g}): {'met' if ratio <= REFERENCE_RATIO_TARGET else 'NOT met'}")
+              f"(≤ {REFERENCE_RATIO_TARGET:g}): {'met' if ok else 'NOT met'}")
     return met
 
 
@@ -454,7 +461,6 @@ def main() -> int:
         return 0
     simpy_s, met = bench_queueing(args.customers)
     bench_replication(simpy_s)
-    bench_stages()
     if not args.no_reference:
         met = bench_issue_ratio() and met
     if not args.no_scaling:
