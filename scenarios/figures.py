@@ -236,7 +236,7 @@ def compare(s: Scenario, sim: Run, loadtest: Run) -> list[Verdict]:
         se = paired_se(key, obs.se, values) if paired else obs.se
         out.append(judge(key, values, obs.value, se, obs.n, share=_kind(key) in SHARES,
                          unit="organisations" if _kind(key) == "orgs_share" else "requests",
-                         paired=paired))
+                         paired=paired, value_unit=_value_unit(key)))
     return out
 
 
@@ -262,7 +262,8 @@ def compare_series(s: Scenario, pairs: list[tuple[Run, Run]]) -> list[Verdict]:
         for v in compare(s, sim, lt):
             by[v.figure].append(v)
     return [pooled(parts, share=_kind(key) in SHARES,
-                   unit="organisations" if _kind(key) == "orgs_share" else "requests")
+                   unit="organisations" if _kind(key) == "orgs_share" else "requests",
+                   value_unit=_value_unit(key))
             for key, parts in sorted(by.items(), key=lambda kv: _order(kv[0]))]
 
 
@@ -272,6 +273,12 @@ KINDS = (*SHARES, "latency_ms", "ttft_ms")
 
 def _kind(key: str) -> str:
     return key.split(".")[0]
+
+
+def _value_unit(key: str) -> str:
+    """The unit a figure's value reads in, after the number: " ms" for a latency (a share reads
+    in points, ``scenarios.verdict``)."""
+    return " ms" if _kind(key) in ("latency_ms", "ttft_ms") else ""
 
 
 def _order(key: str) -> tuple[int, int, str]:

@@ -8,8 +8,12 @@ difference ``d = load test − mean(simulation)`` has the standard error
 - **agree** when the 90 % interval of d lies inside ±margin (a two one-sided tests equivalence
   check at 5 %),
 - **disagree** when the 95 % interval of d excludes zero and lies wholly outside ±margin,
-- **inconclusive** otherwise — with the run size that would settle it, when more requests can,
-  and always when the figure rests on fewer than ``MIN_N`` load-test requests (or organisations).
+- **inconclusive** otherwise — with the run size that would settle it, when more requests can
+  within ``PRACTICAL_FACTOR`` times the run (beyond, that no practical run can), and always when
+  the figure rests on fewer than ``MIN_N`` load-test requests (or organisations).
+
+What an inconclusive verdict says is in the figure's own units: points for a share, the unit the
+caller names (``value_unit``, " ms" for a latency) otherwise.
 
 The margin is 10 % of the simulation's mean, or 1 point absolute for a share below 10 %.
 """
@@ -17,7 +21,7 @@ The margin is 10 % of the simulation's mean, or 1 point absolute for a share bel
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 Z90, Z95 = 1.6448536269514722, 1.959963984540054
@@ -26,6 +30,9 @@ SMALL_SHARE, SHARE_MARGIN = 0.10, 0.01
 AGREE, DISAGREE, INCONCLUSIVE = "agree", "disagree", "inconclusive"
 #: Below this many load-test requests (or organisations) a figure is not judged at all.
 MIN_N = 30
+#: A run more than this many times the one judged is not offered as a way to settle a figure (a
+#: difference close to the margin needs a run that grows without bound as it nears it).
+PRACTICAL_FACTOR = 100
 
 
 def margin(sim_mean: float, *, share: bool) -> float:
@@ -60,18 +67,20 @@ class Verdict:
 
 
 def judge(figure: str, sim: Sequence[float], loadtest: float, loadtest_se: float, n: int, *,
-          share: bool, unit: str = "requests", paired: bool = False) -> Verdict:
+          share: bool, unit: str = "requests", paired: bool = False,
+          value_unit: str = "") -> Verdict:
     """The verdict for one figure (see the module docstring)."""
     reps = len(sim)
     mean = math.fsum(sim) / reps if reps else math.nan
     sd = math.sqrt(math.fsum((v - mean) ** 2 for v in sim) / (reps - 1)) if reps > 1 else 0.0
     se = math.sqrt(loadtest_se ** 2 + (sd ** 2 / reps if reps else 0.0))
     return _decide(figure, mean, sd, reps, loadtest, loadtest_se, n, se, share=share, unit=unit,
-                   paired=paired)
+                   paired=paired, value_unit=value_unit)
 
 
 def _decide(figure: str, mean: float, sd: float, reps: int, loadtest: float, loadtest_se: float,
-            n: int, se: float, *, share: bool, unit: str, paired: bool = False) -> Verdict:
+            n: int, se: float, *, share: bool, unit: str, paired: bool = False,
+            value_unit: str = "") -> Verdict:
     """The verdict on ``d = loadtest − mean`` with standard error ``se`` (module docstring)."""
     m = margin(mean, share=share)
     d = loadtest - mean
@@ -87,11 +96,13 @@ def _decide(figure: str, mean: float, sd: float, reps: int, loadtest: float, loa
     elif (ci95[0] > 0 or ci95[1] < 0) and (ci95[0] > m or ci95[1] < -m):
         verdict, why = DISAGREE, ""
     else:
-        verdict, why = INCONCLUSIVE, _settle(d, se, loadtest_se, m, n, unit, paired)
+        verdict, why = INCONCLUSIVE, _settle(d, se, loadtest_se, m, n, unit, paired,
+                                             _amount(share, value_unit))
     return Verdict(figure, mean, sd, reps, loadtest, loadtest_se, n, m, d, ci90, ci95, verdict, why)
 
 
-def pooled(parts: Sequence[Verdict], *, share: bool, unit: str = "requests") -> Verdict:
+def pooled(parts: Sequence[Verdict], *, share: bool, unit: str = "requests",
+           value_unit: str = "") -> Verdict:
     """One verdict for a figure judged in several independent load tests (``--repeat``): the
     differences pooled with fixed weights, each load test's n (``d = Σ n_r d_r / Σ n_r``, its
     standard error ``sqrt(Σ n_r² se_r²) / Σ n_r``), judged by the same rule."""
@@ -106,20 +117,32 @@ def pooled(parts: Sequence[Verdict], *, share: bool, unit: str = "requests") -> 
     lt_se = math.sqrt(math.fsum((wi * v.loadtest_se) ** 2 for wi, v in zip(w, parts, strict=True)))
     sd = math.sqrt(math.fsum((wi * v.sim_sd) ** 2 for wi, v in zip(w, parts, strict=True)))
     return _decide(parts[0].figure, mean, sd, sum(v.replications for v in parts), lt, lt_se,
-                   total, se, share=share, unit=unit, paired=True)
+                   total, se, share=share, unit=unit, paired=True, value_unit=value_unit)
 
 
-def _settle(d: float, se: float, se_lt: float, m: float, n: int, unit: str = "requests",
-            paired: bool = False) -> str:
+def _amount(share: bool, value_unit: str) -> Callable[[float, bool], str]:
+    """How a difference (signed) or a margin (±) reads: points for a share, else the value and
+    ``value_unit``, to the precision the verdict table shows."""
+    def fmt(x: float, signed: bool) -> str:
+        if share:
+            return f"{x * 100:+.2f} pt" if signed else f"±{x * 100:.2f} pt"
+        return f"{x:+,.4g}{value_unit}" if signed else f"±{x:,.4g}{value_unit}"
+    return fmt
+
+
+def _settle(d: float, se: float, se_lt: float, m: float, n: int, unit: str, paired: bool,
+            amount: Callable[[float, bool], str]) -> str:
     """What run size would make the 90 % interval fit the margin, if the difference stayed d.
 
     Against a forecast only the load test's own error falls as 1/√n; against a paired
     simulation (or pooled load tests) the whole error does — the paired simulation of a larger
-    run is of a larger sample too."""
+    run is of a larger sample too. A run over ``PRACTICAL_FACTOR`` times this one is not
+    offered (the difference near the margin, or its error on a handful of requests, puts it past
+    any practical run): the line says so, with the factor."""
     room = m - abs(d)
     if room <= 0:
-        return (f"the difference {d:+.4g} is at or beyond the margin ±{m:.4g}: a larger run can "
-                "only tell whether it is outside it")
+        return (f"the difference {amount(d, True)} is at or beyond the margin {amount(m, False)}: "
+                "a larger run can only tell whether it is outside it")
     if paired:
         need = (Z90 * se / room) ** 2
     else:
@@ -130,6 +153,10 @@ def _settle(d: float, se: float, se_lt: float, m: float, n: int, unit: str = "re
     if need <= 1:
         return ""
     factor = math.ceil(need)
+    if factor > PRACTICAL_FACTOR:
+        return (f"only a run about {factor:,}× this one could settle the difference "
+                f"{amount(d, True)} against the margin {amount(m, False)}: past any practical run "
+                f"(over {PRACTICAL_FACTOR}×)")
     how = ("more users (--users)" if unit == "organisations"
            else "a longer --duration or a higher --rate")
     return (f"needs about {math.ceil(n * need):,} load-test {unit} (has {n:,}): about {factor}× this "

@@ -85,3 +85,45 @@ def test_pooled_load_tests_weigh_their_differences_by_n() -> None:
     assert (a.verdict, b.verdict, p.verdict) == (INCONCLUSIVE, AGREE, INCONCLUSIVE)
     assert p.ci90[1] - p.ci90[0] < a.ci90[1] - a.ci90[0] and p.margin == pytest.approx(0.031)
     assert pooled([a], share=True) is a
+
+
+def test_what_settles_a_figure_reads_in_its_own_units() -> None:
+    # a share: the difference and the margin in points, as the verdict table shows them
+    hk = judge("block_share.HK", [0.2318] * 4, 0.2584, 0.05, 89, share=True)
+    assert hk.why == ("the difference +2.66 pt is at or beyond the margin ±2.32 pt: a larger run "
+                      "can only tell whether it is outside it")
+    # a latency: in the unit its caller names
+    slow = judge("latency_ms.direct.p95", [1000.0] * 4, 1150.0, 80.0, 500, share=False,
+                 value_unit=" ms")
+    assert slow.why == ("the difference +150 ms is at or beyond the margin ±100 ms: a larger run "
+                        "can only tell whether it is outside it")
+
+
+def test_a_run_past_practical_reach_is_not_offered() -> None:
+    # unpaired, no simulation spread: need = (Z90·se / (m − |d|))², m = 0.05, d = 0.01
+    def at(need: float) -> str:
+        se = 0.04 * math.sqrt(need) / Z90
+        v = judge("block_share.CN", [0.5] * 4, 0.51, se, 400, share=True)
+        assert v.verdict == INCONCLUSIVE
+        return v.why
+
+    room = 0.1 * 0.5 - (0.51 - 0.5)   # the margin less the difference, as judged
+    need = (Z90 * (0.04 * math.sqrt(99.5) / Z90) / room) ** 2
+    assert at(99.5) == (f"needs about {math.ceil(400 * need):,} load-test requests (has 400): "
+                        "about 100× this run — a longer --duration or a higher --rate, or --repeat 100")
+    assert at(100.5) == ("only a run about 101× this one could settle the difference +1.00 pt "
+                         "against the margin ±5.00 pt: past any practical run (over 100×)")
+    # the demo's case: +694 ms against ±698.2 ms needs hundreds of thousands of runs
+    v = judge("latency_ms.direct.tencent.p50", [6982.0] * 20, 7676.0, 1000.0, 33, share=False,
+              value_unit=" ms")
+    factor = math.ceil((Z90 * 1000.0 / (698.2 - 694.0)) ** 2)
+    assert factor > 100_000
+    assert v.why == (f"only a run about {factor:,}× this one could settle the difference +694 ms "
+                     "against the margin ±698.2 ms: past any practical run (over 100×)")
+
+
+def test_figures_name_the_unit_of_their_values() -> None:
+    from scenarios.figures import _value_unit
+
+    assert [_value_unit(k) for k in ("latency_ms.direct.p99", "ttft_ms.direct.openai.p50",
+                                     "block_share.CN", "revenue_share.openai")] == [" ms", " ms", "", ""]
