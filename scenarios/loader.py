@@ -313,7 +313,9 @@ def validate(data: Any, *, file: str, lines: dict[Loc, int] | None = None,
 
     def problem(loc: Loc, message: str) -> Problem:
         for prefix, item in overridden.items():
-            if loc[: len(prefix)] == prefix:
+            # in the value set, or in a mapping the override made on its way there (a field the
+            # file does not have: `--set foo.bar=1` makes `foo`)
+            if loc[: len(prefix)] == prefix or (loc and prefix[: len(loc)] == loc and loc not in lines):
                 return Problem(f"{file} (--set {item})", None, format_loc(loc), message)
         return Problem(file, _line_for(lines, loc), format_loc(loc), message)
 

@@ -144,7 +144,13 @@ def test_override_may_add_an_optional_field() -> None:
     (["window.bin=day", "policy.openai.detection={per_day: 7}"],
      ["s.yaml (--set policy.openai.detection={per_day: 7}): policy.openai.detection.per_day: "
       "Input should be less than or equal to 1 (got 7)"]),
-], ids=["range", "two-overrides", "unknown-field", "semantic", "country", "inside-a-mapping"])
+    # a mapping the override made on its way (the file has no `foo`, no `policy.nosuch`): named
+    # by the override, not by a line of the file it never was on
+    (["foo.bar=1"], ["s.yaml (--set foo.bar=1): foo: unknown field"]),
+    (["policy.nosuch.stages=[]"],
+     ["s.yaml (--set policy.nosuch.stages=[]): policy.nosuch: unknown provider 'nosuch'"]),
+], ids=["range", "two-overrides", "unknown-field", "semantic", "country", "inside-a-mapping",
+        "made-mapping", "made-provider"])
 def test_override_problems_name_the_override(overrides: list[str], expected: list[str]) -> None:
     assert problems(default_text(), overrides) == expected
 
