@@ -1,12 +1,16 @@
-"""What every subcommand shares: the SCENARIO argument with ``--set``, loading, and the console."""
+"""What every subcommand shares: the SCENARIO argument with ``--set``, loading, the console, and
+the check of an output directory."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 from pathlib import Path
 
 from rich.console import Console
 
+from scenarios.errors import UsageError
 from scenarios.loader import Loaded, load
 
 
@@ -33,3 +37,25 @@ def stderr_console() -> Console:
 
 def default_runs_dir() -> Path:
     return Path("runs")
+
+
+def check_out_dir(out: Path, flag: str = "--out") -> None:
+    """``out`` must be a directory we can write into, or creatable in one — checked before any
+    work, so a typo does not cost a whole simulation and a traceback.
+
+    The nearest existing directory is tried for real: a directory made in it and removed at once
+    (nothing is left). Permission bits alone do not tell: root passes ``os.access`` on /proc and
+    /sys, and a read-only mount or a full quota says no only when something is made."""
+    probe = out
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        what = "exists and is not a directory" if probe == out else f"{probe} is not a directory"
+        raise UsageError(f"{flag}: {out}: {what}")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".regionblock-probe-", dir=probe))
+    except OSError as exc:
+        raise UsageError(f"{flag}: {out}: cannot write there ({probe}: "
+                         f"{(exc.strerror or str(exc)).lower()})") from None

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from regionblock.common import default_runs_dir, stderr_console
+from regionblock.common import check_out_dir, default_runs_dir, stderr_console
 from scenarios.errors import UsageError
 from scenarios.rundir import stamp
 
@@ -60,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise UsageError(f"--jobs: must be at least 1 (got {args.jobs})")
     duration_s = parse_duration(args.duration, what="--duration")
+    check_out_dir(args.out)
     console = stderr_console()
     loaded = load(args.scenario)
     out: Path = args.out

@@ -12,7 +12,13 @@ from rich.console import Console
 from loadtests.errors import LoadTestError
 from loadtests.plan import DEFAULT_MAX_TOKENS_OUT, DEFAULT_RATE, DEFAULT_USERS
 from loadtests.run import DEFAULT_CHUNK_MS, DEFAULT_TIME_SCALE, loadtest
-from regionblock.common import add_scenario_arg, default_runs_dir, load_scenario, stderr_console
+from regionblock.common import (
+    add_scenario_arg,
+    check_out_dir,
+    default_runs_dir,
+    load_scenario,
+    stderr_console,
+)
 from scenarios.clock import parse_duration, parse_when
 from scenarios.errors import UsageError
 from scenarios.rundir import run_dir_name, staged_run_dir, write_set
@@ -94,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
                          "scenario clock and its own gateway ledger)")
     if args.seed < 0:
         raise UsageError(f"--seed: must be non-negative (got {args.seed})")
+    check_out_dir(Path(args.out))
     console = stderr_console()
 
     def one(seed: int, out: Path) -> tuple[Path, int]:

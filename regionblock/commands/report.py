@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from regionblock.common import stderr_console
+from regionblock.common import check_out_dir, stderr_console
 from scenarios.errors import RunDirError, UsageError
 
 #: Replications of a paired simulation the report runs itself (each costs well under a second).
@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     run_dirs = expand_sets(list(args.run_dirs))   # a run set (loadtest --repeat): its members
     if args.out is not None:
         check_destination(args.out)       # before any simulation runs
+        check_out_dir(args.out)
     if not args.no_paired:
         run_dirs += paired_runs(run_dirs, args.paired_replications)
     with stderr_console().status("building the report…"):

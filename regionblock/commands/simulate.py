@@ -7,7 +7,6 @@ import argparse
 import datetime as dt
 import functools
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +14,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from regionblock.common import add_scenario_arg, default_runs_dir, load_scenario, stderr_console
+from regionblock.common import (
+    add_scenario_arg,
+    check_out_dir,
+    default_runs_dir,
+    load_scenario,
+    stderr_console,
+)
 from scenarios.errors import UsageError
 from scenarios.loader import Loaded
 from scenarios.rundir import run_dir_name, set_members, staged_run_dir, write_set
@@ -66,21 +71,6 @@ def check_run_options(args: argparse.Namespace) -> None:
     if args.seed < 0:
         raise UsageError(f"--seed: must be non-negative (got {args.seed})")
     check_out_dir(args.out)
-
-
-def check_out_dir(out: Path) -> None:
-    """``--out`` must be a directory we can write into, or creatable in one — checked before any
-    work (nothing is created here), so a typo does not cost a whole simulation and a traceback."""
-    probe = out
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    if not probe.is_dir():
-        what = "exists and is not a directory" if probe == out else f"{probe} is not a directory"
-        raise UsageError(f"--out: {out}: {what}")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise UsageError(f"--out: {out}: cannot write there ({probe}: permission denied)")
 
 
 def wide_console() -> Console:
