@@ -159,7 +159,7 @@ def draw(fig: Figure, ctx: Context, sim: RunData, lt: RunData) -> None:
                 plot(axes[2], run, latency(run.table, q), colour, n=n["served"])
     draw_samples(axes[3], lt)
     label_axes(axes, fig, ctx, sim)
-    axes[0].set_title(sample_line(sim, lt), fontsize=9, loc="left")
+    axes[0].set_title(sample_line(lt), fontsize=9, loc="left")
     if not same_clock(lt):
         axes[2].set_title(latency_left_out(lt), fontsize=8, fontweight="normal", loc="left",
                           color="#444444")
@@ -217,11 +217,12 @@ def latency_left_out(lt: RunData) -> str:
             "in the model's time (its own latency chart shows them)")
 
 
-def sample_line(sim: RunData, lt: RunData) -> str:
-    """The lines above the chart: both runs' samples and the load-test points greyed as too thin."""
+def sample_line(lt: RunData) -> str:
+    """The lines above the chart: the load-test points greyed as too thin (both runs and their
+    samples are named in the figure's title, :func:`pair_title`, once)."""
     thin = ", ".join(f"{k:,} of {total:,} {what}" for what, (k, total) in thin_points(lt).items())
-    return (f"{run_title(sim)}\nvs {run_title(lt)}\npale dots: load-test bins on fewer than "
-            f"{MIN_REQUESTS} requests,\n{thin}, kept out of the lines")
+    return (f"pale dots: load-test bins on fewer than {MIN_REQUESTS} requests,\n{thin}, kept out "
+            "of the lines")
 
 
 def draw_samples(ax: Axes, lt: RunData) -> None:

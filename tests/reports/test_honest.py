@@ -146,6 +146,11 @@ def test_scaled_runs_are_named_in_every_chart_and_table(scaled_report: Path,
     assert compare.pair_title(sim, lt) == (
         f"simulation, 3 replications, {SIM_MARK} (sim) vs load test: {LT_SAMPLE}, {LT_TIMING} "
         "(loadtest) of openai-2024-cn-hk: block rate, revenue shares, latency")
+    # the lines above its first panel say what is greyed, not the runs again
+    (kb, nb), (kr, nr) = compare.thin_points(lt).values()
+    assert compare.sample_line(lt) == (
+        f"pale dots: load-test bins on fewer than 30 requests,\n{kb:,} of {nb:,} block-rate "
+        f"points, {kr:,} of {nr:,} revenue-share points, kept out of the lines")
 
 
 def test_a_full_scale_simulation_and_an_external_load_test(tmp_path: Path) -> None:
