@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from regionblock.commands.simulate import (
@@ -50,7 +52,13 @@ def run(args: argparse.Namespace) -> int:
                      progress=lambda done, total: bar.update(task, completed=done, total=total))
     print(path)
     summary = json.loads((path / "summary.json").read_text(encoding="utf-8"))
-    wide_console().print(points_table(summary))
+    table = points_table(summary)
+    console = wide_console()
+    # as wide as the table wants: a parameter's path is what a point means, never cut to "…"
+    natural = Measurement.get(Console(width=1000), Console(width=1000).options, table).maximum
+    if natural > console.width:
+        console = Console(highlight=False, width=natural)
+    console.print(table)
     return 0
 
 

@@ -106,6 +106,16 @@ def test_sweep_grid_directory_and_table(capsys: Capsys, tmp_path: Path) -> None:
     # the mark-up changes what relays earn
     markup = [float(r["relay_markup_usd_mean"]) for r in table]
     assert markup[1] > markup[0]
+    # the printed table names each parameter and figure in full, one row per point, never "…"
+    printed = out.splitlines()[1:]
+    header = next(line for line in printed if "point" in line and "┃" in line)
+    assert [c.strip() for c in header.strip("┃").split("┃")] == [
+        "point", "behaviour.relay.markup", "policy.openai.stages[1].regions",
+        "incumbent revenue lost usd", "incumbent revenue lost pct", "relay markup usd"]
+    assert "…" not in out
+    rows = [line for line in printed if line.startswith("│ point-")]
+    assert [r.split("│")[1].strip() for r in rows] == [f"point-{i:03d}" for i in range(4)]
+    assert [c.strip() for c in rows[2].split("│")[2:4]] == ["0.1", '["CN", "HK", "MO", "RU"]']
 
 
 def test_sweep_on_a_dask_cluster(capsys: Capsys, tmp_path: Path) -> None:
