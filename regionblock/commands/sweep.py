@@ -55,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     table = points_table(summary)
     console = wide_console()
     # as wide as the table wants: a parameter's path is what a point means, never cut to "…"
-    natural = Measurement.get(Console(width=1000), Console(width=1000).options, table).maximum
+    unbounded = Console(width=10_000)
+    natural = Measurement.get(unbounded, unbounded.options, table).maximum
     if natural > console.width:
         console = Console(highlight=False, width=natural)
     console.print(table)
