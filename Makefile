@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-all bench lint clean venv
+.PHONY: demo test bench lint clean venv
 
 venv: $(STAMP)
 
@@ -22,9 +22,6 @@ demo: $(STAMP)
 	$(BIN)/regionblock demo
 
 test: $(STAMP) lint
-	$(BIN)/pytest -q -m "not slow"
-
-test-all: $(STAMP) lint
 	$(BIN)/pytest -q
 
 bench: $(STAMP)

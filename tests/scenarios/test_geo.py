@@ -252,15 +252,13 @@ def test_sample_ips_unknown_country(geo: Geo, country: str) -> None:
         geo.sample_ips(country, 5, np.random.default_rng(0))
 
 
-@pytest.mark.slow
-def test_sample_50000_addresses_quickly(geo: Geo) -> None:
-    import time
-
-    geo.sample_ips("CN", 10, np.random.default_rng(0))  # build the range tables first
-    started = time.perf_counter()
+def test_sample_50000_addresses(geo: Geo) -> None:
+    # how fast: benchmarks/bench_policy.py (Geo.sample_ips, target <= 3 s), not a timed test
     ips = geo.sample_ips("CN", 50_000, np.random.default_rng(0))
     assert len(ips) == 50_000
-    assert time.perf_counter() - started < 3.0
+    assert all(geo.lookup(ip).country == "CN" for ip in ips)
+    assert not any(ip.endswith((".0", ".255")) for ip in ips)
+    assert ips[:100] == geo.sample_ips("CN", 100, np.random.default_rng(0))  # the same first draws
 
 
 # --- MaxMind DB files ------------------------------------------------------------------------

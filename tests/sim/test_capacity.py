@@ -129,7 +129,6 @@ def test_queue_fills_slowly_then_rejects_with_retries() -> None:
     _compare(np.array([6.0, 9.25, 10.7, 8.4, 7.0]), servers=8, limit=3000, reps=4)
 
 
-@pytest.mark.slow
 def test_mmc_validation_as_shipped_matches_the_request_level_engine() -> None:
     # the shipped scenario's own hourly curve (diurnal pattern on λ = 6/s, peak ≈ 1.43 × c·μ):
     # the simulator's per-hour mean wait lies in the engine's 95 % interval every hour, and
