@@ -29,13 +29,13 @@ disagreement there may mean the sample, not the system.
 from __future__ import annotations
 
 import math
-import sqlite3
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
+from scenarios.ledger import open_finished
 from scenarios.policy import denied_regions, first_denial
 from scenarios.rundir import ORG_STATES, Run
 from scenarios.schema import Scenario
@@ -134,7 +134,7 @@ def loadtest_figures(s: Scenario, run: Run) -> dict[str, Observed]:
         return {}
     after = _after(s)
     inc = s.incumbent.name
-    db = sqlite3.connect(f"file:{ledger}?mode=ro", uri=True)
+    db = open_finished(ledger)
     try:
         rows = db.execute("SELECT org, home_region, provider, path, decision, revenue_usd, total_ms, "
                           "ttft_ms FROM requests WHERE scenario_time >= ?", (after,)).fetchall()

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sqlite3
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -219,6 +220,18 @@ def read_credit_scales(path: Path) -> dict[str, float]:
 
 def write_credit_scales(path: Path, scales: dict[str, float]) -> None:
     path.write_text(json.dumps(dict(sorted(scales.items())), indent=1) + "\n", encoding="utf-8")
+
+
+def open_finished(path: Path) -> sqlite3.Connection:
+    """A read-only connection to a ledger no process writes any more (a run directory's).
+
+    Opened ``immutable``: reading leaves nothing beside it — a WAL-mode file opened ``mode=ro``
+    gets a ``-shm`` and a ``-wal`` that a read-only connection cannot remove. Where a ``-wal``
+    with content is still there (its gateway was killed before its last checkpoint), its rows
+    live in it, so the file is read through it, ``mode=ro``."""
+    wal = path.with_name(path.name + "-wal")
+    mode = "mode=ro" if wal.is_file() and wal.stat().st_size > 0 else "immutable=1"
+    return sqlite3.connect(f"{path.resolve().as_uri()}?{mode}", uri=True)
 
 
 def draws_credit(provider: Provider, path: str) -> bool:

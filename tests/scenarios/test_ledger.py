@@ -158,3 +158,42 @@ def _row() -> ledger.LedgerRow:
 @pytest.mark.parametrize("bad", [-1, 0])
 def test_a_balance_at_or_below_zero_pays_nothing(bad: int) -> None:
     assert ledger.credit_draw(10, 7, bad) == (0, 0)
+
+
+def _wal_ledger(path: Path) -> sqlite3.Connection:
+    """A WAL-mode ledger with one row, as the gateway writes it; the writer is left open."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA wal_autocheckpoint=0")   # rows stay in the -wal until the writer closes
+    for statement in ledger.CREATE_STATEMENTS:
+        db.execute(statement)
+    db.execute(ledger.INSERT_REQUEST, dataclasses.astuple(_row()))
+    return db
+
+
+def test_a_finished_ledger_is_read_without_leaving_files_beside_it(tmp_path: Path) -> None:
+    run = tmp_path / "run with space"
+    run.mkdir()
+    _wal_ledger(run / "ledger.sqlite").close()       # a clean stop: checkpointed, -wal removed
+    assert [p.name for p in run.iterdir()] == ["ledger.sqlite"]
+    con = ledger.open_finished(run / "ledger.sqlite")
+    try:
+        assert [ledger.LedgerRow(*r) for r in con.execute(ledger.SELECT_REQUESTS)] == [_row()]
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            con.execute("DELETE FROM requests")
+    finally:
+        con.close()
+    assert [p.name for p in run.iterdir()] == ["ledger.sqlite"]   # mode=ro left -shm and -wal
+
+
+def test_a_killed_gateways_rows_in_its_wal_are_read(tmp_path: Path) -> None:
+    writer = _wal_ledger(tmp_path / "ledger.sqlite")  # not closed: its row is only in the -wal
+    try:
+        assert (tmp_path / "ledger.sqlite-wal").stat().st_size > 0
+        con = ledger.open_finished(tmp_path / "ledger.sqlite")
+        try:
+            assert con.execute("SELECT request_id FROM requests").fetchall() == [("r1",)]
+        finally:
+            con.close()
+    finally:
+        writer.close()
