@@ -206,8 +206,14 @@ def token_check(joined: Sequence[Joined]) -> dict[str, Any]:
     return {"passed": not bad, "mismatches": len(bad), "examples": bad[:5]}
 
 
-def slo_check(s: Scenario, joined: Sequence[Joined]) -> dict[str, Any]:
-    """k6-style thresholds: p99 latency and error rate of the SLO regions' requests."""
+def slo_check(s: Scenario, joined: Sequence[Joined], *,
+              latencies_not_judged: str | None = None) -> dict[str, Any]:
+    """k6-style thresholds: p99 latency and error rate of the SLO regions' requests.
+
+    ``latencies_not_judged`` (why) leaves every latency threshold unjudged — a run whose delays
+    were divided by ``--time-scale`` measures no latency the SLOs speak of — and judges the error
+    rate alone."""
+    judge = latencies_not_judged is None
     regions = sorted(expand_regions(s.slos.regions) & {r.code for r in s.regions})
     per: dict[str, Any] = {}
     all_lat: list[float] = []
@@ -216,17 +222,18 @@ def slo_check(s: Scenario, joined: Sequence[Joined]) -> dict[str, Any]:
         reqs = [j for j in joined if j.rec and j.rec.region == region]
         lat = [j.rec.latency_ms for j in reqs if j.rec and j.decision in SERVED]
         failed = sum(1 for j in reqs if j.decision == "failed")
-        per[region] = _slo_entry(s, lat, len(reqs), failed)
+        per[region] = _slo_entry(s, lat, len(reqs), failed, judge)
         all_lat += lat
         all_n += len(reqs)
         all_failed += failed
-    overall = _slo_entry(s, all_lat, all_n, all_failed)
-    thresholds = threshold_checks(s, joined)
+    overall = _slo_entry(s, all_lat, all_n, all_failed, judge)
+    thresholds = threshold_checks(s, joined, judge=judge)
     passed = overall["passed"] and all(v["passed"] for v in per.values()) \
         and all(t["passed"] is not False for t in thresholds)
     return {"passed": passed, "regions": regions, "p99_latency_ms_max": s.slos.p99_latency_ms,
             "error_rate_max": s.slos.error_rate, "overall": overall, "by_region": per,
-            "thresholds": thresholds, "breaches": breach_lines(overall, per, thresholds, s)}
+            "thresholds": thresholds, "breaches": breach_lines(overall, per, thresholds, s),
+            "latencies_not_judged": latencies_not_judged}
 
 
 def quantiles(values: Sequence[float]) -> list[float]:
@@ -234,9 +241,11 @@ def quantiles(values: Sequence[float]) -> list[float]:
     return [float(v) for v in np.percentile(np.asarray(values, dtype=float), PCTS)]
 
 
-def threshold_checks(s: Scenario, joined: Sequence[Joined]) -> list[dict[str, Any]]:
+def threshold_checks(s: Scenario, joined: Sequence[Joined], *,
+                     judge: bool = True) -> list[dict[str, Any]]:
     """Every ``slos.thresholds`` entry judged on its region's served requests by its path:
-    ``passed`` is None (not judged) when fewer than ``slos.min_requests`` were served."""
+    ``passed`` is None (not judged) when fewer than ``slos.min_requests`` were served, or when
+    not ``judge``."""
     out: list[dict[str, Any]] = []
     for t in s.slos.thresholds:
         served = [j.rec for j in joined if j.rec and j.rec.region == t.region
@@ -247,7 +256,7 @@ def threshold_checks(s: Scenario, joined: Sequence[Joined]) -> list[dict[str, An
         for metric, limit, values in limits:
             if limit is None:
                 continue
-            judged = len(values) >= s.slos.min_requests
+            judged = judge and len(values) >= s.slos.min_requests
             p99 = float(np.percentile(values, 99)) if values else None
             out.append({"region": t.region, "path": t.path, "metric": metric, "limit": limit,
                         "value": p99, "requests": len(values),
@@ -274,14 +283,16 @@ def breach_lines(overall: dict[str, Any], per: dict[str, Any], thresholds: list[
     return lines
 
 
-def _slo_entry(s: Scenario, latencies: list[float], n: int, failed: int) -> dict[str, Any]:
+def _slo_entry(s: Scenario, latencies: list[float], n: int, failed: int,
+               judge: bool = True) -> dict[str, Any]:
     """The p99 is judged on at least ``slos.min_requests`` served requests (a p99 of fewer is the
-    maximum of a handful); the error rate always."""
+    maximum of a handful), and only when ``judge``; the error rate always."""
     p99 = float(np.percentile(latencies, 99)) if latencies else 0.0
     rate = failed / n if n else 0.0
-    latency_ok = p99 <= s.slos.p99_latency_ms or len(latencies) < s.slos.min_requests
+    judged = judge and len(latencies) >= s.slos.min_requests
+    latency_ok = p99 <= s.slos.p99_latency_ms or not judged
     return {"requests": n, "failed": failed, "error_rate": rate, "p99_latency_ms": p99,
-            "latency_judged": len(latencies) >= s.slos.min_requests,
+            "latency_judged": judged,
             "passed": latency_ok and rate <= s.slos.error_rate}
 
 

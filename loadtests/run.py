@@ -495,7 +495,11 @@ def _write_results(plan: Plan, loaded: Loaded, opts: Options, d: Path, services:
     events = read_events(d / "events")
     ledger_rows, ledger_meta = read_ledger(services.ledger) if services.ledger else (None, {})
     joined = analysis.join(events.requests, ledger_rows)
-    checks: dict[str, Any] = {"slo": analysis.slo_check(plan.scenario, joined),
+    # delays divided by --time-scale are no latencies the SLOs speak of: errors alone are judged
+    unjudged = (f"time scaled ×{opts.time_scale:g}: not the scenario's latencies"
+                if _timing_label(opts, services) == "scaled" else None)
+    checks: dict[str, Any] = {"slo": analysis.slo_check(plan.scenario, joined,
+                                                        latencies_not_judged=unjudged),
                               "rate_accuracy": analysis.rate_accuracy(plan, events.requests)}
     locust_count = locust_post_count(d / "locust_stats.csv")
     write_ttft_csv(d / "locust_ttft.csv", list(events.requests))
@@ -619,6 +623,9 @@ def _detail(name: str, c: dict[str, Any]) -> str:
     if name == "slo":
         o = c["overall"]
         th = c.get("thresholds", [])
+        if c.get("latencies_not_judged"):
+            return (f"{'/'.join(c['regions'])}: latencies not judged ({c['latencies_not_judged']}), "
+                    f"errors {o['error_rate']:.2%} (max {c['error_rate_max']:.2%})")
         judged = [t for t in th if t["passed"] is not None]
         ok = sum(1 for t in judged if t["passed"])
         return (f"{'/'.join(c['regions'])}: p99 {o['p99_latency_ms']:.0f} ms (max "

@@ -117,3 +117,26 @@ def test_an_informative_check_that_is_off_does_not_read_failed() -> None:
     assert lines[-1] == ("  rate_accuracy   off      worst 13.33% over 120 days in 47 periods of "
                          "consecutive days with >= 50 sends (tolerance ±5%); send lateness p99 "
                          "8.3 ms (informative: does not fail the run)")
+
+
+def test_a_run_in_scaled_time_judges_no_latency_and_every_error() -> None:
+    s = load("openai-2024-cn-hk", TIGHT).scenario
+    why = "time scaled ×40: not the scenario's latencies"
+    slo = analysis.slo_check(s, _joined(), latencies_not_judged=why)
+    # the same requests breach two latency thresholds in true time (above); here none is judged
+    assert slo["passed"] is True and slo["breaches"] == []
+    assert [t["passed"] for t in slo["thresholds"]] == [None, None, None, None]
+    assert slo["overall"]["latency_judged"] is False and slo["latencies_not_judged"] == why
+    others = {k: {"skipped": True, "reason": "not in this test"}
+              for k in ("reconciliation", "revenue", "tokens", "rate_accuracy")}
+    line = next(x for x in verdict({"checks": {**others, "slo": slo}, "passed": True,
+                                    "failed_checks": []}).splitlines() if "slo" in x)
+    assert line == (f"  slo             ok       DE/JP/SG/US: latencies not judged ({why}), "
+                    "errors 0.00% (max 1.00%)")
+    # an error is still judged: 2 of 105 requests failed is 1.9 % > 1 %
+    joined = _joined()
+    for i in (0, 1):
+        joined[i] = Joined(rec(i, "failed", region="US", org="us-startup-000001"), None)
+    failed = analysis.slo_check(s, joined, latencies_not_judged=why)
+    assert failed["passed"] is False
+    assert failed["breaches"][0] == "SLO regions: error rate 1.90% > 1.00% (n=105)"
