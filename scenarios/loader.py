@@ -385,3 +385,31 @@ def description_line(path: Path) -> str:
         return "(unreadable)"
     text = str(data.get("description", "")) if isinstance(data, dict) else ""
     return text.strip().splitlines()[0] if text.strip() else ""
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of a scenario file (``regionblock scenario schema``, for editors).
+
+    A whole scenario is checked field by field. A file that ``extends:`` another holds only what
+    it changes — partial mappings, deep-merged into the base's before the scenario is validated,
+    and ``set:`` edits by field path — so it is checked for its top-level keys only: every
+    scenario field, ``extends`` and ``set``, nothing else."""
+    whole = Scenario.model_json_schema(by_alias=True)
+    defs = whole.pop("$defs", {})
+    extending = {
+        "type": "object",
+        "required": ["extends"],
+        "properties": {
+            **{name: {"description": "merged into the base scenario's"}
+               for name in whole["properties"]},
+            "extends": {"type": "string", "description": "the base scenario: a shipped name or "
+                        "a path relative to this file"},
+            "set": {"type": "object", "description": "field path → value, applied to the "
+                    "merged scenario (as --set PATH=VALUE)"},
+        },
+        "additionalProperties": False,
+    }
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": "regionblock scenario", "$defs": defs,
+            "if": {"type": "object", "required": ["extends"]},
+            "then": extending, "else": whole}

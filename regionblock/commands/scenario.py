@@ -8,8 +8,7 @@ import sys
 
 from regionblock.common import add_scenario_arg, add_set_arg, load_scenario
 from scenarios.errors import ScenarioError
-from scenarios.loader import description_line, load, resolved_yaml, shipped
-from scenarios.schema import Scenario
+from scenarios.loader import description_line, json_schema, load, resolved_yaml, shipped
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -66,8 +65,5 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def run_schema(args: argparse.Namespace) -> int:
-    schema = Scenario.model_json_schema(by_alias=True)
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "regionblock scenario"
-    print(json.dumps(schema, indent=2, sort_keys=True))
+    print(json.dumps(json_schema(), indent=2, sort_keys=True))
     return 0

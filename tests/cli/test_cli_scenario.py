@@ -79,10 +79,40 @@ def test_schema(capsys: Capsys) -> None:
     schema = json.loads(r.out)
     assert schema["title"] == "regionblock scenario"
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
-    assert "policy" in schema["properties"]
-    assert set(schema["required"]) >= {"name", "window", "regions", "segments", "providers", "behaviour",
-                                       "slos"}
+    whole = schema["else"]                          # a whole scenario, field by field
+    assert "policy" in whole["properties"]
+    assert set(whole["required"]) >= {"name", "window", "regions", "segments", "providers", "behaviour",
+                                      "slos"}
     assert "from" in schema["$defs"]["FailoverRule"]["properties"]  # aliases, as written in files
+    assert schema["if"] == {"type": "object", "required": ["extends"]}
+    assert set(schema["then"]["properties"]) == set(whole["properties"]) | {"extends", "set"}
+
+
+def test_every_shipped_scenario_file_is_valid_against_the_schema(capsys: Capsys) -> None:
+    # what an editor does with `scenario schema`: check the files as they are written
+    import jsonschema
+    import yaml
+
+    from scenarios.loader import shipped_dir
+
+    r = run_cli(capsys, "scenario", "schema")
+    validator = jsonschema.Draft202012Validator(json.loads(r.out))
+    files = sorted(shipped_dir().glob("*.yaml"))
+    assert len(files) == 5
+    for f in files:
+        data = yaml.safe_load(f.read_text(encoding="utf-8"))
+        # YAML dates are dates; JSON Schema sees them as the strings the file spells
+        text = json.loads(json.dumps(data, default=str))
+        assert [e.message for e in validator.iter_errors(text)] == [], f.name
+    default = json.loads(json.dumps(yaml.safe_load(
+        (shipped_dir() / "openai-2024-cn-hk.yaml").read_text(encoding="utf-8")), default=str))
+    # a typo at the top, in a whole file and in an extending one; a whole file missing a field
+    assert [e.message for e in validator.iter_errors({**default, "polcy": {}})] == [
+        "Additional properties are not allowed ('polcy' was unexpected)"]
+    assert [e.message for e in validator.iter_errors({"extends": "openai-2024-cn-hk", "nme": "x"})] \
+        == ["Additional properties are not allowed ('nme' was unexpected)"]
+    del default["window"]
+    assert [e.message for e in validator.iter_errors(default)] == ["'window' is a required property"]
 
 
 def test_usage_errors_are_one_line(capsys: Capsys) -> None:
