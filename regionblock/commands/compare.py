@@ -17,9 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "compare", help="does the load test agree with the simulation? one verdict per figure",
         description="Compare a load test with a simulation of the same scenario, figure by figure "
                     "(block share per region, revenue share per provider, organisations per state, "
-                    "direct-path latency percentiles in true time): agree when the 90 %% interval "
-                    "of the difference lies within ±10 %% (±1 point for shares under 10 %%), "
-                    "disagree when the 95 %% interval excludes zero outside that margin, else "
+                    "direct-path latency percentiles in true time): agree when the 90 % interval "
+                    "of the difference lies within ±10 % (±1 point for shares under 10 %), "
+                    "disagree when the 95 % interval excludes zero outside that margin, else "
                     "inconclusive. Exit 1 if any figure disagrees.")
     p.add_argument("sim_run", type=Path, metavar="SIM_RUN", help="a simulation's run directory")
     p.add_argument("loadtest_run", type=Path, metavar="LOADTEST_RUN", help="a load test's run directory")

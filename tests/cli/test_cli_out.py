@@ -54,3 +54,14 @@ def test_a_file_on_the_way_is_named(tmp_path: Path) -> None:
         check_out_dir(blocker / "runs")
     with pytest.raises(UsageError, match=rf"^--out: {blocker}: exists and is not a directory$"):
         check_out_dir(blocker)
+
+
+def test_every_help_text_reads_as_written(capsys: pytest.CaptureFixture[str]) -> None:
+    # argparse %-formats help strings but prints a description as it is: "%%" there shows twice
+    from regionblock.cli import command_modules
+
+    for command in command_modules():
+        result = run_cli(capsys, command, "--help")
+        assert result.code == 0, command
+        assert "%%" not in result.out, command
+    assert "agree when the 90 % interval" in " ".join(run_cli(capsys, "compare", "--help").out.split())
