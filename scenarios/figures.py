@@ -268,7 +268,8 @@ def compare_series(s: Scenario, pairs: list[tuple[Run, Run]]) -> list[Verdict]:
 
 
 SHARES = ("block_share", "revenue_share", "orgs_share")
-KINDS = (*SHARES, "latency_ms", "ttft_ms")
+LATENCIES = ("latency_ms", "ttft_ms")
+KINDS = (*SHARES, *LATENCIES)
 
 
 def _kind(key: str) -> str:
@@ -278,7 +279,7 @@ def _kind(key: str) -> str:
 def _value_unit(key: str) -> str:
     """The unit a figure's value reads in, after the number: " ms" for a latency (a share reads
     in points, ``scenarios.verdict``)."""
-    return " ms" if _kind(key) in ("latency_ms", "ttft_ms") else ""
+    return " ms" if _kind(key) in LATENCIES else ""
 
 
 def _order(key: str) -> tuple[int, int, str]:

@@ -117,11 +117,13 @@ def reference_line(sim: Run, lt: Run) -> str:
 
 def render(table: list[Verdict], lt_summary: dict[str, object]) -> str:
     """The verdict table as text: figure, simulation, load test, difference [90 % CI], n, verdict."""
+    from scenarios.figures import LATENCIES
+
     head = (f"{'figure':<28} {'simulation':>11} {'load test':>11} {'difference [90% CI]':>30} "
             f"{'n':>8}  verdict")
     lines = [head, "-" * len(head)]
     for v in table:
-        fmt = _ms if v.figure.startswith(("latency_ms", "ttft_ms")) else _pct
+        fmt = _ms if v.figure.startswith(LATENCIES) else _pct
         ci = f"{fmt(v.diff, sign=True)} [{fmt(v.ci90[0], sign=True)}, {fmt(v.ci90[1], sign=True)}]"
         lines.append(f"{v.figure:<28} {fmt(v.sim_mean):>11} {fmt(v.loadtest):>11} {ci:>30} "
                      f"{v.n:>8,}  {v.verdict}{'  (' + v.why + ')' if v.why else ''}")

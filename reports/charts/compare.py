@@ -46,8 +46,8 @@ from reports.data import (
     is_paired_sim,
     ratio,
 )
+from scenarios.figures import LATENCIES, is_paired
 from scenarios.figures import compare as compare_runs
-from scenarios.figures import is_paired
 
 SOURCE_STYLES: dict[str, Any] = {"sim": "-", "loadtest": "--"}
 QUANTILE_COLOURS = {"p50": "#1b9e77", "p95": "#d95f02", "p99": "#7570b3"}
@@ -356,7 +356,7 @@ def verdict_table(sim: RunData, lt: RunData) -> tuple[TextTable, list[dict[str, 
     table = compare_runs(sim.scenario, sim.run, lt.run)
     rows = []
     for v in table:
-        unit = "ms" if v.figure.startswith(("latency_ms", "ttft_ms")) else "pct"
+        unit = "ms" if v.figure.startswith(LATENCIES) else "pct"
         diff = v.diff * (1 if unit == "ms" else 100)
         lo, hi = (x * (1 if unit == "ms" else 100) for x in v.ci90)
         suffix = " ms" if unit == "ms" else " pp"
