@@ -17,6 +17,7 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -47,10 +48,11 @@ def _to_utc(value: Any) -> Any:
 
 
 def _after_utc(value: dt.datetime) -> dt.datetime:
+    """Whatever pydantic parsed (an ISO string with a time, a number) comes out aware, in UTC."""
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
-UtcDatetime = Annotated[dt.datetime, BeforeValidator(_to_utc)]
+UtcDatetime = Annotated[dt.datetime, BeforeValidator(_to_utc), AfterValidator(_after_utc)]
 Slug = Annotated[str, Field(pattern=_SLUG, min_length=1, max_length=64)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 Percent = Annotated[float, Field(ge=0.0, le=100.0)]

@@ -7,6 +7,7 @@ a unique piece of its text, so the shipped file may gain comments without breaki
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import NamedTuple
 
 import pytest
@@ -464,3 +465,41 @@ def test_dates_read_as_utc() -> None:
     assert s.window.start.isoformat() == "2024-06-01T00:00:00+00:00"
     naive = patch(default_text(), "  start: 2024-06-01 ", "  start: 2024-06-01T06:30:00 ")
     assert load_text(naive, file=FILE).scenario.window.start.isoformat() == "2024-06-01T06:30:00+00:00"
+
+
+
+@pytest.mark.parametrize("line, date", [
+    ("  start: 2024-06-01 ", "2024-06-01"),                   # window.start
+    ("available_from: 2024-07-18", "2024-07-18"),             # a model's release
+    ("deadline: 2024-08-01", "2024-08-01"),                   # an incentive's deadline
+    ("        start: 2024-07-09 ", "2024-07-09"),             # a policy stage
+    ("      start: 2024-07-25 ", "2024-07-25"),               # detection
+    ("    at: 2024-06-25 ", "2024-06-25"),                    # the announcement
+], ids=["window", "available_from", "deadline", "stage", "detection", "announcement"])
+def test_quoted_times_without_a_zone_are_utc_in_every_datetime_field(line: str, date: str) -> None:
+    """A quoted ISO time without a zone is parsed by pydantic, not by YAML: it must come out aware too.
+
+    Before, it stayed naive and the first comparison with an aware date raised TypeError (and the
+    gateway answered 500 to every request).
+    """
+    text = patch(default_text(), line, line.replace(date, f'"{date}T06:30"'))
+    stamps = _all_datetimes(load_text(text, file=FILE).scenario)
+    assert stamps and all(t.utcoffset() == dt.timedelta(0) for t in stamps)
+    assert f"{date}T06:30:00+00:00" in {t.isoformat() for t in stamps}
+
+
+def _all_datetimes(model: object) -> list[dt.datetime]:
+    if isinstance(model, dt.datetime):
+        return [model]
+    if isinstance(model, dict):
+        return [t for v in model.values() for t in _all_datetimes(v)]
+    if isinstance(model, (list, tuple)):
+        return [t for v in model for t in _all_datetimes(v)]
+    if hasattr(type(model), "model_fields"):
+        return [t for name in type(model).model_fields for t in _all_datetimes(getattr(model, name))]
+    return []
+
+
+def test_set_a_time_without_a_zone_is_utc() -> None:
+    s = load_text(default_text(), file=FILE, overrides=["window.start=2024-06-01T00:00"]).scenario
+    assert s.window.start.isoformat() == "2024-06-01T00:00:00+00:00"
