@@ -53,6 +53,8 @@ def resolve_path(name_or_path: str) -> Path:
     path = Path(name_or_path)
     if path.is_file():
         return path
+    if path.is_dir():
+        raise ScenarioNotFoundError(f"{name_or_path}: is a directory, not a scenario file")
     library = shipped()
     if name_or_path in library:
         return library[name_or_path]
@@ -69,22 +71,74 @@ class _LineLoader(yaml.SafeLoader):
     """A safe loader that records the line of every mapping key and sequence item."""
 
 
-def _construct_with_lines(loader: _LineLoader, node: yaml.Node, path: Loc, lines: dict[Loc, int]) -> Any:
+# A scenario is a few thousand values, eight levels deep. Past these a file is not a scenario but
+# an accident or an attack: aliases that expand exponentially (`a1: [*a0, *a0, ...]`, a "billion
+# laughs") would take hours to walk, and nesting past Python's recursion limit would crash.
+MAX_VALUES = 200_000
+MAX_DEPTH = 64
+
+
+class _Limits:
+    """What one file's construction has spent: values built, the anchors on the current path."""
+
+    def __init__(self) -> None:
+        self.values = 0
+        self.open: set[int] = set()
+        self.merged: dict[int, int] = {}
+
+
+def _too_much(message: str, node: yaml.Node) -> yaml.constructor.ConstructorError:
+    return yaml.constructor.ConstructorError(None, None, message, node.start_mark)
+
+
+def _construct_with_lines(loader: _LineLoader, node: yaml.Node, path: Loc, lines: dict[Loc, int],
+                          limits: _Limits) -> Any:
+    limits.values += 1
+    if limits.values > MAX_VALUES:
+        raise _too_much(f"more than {MAX_VALUES:,} values (aliases that expand exponentially?)",
+                        node)
+    if len(path) > MAX_DEPTH:
+        raise _too_much(f"nested more than {MAX_DEPTH} levels deep", node)
     lines[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        out: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            if not isinstance(key_node, yaml.ScalarNode):  # `[a, b]: 1` would make an unhashable key
-                raise yaml.constructor.ConstructorError(None, None, "found unhashable key",
-                                                        key_node.start_mark)
-            key = _scalar(loader, key_node)
-            lines[(*path, key)] = key_node.start_mark.line + 1
-            out[key] = _construct_with_lines(loader, value_node, (*path, key), lines)
-            lines[(*path, key)] = key_node.start_mark.line + 1
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_construct_with_lines(loader, n, (*path, i), lines) for i, n in enumerate(node.value)]
+    if isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+        if id(node) in limits.open:  # `a: &x [*x]`: the alias is inside its own anchor
+            raise _too_much("a recursive alias (an alias inside its own anchor)", node)
+        limits.open.add(id(node))
+        try:
+            if isinstance(node, yaml.SequenceNode):
+                return [_construct_with_lines(loader, n, (*path, i), lines, limits)
+                        for i, n in enumerate(node.value)]
+            return _construct_mapping(loader, node, path, lines, limits)
+        finally:
+            limits.open.discard(id(node))
     return _scalar(loader, node)
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode, path: Loc,
+                       lines: dict[Loc, int], limits: _Limits) -> dict[Any, Any]:
+    if id(node) not in limits.merged:
+        # `<<: *defaults` merge keys (YAML 1.1): SafeLoader puts the merged pairs first, so keys
+        # written here override them. Remember how many came from merges: those may repeat a key.
+        own = sum(1 for key, _ in node.value if key.tag != "tag:yaml.org,2002:merge")
+        loader.flatten_mapping(node)
+        limits.merged[id(node)] = len(node.value) - own
+    merged = limits.merged[id(node)]
+    out: dict[Any, Any] = {}
+    first_line: dict[Any, int] = {}
+    for index, (key_node, value_node) in enumerate(node.value):
+        if not isinstance(key_node, yaml.ScalarNode):  # `[a, b]: 1` would make an unhashable key
+            raise yaml.constructor.ConstructorError(None, None, "found unhashable key",
+                                                    key_node.start_mark)
+        key = _scalar(loader, key_node)
+        line = key_node.start_mark.line + 1
+        if index >= merged and key in first_line and first_line[key] >= 0:
+            raise _too_much(f"duplicate key {key!r} (first on line {first_line[key]}); "
+                            "YAML would silently keep only the last", key_node)
+        first_line[key] = line if index >= merged else -1
+        lines[(*path, key)] = line
+        out[key] = _construct_with_lines(loader, value_node, (*path, key), lines, limits)
+        lines[(*path, key)] = line
+    return out
 
 
 def _scalar(loader: _LineLoader, node: yaml.Node) -> Any:
@@ -96,26 +150,41 @@ def _scalar(loader: _LineLoader, node: yaml.Node) -> Any:
         return node.value
 
 
-def read_yaml(text: str, file: str) -> tuple[Any, dict[Loc, int]]:
-    """Parse YAML text, returning the data and a map of field location → line number."""
-    loader = _LineLoader(text)
+def read_yaml(text: str, file: str, *, empty: bool = False) -> tuple[Any, dict[Loc, int]]:
+    """Parse YAML text, returning the data and a map of field location → line number.
+
+    An empty document is a problem unless ``empty`` (an override's VALUE: ``--set a=#`` is null).
+    """
+    loader: _LineLoader | None = None
     try:
-        node = loader.get_single_node()
+        loader = _LineLoader(text)  # checks the characters: a NUL byte fails here
+        try:
+            node = loader.get_single_node()
+        except RecursionError:  # the composer recurses once per level: `[[[[...]]]]`
+            raise _yaml_problem(file, None, f"nested more than {MAX_DEPTH} levels deep") from None
         if node is None:
+            if empty:
+                return None, {}
             raise ScenarioValidationError([Problem(file, None, "", "file is empty")])
         lines: dict[Loc, int] = {}
-        try:
-            return _construct_with_lines(loader, node, (), lines), lines
-        except RecursionError:  # an alias inside its own anchor: `a: &x [*x]`
-            raise ScenarioValidationError([Problem(file, None, "", "invalid YAML: a recursive alias "
-                                                   "(or nesting too deep)")]) from None
+        return _construct_with_lines(loader, node, (), lines, _Limits()), lines
+    except yaml.reader.ReaderError as exc:
+        line = text[: exc.position].count("\n") + 1 if isinstance(text, str) else None
+        what = f"character #x{exc.character:04x} is not allowed (control characters cannot be " \
+               "in YAML)" if isinstance(exc.character, int) else str(exc).splitlines()[0]
+        raise _yaml_problem(file, line, what) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ScenarioValidationError([Problem(file, line, "", f"invalid YAML: {what}")]) from exc
+        raise _yaml_problem(file, line, what) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
+
+
+def _yaml_problem(file: str, line: int | None, what: str) -> ScenarioValidationError:
+    return ScenarioValidationError([Problem(file, line, "", f"invalid YAML: {what}")])
 
 
 # ---------------------------------------------------------------- overrides
@@ -147,9 +216,10 @@ def parse_override(text: str) -> tuple[Loc, Any]:
         raise OverrideError(f"--set {text}: expected PATH=VALUE")
     path, raw = text.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as exc:
-        raise OverrideError(f"--set {text}: VALUE is not valid YAML") from exc
+        value = read_yaml(raw, "VALUE", empty=True)[0] if raw.strip() else ""
+    except ScenarioValidationError as exc:
+        what = exc.problems[0].message.removeprefix("invalid YAML: ")
+        raise OverrideError(f"--set {text}: VALUE is not valid YAML: {what}") from None
     return parse_path(path), value
 
 
@@ -191,8 +261,13 @@ def _child(node: Any, part: str | int, loc: Loc, original: str) -> Any:
 # ---------------------------------------------------------------- inheritance
 
 
+# A chain of files, each extending the next, longer than this is a mistake (and would exhaust
+# Python's recursion limit near 300).
+MAX_EXTENDS = 16
+
+
 def _inherit(data: Any, lines: dict[Loc, int], *, file: str, base_dir: Path | None,
-             seen: tuple[str, ...]) -> tuple[Any, dict[Loc, int]]:
+             seen: tuple[Path, ...]) -> tuple[Any, dict[Loc, int]]:
     """Resolve ``extends: BASE`` (deep-merged, lists replaced) and ``set: {PATH: VALUE}``."""
     if not isinstance(data, dict) or "extends" not in data:
         return data, lines
@@ -202,12 +277,23 @@ def _inherit(data: Any, lines: dict[Loc, int], *, file: str, base_dir: Path | No
         raise ScenarioValidationError([Problem(file, lines.get(("extends",)), "extends",
                                                "must be a scenario name or path")])
     base_path = _base_path(base_name, base_dir, file, lines)
-    if base_path.name in seen:
+    chain = (*seen, base_path.resolve())
+    names = " -> ".join(p.name for p in chain)
+    if base_path.resolve() in seen:
         raise ScenarioValidationError([Problem(file, lines.get(("extends",)), "extends",
-                                               f"circular: {' -> '.join((*seen, base_path.name))}")])
-    base, base_lines = read_yaml(base_path.read_text(encoding="utf-8"), base_path.name)
+                                               f"circular: {names}")])
+    if len(chain) > MAX_EXTENDS:
+        raise ScenarioValidationError([Problem(file, lines.get(("extends",)), "extends", f"more "
+                                               f"than {MAX_EXTENDS} files extend one another "
+                                               f"({chain[0].name} -> ... -> {chain[-1].name})")])
+    try:
+        base_text = base_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScenarioValidationError([Problem(file, lines.get(("extends",)), "extends",
+                                               f"{base_path}: cannot read: {exc}")]) from None
+    base, base_lines = read_yaml(base_text, base_path.name)
     base, base_lines = _inherit(base, base_lines, file=base_path.name, base_dir=base_path.parent,
-                                seen=(*seen, base_path.name))
+                                seen=chain)
     merged = _deep_merge(base, data)
     if not isinstance(edits, dict):
         raise ScenarioValidationError([Problem(file, lines.get(("set",)), "set",
@@ -351,7 +437,8 @@ def load(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> Load
 def load_text(text: str, *, file: str, overrides: list[str] | tuple[str, ...] = (),
               base_dir: Path | None = None) -> Loaded:
     data, lines = read_yaml(text, file)
-    data, lines = _inherit(data, lines, file=file, base_dir=base_dir, seen=(Path(file).name,))
+    data, lines = _inherit(data, lines, file=file, base_dir=base_dir,
+                           seen=(((base_dir or Path.cwd()) / Path(file).name).resolve(),))
     overridden: dict[Loc, str] = {}
     for item in overrides:
         loc, value = parse_override(item)
@@ -380,8 +467,8 @@ def scenario_sha256(scenario: Scenario) -> str:
 def description_line(path: Path) -> str:
     """The scenario's one-line description, without validating it (for listings)."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+        data = read_yaml(path.read_text(encoding="utf-8"), path.name)[0]
+    except (OSError, UnicodeDecodeError, ScenarioValidationError):
         return "(unreadable)"
     text = str(data.get("description", "")) if isinstance(data, dict) else ""
     return text.strip().splitlines()[0] if text.strip() else ""

@@ -26,7 +26,7 @@ SHIPPED_NAMES = "mmc-validation, no-incentives, openai-2024-cn-hk, staged-percen
      "s.yaml:2: invalid YAML: found character '\\t' that cannot start any token"),
     ("x: 1\n[a, b]: 1\n", "s.yaml:2: invalid YAML: found unhashable key"),
     ("{a: 1}: 2\n", "s.yaml:1: invalid YAML: found unhashable key"),
-    ("a: &x [*x]\n", "s.yaml: invalid YAML: a recursive alias (or nesting too deep)"),
+    ("a: &x [*x]\n", "s.yaml:1: invalid YAML: a recursive alias (an alias inside its own anchor)"),
 ], ids=["empty", "comments-only", "a-list", "a-scalar", "unclosed-list", "nested-colon", "tab",
         "list-as-key", "mapping-as-key", "recursive-alias"])
 def test_unreadable_files(text: str, expected: str) -> None:
@@ -185,7 +185,8 @@ def test_cross_field_rules_wait_for_valid_fields() -> None:
     ("stages[x]=1", "--set stages[x]: cannot parse the field path at '[x]'"),
     ("stages[-1].percent=1", "--set stages[-1].percent: cannot parse the field path at '[-1].percent'"),
     ("=1", "--set : empty field path"),
-    ("window.bin=[day", "--set window.bin=[day: VALUE is not valid YAML"),
+    ("window.bin=[day", "--set window.bin=[day: VALUE is not valid YAML: expected ',' or ']', "
+                        "but got '<stream end>'"),
     ("policy.openai.stages[5].percent=1",
      "--set policy.openai.stages[5].percent=1: policy.openai.stages[5]: no such list item"),
     ("regions[9]=1", "--set regions[9]=1: regions[9]: no such list item"),
@@ -274,3 +275,103 @@ def test_self_extends(tmp_path: Path) -> None:
     with pytest.raises(ScenarioValidationError) as info:
         load(str(c))
     assert str(info.value) == f"{c}:1: extends: circular: c.yaml -> c.yaml"
+
+
+# ---------------------------------------------------------------- hostile files
+
+
+def _laughs(levels: int) -> str:
+    """Aliases that expand tenfold per level: 10**levels values from a file of a few hundred bytes."""
+    out = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    out += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, levels + 1)]
+    return "\n".join(out) + "\n"
+
+
+def test_an_alias_bomb_is_refused_without_expanding_it() -> None:
+    # 10**9 values: walking them would take hours; the count stops at 200,000
+    assert problems(_laughs(8)) == [
+        "s.yaml:1: invalid YAML: more than 200,000 values (aliases that expand exponentially?)"]
+
+
+@pytest.mark.parametrize("text", [
+    "a: " + "[" * 600 + "]" * 600 + "\n",
+    "".join("  " * i + f"k{i}:\n" for i in range(600)) + "  " * 600 + "v: 1\n",
+    "a: " + "[" * 70 + "]" * 70 + "\n",
+], ids=["lists-600", "mappings-600", "lists-70"])
+def test_deep_nesting_is_one_line_not_a_recursion_error(text: str) -> None:
+    [line] = problems(text)
+    assert line.startswith("s.yaml") and line.endswith(": invalid YAML: nested more than 64 levels deep")
+
+
+@pytest.mark.parametrize(("raw", "code"), [(b"\x00", "0000"), (b"\x07", "0007"), (b"\x1b", "001b")])
+def test_control_characters_name_their_line(raw: bytes, code: str) -> None:
+    text = "version: 1\nname: x" + raw.decode() + "\n"
+    assert problems(text) == [f"s.yaml:2: invalid YAML: character #x{code} is not allowed "
+                              "(control characters cannot be in YAML)"]
+
+
+def test_a_duplicate_key_is_refused_not_silently_last_wins() -> None:
+    text = patch(default_text(), "  bin: day", "  bin: day\n  bin: hour")
+    first = line_of(text, "bin: day")
+    assert problems(text) == [f"s.yaml:{first + 1}: invalid YAML: duplicate key 'bin' (first on "
+                              f"line {first}); YAML would silently keep only the last"]
+
+
+def test_merge_keys_merge_and_the_mapping_s_own_keys_win() -> None:
+    text = patch(default_text(), "window:", "window: &w")
+    text = text.replace("\nregions:", "\nx: &other {<<: *w, bin: hour}\nregions:", 1)
+    # the merged mapping is a real mapping: its unknown key is reported, not `<<`
+    assert problems(text) == [f"s.yaml:{line_of(text, 'x: &other')}: x: unknown field"]
+    merged = patch(default_text(), "  bin: day", "  <<: {bin: hour}\n  end: 2024-10-01")
+    merged = merged.replace("  end: 2024-10-01            #", "  # was end:", 1)
+    assert load_text(merged, file=FILE).scenario.window.bin == "hour"
+    own = patch(default_text(), "  bin: day", "  <<: {bin: hour}\n  bin: day")
+    assert load_text(own, file=FILE).scenario.window.bin == "day"
+
+
+@pytest.mark.parametrize(("override", "expected"), [
+    ("name=" + "[" * 600 + "]" * 600, "--set name=" + "[" * 600 + "]" * 600
+     + ": VALUE is not valid YAML: nested more than 64 levels deep"),
+    ("name=#", None),
+])
+def test_override_values_get_the_file_s_limits(override: str, expected: str | None) -> None:
+    if expected is None:  # an empty document is null, as yaml.safe_load reads it
+        assert parse_override(override) == (("name",), None)
+        return
+    with pytest.raises(OverrideError) as info:
+        parse_override(override)
+    assert str(info.value) == expected
+
+
+def test_a_directory_is_not_a_scenario(tmp_path: Path) -> None:
+    with pytest.raises(ScenarioNotFoundError) as info:
+        load(str(tmp_path))
+    assert str(info.value) == f"{tmp_path}: is a directory, not a scenario file"
+
+
+def test_extends_a_file_that_is_not_utf8(tmp_path: Path) -> None:
+    (tmp_path / "latin.yaml").write_bytes("name: caf\xe9\n".encode("latin-1"))
+    child = _write(tmp_path, "child.yaml", "name: c\nextends: latin.yaml\n")
+    with pytest.raises(ScenarioValidationError) as info:
+        load(str(child))
+    assert str(info.value) == (f"{child}:2: extends: {tmp_path / 'latin.yaml'}: cannot read: 'utf-8' "
+                               "codec can't decode byte 0xe9 in position 9: invalid continuation byte")
+
+
+def test_a_long_extends_chain_stops_at_16_files(tmp_path: Path) -> None:
+    for i in range(400):
+        _write(tmp_path, f"c{i}.yaml", f"extends: c{i + 1}.yaml\n")
+    _write(tmp_path, "c400.yaml", f"extends: {DEFAULT_NAME}\n")
+    with pytest.raises(ScenarioValidationError) as info:
+        load(str(tmp_path / "c0.yaml"))
+    assert str(info.value) == "c15.yaml:1: extends: more than 16 files extend one another " \
+                              "(c0.yaml -> ... -> c16.yaml)"
+    assert load(str(tmp_path / "c390.yaml")).scenario.name == DEFAULT_NAME  # 11 files: fine
+
+
+def test_files_of_one_name_in_two_directories_are_not_circular(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = _write(tmp_path / "a", "base.yaml", "extends: ../b/base.yaml\nname: first\n")
+    _write(tmp_path / "b", "base.yaml", f"extends: {DEFAULT_NAME}\nname: second\n")
+    assert load(str(first)).scenario.name == "first"
