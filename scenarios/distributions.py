@@ -20,9 +20,10 @@ import math
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-_FROZEN = ConfigDict(frozen=True, extra="forbid")
+# NaN and infinity are refused (1e400 in YAML is infinity): no law of a count, time or price has them.
+_FROZEN = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class Lognormal(BaseModel):
@@ -34,6 +35,9 @@ class Lognormal(BaseModel):
     def mean(self) -> float:
         return self.median * math.exp(self.sigma**2 / 2)
 
+    def lowest(self) -> float:
+        return 0.0
+
 
 class Exponential(BaseModel):
     model_config = _FROZEN
@@ -43,6 +47,9 @@ class Exponential(BaseModel):
     def mean(self) -> float:
         return self.mean_
 
+    def lowest(self) -> float:
+        return 0.0
+
 
 class Constant(BaseModel):
     model_config = _FROZEN
@@ -50,6 +57,9 @@ class Constant(BaseModel):
     value: float
 
     def mean(self) -> float:
+        return self.value
+
+    def lowest(self) -> float:
         return self.value
 
 
@@ -68,6 +78,9 @@ class Uniform(BaseModel):
     def mean(self) -> float:
         return (self.low + self.high) / 2
 
+    def lowest(self) -> float:
+        return self.low
+
 
 class Pareto(BaseModel):
     model_config = _FROZEN
@@ -77,6 +90,9 @@ class Pareto(BaseModel):
 
     def mean(self) -> float:
         return math.inf if self.alpha <= 1 else self.alpha * self.xm / (self.alpha - 1)
+
+    def lowest(self) -> float:
+        return self.xm
 
 
 class Empirical(BaseModel):
@@ -100,11 +116,59 @@ class Empirical(BaseModel):
         pairs = zip(itertools.pairwise(probs), itertools.pairwise(values), strict=True)
         return float(sum((p1 - p0) * (v0 + v1) / 2 for (p0, p1), (v0, v1) in pairs))
 
+    def lowest(self) -> float:
+        return next(iter(self.quantiles.values()))
+
 
 Distribution = Annotated[
     Lognormal | Exponential | Constant | Uniform | Pareto | Empirical,
     Field(discriminator="dist"),
 ]
+
+
+def _non_negative(d: Lognormal | Exponential | Constant | Uniform | Pareto | Empirical
+                  ) -> Lognormal | Exponential | Constant | Uniform | Pareto | Empirical:
+    if d.lowest() < 0:
+        raise ValueError(f"draws negative values (as low as {d.lowest():g}); this law is of a "
+                         "count, a time, a rate or a price")
+    return d
+
+
+#: The law of a quantity that cannot be negative: every law in a scenario but an ``uncertain:``
+#: parameter's (a propensity may be drawn below zero).
+NonNegative = Annotated[Distribution, AfterValidator(_non_negative)]
+
+
+def _positive(d: Lognormal | Exponential | Constant | Uniform | Pareto | Empirical
+              ) -> Lognormal | Exponential | Constant | Uniform | Pareto | Empirical:
+    # lognormal and exponential laws come arbitrarily near 0 but never draw it
+    if d.lowest() <= 0 and not isinstance(d, Lognormal | Exponential):
+        raise ValueError(f"draws {d.lowest():g}; this law is of a speed, which must be above 0 "
+                         "(a speed of 0 never finishes)")
+    return d
+
+
+#: The law of a speed (output tokens per second): above zero, or generation never ends.
+Positive = Annotated[Distribution, AfterValidator(_non_negative), AfterValidator(_positive)]
+
+#: The highest mean request rate of one organisation, per hour: 10 million is 2,800 a second,
+#: all day. Past it a law is a typo or a heavy tail without a mean, and the Poisson draws of the
+#: simulator's hours overflow.
+MAX_REQUESTS_PER_HOUR = 1e7
+
+
+def _bounded_rate(d: Lognormal | Exponential | Constant | Uniform | Pareto | Empirical
+                  ) -> Lognormal | Exponential | Constant | Uniform | Pareto | Empirical:
+    mean = d.mean()
+    if not mean <= MAX_REQUESTS_PER_HOUR:
+        raise ValueError(f"its mean is {mean:,.4g} requests an hour; at most "
+                         f"{MAX_REQUESTS_PER_HOUR:,.0f} (one organisation)" if math.isfinite(mean)
+                         else "its mean is infinite (a Pareto law needs alpha above 1 here)")
+    return d
+
+
+#: The law of one organisation's mean request rate: non-negative, with a finite, bounded mean.
+Rate = Annotated[Distribution, AfterValidator(_non_negative), AfterValidator(_bounded_rate)]
 
 
 def sample(d: Distribution, rng: np.random.Generator, size: int | None = None) -> np.ndarray:

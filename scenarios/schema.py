@@ -26,9 +26,10 @@ from pydantic import (
 )
 
 from scenarios.countries import region_item_error
-from scenarios.distributions import Constant, Distribution
+from scenarios.distributions import Constant, Distribution, NonNegative, Positive, Rate
 
-_FROZEN = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+# NaN and infinity are refused everywhere (1e400 in YAML reads as infinity).
+_FROZEN = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, allow_inf_nan=False)
 _SLUG = r"^[a-z0-9][a-z0-9_.-]*$"
 
 Action = Literal["allow", "warn", "throttle", "block"]
@@ -102,8 +103,8 @@ class Window(_Model):
 class PathRtt(_Model):
     """Network round trip from a region to the providers, by path."""
 
-    direct: Distribution = Constant(dist="constant", value=0.0)
-    relay: Distribution = Constant(dist="constant", value=0.0)
+    direct: NonNegative = Constant(dist="constant", value=0.0)
+    relay: NonNegative = Constant(dist="constant", value=0.0)
 
 
 class Region(_Model):
@@ -129,7 +130,7 @@ class RetryPolicy(_Model):
 
     statuses: tuple[int, ...] = (408, 409, 429, 500, 502, 503, 504)
     max_retries: int = Field(default=2, ge=0, le=20)
-    backoff_s: Distribution = Constant(dist="constant", value=1.0)
+    backoff_s: NonNegative = Constant(dist="constant", value=1.0)
 
     @field_validator("statuses")
     @classmethod
@@ -154,13 +155,13 @@ class Segment(_Model):
 
     name: Slug
     share: dict[str, Fraction]
-    requests_per_hour: Distribution
-    tokens_in: Distribution
-    tokens_out: Distribution
+    requests_per_hour: Rate
+    tokens_in: NonNegative
+    tokens_out: NonNegative
     model_mix: dict[str, Fraction]
     stream_share: Fraction = 0.0
     retry: RetryPolicy = RetryPolicy()
-    migration_days: Distribution = Constant(dist="constant", value=7.0)
+    migration_days: NonNegative = Constant(dist="constant", value=7.0)
     propensity: Propensity = Propensity()
 
 
@@ -171,8 +172,10 @@ class Model(_Model):
     """A model a provider sells, with its list price (USD per 1M tokens) and a quality score."""
 
     name: Annotated[str, Field(min_length=1, max_length=64)]
-    price_in: float = Field(ge=0)
-    price_out: float = Field(ge=0)
+    # USD per 1M tokens; the dearest list price of 2024 was $600 (o1-pro's output), so 10,000
+    # bounds a typo without bounding any real price
+    price_in: float = Field(ge=0, le=10_000)
+    price_out: float = Field(ge=0, le=10_000)
     quality: float = Field(default=1.0, ge=0, le=1)
     available_from: UtcDatetime | None = None
     #: The endpoint that sells it: chat (chat completions and the Responses API), legacy
@@ -184,8 +187,8 @@ class Model(_Model):
 class Latency(_Model):
     """Service time: time to first token, then output tokens at a rate."""
 
-    ttft_ms: Distribution
-    tokens_per_s: Distribution
+    ttft_ms: NonNegative
+    tokens_per_s: Positive
 
 
 class Capacity(_Model):
@@ -209,7 +212,7 @@ class Faults(_Model):
     error_rate: Fraction = 0.0
     error_status: int = Field(default=500, ge=400, le=599)
     spike_rate: Fraction = 0.0
-    spike_ms: Distribution = Constant(dist="constant", value=0.0)
+    spike_ms: NonNegative = Constant(dist="constant", value=0.0)
     reset_rate: Fraction = 0.0
     stall_rate: Fraction = 0.0
     stall_s: float = Field(default=30.0, ge=0)
@@ -365,7 +368,7 @@ class ChoiceCoefficients(_Model):
 class Relay(_Model):
     """The circumvention path: a relay in a supported country, slower and marked up."""
 
-    extra_latency_ms: Distribution
+    extra_latency_ms: NonNegative
     markup: float = Field(ge=0, le=10)
     country: CountryCode = "SG"
     hosting: bool = True
@@ -380,7 +383,7 @@ class Behaviour(_Model):
     announcement: Announcement | None = None
     choice: ChoiceCoefficients = ChoiceCoefficients()
     relay: Relay
-    wait_days: Distribution = Constant(dist="constant", value=1.0)
+    wait_days: NonNegative = Constant(dist="constant", value=1.0)
 
 
 #: Relative intensity by local hour 0..23: developer APIs follow the working day, with a night
@@ -505,9 +508,21 @@ def semantic_problems(s: Scenario) -> list[tuple[Loc, str]]:
     return [problem for check in checks for problem in check(s)]
 
 
+#: The longest window: both engines work hour by hour (a window of 2,000 years was hours of
+#: work and gigabytes before it failed); a rollout rehearsal spans months.
+MAX_WINDOW_DAYS = 1096
+#: The most organisations a scenario may hold. The simulator gives each its own life: a million
+#: in one region took 171 s and 3.3 GB for one replication on a 2-core machine (2026-12-03).
+MAX_ORGANISATIONS = 1_000_000
+
+
 def _window_rules(s: Scenario) -> list[tuple[Loc, str]]:
     if s.window.end <= s.window.start:
         return [(("window", "end"), f"must be after window.start ({s.window.start.isoformat()})")]
+    days = (s.window.end - s.window.start).total_seconds() / 86400
+    if days > MAX_WINDOW_DAYS:
+        return [(("window", "end"), f"the window is {days:,.0f} days long; at most "
+                 f"{MAX_WINDOW_DAYS:,} (three years) is simulated")]
     return []
 
 
@@ -523,6 +538,12 @@ def _duplicates(names: list[str], loc: Loc, what: str) -> list[tuple[Loc, str]]:
 
 def _region_rules(s: Scenario) -> list[tuple[Loc, str]]:
     out = _duplicates([r.code for r in s.regions], ("regions",), "code")
+    total = sum(r.organisations for r in s.regions)
+    if total > MAX_ORGANISATIONS:
+        biggest = max(range(len(s.regions)), key=lambda i: s.regions[i].organisations)
+        out.append((("regions", biggest, "organisations"), f"the regions hold {total:,} "
+                    f"organisations; at most {MAX_ORGANISATIONS:,} are simulated (each has its own "
+                    "life in the model: use --scale, or fewer, larger organisations)"))
     codes = {r.code for r in s.regions}
     for i, t in enumerate(s.slos.thresholds):
         if t.region not in codes:

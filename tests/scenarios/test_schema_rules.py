@@ -503,3 +503,57 @@ def _all_datetimes(model: object) -> list[dt.datetime]:
 def test_set_a_time_without_a_zone_is_utc() -> None:
     s = load_text(default_text(), file=FILE, overrides=["window.start=2024-06-01T00:00"]).scenario
     assert s.window.start.isoformat() == "2024-06-01T00:00:00+00:00"
+
+
+SET = "s.yaml (--set {o})"
+
+
+@pytest.mark.parametrize(("override", "path", "message"), [
+    ("segments[0].requests_per_hour={dist: constant, value: -5}", "segments[0].requests_per_hour",
+     "draws negative values (as low as -5); this law is of a count, a time, a rate or a price"),
+    ("segments[0].tokens_in={dist: uniform, low: -5, high: 3}", "segments[0].tokens_in",
+     "draws negative values (as low as -5); this law is of a count, a time, a rate or a price"),
+    ("providers[0].latency.ttft_ms={dist: empirical, quantiles: {0.0: -1, 1.0: 5}}",
+     "providers[0].latency.ttft_ms",
+     "draws negative values (as low as -1); this law is of a count, a time, a rate or a price"),
+    ("segments[0].requests_per_hour={dist: constant, value: .nan}",
+     "segments[0].requests_per_hour.value", "Input should be a finite number"),
+    ("providers[0].latency.ttft_ms={dist: constant, value: 1e400}",   # YAML reads 1e400 as infinity
+     "providers[0].latency.ttft_ms.value", "Input should be a finite number"),
+    ("providers[0].models[0].price_in=.inf", "providers[0].models[0].price_in",
+     "Input should be a finite number"),
+    ("behaviour.choice.price=.nan", "behaviour.choice.price", "Input should be a finite number"),
+    ("providers[0].models[0].price_out=10000.5", "providers[0].models[0].price_out",
+     "Input should be less than or equal to 10000 (got 10000.5)"),
+    ("providers[0].latency.tokens_per_s={dist: constant, value: 0}", "providers[0].latency.tokens_per_s",
+     "draws 0; this law is of a speed, which must be above 0 (a speed of 0 never finishes)"),
+    ("segments[0].requests_per_hour={dist: constant, value: 1.0e+300}", "segments[0].requests_per_hour",
+     "its mean is 1e+300 requests an hour; at most 10,000,000 (one organisation)"),
+    ("segments[0].requests_per_hour={dist: lognormal, median: 100, sigma: 5}",
+     "segments[0].requests_per_hour",
+     "its mean is 2.683e+07 requests an hour; at most 10,000,000 (one organisation)"),
+    ("segments[0].requests_per_hour={dist: pareto, xm: 1, alpha: 0.9}", "segments[0].requests_per_hour",
+     "its mean is infinite (a Pareto law needs alpha above 1 here)"),
+    ("window.end=2999-01-01", "window.end",
+     "the window is 355,960 days long; at most 1,096 (three years) is simulated"),
+    ("regions[0].organisations=1000000000000", "regions[0].organisations",
+     "the regions hold 1,000,000,039,150 organisations; at most 1,000,000 are simulated (each has "
+     "its own life in the model: use --scale, or fewer, larger organisations)"),
+], ids=["negative-rate", "negative-uniform", "negative-empirical", "nan-rate", "inf-latency",
+        "inf-price", "nan-coefficient", "price-past-10000", "zero-speed", "huge-rate",
+        "lognormal-mean-too-high", "pareto-no-mean", "window-of-centuries", "a-trillion-orgs"])
+def test_values_that_validated_then_crashed_the_simulator(override: str, path: str, message: str) -> None:
+    """Each of these passed `scenario validate` and then raised in `simulate` (or ran for hours)."""
+    assert problems(default_text(), [override]) == [f"{SET.format(o=override)}: {path}: {message}"]
+
+
+@pytest.mark.parametrize("override", [
+    "segments[0].requests_per_hour={dist: constant, value: 10000000}",   # the bound itself
+    "providers[0].models[0].price_out=10000",
+    "window.end=2027-06-01",                                              # 1,095 days
+    "regions[0].organisations=960850",                                    # 1,000,000 in all
+    "providers[0].latency.tokens_per_s={dist: exponential, mean: 50}",    # near 0, never 0
+    "providers[0].latency.ttft_ms={dist: constant, value: 0}",            # a time may be 0
+])
+def test_the_bounds_themselves_are_accepted(override: str) -> None:
+    load_text(default_text(), file=FILE, overrides=[override])
