@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from statistics import NormalDist
 from typing import Annotated, Literal
 
 import numpy as np
@@ -24,6 +25,12 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 # NaN and infinity are refused (1e400 in YAML is infinity): no law of a count, time or price has them.
 _FROZEN = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+
+#: ``highest()`` of a law without an upper bound is the value it exceeds once in a billion draws
+#: (the 1 − 1e-9 quantile; ``_Z_BILLION`` is that quantile of the standard normal).
+_TAIL = 1e-9
+_Z_BILLION = NormalDist().inv_cdf(1 - _TAIL)
 
 
 class Lognormal(BaseModel):
@@ -38,6 +45,9 @@ class Lognormal(BaseModel):
     def lowest(self) -> float:
         return 0.0
 
+    def highest(self) -> float:
+        return self.median * math.exp(_Z_BILLION * self.sigma)
+
 
 class Exponential(BaseModel):
     model_config = _FROZEN
@@ -50,6 +60,9 @@ class Exponential(BaseModel):
     def lowest(self) -> float:
         return 0.0
 
+    def highest(self) -> float:
+        return self.mean_ * math.log(1 / _TAIL)
+
 
 class Constant(BaseModel):
     model_config = _FROZEN
@@ -60,6 +73,9 @@ class Constant(BaseModel):
         return self.value
 
     def lowest(self) -> float:
+        return self.value
+
+    def highest(self) -> float:
         return self.value
 
 
@@ -81,6 +97,9 @@ class Uniform(BaseModel):
     def lowest(self) -> float:
         return self.low
 
+    def highest(self) -> float:
+        return self.high
+
 
 class Pareto(BaseModel):
     model_config = _FROZEN
@@ -93,6 +112,9 @@ class Pareto(BaseModel):
 
     def lowest(self) -> float:
         return self.xm
+
+    def highest(self) -> float:
+        return self.xm * _TAIL ** (-1 / self.alpha)
 
 
 class Empirical(BaseModel):
@@ -118,6 +140,9 @@ class Empirical(BaseModel):
 
     def lowest(self) -> float:
         return next(iter(self.quantiles.values()))
+
+    def highest(self) -> float:
+        return next(reversed(self.quantiles.values()))
 
 
 Distribution = Annotated[

@@ -169,10 +169,10 @@ def read_yaml(text: str, file: str, *, empty: bool = False) -> tuple[Any, dict[L
         lines: dict[Loc, int] = {}
         return _construct_with_lines(loader, node, (), lines, _Limits()), lines
     except yaml.reader.ReaderError as exc:
-        line = text[: exc.position].count("\n") + 1 if isinstance(text, str) else None
+        at: int | None = text[: exc.position].count("\n") + 1
         what = f"character #x{exc.character:04x} is not allowed (control characters cannot be " \
                "in YAML)" if isinstance(exc.character, int) else str(exc).splitlines()[0]
-        raise _yaml_problem(file, line, what) from None
+        raise _yaml_problem(file, at, what) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -412,10 +412,73 @@ def validate(data: Any, *, file: str, lines: dict[Loc, int] | None = None,
     except ValidationError as exc:
         problems = [problem(_data_loc(data, err["loc"]), _message(err)) for err in exc.errors()]
         raise ScenarioValidationError(_sorted(problems)) from None
-    semantic = [problem(loc, msg) for loc, msg in semantic_problems(scenario)]
+    semantic = [problem(loc, msg) for loc, msg in
+                [*semantic_problems(scenario), *uncertain_problems(scenario)]]
     if semantic:
         raise ScenarioValidationError(_sorted(semantic))
     return scenario
+
+
+#: Uncertain parameters may not change who the organisations are (a run's organisation count is
+#: one number, checked for conservation, and every replication resamples the same organisations).
+FIXED_POPULATION = ("organisations", "share")
+
+
+def uncertain_problems(s: Scenario) -> list[tuple[Loc, str]]:
+    """What is wrong with the scenario's ``uncertain:`` parameters, as (location, message) pairs.
+
+    Each path must name a number the population does not depend on, and every value its law can
+    draw must give a valid scenario: the law's lowest value and its highest (for a law without an
+    upper bound, the value it passes once in a billion draws) are both tried. The simulator
+    draws from these laws per replication (``sim.setup.perturbed``); checked here, a bad one is
+    a line of ``scenario validate``, not a failure in the middle of a run."""
+    out: list[tuple[Loc, str]] = []
+    if not s.uncertain:
+        return out
+    data = resolved_dict(s)
+    for i, u in enumerate(s.uncertain):
+        where = ("uncertain", i)
+        try:
+            loc = parse_path(u.path)
+        except OverrideError as exc:
+            out.append(((*where, "path"), str(exc).removeprefix(f"--set {u.path}: ")))
+            continue
+        if any(part in FIXED_POPULATION for part in loc):
+            out.append(((*where, "path"), f"{u.path}: organisation counts and segment shares "
+                        "cannot be uncertain (every replication simulates the same organisations)"))
+            continue
+        current = uncertain_target(data, loc)
+        if isinstance(current, str):
+            out.append(((*where, "path"), f"{u.path}: {current}"))
+            continue
+        for which, value in (("lowest", u.dist.lowest()), ("highest", u.dist.highest())):
+            value = round(value) if isinstance(current, int) else value
+            trial = resolved_dict(s)
+            apply_override(trial, loc, value, u.path)
+            trial["uncertain"] = []
+            try:
+                broken = [(loc, msg) for loc, msg in semantic_problems(Scenario.model_validate(trial))]
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                broken = [(_data_loc(trial, err["loc"]), _message(err))]
+            if broken:
+                out.append(((*where, "dist"), f"its {which} value {value:,.6g} makes "
+                            f"{format_loc(broken[0][0])} invalid: {broken[0][1]}"))
+                break
+    return out
+
+
+def uncertain_target(data: Any, loc: Loc) -> int | float | str:
+    """The number at ``loc`` in a scenario's resolved data, or why there is none (a str)."""
+    node = data
+    for part in loc:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return "no such field"
+    if isinstance(node, bool) or not isinstance(node, int | float):
+        return f"not a number ({node!r})"
+    return node
 
 
 def _sorted(problems: list[Problem]) -> list[Problem]:

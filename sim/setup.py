@@ -19,7 +19,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scenarios.loader import apply_override, parse_path, resolved_dict
+from scenarios.loader import (
+    apply_override,
+    format_loc,
+    parse_path,
+    resolved_dict,
+    uncertain_problems,
+    uncertain_target,
+)
 from scenarios.market import MarketContext
 from scenarios.policy import denied_regions, first_denial
 from scenarios.sample import Sample
@@ -76,11 +83,6 @@ def scaled_capacity(s: Scenario, scale: float) -> Scenario:
     return s.model_copy(update={"providers": providers})
 
 
-#: Uncertain parameters may not change who the organisations are (the run's organisation count
-#: is one number, checked for conservation).
-_FIXED_POPULATION = ("organisations", "share")
-
-
 def perturbed(s: Scenario, rng: np.random.Generator) -> Scenario:
     """The scenario with each of its ``uncertain`` parameters drawn once from its distribution."""
     if not s.uncertain:
@@ -91,7 +93,7 @@ def perturbed(s: Scenario, rng: np.random.Generator) -> Scenario:
     for u in s.uncertain:
         loc = parse_path(u.path)
         value: float = float(sample_one(u.dist, rng))
-        current = _lookup(data, loc, u.path)
+        current = uncertain_target(data, loc)
         apply_override(data, loc, round(value) if isinstance(current, int) else value, u.path)
     data["uncertain"] = []   # drawn: the replication's scenario is certain
     try:
@@ -101,28 +103,13 @@ def perturbed(s: Scenario, rng: np.random.Generator) -> Scenario:
                                       f"{str(exc).splitlines()[0]}") from None
 
 
-def _lookup(data: object, loc: tuple[str | int, ...], path: str) -> object:
-    node = data
-    for part in loc:
-        try:
-            node = node[part]  # type: ignore[index]
-        except (KeyError, IndexError, TypeError):
-            raise UncertainParameterError(f"uncertain: {path}: no such field") from None
-    if isinstance(node, bool) or not isinstance(node, (int, float)):
-        raise UncertainParameterError(f"uncertain: {path}: not a number ({node!r})")
-    return node
-
-
 def check_uncertain(s: Scenario) -> None:
-    """Every uncertain path names a number that does not change the population (exit 2 if not)."""
-    for u in s.uncertain:
-        loc = parse_path(u.path)
-        if any(part in _FIXED_POPULATION for part in loc):
-            raise UncertainParameterError(
-                f"uncertain: {u.path}: organisation counts and segment shares cannot be uncertain "
-                "(every replication simulates the same organisations)")
-        _lookup(resolved_dict(s), loc, u.path)
-    perturbed(s, np.random.default_rng(0))
+    """The scenario's uncertain parameters are sound (``scenarios.loader.uncertain_problems``,
+    which ``scenario validate`` runs too); a scenario built in code is checked here (exit 2)."""
+    problems = uncertain_problems(s)
+    if problems:
+        loc, message = problems[0]
+        raise UncertainParameterError(f"{s.name}: {format_loc(loc)}: {message}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -375,3 +375,40 @@ def test_files_of_one_name_in_two_directories_are_not_circular(tmp_path: Path) -
     first = _write(tmp_path / "a", "base.yaml", "extends: ../b/base.yaml\nname: first\n")
     _write(tmp_path / "b", "base.yaml", f"extends: {DEFAULT_NAME}\nname: second\n")
     assert load(str(first)).scenario.name == "first"
+
+
+UNCERTAIN = "uncertain=[{{path: '{path}', dist: {dist}}}]"
+
+
+@pytest.mark.parametrize(("path", "dist", "where", "message"), [
+    ("providers[1].capacity.nope", "{dist: constant, value: 1}", "path",
+     "providers[1].capacity.nope: no such field"),
+    ("name", "{dist: constant, value: 1}", "path", "name: not a number ('openai-2024-cn-hk')"),
+    ("a..b", "{dist: constant, value: 1}", "path", "cannot parse the field path at '.b'"),
+    ("regions[0].organisations", "{dist: constant, value: 1}", "path",
+     "regions[0].organisations: organisation counts and segment shares cannot be uncertain "
+     "(every replication simulates the same organisations)"),
+    ("providers[1].capacity.concurrency", "{dist: uniform, low: -5, high: 1500}", "dist",
+     "its lowest value -5 makes providers[1].capacity.concurrency invalid: "
+     "Input should be greater than or equal to 1 (got -5)"),
+    # unbounded above: the once-in-a-billion draw, 0.05·e^(5.9978·0.5) = 1.0032, is past a fraction's 1
+    ("providers[1].faults.error_rate", "{dist: lognormal, median: 0.05, sigma: 0.5}", "dist",
+     "its highest value 1.00318 makes providers[1].faults.error_rate invalid: "
+     "Input should be less than or equal to 1 (got 1.0031762699360944)"),
+    ("behaviour.relay.markup", "{dist: uniform, low: 0, high: 11}", "dist",
+     "its highest value 11 makes behaviour.relay.markup invalid: "
+     "Input should be less than or equal to 10 (got 11.0)"),
+], ids=["no-field", "not-a-number", "bad-path", "population", "below-a-bound", "lognormal-tail",
+        "above-a-bound"])
+def test_uncertain_parameters_are_checked_with_the_file(path: str, dist: str, where: str,
+                                                        message: str) -> None:
+    override = UNCERTAIN.format(path=path, dist=dist)
+    assert problems(default_text(), [override]) == [f"s.yaml (--set {override}): uncertain[0].{where}: "
+                                                    f"{message}"]
+
+
+def test_uncertain_parameters_whose_every_value_is_valid_pass() -> None:
+    for path, dist in (("providers[1].capacity.concurrency", "{dist: uniform, low: 500, high: 1500}"),
+                       ("providers[1].faults.error_rate", "{dist: lognormal, median: 0.01, sigma: 0.5}"),
+                       ("behaviour.choice.price", "{dist: uniform, low: -5, high: 1}")):  # may be < 0
+        load_text(default_text(), file=FILE, overrides=[UNCERTAIN.format(path=path, dist=dist)])
