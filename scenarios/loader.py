@@ -130,6 +130,10 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode, path: Loc,
             raise yaml.constructor.ConstructorError(None, None, "found unhashable key",
                                                     key_node.start_mark)
         key = _scalar(loader, key_node)
+        if key_node.style is None and (key is None or isinstance(key, bool)):
+            # a plain `NO:` (Norway), `on:` or `null:` key is its text: YAML 1.1 would make it
+            # False or None, a key no scenario field has
+            key = key_node.value
         line = key_node.start_mark.line + 1
         if index >= merged and key in first_line and first_line[key] >= 0:
             raise _too_much(f"duplicate key {key!r} (first on line {first_line[key]}); "
@@ -380,6 +384,9 @@ def _message(err: Any) -> str:
                "lognormal, exponential, constant, uniform, pareto, empirical)"
     if kind == "union_tag_not_found":
         return "a distribution needs 'dist:' (lognormal, exponential, constant, uniform, pareto, empirical)"
+    if kind == "too_short" and isinstance(err.get("input"), list | tuple):
+        least = err.get("ctx", {}).get("min_length", 1)
+        return f"needs at least {least} item{'s' if least != 1 else ''} (got {len(err['input'])})"
     msg = str(err["msg"])
     msg = msg.removeprefix("Value error, ")
     if kind.startswith(("greater", "less", "literal", "string_pattern", "int_", "float_", "bool_")):
@@ -410,7 +417,12 @@ def validate(data: Any, *, file: str, lines: dict[Loc, int] | None = None,
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
-        problems = [problem(_data_loc(data, err["loc"]), _message(err)) for err in exc.errors()]
+        errors = exc.errors()
+        # A tuple with a bad item is also "too short after validation": the item's error says it
+        errors = [err for err in errors if not (err["type"] == "too_short" and any(
+            other["loc"][: len(err["loc"])] == err["loc"] and len(other["loc"]) > len(err["loc"])
+            for other in errors))]
+        problems = [problem(_data_loc(data, err["loc"]), _message(err)) for err in errors]
         raise ScenarioValidationError(_sorted(problems)) from None
     semantic = [problem(loc, msg) for loc, msg in
                 [*semantic_problems(scenario), *uncertain_problems(scenario)]]
@@ -500,6 +512,8 @@ def load(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> Load
 def load_text(text: str, *, file: str, overrides: list[str] | tuple[str, ...] = (),
               base_dir: Path | None = None) -> Loaded:
     data, lines = read_yaml(text, file)
+    if not isinstance(data, dict):  # before --set, which would say "  is not a mapping"
+        raise ScenarioValidationError([Problem(file, 1, "", "a scenario must be a YAML mapping")])
     data, lines = _inherit(data, lines, file=file, base_dir=base_dir,
                            seen=(((base_dir or Path.cwd()) / Path(file).name).resolve(),))
     overridden: dict[Loc, str] = {}

@@ -412,3 +412,31 @@ def test_uncertain_parameters_whose_every_value_is_valid_pass() -> None:
                        ("providers[1].faults.error_rate", "{dist: lognormal, median: 0.01, sigma: 0.5}"),
                        ("behaviour.choice.price", "{dist: uniform, low: -5, high: 1}")):  # may be < 0
         load_text(default_text(), file=FILE, overrides=[UNCERTAIN.format(path=path, dist=dist)])
+
+
+def test_a_bad_list_item_is_one_problem_not_also_a_short_list() -> None:
+    override = "routing.failover[0].to=[BAD SLUG]"
+    assert problems(default_text(), [override]) == [
+        f"s.yaml (--set {override}): routing.failover[0].to[0]: String should match pattern "
+        "'^[a-z0-9][a-z0-9_.-]*$' (got 'BAD SLUG')"]
+    assert problems(default_text(), ["regions=[5]"]) == [
+        "s.yaml (--set regions=[5]): regions[0]: Input should be a valid dictionary or instance of Region"]
+
+
+def test_plain_yes_no_null_keys_are_their_text() -> None:
+    # YAML 1.1 reads a plain NO (Norway) as False and `null:` as None: keys no field has
+    text = patch(default_text(), "version: 1", "version: 1\ntrue: 1\nNO: 2\nnull: 3\n'yes': 4")
+    assert problems(text)[:4] == [
+        f"s.yaml:{line_of(text, 'true: 1')}: true: unknown field",
+        f"s.yaml:{line_of(text, 'NO: 2')}: NO: unknown field",
+        f"s.yaml:{line_of(text, 'null: 3')}: null: unknown field",
+        f"s.yaml:{line_of(text, 'yes')}: yes: unknown field"]
+    assert problems(default_text(), ["segments[0].share={NO: 0.1}"])[0] == (
+        "s.yaml (--set segments[0].share={NO: 0.1}): segments[0].share.NO: unknown region 'NO'")
+
+
+def test_set_on_a_file_that_is_not_a_mapping(tmp_path: Path) -> None:
+    listed = _write(tmp_path, "list.yaml", "- a\n")
+    with pytest.raises(ScenarioValidationError) as info:
+        load(str(listed), ["name=x"])
+    assert str(info.value) == f"{listed}:1: a scenario must be a YAML mapping"

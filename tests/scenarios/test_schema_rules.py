@@ -89,7 +89,7 @@ FIELD_RULES: dict[str, Case] = {
         "(country-expressible part)",
         "        regions: []",
         ("regions: []", "policy.openai.stages[0].regions",
-         "Tuple should have at least 1 item after validation, not 0")),
+         "needs at least 1 item (got 0)")),
     "retry-status": case(
         "    retry: {statuses: [408, 409, 429, 500, 502, 503, 504], max_retries: 2, backoff_s: "
         "{dist: exponential, mean: 1.0}}  # FACT: the openai SDK retries these twice; not 403",
@@ -121,7 +121,7 @@ FIELD_RULES: dict[str, Case] = {
                          "price_out: 0.28, quality: 0.86}  # FACT: DeepSeek-V2 ¥1/¥2 per 1M\n",
                          "    label: DeepSeek\n    models: []\n",
                          ("models: []", "providers[5].models",
-                          "Tuple should have at least 1 item after validation, not 0")),
+                          "needs at least 1 item (got 0)")),
     "concurrency": case(
         "capacity: {concurrency: 200000,", "capacity: {concurrency: 0,",
         ("concurrency: 0", "providers[0].capacity.concurrency",
@@ -183,7 +183,7 @@ FIELD_RULES: dict[str, Case] = {
         ("signal: vibes", "policy.openai.detection.signal", "Input should be 'hosting_asn' (got 'vibes')")),
     "failover-to-empty": case(
         "      to: [alibaba, deepseek]", "      to: []",
-        ("to: []", "routing.failover[0].to", "Tuple should have at least 1 item after validation, not 0")),
+        ("to: []", "routing.failover[0].to", "needs at least 1 item (got 0)")),
     "failover-when": case(
         "      when: [block, error]", "      when: [block, timeout]",
         ("when: [block, timeout]", "routing.failover[0].when[1]",
