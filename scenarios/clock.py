@@ -31,9 +31,11 @@ __all__ = [
     "CompressedClock",
     "PinnedClock",
     "RealClock",
+    "check_compression",
     "format_instant",
     "parse_clock",
     "parse_duration",
+    "parse_epoch",
     "parse_when",
 ]
 
@@ -186,18 +188,26 @@ _DURATION = re.compile(
 )
 
 
+#: The longest duration: what a ``timedelta`` holds (999,999,999 days), so any duration can be
+#: added to an instant or divided into a window without OverflowError. A command bounds its own
+#: durations further (a load test's by its scenario window: ``--compress`` replays the window onto
+#: no more wall time than it spans).
+MAX_DURATION_S = Decimal(timedelta.max.days) * _UNIT_SECONDS["d"]
+
+
 def parse_duration(text: str, *, what: str = "DURATION") -> float:
-    """Parse ``300``, ``300s``, ``5m``, ``1h30m``, ``2d``, ``1.5h``, ``90ms`` into seconds (> 0)."""
+    """Parse ``300``, ``300s``, ``5m``, ``1h30m``, ``2d``, ``1.5h``, ``90ms`` into seconds
+    (above zero, at most MAX_DURATION_S)."""
     match = _DURATION.fullmatch(text.strip())
     parts = match.groupdict() if match else {}
     if not any(parts.get(key) for key in ("bare", *_UNIT_SECONDS)):
         raise UsageError(f"{what}: {text!r} is not a duration (e.g. 300, 300s, 5m, 1h30m, 2d, 90ms)")
-    seconds = float(
-        Decimal(parts["bare"] or 0)
-        + sum(Decimal(parts[unit]) * factor for unit, factor in _UNIT_SECONDS.items() if parts[unit])
-    )
-    if not math.isfinite(seconds):
-        raise UsageError(f"{what}: {text!r} is too large")
+    exact = Decimal(parts["bare"] or 0) + sum(
+        Decimal(parts[unit]) * factor for unit, factor in _UNIT_SECONDS.items() if parts[unit])
+    if exact > MAX_DURATION_S:  # compared exactly: "9" * 400 seconds is no float
+        raise UsageError(f"{what}: {text!r} is too long (at most {timedelta.max.days:,} days, "
+                         "the longest a timedelta holds)")
+    seconds = float(exact)
     if parts["sign"] == "-" or seconds <= 0:
         raise UsageError(f"{what}: {text!r} must be greater than zero")
     return seconds
@@ -219,23 +229,54 @@ def parse_clock(spec: str, *, window_start: datetime, window_end: datetime, now_
     if kind == "compress" and arg:
         duration_text, has_epoch, epoch_text = arg.partition("@")
         duration = parse_duration(duration_text, what="--compress")
-        epoch = _parse_epoch(epoch_text) if has_epoch else now_wall
+        check_compression(duration, window_start, window_end, what="--compress",
+                          text=duration_text)
+        epoch = parse_epoch(epoch_text) if has_epoch else now_wall
         return CompressedClock(window_start, window_end, duration, epoch)
     raise UsageError(f"--clock: {spec!r} is not real, at:WHEN or compress:DURATION[@EPOCH]")
+
+
+def check_compression(duration_s: float, window_start: datetime, window_end: datetime, *,
+                      what: str, text: str) -> None:
+    """A compressed clock replays the window onto ``duration_s`` wall seconds: no more than the
+    window spans. Longer would slow the scenario down, and far longer stops it in all but name
+    (a 120-day window onto 10**20 days moves by nanoseconds a day, yet looks like a running
+    clock): UsageError naming ``what``, quoting ``text``."""
+    window_s = (_as_utc(window_end, "end") - _as_utc(window_start, "start")).total_seconds()
+    if duration_s > window_s:
+        raise UsageError(f"{what}: {text!r} is longer than the scenario window it compresses "
+                         f"({_format_span(window_s)}): at most the window itself, which replays "
+                         "it in real time")
+
+
+def _format_span(seconds: float) -> str:
+    """ "122 days", "3 h", "90 s": the window's length in its largest whole unit."""
+    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:,.0f} {unit}"
+    return f"{_format_number(seconds)} s"
 
 
 _UNIX_TIME = re.compile(rf"[+-]?{_NUMBER}")
 
 
-def _parse_epoch(text: str) -> float:
-    """An EPOCH is a unix time (``1732579200`` or ``1732579200.5``) or an ISO-8601 instant."""
+def parse_epoch(text: str, *, prefix: str = "--compress: EPOCH") -> float:
+    """An EPOCH is a unix time (``1732579200`` or ``1732579200.5``) or an ISO-8601 instant, and
+    an instant a ``datetime`` holds (years 1 to 9999): a unix time of 10**20 would be accepted
+    and then overflow on every conversion of the clock."""
     try:
         epoch = float(text) if _UNIX_TIME.fullmatch(text.strip()) else parse_when(text).timestamp()
     except UsageError:
         epoch = math.nan
     if not math.isfinite(epoch):
-        raise UsageError(f"--compress: EPOCH {text!r} is not a unix time or ISO-8601 instant")
+        raise UsageError(f"{prefix} {text!r} is not a unix time or ISO-8601 instant")
+    try:
+        datetime.fromtimestamp(epoch, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        raise UsageError(f"{prefix} {text!r} is out of range (a unix time of the years 1 to "
+                         "9999)") from None
     return epoch
+
 
 
 def _as_utc(dt: datetime, name: str) -> datetime:

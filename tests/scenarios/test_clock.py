@@ -14,9 +14,11 @@ from scenarios.clock import (
     CompressedClock,
     PinnedClock,
     RealClock,
+    check_compression,
     format_instant,
     parse_clock,
     parse_duration,
+    parse_epoch,
     parse_when,
 )
 from scenarios.errors import UsageError
@@ -279,10 +281,20 @@ def test_parse_duration_rejects_zero_and_negative(text: str) -> None:
         parse_duration(text)
 
 
-def test_parse_duration_rejects_overflow_and_names_the_argument() -> None:
-    text = "9" * 400
-    with pytest.raises(UsageError, match=f"^--duration: '{text}' is too large$"):
+TOO_LONG = "is too long (at most 999,999,999 days, the longest a timedelta holds)"
+
+
+@pytest.mark.parametrize("text", ["9" * 400, "99999999999999999999d", "1000000000d", "86400000000000s1ms"])
+def test_parse_duration_rejects_what_no_timedelta_holds_and_names_the_argument(text: str) -> None:
+    """A duration must add to an instant: 10**20 days was accepted (8.6e24 s) and overflowed later,
+    as a traceback in the load test's plan or a clock that never moved."""
+    with pytest.raises(UsageError, match=f"^--duration: {re.escape(repr(text))} {re.escape(TOO_LONG)}$"):
         parse_duration(text, what="--duration")
+
+
+def test_parse_duration_takes_the_longest_timedelta() -> None:
+    assert parse_duration("999999999d", what="--duration") == 999_999_999 * 86400.0
+    assert START + timedelta(seconds=parse_duration("999999d")) > START
 
 
 # --- parse_clock -----------------------------------------------------------------------------
@@ -331,3 +343,49 @@ def test_parse_clock_accepts(spec: str, expected: Clock) -> None:
 def test_parse_clock_rejects(spec: str, message: str) -> None:
     with pytest.raises(UsageError, match=f"^{re.escape(message)}$"):
         _clock(spec)
+
+
+WINDOW_TOO_SHORT = ("is longer than the scenario window it compresses (120 days): at most the window "
+                    "itself, which replays it in real time")
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("compress:121d", f"--compress: '121d' {WINDOW_TOO_SHORT}"),
+        ("compress:99999999999999999999d",
+         f"--compress: '99999999999999999999d' {TOO_LONG}"),
+        ("compress:5m@99999999999999999999",
+         "--compress: EPOCH '99999999999999999999' is out of range (a unix time of the years 1 to "
+         "9999)"),
+        ("compress:5m@-99999999999",
+         "--compress: EPOCH '-99999999999' is out of range (a unix time of the years 1 to 9999)"),
+    ],
+)
+def test_parse_clock_rejects_a_clock_that_would_not_run(spec: str, message: str) -> None:
+    """Compressing 120 days onto more than 120 days stretches them (onto 10**20 days the clock
+    read 'x0' and never moved); an EPOCH past year 9999 overflowed on every request."""
+    with pytest.raises(UsageError, match=f"^{re.escape(message)}$"):
+        _clock(spec)
+
+
+def test_parse_clock_compresses_onto_the_whole_window_at_most() -> None:
+    clock = _clock("compress:120d")
+    assert isinstance(clock, CompressedClock) and clock.factor == 1.0
+    assert _clock("compress:5m@253402300799").epoch == 253402300799.0  # 9999-12-31T23:59:59Z
+
+
+def test_check_compression_names_its_argument_and_the_window_in_its_unit() -> None:
+    three_hours = (START, START + timedelta(hours=3))
+    with pytest.raises(UsageError, match=r"^--duration: '4h' is longer than the scenario window it "
+                                         r"compresses \(3 h\): "):
+        check_compression(4 * 3600.0, *three_hours, what="--duration", text="4h")
+    check_compression(3 * 3600.0, *three_hours, what="--duration", text="3h")
+
+
+def test_parse_epoch_reads_unix_times_and_instants_in_range() -> None:
+    assert parse_epoch("1732579200.5") == 1732579200.5
+    assert parse_epoch("2024-11-26T00:00:00Z") == EPOCH
+    for bad in ("nan", "inf", "1e9", "soon"):
+        with pytest.raises(UsageError, match=f"^--epoch {re.escape(repr(bad))} is not a unix time "):
+            parse_epoch(bad, prefix="--epoch")
