@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import pkgutil
+import re
 import sys
 from collections.abc import Sequence
 
@@ -21,12 +22,21 @@ COMMAND_ORDER = ("scenario", "policy", "simulate", "sweep", "upstreams", "gatewa
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE = 0, 1, 2
 
+#: argparse's "argument --x: what is wrong" for an option (not a positional argument).
+_OPTION_ERROR = re.compile(r"argument (-[^:]*): (.*)", re.DOTALL)
+
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (no usage dump) and exit status 2."""
+    """argparse, but a usage error is one line (no usage dump) and exit status 2.
+
+    A bad option value reads as every other usage error does, ``--flag: what is wrong`` (the
+    ``type=`` functions of :mod:`regionblock.common`, argparse's own choices and conflicts);
+    other mistakes (a missing argument, an unknown one) keep the command's name in front."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_USAGE, f"{self.prog}: {message}\n")
+        option = _OPTION_ERROR.fullmatch(message)
+        line = f"{option[1]}: {option[2]}" if option else f"{self.prog}: {message}"
+        self.exit(EXIT_USAGE, line + "\n")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

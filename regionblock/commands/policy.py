@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from regionblock.common import add_scenario_arg, load_scenario
+from regionblock.common import add_scenario_arg, load_scenario, nonempty_path, nonempty_text
 from scenarios.clock import format_instant, parse_when
 from scenarios.errors import GeoError, UsageError
 from scenarios.geo import Geo, IpInfo, default_geo
@@ -28,11 +28,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     who = e.add_mutually_exclusive_group(required=True)
     who.add_argument("--ip", help="the client's IP address (resolved with the GeoIP data)")
     who.add_argument("--country", metavar="CC", help="the client's ISO 3166-1 alpha-2 country")
-    e.add_argument("--org", default=DEFAULT_ORG, metavar="ID",
+    e.add_argument("--org", default=DEFAULT_ORG, metavar="ID", type=nonempty_text("an organisation id"),
                    help="organisation id, e.g. cn-startup-000042 (its bucket decides percentage "
                         "rollouts; its id gives its home region and segment)")
     e.add_argument("--provider", metavar="NAME", help="provider asked (default: the incumbent)")
-    e.add_argument("--geoip-db", metavar="MMDB", help="a MaxMind MMDB file instead of the embedded data")
+    e.add_argument("--geoip-db", metavar="MMDB", type=nonempty_path,
+                   help="a MaxMind MMDB file instead of the embedded data")
     e.add_argument("--json", action="store_true", help="machine-readable output")
     e.set_defaults(func=run_explain)
 

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from regionblock.common import add_scenario_arg, add_set_arg, load_scenario
+from regionblock.common import SCENARIO_REF, add_scenario_arg, add_set_arg, load_scenario
 from scenarios.errors import ScenarioError
 from scenarios.loader import description_line, json_schema, load, resolved_yaml, shipped
 
@@ -21,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         func=run_list)
 
     v = actions.add_parser("validate", help="check scenario files; every problem is reported")
-    v.add_argument("paths", nargs="+", metavar="PATH", help="scenario files or shipped names")
+    v.add_argument("paths", nargs="+", metavar="PATH", type=SCENARIO_REF,
+                   help="scenario files or shipped names")
     add_set_arg(v)
     v.set_defaults(func=run_validate)
 

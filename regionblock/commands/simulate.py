@@ -7,7 +7,6 @@ import argparse
 import datetime as dt
 import functools
 import json
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -18,8 +17,13 @@ from regionblock.common import (
     add_scenario_arg,
     check_out_dir,
     default_runs_dir,
+    finite_number,
     load_scenario,
+    nonempty_path,
+    process_count,
+    seed_number,
     stderr_console,
+    whole_number,
 )
 from scenarios.errors import UsageError
 from scenarios.loader import Loaded
@@ -29,6 +33,11 @@ if TYPE_CHECKING:
     from sim.run import Paired
 
 #: Headline keys shown in the terminal table (the full set is in summary.json).
+#: The most replications one run takes: each is a whole simulation (with its baseline), kept until
+#: the run is written, and the 5 %/95 % bands they give are settled long before.
+MAX_REPLICATIONS = 10_000
+REPLICATIONS = whole_number(1, MAX_REPLICATIONS, why="the 5 %/95 % bands are settled long before")
+
 SHOWN = ("incumbent_baseline_revenue_usd", "incumbent_revenue_usd", "incumbent_revenue_lost_usd",
          "incumbent_revenue_lost_pct", "blocked_regions_share_of_revenue_pct",
          "blocked_regions_revenue_lost_pct", "relay_markup_usd", "retry_amplification")
@@ -42,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "Writes a run directory and prints its path.")
     add_scenario_arg(p)
     add_run_options(p)
-    p.add_argument("--sample-of", type=Path, default=None, metavar="LOADTEST_RUN",
+    p.add_argument("--sample-of", type=nonempty_path, default=None, metavar="LOADTEST_RUN",
                    help="the paired simulation of a load test: exactly its organisations (ids, "
                         "rates in its units, weights, generators) in the full market's context, "
                         "replications varying only request-level chance; the like-for-like "
@@ -51,25 +60,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--replications", type=int, default=10, metavar="N",
-                   help="independent replications (default 10)")
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="root seed (default 0)")
-    p.add_argument("--jobs", type=int, default=1, metavar="K", help="worker processes (default 1)")
-    p.add_argument("--scale", type=float, default=1.0, metavar="F",
+    p.add_argument("--replications", default=10, metavar="N", type=REPLICATIONS,
+                   help=f"independent replications (default 10, at most {MAX_REPLICATIONS:,})")
+    p.add_argument("--seed", type=seed_number, default=0, metavar="S", help="root seed (default 0)")
+    p.add_argument("--jobs", type=process_count(1), default=1, metavar="K",
+                   help="worker processes (default 1)")
+    p.add_argument("--scale", type=finite_number(), default=1.0, metavar="F",
                    help="simulate this fraction of every region's organisations (default 1)")
-    p.add_argument("--out", type=Path, default=default_runs_dir(), metavar="DIR",
+    p.add_argument("--out", type=nonempty_path, default=default_runs_dir(), metavar="DIR",
                    help="root directory for run directories (default runs/)")
 
 
 def check_run_options(args: argparse.Namespace) -> None:
-    if args.replications < 1:
-        raise UsageError(f"--replications: must be at least 1 (got {args.replications})")
-    if args.jobs < 1:
-        raise UsageError(f"--jobs: must be at least 1 (got {args.jobs})")
+    """What the options' ``type=`` functions cannot say alone (the counts, seeds and paths are
+    parsed and bounded by them)."""
     if not 0.0 < args.scale <= 1.0:
         raise UsageError(f"--scale: must be in (0, 1] (got {args.scale:g})")
-    if args.seed < 0:
-        raise UsageError(f"--seed: must be non-negative (got {args.seed})")
     check_out_dir(args.out)
 
 

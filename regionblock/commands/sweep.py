@@ -17,7 +17,7 @@ from regionblock.commands.simulate import (
     progress_bar,
     wide_console,
 )
-from regionblock.common import stderr_console
+from regionblock.common import SCENARIO_REF, nonempty_text, stderr_console
 
 #: Headline figures shown per point in the terminal (all of them are in sweep.csv).
 SHOWN = ("incumbent_revenue_lost_usd", "incumbent_revenue_lost_pct", "relay_markup_usd")
@@ -29,12 +29,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "cartesian product of every --set PATH=V1,V2,...), in a process "
                                    "pool or on a Dask cluster. Writes one run directory per point "
                                    "and a sweep table; prints the sweep directory's path.")
-    p.add_argument("scenario", metavar="SCENARIO", help="a scenario file or a shipped scenario name")
+    p.add_argument("scenario", metavar="SCENARIO", type=SCENARIO_REF,
+                   help="a scenario file or a shipped scenario name")
     p.add_argument("--set", dest="grid", action="append", default=[], metavar="PATH=V1,V2,...",
                    help="a swept field and its values (comma-separated; [a,b] stays one value); "
                         "a single value overrides the field at every point")
     add_run_options(p)
     p.add_argument("--dask", metavar="ADDRESS", default=None,
+                   type=nonempty_text("a Dask scheduler's address, e.g. tcp://10.0.0.5:8786"),
                    help="run on the Dask scheduler at ADDRESS (needs the 'cluster' extra)")
     p.set_defaults(func=run)
 

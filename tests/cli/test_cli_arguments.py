@@ -1,0 +1,107 @@
+"""Every command's numeric, port, host and path options: a bad value is one line naming the
+option and what is wrong, exit 2, checked before any work starts, nothing written (the ``type=``
+functions of regionblock.common and each command's checks of what needs the scenario).
+
+In-process cases run with every piece of real work replaced by a tripwire (simulating, sweeping,
+load-testing, serving): a value let through fails the test at once instead of starting a run or a
+server.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cli_helpers import assert_one_line_error, run_cli
+
+from regionblock.common import PROCESSES_PER_CPU, cpu_count
+
+Capsys = pytest.CaptureFixture[str]
+SCENARIO = "openai-2024-cn-hk"  # 55,150 organisations, 6 providers, window 2024-06-01..10-01
+EMPTY_PATH = "must not be empty (a path; the current directory is .)"
+CPUS = cpu_count()
+MAX_PROCESSES = PROCESSES_PER_CPU * CPUS
+PROCESSES_WHY = f"{PROCESSES_PER_CPU} per CPU ({CPUS} here): more only divide the CPUs thinner"
+SEED_WHY = "2**64-1, the most an organisation's generator reads"
+BIG = "99999999999999999999"  # 10**20 - 1: more than an int64, far more than any bound
+
+
+class WorkStarted(AssertionError):
+    """A bad value got past the checks: real work was about to start."""
+
+
+@pytest.fixture(autouse=True)
+def no_work(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Replace everything that would simulate, load-test or serve with a tripwire, and run in a
+    directory of our own (an empty --out there would be the test's own tmp_path)."""
+    import gateway.server
+    import loadtests.run
+    import regionblock.commands.loadtest as loadtest_command
+    import regionblock.commands.upstreams as upstreams_command
+    import sim.run
+    import sim.sweep
+
+    def tripwire(*_args: Any, **_kwargs: Any) -> Any:
+        raise WorkStarted("work started with a value that should have been refused")
+
+    for module, name in ((sim.run, "simulate"), (sim.sweep, "sweep"), (loadtests.run, "loadtest"),
+                         (loadtest_command, "loadtest"), (loadtest_command, "market_context"),
+                         (gateway.server, "run"), (upstreams_command, "_run_in_loop")):
+        monkeypatch.setattr(module, name, tripwire)
+    monkeypatch.chdir(tmp_path)
+
+
+def _bad(*argv: str, line: str, name: str = "") -> Any:
+    return pytest.param(list(argv), line, id=name or " ".join(a or "''" for a in argv))
+
+
+CASES = [
+    # -------------------------------------------------------------------- simulate (and sweep)
+    _bad("simulate", SCENARIO, "--replications", BIG,
+         line=f"--replications: must be at most 10,000 (got {BIG}): the 5 %/95 % bands are settled "
+              "long before"),
+    _bad("simulate", SCENARIO, "--replications", "1e20",
+         line="--replications: must be a whole number (got '1e20')"),
+    _bad("simulate", SCENARIO, "--replications", "9" * 5000, name="simulate --replications 9x5000",
+         line=f"--replications: must be at most 10,000 (got {'9' * 40}…): the 5 %/95 % bands are "
+              "settled long before"),
+    _bad("simulate", SCENARIO, "--seed", "-1", line="--seed: must be at least 0 (got -1)"),
+    _bad("simulate", SCENARIO, "--seed", str(2**64),
+         line=f"--seed: must be at most 18,446,744,073,709,551,615 (got {2**64}): {SEED_WHY}"),
+    _bad("simulate", SCENARIO, "--jobs", "1000",
+         line=f"--jobs: must be at most {MAX_PROCESSES} (got 1000): {PROCESSES_WHY}"),
+    _bad("simulate", SCENARIO, "--scale", "nan", line="--scale: must be a finite number (got nan)"),
+    _bad("simulate", SCENARIO, "--out", "", line=f"--out: {EMPTY_PATH}"),
+    _bad("simulate", SCENARIO, "--sample-of", "", line=f"--sample-of: {EMPTY_PATH}"),
+    _bad("simulate", "",
+         line="regionblock simulate: argument SCENARIO: must not be empty (a scenario file or a "
+              "shipped scenario name)"),
+    _bad("sweep", SCENARIO, "--set", "behaviour.relay.markup=0.1,0.2", "--dask", "",
+         line="--dask: must not be empty (a Dask scheduler's address, e.g. tcp://10.0.0.5:8786)"),
+    _bad("sweep", SCENARIO, "--set", "behaviour.relay.markup=0.1,0.2", "--replications", BIG,
+         line=f"--replications: must be at most 10,000 (got {BIG}): the 5 %/95 % bands are settled "
+              "long before"),
+    # -------------------------------------------------------------------- policy, scenario
+    _bad("policy", "explain", SCENARIO, "--at", "2024-07-10", "--country", "CN", "--org", "",
+         line="--org: must not be empty (an organisation id)"),
+    _bad("policy", "explain", SCENARIO, "--at", "2024-07-10", "--ip", "8.8.8.8", "--geoip-db", "",
+         line=f"--geoip-db: {EMPTY_PATH}"),
+    _bad("scenario", "validate", "",
+         line="regionblock scenario validate: argument PATH: must not be empty (a scenario file or a "
+              "shipped scenario name)"),
+    # -------------------------------------------------------------------- argparse's own checks
+    _bad("simulate", SCENARIO, "--replications", "ten",
+         line="--replications: must be a whole number (got 'ten')"),
+    _bad("gateway", SCENARIO, "--ledger-sync", "sometimes",
+         line="--ledger-sync: invalid choice: 'sometimes' (choose from 'off', 'normal', 'full')"),
+]
+
+
+@pytest.mark.parametrize(("argv", "line"), CASES)
+def test_a_bad_value_is_one_line_before_any_work(capsys: Capsys, tmp_path: Path, argv: list[str],
+                                                 line: str) -> None:
+    result = run_cli(capsys, *argv)
+    assert "Traceback" not in result.err
+    assert_one_line_error(result, line)
+    assert list(tmp_path.iterdir()) == [], "something was written"
