@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from scenarios.countries import ISO_ALPHA2
 from scenarios.errors import UsageError
 from scenarios.schema import Scenario
 
@@ -100,6 +101,8 @@ def parse_upstream_url(text: str, *, what: str) -> UpstreamUrl:
         raise UsageError(f"{what}: {text!r} has a bad port") from None
     if parts.scheme != "http" or not parts.hostname:
         raise UsageError(f"{what}: {text!r} is not an http://HOST:PORT URL (https is not supported)")
+    if port == 0:  # not "no port" (which means 80): port 0 is never connectable
+        raise UsageError(f"{what}: {text!r} has a bad port")
     if parts.query or parts.fragment:
         raise UsageError(f"{what}: {text!r} must not carry a query or fragment")
     prefix = parts.path.rstrip("/")
@@ -134,8 +137,10 @@ def parse_networks(items: list[str], *, what: str) -> tuple[Network, ...]:
 
 
 def parse_country(text: str, *, what: str) -> str:
+    """An assigned ISO 3166-1 alpha-2 code (``XX``, two letters that name no country, is refused:
+    the policy would match no stage on it and treat such clients as allowed without a word)."""
     code = text.strip().upper()
-    if len(code) != 2 or not code.isalpha():
+    if code not in ISO_ALPHA2:
         raise UsageError(f"{what}: {text!r} is not an ISO 3166-1 alpha-2 country code")
     return code
 

@@ -14,10 +14,19 @@ from gateway.config import (
     default_ledger_path,
     parse_country,
     parse_networks,
-    parse_port,
     parse_upstreams,
 )
-from regionblock.common import add_scenario_arg, default_runs_dir, load_scenario
+from regionblock.common import (
+    add_scenario_arg,
+    default_runs_dir,
+    finite_number,
+    listen_host,
+    load_scenario,
+    nonempty_path,
+    nonempty_text,
+    tcp_port,
+    whole_number,
+)
 from scenarios.errors import UsageError
 from scenarios.loader import Loaded
 
@@ -39,15 +48,21 @@ own key (sk-<org id>): anyone can then claim any organisation. For tests, load t
 """
 
 
+#: A timeout or cooldown: seconds, finite and above zero.
+SECONDS = finite_number(above=0)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("gateway", help="run the enforcing OpenAI-compatible gateway",
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_scenario_arg(p)
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=18080, help="port to listen on (default 18080; 0: any)")
+    p.add_argument("--host", type=listen_host, default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1; every interface: 0.0.0.0)")
+    p.add_argument("--port", type=tcp_port(any_port=True), default=18080,
+                   help="port to listen on (default 18080; 0: any)")
     p.add_argument("--upstream", action="append", default=[], metavar="NAME=URL",
                    help="where provider NAME is served (default http://127.0.0.1:BASE+i)")
-    p.add_argument("--upstream-base-port", type=int, default=18100, metavar="P",
+    p.add_argument("--upstream-base-port", type=tcp_port(), default=18100, metavar="P",
                    help="provider i of the scenario is on P+i unless --upstream says (default 18100)")
     p.add_argument("--trusted-proxy", action="append", default=[], metavar="CIDR",
                    help="trust X-Forwarded-For (and CF-IPCountry) from these peers; repeatable")
@@ -60,55 +75,55 @@ def register(sub: argparse._SubParsersAction) -> None:
     clock.add_argument("--at", metavar="WHEN", help="pin scenario time at WHEN (date or ISO instant)")
     clock.add_argument("--compress", metavar="DURATION[@EPOCH]",
                        help="replay the scenario window over DURATION of wall time from EPOCH")
-    p.add_argument("--ledger", type=Path, metavar="PATH",
+    p.add_argument("--ledger", type=nonempty_path, metavar="PATH",
                    help="SQLite ledger file (default runs/ledger-<pid>.sqlite)")
     p.add_argument("--ledger-sync", choices=["off", "normal", "full"], default="normal",
                    help="off: durable across a crash of the process, never fsyncs; normal (default): "
                         "also stays consistent across a power loss (fsync at WAL checkpoints); "
                         "full: fsync every commit, durable across a power loss")
-    p.add_argument("--credit-scale", type=Path, metavar="FILE",
+    p.add_argument("--credit-scale", type=nonempty_path, metavar="FILE",
                    help="JSON object of organisation id to the fraction of its free-token credits "
                         "it gets (a load test's sampled users; written by regionblock loadtest)")
-    p.add_argument("--geoip-db", type=Path, metavar="MMDB",
+    p.add_argument("--geoip-db", type=nonempty_path, metavar="MMDB",
                    help="MaxMind MMDB file (default: the GeoLite2 data embedded in geoip2fast)")
     p.add_argument("--admin-token", metavar="TOKEN",
                    help="bearer token of the admin API (or env REGIONBLOCK_ADMIN_TOKEN; none: off)")
     keys = p.add_argument_group("API keys")
-    keys.add_argument("--keys", type=Path, metavar="FILE",
+    keys.add_argument("--keys", type=nonempty_path, metavar="FILE",
                       help="key store: YAML/JSON list of {sha256, org, segment, home_region, "
                            "rate_per_s, burst, max_concurrent}; reload with POST /admin/keys/reload")
     keys.add_argument("--insecure-org-keys", action="store_true",
                       help="INSECURE: accept sk-<org id> as that organisation's key (anyone can "
                            "claim any organisation); for tests, load tests and demos")
-    keys.add_argument("--hash-key", metavar="KEY",
+    keys.add_argument("--hash-key", metavar="KEY", type=nonempty_text("the API key to hash"),
                       help="print the sha256 line of KEY for a --keys file, and exit")
     limits = p.add_argument_group("limits")
-    limits.add_argument("--max-inflight", type=int, default=1024, metavar="N",
+    limits.add_argument("--max-inflight", type=whole_number(1), default=1024, metavar="N",
                         help="requests in progress beyond N are answered 503 at once (default 1024)")
-    limits.add_argument("--max-body", type=int, default=4 * 1024 * 1024, metavar="BYTES",
+    limits.add_argument("--max-body", type=whole_number(1), default=4 * 1024 * 1024, metavar="BYTES",
                         help="request body limit (default 4 MiB)")
-    limits.add_argument("--header-timeout", type=float, default=10.0, metavar="S",
+    limits.add_argument("--header-timeout", type=SECONDS, default=10.0, metavar="S",
                         help="time allowed to send a request head (default 10)")
-    limits.add_argument("--body-timeout", type=float, default=30.0, metavar="S",
+    limits.add_argument("--body-timeout", type=SECONDS, default=30.0, metavar="S",
                         help="time allowed to send a request body (default 30)")
-    limits.add_argument("--upstream-timeout", type=float, default=60.0, metavar="S",
+    limits.add_argument("--upstream-timeout", type=SECONDS, default=60.0, metavar="S",
                         help="upstream response head / between body chunks (default 60); a "
                              "non-streamed answer also gets max_tokens / --min-tokens-per-s")
-    limits.add_argument("--min-tokens-per-s", type=float, default=20.0, metavar="R",
+    limits.add_argument("--min-tokens-per-s", type=finite_number(above=0), default=20.0, metavar="R",
                         help="slowest generation rate the upstream timeout allows for (default 20)")
-    limits.add_argument("--max-completion-tokens", type=int, default=16384, metavar="N",
+    limits.add_argument("--max-completion-tokens", type=whole_number(1), default=16384, metavar="N",
                         help="max_tokens above N is refused with 400, as providers do (default "
                              "16384)")
-    limits.add_argument("--send-timeout", type=float, default=30.0, metavar="S",
+    limits.add_argument("--send-timeout", type=SECONDS, default=30.0, metavar="S",
                         help="a client that stops reading its response is cut off after S "
                              "(default 30)")
-    limits.add_argument("--retries", type=int, default=2, metavar="N",
+    limits.add_argument("--retries", type=whole_number(0), default=2, metavar="N",
                         help="retries on upstream 5xx or connection errors (default 2)")
-    limits.add_argument("--breaker-failures", type=int, default=5, metavar="N",
+    limits.add_argument("--breaker-failures", type=whole_number(1), default=5, metavar="N",
                         help="consecutive upstream failures that open its circuit (default 5)")
-    limits.add_argument("--breaker-cooldown", type=float, default=10.0, metavar="S",
+    limits.add_argument("--breaker-cooldown", type=SECONDS, default=10.0, metavar="S",
                         help="seconds an open circuit fails fast before a probe (default 10)")
-    limits.add_argument("--drain-timeout", type=float, default=30.0, metavar="S",
+    limits.add_argument("--drain-timeout", type=SECONDS, default=30.0, metavar="S",
                         help="on SIGTERM, time for in-flight requests to finish (default 30)")
     p.set_defaults(func=run)
 
@@ -122,32 +137,23 @@ def clock_spec(args: argparse.Namespace) -> str:
 
 
 def build_config(args: argparse.Namespace, loaded: Loaded) -> GatewayConfig:
-    """The validated GatewayConfig for these arguments (UsageError naming the flag if not)."""
-    for flag, value in (("--max-inflight", args.max_inflight), ("--max-body", args.max_body),
-                        ("--breaker-failures", args.breaker_failures),
-                        ("--max-completion-tokens", args.max_completion_tokens)):
-        if value < 1:
-            raise UsageError(f"{flag}: {value} must be at least 1")
-    for flag, seconds in (("--header-timeout", args.header_timeout),
-                          ("--body-timeout", args.body_timeout),
-                          ("--upstream-timeout", args.upstream_timeout),
-                          ("--breaker-cooldown", args.breaker_cooldown),
-                          ("--drain-timeout", args.drain_timeout),
-                          ("--send-timeout", args.send_timeout),
-                          ("--min-tokens-per-s", args.min_tokens_per_s)):
-        if not seconds > 0:
-            raise UsageError(f"{flag}: {seconds} must be greater than zero")
-    if args.retries < 0:
-        raise UsageError(f"--retries: {args.retries} must not be negative")
+    """The validated GatewayConfig for these arguments (UsageError naming the flag if not).
+
+    Each value alone is parsed and bounded by its option's ``type=``; here what needs the
+    scenario or another option."""
     if args.keys is None and not args.insecure_org_keys:
         raise UsageError("--keys: give a key file (--keys FILE), or --insecure-org-keys to accept "
                          "organisation ids as keys (tests and demos only)")
-    base = parse_port(args.upstream_base_port, what="--upstream-base-port")
+    base = args.upstream_base_port
+    n = len(loaded.scenario.providers)
+    if base + n - 1 > 65535:
+        raise UsageError(f"--upstream-base-port: {base} leaves no room for the scenario's {n} "
+                         f"providers (P..P+{n - 1} must lie in 1-65535)")
     return GatewayConfig(
         scenario_ref=args.scenario,
         scenario_overrides=tuple(args.overrides),
         host=args.host,
-        port=parse_port(args.port, what="--port"),
+        port=args.port,
         upstreams=parse_upstreams(args.upstream, loaded.scenario, base_port=base),
         upstream_base_port=base,
         trusted_proxies=parse_networks(args.trusted_proxy, what="--trusted-proxy"),

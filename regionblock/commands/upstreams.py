@@ -24,7 +24,15 @@ from gateway.mock_upstream_errors import ListenError
 from gateway.mock_upstream_timing import DEFAULT_CHUNK_INTERVAL_S
 from gateway.relay import DEFAULT_RELAY_TARGET
 from gateway.wanpath import PathSpec, RunningPath, path_specs, serve_wanpaths
-from regionblock.common import add_scenario_arg, load_scenario, stderr_console
+from regionblock.common import (
+    add_scenario_arg,
+    finite_number,
+    listen_host,
+    load_scenario,
+    seed_number,
+    stderr_console,
+    tcp_port,
+)
 from scenarios.errors import UsageError
 from scenarios.schema import Scenario
 
@@ -38,18 +46,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                     "region (direct to the gateway, relay to the relay) adding the region's "
                     "sampled round trip, until interrupted.")
     add_scenario_arg(p)
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--base-port", type=int, default=DEFAULT_BASE_PORT, metavar="P",
+    p.add_argument("--host", type=listen_host, default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1; every interface: 0.0.0.0)")
+    p.add_argument("--base-port", type=tcp_port(), default=DEFAULT_BASE_PORT, metavar="P",
                    help=f"provider i listens on P+i, the relay after them, then the WAN paths "
                         f"(default {DEFAULT_BASE_PORT})")
-    p.add_argument("--time-scale", type=float, default=1.0, metavar="X",
+    p.add_argument("--time-scale", type=finite_number(above=0), default=1.0, metavar="X",
                    help="divide every simulated latency by X (default 1: real time)")
     p.add_argument("--relay-target", default=DEFAULT_RELAY_TARGET, metavar="URL",
                    help=f"where the relay forwards to (default {DEFAULT_RELAY_TARGET}, the gateway)")
-    p.add_argument("--chunk-ms", type=float, default=DEFAULT_CHUNK_INTERVAL_S * 1000, metavar="MS",
+    p.add_argument("--chunk-ms", type=finite_number(minimum=0), default=DEFAULT_CHUNK_INTERVAL_S * 1000,
+                   metavar="MS",
                    help="streamed tokens ready within MS of the previous chunk share the next one "
                         f"(default {DEFAULT_CHUNK_INTERVAL_S * 1000:g})")
-    p.add_argument("--seed", type=int, default=0, metavar="S",
+    p.add_argument("--seed", type=seed_number, default=0, metavar="S",
                    help="seed of the latency, fault and relay-address draws (default 0)")
     p.set_defaults(func=run)
 
@@ -67,18 +77,23 @@ def port_count(scenario: Scenario) -> int:
 
 def _check_args(args: argparse.Namespace, scenario: Scenario) -> None:
     n = port_count(scenario)
-    if args.base_port < 1 or args.base_port + n - 1 > 65535:
+    if args.base_port + n - 1 > 65535:
         raise UsageError(f"--base-port: {args.base_port} leaves no room for {n} ports "
                          f"(P..P+{n - 1} must lie in 1-65535)")
-    if not args.chunk_ms >= 0:
-        raise UsageError(f"--chunk-ms: must not be negative (got {args.chunk_ms:g})")
-    if not args.time_scale > 0:
-        raise UsageError(f"--time-scale: must be > 0 (got {args.time_scale:g})")
     if not args.relay_target.startswith(("http://", "https://")):
         raise UsageError(f"--relay-target: {args.relay_target!r} is not an http:// or https:// URL")
-    if urlsplit(args.relay_target).port is None:
+    target = urlsplit(args.relay_target)
+    try:
+        target_port = target.port
+    except ValueError:  # out of range or not a number: urllib's own error was a traceback
+        raise UsageError(f"--relay-target: {args.relay_target!r} has a bad port (1-65535)") from None
+    if not target.hostname:
+        raise UsageError(f"--relay-target: {args.relay_target!r} names no host")
+    if target_port is None:
         raise UsageError(f"--relay-target: {args.relay_target!r} names no port (the WAN paths "
                          "forward to host:port)")
+    if target_port == 0:
+        raise UsageError(f"--relay-target: {args.relay_target!r} has a bad port (1-65535)")
 
 
 def _run_in_loop(main: Callable[[], Coroutine[Any, Any, int]]) -> int:

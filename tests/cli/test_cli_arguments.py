@@ -82,6 +82,49 @@ CASES = [
     _bad("sweep", SCENARIO, "--set", "behaviour.relay.markup=0.1,0.2", "--replications", BIG,
          line=f"--replications: must be at most 10,000 (got {BIG}): the 5 %/95 % bands are settled "
               "long before"),
+    # -------------------------------------------------------------------- upstreams
+    _bad("upstreams", SCENARIO, "--seed", "-1", line="--seed: must be at least 0 (got -1)"),
+    _bad("upstreams", SCENARIO, "--host", "garbage..host",
+         line="--host: 'garbage..host' is neither an IP address nor a host name"),
+    _bad("upstreams", SCENARIO, "--host", "",
+         line="--host: must not be empty (an address to listen on, e.g. 127.0.0.1; every interface "
+              "is 0.0.0.0 or ::)"),
+    _bad("upstreams", SCENARIO, "--base-port", "0", line="--base-port: must be a TCP port, 1-65535 (got 0)"),
+    _bad("upstreams", SCENARIO, "--time-scale", "inf",
+         line="--time-scale: must be a finite number (got inf)"),
+    _bad("upstreams", SCENARIO, "--chunk-ms", "nan", line="--chunk-ms: must be a finite number (got nan)"),
+    _bad("upstreams", SCENARIO, "--relay-target", "http://127.0.0.1:99999",
+         line="--relay-target: 'http://127.0.0.1:99999' has a bad port (1-65535)"),
+    # -------------------------------------------------------------------- gateway
+    _bad("gateway", SCENARIO, "--insecure-org-keys", "--host", "garbage..host",
+         line="--host: 'garbage..host' is neither an IP address nor a host name"),
+    _bad("gateway", SCENARIO, "--insecure-org-keys", "--host", "",
+         line="--host: must not be empty (an address to listen on, e.g. 127.0.0.1; every interface "
+              "is 0.0.0.0 or ::)"),
+    _bad("gateway", SCENARIO, "--insecure-org-keys", "--upstream-base-port", "65535",
+         line="--upstream-base-port: 65535 leaves no room for the scenario's 6 providers (P..P+5 "
+              "must lie in 1-65535)"),
+    _bad("gateway", SCENARIO, "--insecure-org-keys", "--unknown-country", "XX",
+         line="--unknown-country: 'XX' is not an ISO 3166-1 alpha-2 country code"),
+    _bad("gateway", SCENARIO, "--insecure-org-keys", "--compress", f"{BIG}d",
+         line=f"--compress: '{BIG}d' is too long (at most 999,999,999 days, the longest a timedelta "
+              "holds)"),
+    _bad("gateway", SCENARIO, "--insecure-org-keys", "--compress", "1000d",
+         line="--compress: '1000d' is longer than the scenario window it compresses (122 days): at "
+              "most the window itself, which replays it in real time"),
+    _bad("gateway", SCENARIO, "--insecure-org-keys", "--compress", f"5m@{BIG}",
+         line=f"--compress: EPOCH '{BIG}' is out of range (a unix time of the years 1 to 9999)"),
+    _bad("gateway", SCENARIO, "--insecure-org-keys", "--port", "70000",
+         line="--port: must be a TCP port, 0-65535 (got 70000)"),
+    _bad("gateway", SCENARIO, "--insecure-org-keys", "--header-timeout", "inf",
+         line="--header-timeout: must be a finite number (got inf)"),
+    _bad("gateway", SCENARIO, "--insecure-org-keys", "--drain-timeout", "nan",
+         line="--drain-timeout: must be a finite number (got nan)"),
+    _bad("gateway", SCENARIO, "--insecure-org-keys", "--ledger", "", line=f"--ledger: {EMPTY_PATH}"),
+    _bad("gateway", SCENARIO, "--insecure-org-keys", "--geoip-db", "", line=f"--geoip-db: {EMPTY_PATH}"),
+    _bad("gateway", SCENARIO, "--hash-key", "", line="--hash-key: must not be empty (the API key to hash)"),
+    _bad("gateway", SCENARIO, "--insecure-org-keys", "--upstream", "openai=http://127.0.0.1:0",
+         line="--upstream openai: 'http://127.0.0.1:0' has a bad port"),
     # -------------------------------------------------------------------- policy, scenario
     _bad("policy", "explain", SCENARIO, "--at", "2024-07-10", "--country", "CN", "--org", "",
          line="--org: must not be empty (an organisation id)"),
