@@ -52,6 +52,12 @@ ENV_PREFIX = "REGIONBLOCK_"
 #: The network paths a region's traffic takes (each has a WAN-path proxy in a local run).
 PATHS = ("direct", "relay")
 DEFAULT_USERS = 40
+#: The most users one Locust process plays. Every user is spawned at once and must have started
+#: (its organisation's schedule drawn, waiting for the epoch) within the run's 30 s readiness
+#: deadline (``loadtests.run.Options.ready_timeout_s``); one process started 5,000 in about 15 s
+#: on two shared cores (BENCHMARKS.md, "Load test in true time"), so 8,000 leave a fifth of the
+#: deadline spare. Local Locust workers each play their share (``--workers``, one per CPU helps).
+MAX_USERS_PER_PROCESS = 8_000
 DEFAULT_RATE = 50.0
 #: 0: no cap (the simulator applies none); a positive value caps the planned tokens.
 DEFAULT_MAX_TOKENS_IN = 0

@@ -15,8 +15,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-from regionblock.common import check_out_dir, default_runs_dir, stderr_console
-from scenarios.errors import UsageError
+from regionblock.commands.simulate import REPLICATIONS
+from regionblock.common import (
+    check_out_dir,
+    default_runs_dir,
+    nonempty_path,
+    nonempty_text,
+    process_count,
+    stderr_console,
+    whole_number,
+)
 from scenarios.rundir import stamp
 
 DEFAULT_SCENARIO = "openai-2024-cn-hk"
@@ -31,38 +39,38 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Simulate the default scenario (with replications and its "
                                    "no-block baseline), load-test it against the real gateway, "
                                    "and build the report of both.")
-    p.add_argument("--out", type=Path, default=default_runs_dir(), metavar="DIR",
+    p.add_argument("--out", type=nonempty_path, default=default_runs_dir(), metavar="DIR",
                    help="runs root (default: runs/)")
     p.add_argument("--scenario", default=DEFAULT_SCENARIO, metavar="SCENARIO",
+                   type=nonempty_text("a scenario file or a shipped scenario name"),
                    help=f"scenario to run (default: {DEFAULT_SCENARIO})")
-    p.add_argument("--replications", type=int, default=10, metavar="N",
+    p.add_argument("--replications", type=REPLICATIONS, default=10, metavar="N",
                    help="simulation replications (default 10)")
-    p.add_argument("--jobs", type=int, default=2, metavar="K", help="simulation processes (default 2)")
+    p.add_argument("--jobs", type=process_count(1), default=2, metavar="K",
+                   help="simulation processes (default 2)")
     p.add_argument("--duration", default="60s", metavar="D",
                    help="wall duration of the load test (default 60s)")
-    p.add_argument("--users", type=int, default=DEMO_USERS, metavar="N",
+    p.add_argument("--users", type=whole_number(1), default=DEMO_USERS, metavar="N",
                    help=f"organisations in the load test (default {DEMO_USERS})")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from loadtests.plan import DEFAULT_RATE
     from loadtests.run import loadtest
+    from regionblock.commands.loadtest import check_load
     from reports.build import build_report
     from scenarios.clock import parse_duration
     from scenarios.loader import load
     from sim.model import market_context
     from sim.run import Paired, simulate
 
-    if args.replications < 1:
-        raise UsageError(f"--replications: must be at least 1 (got {args.replications})")
-    if args.users < 1:
-        raise UsageError(f"--users: must be at least 1 (got {args.users})")
-    if args.jobs < 1:
-        raise UsageError(f"--jobs: must be at least 1 (got {args.jobs})")
     duration_s = parse_duration(args.duration, what="--duration")
     check_out_dir(args.out)
-    console = stderr_console()
     loaded = load(args.scenario)
+    check_load(loaded.scenario, duration_s=duration_s, duration_text=args.duration,
+               users=args.users, workers=0, rate=DEFAULT_RATE)
+    console = stderr_console()
     out: Path = args.out
 
     console.print(f"demo 1/4: simulating {loaded.scenario.name} "

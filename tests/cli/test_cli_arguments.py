@@ -4,17 +4,21 @@ functions of regionblock.common and each command's checks of what needs the scen
 
 In-process cases run with every piece of real work replaced by a tripwire (simulating, sweeping,
 load-testing, serving): a value let through fails the test at once instead of starting a run or a
-server.
+server. The cases the audit found as tracebacks also run as real processes.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_helpers import assert_one_line_error, run_cli
+from cli_helpers import REPO, assert_one_line_error, run_cli
 
+from loadtests.plan import MAX_USERS_PER_PROCESS
 from regionblock.common import PROCESSES_PER_CPU, cpu_count
 
 Capsys = pytest.CaptureFixture[str]
@@ -125,6 +129,57 @@ CASES = [
     _bad("gateway", SCENARIO, "--hash-key", "", line="--hash-key: must not be empty (the API key to hash)"),
     _bad("gateway", SCENARIO, "--insecure-org-keys", "--upstream", "openai=http://127.0.0.1:0",
          line="--upstream openai: 'http://127.0.0.1:0' has a bad port"),
+    # -------------------------------------------------------------------- loadtest
+    _bad("loadtest", SCENARIO, "--duration", f"{BIG}d",
+         line=f"--duration: '{BIG}d' is too long (at most 999,999,999 days, the longest a timedelta "
+              "holds)"),
+    _bad("loadtest", SCENARIO, "--duration", "200d",
+         line="--duration: '200d' is longer than the scenario window it compresses (122 days): at "
+              "most the window itself, which replays it in real time"),
+    _bad("loadtest", SCENARIO, "--duration", "30d",
+         line="--rate/--duration: 50 req/s over 2,592,000 s plans about 129,600,000 requests; a load "
+              "test plans at most 10,000,000 (each one drawn up front)"),
+    _bad("loadtest", SCENARIO, "--rate", "1e12",
+         line="--rate/--duration: 1e+12 req/s over 60 s plans about 60,000,000,000,000 requests; a "
+              "load test plans at most 10,000,000 (each one drawn up front)"),
+    _bad("loadtest", SCENARIO, "--rate", "nan", line="--rate: must be a finite number (got nan)"),
+    _bad("loadtest", SCENARIO, "--max-tokens", "-1", line="--max-tokens: must be at least 0 (got -1)"),
+    _bad("loadtest", SCENARIO, "--users", "99999999",
+         line="--users: 99,999,999 is more than the scenario's 55,150 organisations (each user plays "
+              "one)"),
+    _bad("loadtest", "mmc-validation", "--users", "2",
+         line="--users: 2 is more than the scenario's 1 organisation (each user plays one)"),
+    _bad("loadtest", SCENARIO, "--users", "0", line="--users: must be at least 1 (got 0)"),
+    _bad("loadtest", SCENARIO, "--epoch", "nan",
+         line="--epoch: 'nan' is not a unix time or ISO-8601 instant"),
+    _bad("loadtest", SCENARIO, "--epoch", BIG,
+         line=f"--epoch: '{BIG}' is out of range (a unix time of the years 1 to 9999)"),
+    _bad("loadtest", SCENARIO, "--repeat", "1000",
+         line="--repeat: must be at most 100 (got 1000): compare calls a series longer than that past "
+              "any practical run"),
+    _bad("loadtest", SCENARIO, "--seed", str(2**64 - 1), "--repeat", "2",
+         line=f"--repeat: 2 runs from --seed {2**64 - 1} need seeds up to {2**64}, past the largest, "
+              "2**64-1"),
+    _bad("loadtest", SCENARIO, "--workers", "1000",
+         line=f"--workers: must be at most {MAX_PROCESSES} (got 1000): {PROCESSES_WHY}"),
+    _bad("loadtest", SCENARIO, "--host", "http://127.0.0.1:99999",
+         line="--host: 'http://127.0.0.1:99999' has a bad port (1-65535)"),
+    _bad("loadtest", SCENARIO, "--out", "", line=f"--out: {EMPTY_PATH}"),
+    _bad("loadtest", SCENARIO, "--host", "http://127.0.0.1:18080", "--ledger", "",
+         line=f"--ledger: {EMPTY_PATH}"),
+    # -------------------------------------------------------------------- demo
+    _bad("demo", "--out", "", line=f"--out: {EMPTY_PATH}"),
+    _bad("demo", "--scenario", "",
+         line="--scenario: must not be empty (a scenario file or a shipped scenario name)"),
+    _bad("demo", "--replications", BIG,
+         line=f"--replications: must be at most 10,000 (got {BIG}): the 5 %/95 % bands are settled "
+              "long before"),
+    _bad("demo", "--users", "99999999",
+         line="--users: 99,999,999 is more than the scenario's 55,150 organisations (each user plays "
+              "one)"),
+    _bad("demo", "--duration", "200d",
+         line="--duration: '200d' is longer than the scenario window it compresses (122 days): at "
+              "most the window itself, which replays it in real time"),
     # -------------------------------------------------------------------- policy, scenario
     _bad("policy", "explain", SCENARIO, "--at", "2024-07-10", "--country", "CN", "--org", "",
          line="--org: must not be empty (an organisation id)"),
@@ -148,3 +203,78 @@ def test_a_bad_value_is_one_line_before_any_work(capsys: Capsys, tmp_path: Path,
     assert "Traceback" not in result.err
     assert_one_line_error(result, line)
     assert list(tmp_path.iterdir()) == [], "something was written"
+
+
+def test_a_load_test_has_a_ceiling_of_users_per_locust_process(capsys: Capsys) -> None:
+    users = MAX_USERS_PER_PROCESS + 1
+    result = run_cli(capsys, "loadtest", SCENARIO, "--users", str(users))
+    if CPUS > 1:
+        expected = (f"--users: {users:,} is more than one Locust process starts within the readiness "
+                    f"deadline ({MAX_USERS_PER_PROCESS:,}; --workers N runs N of them, up to {CPUS}, "
+                    "one per CPU)")
+    else:
+        expected = (f"--users: {users:,} is more than one Locust process starts within the readiness "
+                    f"deadline ({MAX_USERS_PER_PROCESS:,})")
+    assert_one_line_error(result, expected)
+
+
+@pytest.mark.skipif(CPUS < 2, reason="needs two CPUs for two Locust workers")
+def test_workers_raise_the_ceiling_of_users_but_not_beyond_the_cpus(capsys: Capsys) -> None:
+    users = MAX_USERS_PER_PROCESS * CPUS + 1
+    result = run_cli(capsys, "loadtest", SCENARIO, "--users", str(users), "--workers",
+                     str(MAX_PROCESSES))
+    assert_one_line_error(result, f"--users: {users:,} is more than {CPUS} Locust processes start "
+                                  f"within the readiness deadline ({MAX_USERS_PER_PROCESS:,} each)")
+    with pytest.raises(WorkStarted):  # within the ceiling: the load test would start
+        run_cli(capsys, "loadtest", SCENARIO, "--users", str(users - 1), "--workers", str(CPUS),
+                "--duration", "10s")
+
+
+def test_a_small_scenario_gets_every_organisation_by_default(capsys: Capsys,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """40 users by default, or all of a scenario with fewer (mmc-validation has one): before, the
+    plan had one user and Locust spawned 39 idle ones."""
+    import regionblock.commands.loadtest as loadtest_command
+
+    asked: dict[str, Any] = {}
+
+    def record(_loaded: Any, **kwargs: Any) -> Any:
+        asked.update(kwargs)
+        raise WorkStarted("recorded")
+
+    monkeypatch.setattr(loadtest_command, "loadtest", record)
+    monkeypatch.setattr(loadtest_command, "market_context", lambda *_a: None)
+    with pytest.raises(WorkStarted):
+        run_cli(capsys, "loadtest", "mmc-validation", "--duration", "5s")
+    assert asked["users"] == 1
+
+
+# ------------------------------------------------------------------------ real processes
+
+
+def _regionblock(cwd: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-m", "regionblock", *argv], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.mark.parametrize(("argv", "line"), [
+    (["simulate", SCENARIO, "--replications", BIG],
+     f"--replications: must be at most 10,000 (got {BIG}): the 5 %/95 % bands are settled long "
+     "before"),
+    (["loadtest", SCENARIO, "--duration", f"{BIG}d"],
+     f"--duration: '{BIG}d' is too long (at most 999,999,999 days, the longest a timedelta holds)"),
+    (["upstreams", SCENARIO, "--seed", "-1"], "--seed: must be at least 0 (got -1)"),
+    (["gateway", SCENARIO, "--insecure-org-keys", "--host", "garbage..host"],
+     "--host: 'garbage..host' is neither an IP address nor a host name"),
+    (["loadtest", SCENARIO, "--max-tokens", "-1"], "--max-tokens: must be at least 0 (got -1)"),
+    (["loadtest", SCENARIO, "--users", "99999999"],
+     "--users: 99,999,999 is more than the scenario's 55,150 organisations (each user plays one)"),
+    (["simulate", "mmc-validation", "--out", ""], f"--out: {EMPTY_PATH}"),
+], ids=["simulate-replications", "loadtest-duration", "upstreams-seed", "gateway-host",
+        "loadtest-max-tokens", "loadtest-users", "simulate-empty-out"])
+def test_the_audits_cases_in_a_real_process(tmp_path: Path, argv: list[str], line: str) -> None:
+    done = _regionblock(tmp_path, *argv)
+    assert "Traceback" not in done.stderr
+    assert (done.returncode, done.stdout, done.stderr) == (2, "", line + "\n")
+    assert list(tmp_path.iterdir()) == []
