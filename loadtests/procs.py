@@ -4,7 +4,8 @@ Every child runs in its own session (its own process group), so a Ctrl-C in the 
 reaches only the orchestrator, which then stops the children itself, in reverse start order:
 SIGTERM to the group, a deadline, then SIGKILL. :class:`Processes` is a context manager that does
 this on exit however the block ends (normal end, exception, KeyboardInterrupt); while it is
-active SIGTERM to the orchestrator is turned into KeyboardInterrupt so it ends the same way.
+active SIGTERM to the orchestrator is turned into KeyboardInterrupt so it ends the same way
+(``regionblock`` does that for the whole command, before any run directory is staged).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -54,8 +55,11 @@ class Processes:
     _old_sigterm: object = None
 
     def __enter__(self) -> Processes:
-        with contextlib.suppress(ValueError):  # not in the main thread: leave SIGTERM alone
-            self._old_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
+        # not in the main thread: leave SIGTERM alone; a handler already there (the command
+        # line's, which raises its own KeyboardInterrupt for the whole command) is kept
+        with contextlib.suppress(ValueError):
+            if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+                self._old_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -69,12 +73,14 @@ class Processes:
               cwd: Path | None = None) -> Child:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_dir / f"{name}.log"
-        with log.open("wb") as fh:
+        # A Ctrl-C or SIGTERM raised inside Popen (after the fork, while it waits for the exec)
+        # or just after it would leave a child no one stops: held until the child is one of ours.
+        with _signals_held(), log.open("wb") as fh:
             proc = subprocess.Popen(list(argv), stdout=fh, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, env=env, cwd=cwd,
                                     start_new_session=True)
-        child = Child(name, proc, log)
-        self.children.append(child)
+            child = Child(name, proc, log)
+            self.children.append(child)
         return child
 
     def check_alive(self, *, except_: Sequence[Child] = ()) -> None:
@@ -106,6 +112,32 @@ class Processes:
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM that arrive in the block are handled when it ends, by the handlers that
+    were in place (which raise KeyboardInterrupt there), not in the middle of it. Not in the main
+    thread (no handlers can be set there) the block runs as it is."""
+    held: list[signal.Signals] = []
+    signals = (signal.SIGINT, signal.SIGTERM)
+    try:
+        previous = {sig: signal.signal(sig, lambda signum, _frame: held.append(signal.Signals(signum)))
+                    for sig in signals}
+    except ValueError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for signum in dict.fromkeys(held):
+            handler = previous[signum]
+            if callable(handler):
+                handler(signum, None)
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), signum)
 
 
 def _signal_group(pid: int, sig: int) -> None:

@@ -7,11 +7,14 @@ A user's mistake is one line on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import pkgutil
 import re
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from types import FrameType
 
 from regionblock import commands
 from scenarios.errors import ScenarioError
@@ -21,6 +24,8 @@ COMMAND_ORDER = ("scenario", "policy", "simulate", "sweep", "upstreams", "gatewa
                  "report", "compare", "demo")
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE = 0, 1, 2
+#: Ended by Ctrl-C (SIGINT) or by SIGTERM: 128 + the signal's number, as a shell reports it.
+EXIT_INTERRUPTED, EXIT_TERMINATED = 128 + signal.SIGINT, 128 + signal.SIGTERM
 
 #: argparse's "argument --x: what is wrong" for an option (not a positional argument).
 _OPTION_ERROR = re.compile(r"argument (-[^:]*): (.*)", re.DOTALL)
@@ -37,6 +42,31 @@ class _Parser(argparse.ArgumentParser):
         option = _OPTION_ERROR.fullmatch(message)
         line = f"{option[1]}: {option[2]}" if option else f"{self.prog}: {message}"
         self.exit(EXIT_USAGE, line + "\n")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so it unwinds as Ctrl-C does: a run directory being
+    written is removed (``scenarios.rundir.staged_run_dir``), worker pools and child processes are
+    stopped, and nothing half-written is left."""
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While a command runs, SIGTERM raises :class:`Terminated` (the gateway and ``upstreams``
+    replace it with their own graceful stop while they serve); the previous handler afterwards."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread (an embedding program): leave SIGTERM alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -75,12 +105,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     only = first if first in command_modules() else None
     args = build_parser(only).parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with _sigterm_as_interrupt():
+            return int(args.func(args) or 0)
     except ScenarioError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # e.g. `regionblock scenario show X | head`
         return EXIT_OK

@@ -4,14 +4,18 @@ functions of regionblock.common and each command's checks of what needs the scen
 
 In-process cases run with every piece of real work replaced by a tripwire (simulating, sweeping,
 load-testing, serving): a value let through fails the test at once instead of starting a run or a
-server. The cases the audit found as tracebacks also run as real processes.
+server. The cases the audit found as tracebacks also run as real processes. SIGTERM to a real load
+test leaves nothing half-written, as Ctrl-C does.
 """
 
 from __future__ import annotations
 
 import os
+import queue
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -278,3 +282,122 @@ def test_the_audits_cases_in_a_real_process(tmp_path: Path, argv: list[str], lin
     assert "Traceback" not in done.stderr
     assert (done.returncode, done.stdout, done.stderr) == (2, "", line + "\n")
     assert list(tmp_path.iterdir()) == []
+
+
+class _Lines:
+    """A child's stderr, line by line, read on a thread (a line is the event waited for)."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.seen: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        assert proc.stderr is not None
+        stream = proc.stderr
+
+        def pump() -> None:
+            for line in stream:
+                self._queue.put(line)
+            self._queue.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+
+    def wait_for(self, prefix: str, timeout_s: float) -> None:
+        while True:
+            line = self._queue.get(timeout=timeout_s)
+            if line is None:
+                raise AssertionError(f"ended before {prefix!r}:\n{''.join(self.seen)}")
+            self.seen.append(line)
+            if line.startswith(prefix):
+                return
+
+    def rest(self) -> str:
+        while (line := self._queue.get(timeout=60)) is not None:
+            self.seen.append(line)
+        return "".join(self.seen)
+
+
+def _start_loadtest(out: Path, *argv: str) -> subprocess.Popen[str]:
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.Popen([sys.executable, "-m", "regionblock", "loadtest", *argv,
+                             "--duration", "5s", "--time-scale", "40", "--out", str(out)],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def _staged(out: Path) -> list[Path]:
+    return sorted(out.glob(".*.partial-*")) if out.is_dir() else []
+
+
+def _processes_mentioning(path: Path) -> list[str]:
+    """Command lines of the processes still running that name ``path`` (a run's children do)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if str(path) in cmdline:
+            found.append(cmdline)
+    return found
+
+
+def _wait_for_file(proc: subprocess.Popen[str], find: Any, timeout_s: float) -> Path:
+    """The first path ``find()`` returns, waiting on the process meanwhile (it must not end)."""
+    for _ in range(int(timeout_s / 0.01)):
+        found = find()
+        if found is not None:
+            return Path(found)
+        try:
+            proc.wait(timeout=0.01)
+        except subprocess.TimeoutExpired:
+            continue
+        raise AssertionError(f"the load test ended first (status {proc.returncode})")
+    raise AssertionError("the file never appeared")
+
+
+@pytest.mark.timeout(300)
+def test_sigterm_while_the_plan_is_drawn_leaves_nothing(tmp_path: Path) -> None:
+    """SIGTERM once the run directory is staged, while the plan of 8,000 users is drawn and before
+    any service starts: there SIGTERM was still the default action, which left the staged
+    ``.partial`` directory behind. Now it unwinds as Ctrl-C does."""
+    out = tmp_path / "runs"
+    proc = _start_loadtest(out, SCENARIO, "--users", str(MAX_USERS_PER_PROCESS))
+    lines = _Lines(proc)
+    try:
+        _wait_for_file(proc, lambda: next((d / "scenario.yaml" for d in _staged(out)
+                                           if (d / "scenario.yaml").is_file()), None), 240)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        err = lines.rest()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "load test plan:" not in err, "the signal came after the services started"
+    assert list(out.iterdir()) == []
+    assert (proc.returncode, err.splitlines()[-1:]) == (143, ["terminated"]), err
+    assert "Traceback" not in err
+
+
+@pytest.mark.timeout(300)
+def test_sigterm_while_the_services_run_leaves_nothing(tmp_path: Path) -> None:
+    """SIGTERM once the plan is printed, as Locust is being started: every child is stopped (one
+    started while the signal arrived, too: it was left running, and wrote its CSV files into a
+    staged directory that had just been removed) and the staged run directory removed."""
+    out = tmp_path / "runs"
+    proc = _start_loadtest(out, "mmc-validation")
+    lines = _Lines(proc)
+    try:
+        lines.wait_for("load test plan:", 240)
+        staged = _staged(out)
+        assert len(staged) == 1 and (staged[0] / "logs").is_dir()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        err = lines.rest()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert list(out.iterdir()) == []
+    assert _processes_mentioning(out) == [], "a child of the load test is still running"
+    assert (proc.returncode, err.splitlines()[-1:]) == (143, ["terminated"]), err
+    assert "Traceback" not in err
