@@ -85,8 +85,10 @@ def wide_console() -> Console:
 
 
 def progress_bar(console: Console, what: str) -> Progress:
+    """A bar on a terminal; nothing at all elsewhere (rich's transient bar left an empty line on
+    a pipe or a file, before the run's path or its error)."""
     return Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console, transient=True)
+                    console=console, transient=True, disable=not console.is_terminal)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -63,7 +63,8 @@ def test_simulate_bad_input_is_one_line_and_exit_2(capsys: Capsys, tmp_path: Pat
                                                    argv: tuple[str, ...], message: str) -> None:
     code, _out, err = _cli(capsys, "simulate", "openai-2024-cn-hk", "--out", str(tmp_path), *argv)
     assert code == 2
-    assert message in err and len(err.strip().splitlines()) == 1
+    # exactly one line: no empty line before it (rich's transient bar left one on a pipe)
+    assert message in err and err.endswith("\n") and len(err.splitlines()) == 1, repr(err)
     assert not any(tmp_path.iterdir())
 
 
