@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
 import signal
 import socket
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from gateway.app import Gateway
 from gateway.config import GatewayConfig
@@ -83,13 +85,19 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 async def _serve(config: GatewayConfig, loaded: Loaded, geo: Geo,
                  announce: Callable[[str], None]) -> int:
     loop = asyncio.get_running_loop()
+    ledger_existed = config.ledger_path.exists()
     gateway = Gateway(config, loaded, geo=geo, loop=loop)
     server = GatewayServer(gateway)
     try:
         port = await server.start(config.host, config.port)
     except OSError as exc:
         await gateway.close()
-        print(f"gateway: cannot listen on {config.host}:{config.port}: {exc.strerror or exc}",
+        if not ledger_existed:  # a gateway that never listened leaves no empty ledger behind
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(f"{config.ledger_path}{suffix}").unlink(missing_ok=True)
+        # uvloop's strerror is its own sentence: "Address already in use" comes from the errno
+        reason = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
+        print(f"gateway: cannot listen on {config.host}:{config.port}: {reason}",
               file=sys.stderr)
         return 2
     _freeze_startup_heap()
