@@ -55,6 +55,8 @@ def resolve_path(name_or_path: str) -> Path:
         return path
     if path.is_dir():
         raise ScenarioNotFoundError(f"{name_or_path}: is a directory, not a scenario file")
+    if path.exists():  # /dev/null, a FIFO, a socket: there, but not a file to read
+        raise ScenarioNotFoundError(f"{name_or_path}: not a regular file")
     library = shipped()
     if name_or_path in library:
         return library[name_or_path]

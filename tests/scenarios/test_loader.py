@@ -440,3 +440,9 @@ def test_set_on_a_file_that_is_not_a_mapping(tmp_path: Path) -> None:
     with pytest.raises(ScenarioValidationError) as info:
         load(str(listed), ["name=x"])
     assert str(info.value) == f"{listed}:1: a scenario must be a YAML mapping"
+
+
+def test_a_device_is_not_a_scenario() -> None:
+    with pytest.raises(ScenarioNotFoundError) as info:
+        load("/dev/null")
+    assert str(info.value) == "/dev/null: not a regular file"
