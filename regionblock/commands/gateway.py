@@ -98,9 +98,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     keys.add_argument("--hash-key", metavar="KEY", type=nonempty_text("the API key to hash"),
                       help="print the sha256 line of KEY for a --keys file, and exit")
     limits = p.add_argument_group("limits")
-    limits.add_argument("--max-inflight", type=whole_number(1), default=1024, metavar="N",
+    limits.add_argument("--max-inflight", type=whole_number(1, 1_000_000, why="each request in progress holds a client "
+                                          "socket and an upstream one"), default=1024, metavar="N",
                         help="requests in progress beyond N are answered 503 at once (default 1024)")
-    limits.add_argument("--max-body", type=whole_number(1), default=4 * 1024 * 1024, metavar="BYTES",
+    limits.add_argument("--max-body", type=whole_number(1, 1 << 30, why="a body is held in memory whole "
+                                          "(1 GiB)"), default=4 * 1024 * 1024, metavar="BYTES",
                         help="request body limit (default 4 MiB)")
     limits.add_argument("--header-timeout", type=SECONDS, default=10.0, metavar="S",
                         help="time allowed to send a request head (default 10)")
@@ -111,13 +113,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                              "non-streamed answer also gets max_tokens / --min-tokens-per-s")
     limits.add_argument("--min-tokens-per-s", type=finite_number(above=0), default=20.0, metavar="R",
                         help="slowest generation rate the upstream timeout allows for (default 20)")
-    limits.add_argument("--max-completion-tokens", type=whole_number(1), default=16384, metavar="N",
+    limits.add_argument("--max-completion-tokens", type=whole_number(1, 10_000_000, why="no model "
+                                          "writes that many tokens"), default=16384, metavar="N",
                         help="max_tokens above N is refused with 400, as providers do (default "
                              "16384)")
     limits.add_argument("--send-timeout", type=SECONDS, default=30.0, metavar="S",
                         help="a client that stops reading its response is cut off after S "
                              "(default 30)")
-    limits.add_argument("--retries", type=whole_number(0), default=2, metavar="N",
+    limits.add_argument("--retries", type=whole_number(0, 10, why="each retry may wait out "
+                                          "--upstream-timeout"), default=2, metavar="N",
                         help="retries on upstream 5xx or connection errors (default 2)")
     limits.add_argument("--breaker-failures", type=whole_number(1), default=5, metavar="N",
                         help="consecutive upstream failures that open its circuit (default 5)")

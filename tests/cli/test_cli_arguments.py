@@ -117,6 +117,17 @@ CASES = [
     _bad("gateway", SCENARIO, "--insecure-org-keys", "--compress", f"{BIG}d",
          line=f"--compress: '{BIG}d' is too long (at most 999,999,999 days, the longest a timedelta "
               "holds)"),
+    _bad("gateway", SCENARIO, "--insecure-org-keys", "--max-inflight", "99999999999",
+         line="--max-inflight: must be at most 1,000,000 (got 99999999999): each request in "
+              "progress holds a client socket and an upstream one"),
+    _bad("gateway", SCENARIO, "--insecure-org-keys", "--max-body", "2000000000",
+         line="--max-body: must be at most 1,073,741,824 (got 2000000000): a body is held in "
+              "memory whole (1 GiB)"),
+    _bad("gateway", SCENARIO, "--insecure-org-keys", "--max-completion-tokens", "99999999",
+         line="--max-completion-tokens: must be at most 10,000,000 (got 99999999): no model writes "
+              "that many tokens"),
+    _bad("gateway", SCENARIO, "--insecure-org-keys", "--retries", "11",
+         line="--retries: must be at most 10 (got 11): each retry may wait out --upstream-timeout"),
     _bad("gateway", SCENARIO, "--insecure-org-keys", "--compress", "1000d",
          line="--compress: '1000d' is longer than the scenario window it compresses (122 days): at "
               "most the window itself, which replays it in real time"),
