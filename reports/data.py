@@ -23,7 +23,7 @@ import numpy as np
 from reports.errors import ReportInputError
 from scenarios.loader import load_text
 from scenarios.policy import denied_regions, first_denial
-from scenarios.rundir import Run, read_columns, read_run
+from scenarios.rundir import Run, parse_time, read_run, read_typed_columns
 from scenarios.schema import Scenario
 
 DIMENSIONS = ("source", "metric", "region", "provider", "path", "state")
@@ -76,25 +76,24 @@ class Table:
 
 
 def read_table(path: Path) -> Table:
-    """Read ``timeseries.csv`` quickly; fields with quotes fall back to the csv module."""
-    return _table_from_columns(path, read_columns(path))
+    """Read ``timeseries.csv`` quickly (every field checked, ``scenarios.rundir``)."""
+    return _table_from_columns(path, read_typed_columns(path))
 
 
 def _table_from_columns(path: Path, cols: Mapping[str, Any]) -> Table:
+    value = np.asarray(cols["value"], dtype=float)
+    reps, rep_idx = np.unique(np.asarray(cols["replication"], dtype=np.int64), return_inverse=True)
+    time_codes, time_labels = _factorise(cols["time"])
     try:
-        value = np.asarray(cols["value"], dtype=float)
-        rep_codes, rep_labels = _factorise(cols["replication"])
-        reps = np.asarray([int(r) for r in rep_labels], dtype=np.int64)
-        time_codes, time_labels = _factorise(cols["time"])
-        times = np.asarray([_parse_time(t) for t in time_labels], dtype="datetime64[s]")
-    except ValueError as exc:
+        times = np.asarray([parse_time(t) for t in time_labels], dtype="datetime64[s]")
+    except ValueError as exc:   # read_typed_columns has checked them: a table built otherwise
         raise ReportInputError(f"{path}: {exc}") from exc
     codes, labels = {}, {}
     for dim in DIMENSIONS:
         codes[dim], labels[dim] = _factorise(cols[dim])
-    t_order, r_order = np.argsort(times, kind="stable"), np.argsort(reps, kind="stable")
+    t_order = np.argsort(times, kind="stable")
     return Table(times=times[t_order], time_idx=_recode(time_codes, t_order),
-                 reps=reps[r_order], rep_idx=_recode(rep_codes, r_order),
+                 reps=reps, rep_idx=rep_idx.reshape(-1).astype(np.int64),
                  codes=codes, labels=labels, value=value)
 
 
@@ -110,16 +109,6 @@ def _recode(codes: np.ndarray, order: np.ndarray) -> np.ndarray:
     rank = np.empty_like(order)
     rank[order] = np.arange(order.size)
     return rank[codes] if codes.size else codes
-
-
-def _parse_time(text: str) -> np.datetime64:
-    try:
-        t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"time {text!r} is not an ISO-8601 instant") from None
-    if t.tzinfo is not None:
-        t = t.astimezone(dt.UTC).replace(tzinfo=None)
-    return np.datetime64(t, "s")
 
 
 # ---------------------------------------------------------------- aggregation

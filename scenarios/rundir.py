@@ -23,7 +23,7 @@ import os
 import platform
 import shutil
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -252,6 +252,8 @@ def _read_json(path: Path) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise RunDirError(f"{path.parent}: not a run directory (no {path.name})") from None
+    except UnicodeDecodeError as exc:
+        raise RunDirError(f"{path}: unreadable: {_not_text(exc)}") from None
     except (OSError, ValueError) as exc:
         raise RunDirError(f"{path}: unreadable: {exc}") from exc
     if not isinstance(data, dict):
@@ -259,8 +261,16 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def _not_text(exc: UnicodeDecodeError) -> str:
+    return f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
+
+
 def read_run(path: Path) -> Run:
-    """Read and check a run directory; RunDirError (one line) if it is not one this version reads."""
+    """Read and check a run directory; RunDirError (one line) if it is not one this version reads.
+
+    meta.json and summary.json are checked here, field by field, for what any reader takes from
+    them (:func:`check_meta`, :func:`check_summary`), so a damaged file is one line naming the
+    file and the field before any work starts, whichever command reads it."""
     if not path.is_dir():
         raise RunDirError(f"{path}: not a directory")
     m = _read_json(path / "meta.json")
@@ -271,49 +281,223 @@ def read_run(path: Path) -> Run:
                           f"supported (this version reads {FORMAT_VERSION})")
     if m.get("kind") not in KINDS:
         raise RunDirError(f"{path}: meta.json: unknown kind {m.get('kind')!r}")
+    check_meta(path / "meta.json", m)
     summary = _read_json(path / "summary.json")
+    check_summary(path / "summary.json", summary)
     scenario = path / "scenario.yaml"
     if not scenario.is_file():
         raise RunDirError(f"{path}: not a run directory (no scenario.yaml)")
     if m["kind"] != "sweep" and not (path / "timeseries.csv").is_file():
         raise RunDirError(f"{path}: not a run directory (no timeseries.csv)")
-    return Run(path=path, meta=m, summary=summary, scenario_yaml=scenario.read_text(encoding="utf-8"))
+    try:
+        text = scenario.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise RunDirError(f"{scenario}: unreadable: {_not_text(exc)}") from None
+    except OSError as exc:
+        raise RunDirError(f"{scenario}: unreadable: {exc.strerror or exc}") from None
+    return Run(path=path, meta=m, summary=summary, scenario_yaml=text)
+
+
+# ---------------------------------------------------------------- checking meta.json and summary.json
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_instant(x: Any) -> bool:
+    """An ISO-8601 UTC instant as the run directory writes them (``2024-07-09T00:00:00Z``)."""
+    if not isinstance(x, str):
+        return False
+    try:
+        parse_time(x)
+    except ValueError:
+        return False
+    return True
+
+
+_KINDS_OF: dict[Any, str] = {_is_number: "a number", _is_int: "an integer",
+                              _is_instant: "an ISO-8601 instant"}
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _want(file: Path, field: str, value: Any, ok: Any, what: str | None = None) -> None:
+    """RunDirError ``file: field: value is not what`` unless ``ok`` (a type or a predicate)."""
+    good = isinstance(value, ok) if isinstance(ok, type | tuple) else ok(value)
+    if not good:
+        kind = what or _KINDS_OF.get(ok) or {dict: "an object", list: "a list", str: "a string"}[ok]
+        raise RunDirError(f"{file}: {field}: {_shown(value)} is not {kind}")
+
+
+def _fields(file: Path, where: str, record: Mapping[str, Any], spec: Mapping[str, Any]) -> None:
+    """Each key of ``spec`` that ``record`` has is of its kind (a type or a predicate)."""
+    for key, ok in spec.items():
+        if key in record:
+            _want(file, f"{where}.{key}" if where else key, record[key], ok)
+
+
+_BAND = {"mean": _is_number, "p5": _is_number, "p95": _is_number, "n": _is_int, "unit": str,
+         "label": str}
+
+
+def _bands(file: Path, where: str, value: Any) -> None:
+    _want(file, where, value, dict)
+    for key, b in value.items():
+        _want(file, f"{where}.{key}", b, dict)
+        _fields(file, f"{where}.{key}", b, _BAND)
+
+
+def _records(file: Path, where: str, value: Any, spec: Mapping[str, Any]) -> list[dict[str, Any]]:
+    _want(file, where, value, list)
+    for i, item in enumerate(value):
+        _want(file, f"{where}[{i}]", item, dict)
+        _fields(file, f"{where}[{i}]", item, spec)
+    return value
+
+
+def check_meta(file: Path, m: Mapping[str, Any]) -> None:
+    """RunDirError naming ``file`` and the field unless each field a reader takes from meta.json
+    is of its kind (fields a run does not record are left out, as before)."""
+    _fields(file, "", m, {"seeds": list, "scale": _is_number, "loadtest": dict,
+                          "parameters": dict, "sample_of": dict})
+    for i, seed in enumerate(m.get("seeds", ())):
+        _want(file, f"seeds[{i}]", seed, _is_int)
+    sc = m.get("scenario")
+    if sc is not None:
+        _want(file, "scenario", sc, (dict, str), "an object or a name")
+        if isinstance(sc, dict):
+            _fields(file, "scenario", sc, {"name": str, "sha256": str, "source": str})
+    if "loadtest" in m:
+        _fields(file, "loadtest", m["loadtest"], {"timing": str, "time_scale": _is_number})
+    for key, values in m.get("parameters", {}).items():
+        _want(file, f"parameters.{key}", values, list)
+    if "sample_of" in m:
+        _fields(file, "sample_of", m["sample_of"], {"run": str, "path": str, "seed": _is_int,
+                                                    "organisations": _is_int,
+                                                    "stands_for": _is_number})
+
+
+def check_summary(file: Path, s: Mapping[str, Any]) -> None:
+    """RunDirError naming ``file`` and the field unless each field a reader takes from
+    summary.json is of its kind: the headline's bands (numbers), a sweep's points, the
+    waterfall, the capacity hot spots, a load test's scale and timing."""
+    _fields(file, "", s, {"replications": _is_int, "seed": _is_int, "scale": dict,
+                          "loadtest": dict})
+    if "headline" in s:
+        _bands(file, "headline", s["headline"])
+    if "points" in s:
+        for i, point in enumerate(_records(file, "points", s["points"],
+                                           {"overrides": dict, "run_dir": str})):
+            if "headline" in point:
+                _bands(file, f"points[{i}].headline", point["headline"])
+    if "waterfall" in s:
+        _records(file, "waterfall", s["waterfall"], {"value_usd": _is_number, "label": str})
+    if "capacity_hotspots" in s:
+        _records(file, "capacity_hotspots", s["capacity_hotspots"],
+                 {"provider": str, "time": _is_instant, "utilisation": _is_number,
+                  "rejected_429": _is_number})
+    if "scale" in s:
+        _fields(file, "scale", s["scale"], {"users": _is_int, "organisations": _is_int,
+                                            "requests_scale": _is_number,
+                                            "orgs_per_user": _is_number})
+    if "loadtest" in s:
+        _fields(file, "loadtest", s["loadtest"], {"timing": str, "time_scale": _is_number})
+
+
+# ---------------------------------------------------------------- reading timeseries.csv
+
+
+def parse_time(text: str) -> np.datetime64:
+    """A timeseries instant (ISO-8601; UTC unless it says otherwise) as datetime64[s] UTC."""
+    try:
+        t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"time {text!r} is not an ISO-8601 instant") from None
+    if t.tzinfo is not None:
+        t = t.astimezone(dt.UTC).replace(tzinfo=None)
+    return np.datetime64(t, "s")
 
 
 def read_columns(path: Path) -> dict[str, list[str]]:
-    """The CSV's columns as lists of strings (header checked).
+    """The CSV's columns as lists of strings (header and field counts checked).
 
     Every field we write is an ISO time, a number or a slug — no commas, no quotes — so one split
     of the whole text is several times faster than ``csv.reader`` on million-row simulations;
     a file with quotes (written by something else) goes through the csv module instead.
     """
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise RunDirError(f"{path}: unreadable: {_not_text(exc)}") from None
+    except OSError as exc:
+        raise RunDirError(f"{path}: unreadable: {exc.strerror or exc}") from None
     header, _, body = text.partition("\n")
     if tuple(header.strip().split(",")) != COLUMNS:
         raise RunDirError(f"{path}: header must be {','.join(COLUMNS)}")
     n = len(COLUMNS)
     if '"' in body:
-        rows = list(csv.reader(body.splitlines()))
-        if any(len(r) != n for r in rows):
-            raise RunDirError(f"{path}: every row must have {n} fields")
+        try:
+            rows = list(csv.reader(body.splitlines()))
+        except csv.Error as exc:
+            raise RunDirError(f"{path}: not a CSV file ({exc})") from None
+        for i, r in enumerate(rows):
+            if len(r) != n:
+                raise RunDirError(f"{path}: line {i + 2}: {len(r)} fields, every row must have {n}")
         return {name: [r[i] for r in rows] for i, name in enumerate(COLUMNS)}
     fields = body.replace("\r", "").replace("\n", ",").split(",")
     if fields and fields[-1] == "":
         fields.pop()
     if len(fields) % n:
-        raise RunDirError(f"{path}: every row must have {n} fields")
+        lines = body.replace("\r", "").split("\n")
+        for i, line in enumerate(lines[:-1] if lines[-1] == "" else lines):
+            if line.count(",") != n - 1:
+                raise RunDirError(f"{path}: line {i + 2}: {line.count(',') + 1} fields, every "
+                                  f"row must have {n}")
+        raise RunDirError(f"{path}: every row must have {n} fields")  # pragma: no cover
     return {name: fields[i::n] for i, name in enumerate(COLUMNS)}
 
 
+def read_typed_columns(path: Path) -> dict[str, Any]:
+    """The CSV's columns, every field checked: ``replication`` as int64 and ``value`` as float
+    arrays, the others lists of strings (each ``time`` an ISO-8601 instant); RunDirError naming
+    the file, the line and the field otherwise."""
+    cols: dict[str, Any] = read_columns(path)
+    cols["replication"] = _converted(path, "replication", cols["replication"], np.int64,
+                                     "an integer")
+    cols["value"] = _converted(path, "value", cols["value"], float, "a number")
+    times = cols["time"]
+    for t in set(times):
+        try:
+            parse_time(t)
+        except ValueError as exc:
+            raise RunDirError(f"{path}: line {times.index(t) + 2}: {exc}") from None
+    return cols
+
+
+def _converted(path: Path, name: str, values: list[str], dtype: Any, what: str) -> np.ndarray:
+    try:
+        return np.asarray(values, dtype=dtype)
+    except (ValueError, OverflowError):
+        pass
+    for i, v in enumerate(values):     # the first field that does not convert, for the message
+        try:
+            np.asarray([v], dtype=dtype)
+        except (ValueError, OverflowError):
+            raise RunDirError(f"{path}: line {i + 2}: {name} {_shown(v)} is not {what}") from None
+    raise RunDirError(f"{path}: {name}: not {what} in every row")  # pragma: no cover
+
+
 def read_timeseries(path: Path) -> dict[str, np.ndarray]:
-    """The CSV as columns: strings for dimensions, int for replication, float for value."""
-    cols = read_columns(path)
-    out: dict[str, np.ndarray] = {}
-    for name, values in cols.items():
-        if name == "replication":
-            out[name] = np.asarray(values, dtype=np.int64)
-        elif name == "value":
-            out[name] = np.asarray(values, dtype=float)
-        else:
-            out[name] = np.asarray(values, dtype=object)
-    return out
+    """The CSV as columns: strings for dimensions, int for replication, float for value (every
+    field checked, :func:`read_typed_columns`)."""
+    cols = read_typed_columns(path)
+    return {name: values if isinstance(values, np.ndarray) else np.asarray(values, dtype=object)
+            for name, values in cols.items()}

@@ -48,7 +48,8 @@ def test_a_malformed_timeseries(tmp_path: Path, capsys: pytest.CaptureFixture[st
         "time,replication,source,metric,region,provider,path,state,value\n"
         "yesterday,0,sim,requests,CN,openai,,,1\n")
     assert main(["report", str(run)]) == 2
-    assert one_error_line(capsys) == f"{run / 'timeseries.csv'}: time 'yesterday' is not an ISO-8601 instant"
+    assert one_error_line(capsys) == (f"{run / 'timeseries.csv'}: line 2: time 'yesterday' is not an "
+                                      "ISO-8601 instant")
 
 
 def test_out_that_is_not_a_report_is_left_alone(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,167 @@
+"""A damaged or foreign run directory given to ``report`` or ``compare``: one line naming the file
+(and the field or line), exit 2, no traceback, found before any work, nothing left behind.
+
+The runs are the synthetic ones of builders.py; the load test's ledger is written here from the
+ledger contract (one blocked and one allowed request of each of 40 CN organisations).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scenarios.ledger import CREATE_STATEMENTS, INSERT_REQUEST
+from tests.cli.cli_helpers import Result, run_cli
+from tests.ledger_rows import row_tuple
+from tests.reports import builders
+
+AFTER = "2024-07-20T12:00:00Z"
+COMMANDS = ("report", "compare")
+
+
+def write_ledger(path: Path, *, wal: bool = False) -> Path:
+    """A ledger of the contract; ``wal``: in WAL mode, as the gateway writes it."""
+    db = sqlite3.connect(path)
+    if wal:
+        db.execute("PRAGMA journal_mode=WAL")
+    for stmt in CREATE_STATEMENTS:
+        db.execute(stmt)
+    rows = [row_tuple(request_id=f"r{o}-{k}", scenario_time=AFTER, org=f"cn-startup-{o:06d}",
+                      home_region="CN", country="CN", decision=decision, status=status,
+                      revenue_usd=revenue)
+            for o in range(40)
+            for k, (decision, status, revenue) in enumerate((("block", 403, 0.0),
+                                                             ("allow", 200, 0.5)))]
+    db.executemany(INSERT_REQUEST, rows)
+    db.commit()
+    db.close()
+    return path
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> tuple[Path, Path]:
+    """A simulation and a load test (with its ledger) of one scenario, in their own folders."""
+    sim = builders.write_sim_run(tmp_path / "sims")
+    lt = builders.write_loadtest_run(tmp_path / "loadtests")
+    write_ledger(lt / "ledger.sqlite")
+    return sim, lt
+
+
+def cli(capsys: pytest.CaptureFixture[str], command: str, sim: Path, lt: Path) -> Result:
+    if command == "report":   # both runs: the damaged one is read whichever it is
+        return run_cli(capsys, "report", str(sim), str(lt), "--no-paired",
+                       "--out", str(sim.parent.parent / "report"))
+    return run_cli(capsys, "compare", str(sim), str(lt))
+
+
+def assert_one_line(res: Result, expected: str) -> None:
+    """Exit 2, nothing on stdout, exactly ``expected`` as the one line on stderr."""
+    assert "Traceback" not in res.err
+    assert (res.code, res.out, res.err) == (2, "", expected + "\n")
+
+
+def edit_json(path: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+# ---------------------------------------------------------------- 1: summary.json
+
+
+def _strings(x: Any) -> Any:
+    """Every number in ``x`` replaced by a string that is not one."""
+    if isinstance(x, dict):
+        return {k: _strings(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_strings(v) for v in x]
+    return "n/a" if isinstance(x, int | float) and not isinstance(x, bool) else x
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_summary_whose_numbers_are_strings(capsys: pytest.CaptureFixture[str], command: str,
+                                             runs: tuple[Path, Path]) -> None:
+    sim, lt = runs
+    edit_json(sim / "summary.json", lambda s: s.update(headline=_strings(s["headline"])))
+    first = next(iter(json.loads((sim / "summary.json").read_text())["headline"]))
+    assert_one_line(cli(capsys, command, sim, lt),
+                    f"{sim / 'summary.json'}: headline.{first}.mean: 'n/a' is not a number")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_load_test_summary_with_a_wrong_type(capsys: pytest.CaptureFixture[str], command: str,
+                                               runs: tuple[Path, Path]) -> None:
+    sim, lt = runs
+    edit_json(lt / "summary.json", lambda s: s["scale"].update(users="forty"))
+    assert_one_line(cli(capsys, command, sim, lt),
+                    f"{lt / 'summary.json'}: scale.users: 'forty' is not an integer")
+
+
+@pytest.mark.parametrize(("field", "value", "expected"), [
+    ("waterfall", {"baseline": 1}, "waterfall: {'baseline': 1} is not a list"),
+    ("capacity_hotspots", [{"provider": "zhipu", "time": "yesterday"}],
+     "capacity_hotspots[0].time: 'yesterday' is not an ISO-8601 instant"),
+    ("headline", [], "headline: [] is not an object"),
+])
+def test_summary_fields_the_charts_read(capsys: pytest.CaptureFixture[str], runs: tuple[Path, Path],
+                                        field: str, value: object, expected: str) -> None:
+    sim, lt = runs
+    edit_json(sim / "summary.json", lambda s: s.update({field: value}))
+    assert_one_line(cli(capsys, "report", sim, lt), f"{sim / 'summary.json'}: {expected}")
+
+
+def test_meta_fields_the_report_reads(capsys: pytest.CaptureFixture[str],
+                                      runs: tuple[Path, Path]) -> None:
+    sim, lt = runs
+    edit_json(sim / "meta.json", lambda m: m.update(seeds=7))
+    assert_one_line(cli(capsys, "report", sim, lt), f"{sim / 'meta.json'}: seeds: 7 is not a list")
+
+
+# ---------------------------------------------------------------- 2 and 3: timeseries.csv
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_timeseries_of_binary_garbage(capsys: pytest.CaptureFixture[str], command: str,
+                                        runs: tuple[Path, Path]) -> None:
+    sim, lt = runs
+    (sim / "timeseries.csv").write_bytes(bytes(range(256)) * 16)
+    assert_one_line(cli(capsys, command, sim, lt),
+                    f"{sim / 'timeseries.csv'}: unreadable: not UTF-8 text (byte 0x80 at offset 128)")
+
+
+def _set_field(path: Path, line: int, column: int, value: str) -> None:
+    lines = path.read_text().splitlines(keepends=True)
+    fields = lines[line - 1].rstrip("\n").split(",")
+    fields[column] = value
+    lines[line - 1] = ",".join(fields) + "\n"
+    path.write_text("".join(lines))
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize(("column", "value", "expected"), [
+    (8, "abc", "line 7: value 'abc' is not a number"),
+    (1, "first", "line 7: replication 'first' is not an integer"),
+    (0, "yesterday", "line 7: time 'yesterday' is not an ISO-8601 instant"),
+], ids=["value", "replication", "time"])
+def test_a_field_that_is_not_of_its_kind(capsys: pytest.CaptureFixture[str], command: str,
+                                         runs: tuple[Path, Path], column: int, value: str,
+                                         expected: str) -> None:
+    sim, lt = runs
+    _set_field(lt / "timeseries.csv", 7, column, value)
+    assert_one_line(cli(capsys, command, sim, lt), f"{lt / 'timeseries.csv'}: {expected}")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_row_with_a_field_too_many(capsys: pytest.CaptureFixture[str], command: str,
+                                     runs: tuple[Path, Path]) -> None:
+    sim, lt = runs
+    lines = (sim / "timeseries.csv").read_text().splitlines(keepends=True)
+    lines[2] = lines[2].rstrip("\n") + ",1\n"
+    (sim / "timeseries.csv").write_text("".join(lines))
+    assert_one_line(cli(capsys, command, sim, lt),
+                    f"{sim / 'timeseries.csv'}: line 3: 10 fields, every row must have 9")
