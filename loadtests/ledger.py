@@ -19,8 +19,9 @@ from scenarios.ledger import (
     COLUMN_NAMES,
     CREATE_STATEMENTS,
     SELECT_REQUESTS,
-    TABLES,
+    LedgerFormatError,
     LedgerRow,
+    check_finished,
 )
 
 COLUMNS = COLUMN_NAMES
@@ -43,23 +44,17 @@ def read_ledger(path: Path) -> tuple[list[LedgerRow], dict[str, str]]:
 
 
 def check_shard(path: Path) -> None:
-    """RunOutputError unless ``path`` is a readable gateway ledger (checked before a run starts)."""
+    """RunOutputError unless ``path`` is a readable gateway ledger (checked before a run starts).
+
+    Read as ``scenarios.ledger.open_finished`` reads: a shard whose gateway has stopped gets no
+    ``-wal`` or ``-shm`` beside it from being checked (one still being written is read through its
+    ``-wal``, as before)."""
     if not path.is_file():
         raise RunOutputError(f"{path}: no such file")
     try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            found = {str(r[0]) for r in con.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()}
-            cols = {str(r[1]) for r in con.execute("PRAGMA table_info(requests)").fetchall()}
-        finally:
-            con.close()
-    except sqlite3.Error as exc:
-        raise RunOutputError(f"{path}: not a gateway ledger ({exc})") from exc
-    missing = [c for c in COLUMNS if c not in cols]
-    if not set(TABLES) <= found or missing:
-        raise RunOutputError(f"{path}: not a gateway ledger (expected tables {', '.join(TABLES)}, "
-                             f"requests with columns {', '.join(COLUMNS)})")
+        check_finished(path)
+    except LedgerFormatError as exc:
+        raise RunOutputError(f"{path}: {exc}") from None
 
 
 def merge_shards(shards: Sequence[Path], into: Path, *, since: float,

@@ -222,7 +222,10 @@ KIND_KEYS = {"simulate": "sim", "loadtest": "loadtest", "sweep": "sweep"}
 
 
 def load_runs(paths: Sequence[Path]) -> list[RunData]:
-    """Read every run directory (RunDirError on the first bad one), keys unique by kind."""
+    """Read every run directory (RunDirError on the first bad one: its files, a load test's
+    ledger too, are checked before any work), keys unique by kind."""
+    from scenarios.figures import check_ledger
+
     if not paths:
         raise ReportInputError("report: give at least one run directory")
     out: list[RunData] = []
@@ -234,6 +237,8 @@ def load_runs(paths: Sequence[Path]) -> list[RunData]:
         seen[base] = seen.get(base, 0) + 1
         key = base if seen[base] == 1 else f"{base}-{seen[base]}"
         table = None if run.kind == "sweep" else read_table(path / "timeseries.csv")
+        if run.kind == "loadtest":
+            check_ledger(run)
         out.append(RunData(key=key, run=run, scenario=scenario, table=table))
     return out
 

@@ -29,13 +29,15 @@ disagreement there may mean the sample, not the system.
 from __future__ import annotations
 
 import math
+import sqlite3
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
-from scenarios.ledger import open_finished
+from scenarios.errors import RunDirError
+from scenarios.ledger import LedgerFormatError, check_finished, open_finished
 from scenarios.policy import denied_regions, first_denial
 from scenarios.rundir import ORG_STATES, Run
 from scenarios.schema import Scenario
@@ -132,14 +134,19 @@ def loadtest_figures(s: Scenario, run: Run) -> dict[str, Observed]:
     ledger = run.path / "ledger.sqlite"
     if not ledger.is_file():
         return {}
+    check_ledger(run)
     after = _after(s)
     inc = s.incumbent.name
-    db = open_finished(ledger)
     try:
-        rows = db.execute("SELECT org, home_region, provider, path, decision, revenue_usd, total_ms, "
-                          "ttft_ms FROM requests WHERE scenario_time >= ?", (after,)).fetchall()
-    finally:
-        db.close()
+        db = open_finished(ledger)
+        try:
+            rows = db.execute("SELECT org, home_region, provider, path, decision, revenue_usd, "
+                              "total_ms, ttft_ms FROM requests WHERE scenario_time >= ?",
+                              (after,)).fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise RunDirError(f"{ledger}: unreadable ledger ({exc})") from None
     out: dict[str, Observed] = {}
     for code in denied_regions(s):
         num: dict[str, float] = defaultdict(float)
@@ -173,6 +180,18 @@ def loadtest_figures(s: Scenario, run: Run) -> dict[str, Observed]:
                     samples["ttft_ms", prov].append(r[7])
         out.update(_latency_figures(s, run, samples))
     return out
+
+
+def check_ledger(run: Run) -> None:
+    """RunDirError naming the file unless the run's ledger.sqlite, if it has one, is a ledger of
+    the contract (``scenarios.ledger.check_finished``): checked before any work, read without
+    leaving anything beside it."""
+    ledger = run.path / "ledger.sqlite"
+    if ledger.is_file():
+        try:
+            check_finished(ledger)
+        except LedgerFormatError as exc:
+            raise RunDirError(f"{ledger}: {exc}") from None
 
 
 def _orgs_figures(s: Scenario, run: Run) -> dict[str, Observed]:

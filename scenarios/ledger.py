@@ -234,6 +234,60 @@ def open_finished(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(f"{path.resolve().as_uri()}?{mode}", uri=True)
 
 
+class LedgerFormatError(ValueError):
+    """A file that is not a ledger this version reads (the message says why, without the path:
+    the reader puts its own error type and the file in front)."""
+
+
+#: The SQLite storage classes each declared column type takes (``typeof``): a number column its
+#: numbers or NULL (a latency not measured, an ASN not known), a text column text.
+_TYPEOF = {"INTEGER": ("integer", "real", "null"), "REAL": ("real", "integer", "null"),
+           "TEXT": ("text",)}
+
+
+def check_finished(path: Path) -> None:
+    """LedgerFormatError unless ``path`` is a ledger of the contract: an SQLite file with its
+    tables, ``requests`` with every column, each value of its column's kind (a number where a
+    number is read). Opened as :func:`open_finished`: the check leaves nothing beside the file."""
+    try:
+        db = open_finished(path)
+        try:
+            found = {str(r[0]) for r in db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()}
+            cols = {str(r[1]) for r in db.execute("PRAGMA table_info(requests)").fetchall()}
+            if not set(TABLES) <= found or not set(COLUMN_NAMES) <= cols:
+                raise LedgerFormatError(
+                    f"not a gateway ledger (expected tables {', '.join(TABLES)}, requests with "
+                    f"columns {', '.join(COLUMN_NAMES)})")
+            checks = [(c, _TYPEOF[c.sql.split()[0]]) for c in COLUMNS]
+            where = " OR ".join(f"typeof({c.name}) NOT IN ({', '.join(repr(t) for t in kinds)})"
+                                for c, kinds in checks)
+            bad = db.execute(f"SELECT rowid, {', '.join(c.name for c, _ in checks)} FROM requests "
+                             f"WHERE {where} LIMIT 1").fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise LedgerFormatError(f"not a gateway ledger ({exc})") from None
+    if bad is not None:
+        rowid, values = bad[0], bad[1:]
+        for (column, kinds), value in zip(checks, values, strict=True):
+            if _storage_class(value) not in kinds:
+                what = "a number" if "null" in kinds else "text"
+                text = "NULL" if value is None else repr(value)
+                text = text if len(text) <= 40 else text[:37] + "..."
+                raise LedgerFormatError(f"requests row {rowid}: {column.name} {text} is not {what}")
+
+
+def _storage_class(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "real"
+    return "text" if isinstance(value, str) else "blob"
+
+
 def draws_credit(provider: Provider, path: str) -> bool:
     """Whether traffic on ``path`` to ``provider`` may open and draw a free-token credit."""
     return path == "direct" and not provider.incumbent

@@ -80,6 +80,8 @@ def _reference(sims: list[Run], lt: Run, given: Path) -> Run:
 
 
 def _check_pair(sim: Run, lt: Run) -> None:
+    from scenarios.figures import check_ledger
+
     sim_sc, lt_sc = _scenario_of(sim), _scenario_of(lt)
     if sim_sc.get("name") != lt_sc.get("name"):
         raise UsageError(f"{lt.path}: a run of scenario {lt_sc.get('name')!r}, but "
@@ -95,6 +97,7 @@ def _check_pair(sim: Run, lt: Run) -> None:
     if not (lt.path / "ledger.sqlite").is_file():
         raise RunDirError(f"{lt.path}: no ledger.sqlite (a load test with --host needs "
                           "--ledger to be compared)")
+    check_ledger(lt)   # a ledger of the contract, read as finished: nothing left beside it
 
 
 def _scenario_of(run: Run) -> dict[str, object]:

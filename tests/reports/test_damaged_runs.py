@@ -65,6 +65,12 @@ def assert_one_line(res: Result, expected: str) -> None:
     assert (res.code, res.out, res.err) == (2, "", expected + "\n")
 
 
+def tree(root: Path) -> dict[str, bytes | None]:
+    """Every path under ``root`` with its bytes (None for a directory)."""
+    return {str(p.relative_to(root)): None if p.is_dir() else p.read_bytes()
+            for p in sorted(root.rglob("*"))}
+
+
 def edit_json(path: Path, change: Callable[[dict[str, Any]], None]) -> None:
     data = json.loads(path.read_text())
     change(data)
@@ -165,3 +171,79 @@ def test_a_row_with_a_field_too_many(capsys: pytest.CaptureFixture[str], command
     (sim / "timeseries.csv").write_text("".join(lines))
     assert_one_line(cli(capsys, command, sim, lt),
                     f"{sim / 'timeseries.csv'}: line 3: 10 fields, every row must have 9")
+
+
+# ---------------------------------------------------------------- 3 and 4: ledger.sqlite
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_ledger_of_garbage_bytes(capsys: pytest.CaptureFixture[str], command: str,
+                                   runs: tuple[Path, Path]) -> None:
+    sim, lt = runs
+    (lt / "ledger.sqlite").write_bytes(bytes(range(256)) * 64)
+    assert_one_line(cli(capsys, command, sim, lt),
+                    f"{lt / 'ledger.sqlite'}: not a gateway ledger (file is not a database)")
+    assert sorted(p.name for p in lt.iterdir() if p.name.startswith("ledger")) == ["ledger.sqlite"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_ledger_value_that_is_not_a_number(capsys: pytest.CaptureFixture[str], command: str,
+                                             runs: tuple[Path, Path]) -> None:
+    sim, lt = runs
+    db = sqlite3.connect(lt / "ledger.sqlite")
+    db.execute("UPDATE requests SET revenue_usd = 'lots' WHERE request_id = 'r3-1'")
+    rowid = db.execute("SELECT rowid FROM requests WHERE request_id = 'r3-1'").fetchone()[0]
+    db.commit()
+    db.close()
+    assert_one_line(cli(capsys, command, sim, lt),
+                    f"{lt / 'ledger.sqlite'}: requests row {rowid}: revenue_usd 'lots' is not a "
+                    "number")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_foreign_sqlite_file_as_ledger(capsys: pytest.CaptureFixture[str], command: str,
+                                         runs: tuple[Path, Path]) -> None:
+    sim, lt = runs
+    (lt / "ledger.sqlite").unlink()
+    db = sqlite3.connect(lt / "ledger.sqlite")
+    db.execute("CREATE TABLE requests (request_id TEXT)")
+    db.close()
+    res = cli(capsys, command, sim, lt)
+    assert res.code == 2 and "Traceback" not in res.err and len(res.err.splitlines()) == 1
+    assert res.err.startswith(f"{lt / 'ledger.sqlite'}: not a gateway ledger (expected tables "
+                              "requests, meta, credits, requests with columns request_id, ")
+
+
+# ---------------------------------------------------------------- 6: nothing beside a ledger
+
+
+def test_compare_leaves_nothing_beside_a_finished_wal_ledger(capsys: pytest.CaptureFixture[str],
+                                                            runs: tuple[Path, Path]) -> None:
+    sim, lt = runs
+    (lt / "ledger.sqlite").unlink()
+    write_ledger(lt / "ledger.sqlite", wal=True)      # closed: its -wal and -shm are gone
+    before = tree(lt)
+    assert run_cli(capsys, "compare", str(sim), str(lt)).code in (0, 1)
+    assert tree(lt) == before
+
+
+def test_checking_a_ledger_shard_leaves_nothing_beside_it(tmp_path: Path) -> None:
+    from loadtests.ledger import check_shard
+
+    shard = write_ledger(tmp_path / "gateway.sqlite", wal=True)
+    check_shard(shard)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gateway.sqlite"]
+
+
+def test_a_shard_with_a_value_of_the_wrong_kind_is_refused(tmp_path: Path) -> None:
+    from loadtests.errors import RunOutputError
+    from loadtests.ledger import check_shard
+
+    shard = write_ledger(tmp_path / "gateway.sqlite")
+    db = sqlite3.connect(shard)
+    db.execute("UPDATE requests SET org = NULL WHERE rowid = 2")
+    db.commit()
+    db.close()
+    with pytest.raises(RunOutputError) as info:
+        check_shard(shard)
+    assert str(info.value) == f"{shard}: requests row 2: org NULL is not text"
