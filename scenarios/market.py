@@ -110,12 +110,29 @@ class MarketContext:
                             for r, rec in self.regions.items()}}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> MarketContext:
-        regions = {r: _RegionRecord(int(v["affected"]), [(float(t), str(k)) for t, k in v["choices"]],
-                                    [(float(t), float(h)) for t, h in v["hazard"]])
-                   for r, v in data["regions"].items()}
+    def from_json(cls, data: Any) -> MarketContext:
+        """The context :meth:`to_json` wrote; ValueError naming the field and what is wrong."""
+        if not isinstance(data, Mapping):
+            raise ValueError("expected a JSON object")
+        start = data.get("start")
+        try:
+            start_at = dt.datetime.fromisoformat(start) if isinstance(start, str) else None
+        except ValueError:
+            start_at = None
+        if start_at is None:
+            raise ValueError(f"start: {_shown(start)} is not an ISO-8601 instant" if "start" in data
+                             else "start: missing")
+        if "regions" not in data:
+            raise ValueError("regions: missing")
+        raw = data["regions"]
+        if not isinstance(raw, Mapping):
+            raise ValueError(f"regions: {_shown(raw)} is not an object of region records")
+        regions = {str(r): _region(f"regions.{r}", v) for r, v in raw.items()}
         closed = data.get("closed")
-        return cls(start=dt.datetime.fromisoformat(data["start"]), regions=regions,
+        if closed is not None and not (isinstance(closed, list | tuple) and len(closed) == 3
+                                       and all(_is_number(x) for x in closed)):
+            raise ValueError(f"closed: {_shown(closed)} is not null or [p, q, announcement hour]")
+        return cls(start=start_at, regions=regions,
                    closed=(float(closed[0]), float(closed[1]), float(closed[2])) if closed else None)
 
     def write(self, path: Path) -> None:
@@ -130,6 +147,41 @@ class MarketContext:
 
     def _at(self, hours: float) -> dt.datetime:
         return self.start + dt.timedelta(hours=hours)
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _region(where: str, v: Any) -> _RegionRecord:
+    """One region's record of market.json: {affected, choices: [[hour, provider]...],
+    hazard: [[hour, H]...]} (ValueError naming the field otherwise)."""
+    if not isinstance(v, Mapping):
+        raise ValueError(f"{where}: {_shown(v)} is not an object {{affected, choices, hazard}}")
+    for key in ("affected", "choices", "hazard"):
+        if key not in v:
+            raise ValueError(f"{where}.{key}: missing")
+    affected = v["affected"]
+    if not _is_number(affected) or affected != int(affected) or affected < 0:
+        raise ValueError(f"{where}.affected: {_shown(affected)} is not a count")
+    pairs = {}
+    for key, second in (("choices", "provider"), ("hazard", "integrated hazard")):
+        items = v[key]
+        if not isinstance(items, list):
+            raise ValueError(f"{where}.{key}: {_shown(items)} is not a list")
+        for i, item in enumerate(items):
+            ok = (isinstance(item, list | tuple) and len(item) == 2 and _is_number(item[0])
+                  and (isinstance(item[1], str) if key == "choices" else _is_number(item[1])))
+            if not ok:
+                raise ValueError(f"{where}.{key}[{i}]: {_shown(item)} is not [hour, {second}]")
+        pairs[key] = items
+    return _RegionRecord(int(affected), [(float(t), str(k)) for t, k in pairs["choices"]],
+                         [(float(t), float(h)) for t, h in pairs["hazard"]])
 
 
 class MarketRecorder:

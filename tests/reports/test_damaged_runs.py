@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 
 from scenarios.ledger import CREATE_STATEMENTS, INSERT_REQUEST
+from scenarios.loader import load_text
+from scenarios.sample import MARKET_FILE, SAMPLE_FILE, Sample, SampledOrg
 from tests.cli.cli_helpers import Result, run_cli
 from tests.ledger_rows import row_tuple
 from tests.reports import builders
@@ -247,3 +249,41 @@ def test_a_shard_with_a_value_of_the_wrong_kind_is_refused(tmp_path: Path) -> No
     with pytest.raises(RunOutputError) as info:
         check_shard(shard)
     assert str(info.value) == f"{shard}: requests row 2: org NULL is not text"
+
+
+# ---------------------------------------------------------------- 5: market.json
+
+
+def with_sample(lt: Path) -> Path:
+    """The load test's sample.json (one CN organisation) and no market.json (the closed form):
+    a load test ``report`` runs a paired simulation of."""
+    sha = load_text((lt / "scenario.yaml").read_text(), file="scenario.yaml").sha256
+    Sample(seed=0, orgs=(SampledOrg("cn-startup-000001", "CN", "startup", 1.0, 10.0, 1.0,
+                                    "gpt-4o"),),
+           scenario_sha256=sha, wall_s_per_scenario_hour=1.0).write(lt / SAMPLE_FILE)
+    return lt
+
+
+MARKETS = pytest.mark.parametrize(("market", "expected"), [
+    ('{"start": "2024-06-01T00:00:00+00:00", "closed": null, "regions": []}',
+     "regions: [] is not an object of region records"),
+    ("{}", "start: missing"),
+    ('{"start": "2024-06-01T00:00:00+00:00", "regions": {"CN": {"affected": 3, "choices": [7], '
+     '"hazard": []}}}', "regions.CN.choices[0]: 7 is not [hour, provider]"),
+    ('{"start": "2024-06-01T00:00:00+00:00", "closed": [0.01, "q", 1], "regions": {}}',
+     "closed: [0.01, 'q', 1] is not null or [p, q, announcement hour]"),
+], ids=["regions a list", "empty", "a choice not a pair", "closed not numbers"])
+
+
+@MARKETS
+def test_a_market_context_of_the_wrong_shape_cannot_be_paired(runs: tuple[Path, Path], market: str,
+                                                              expected: str) -> None:
+    from scenarios.errors import RunDirError
+    from sim.run import Paired
+
+    _, lt = runs
+    with_sample(lt)
+    (lt / MARKET_FILE).write_text(market)
+    with pytest.raises(RunDirError) as info:
+        Paired.of_run(lt, load_text((lt / "scenario.yaml").read_text(), file="scenario.yaml"))
+    assert str(info.value) == f"{lt / MARKET_FILE}: unreadable market context: {expected}"
