@@ -10,7 +10,7 @@ import datetime as dt
 import json
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 
@@ -36,15 +36,20 @@ MARKERS = ("report.html", "summary.md", "charts.json")  # (summary.json: the ver
 
 
 def build_report(run_dirs: list[Path], out: Path | None = None, *,
-                 now: dt.datetime | None = None) -> Path:
+                 now: dt.datetime | None = None,
+                 loaded: Mapping[Path, RunData] | None = None) -> Path:
     """Read ``run_dirs`` and write the report to ``out`` (default ``<first run>/report``).
 
     Returns the path of report.html. Raises RunDirError for a directory that is not a run, and
-    ReportInputError when ``out`` exists and is not a previous report.
+    ReportInputError when ``out`` exists and is not a previous report. ``loaded``: runs read
+    already (``reports.data.load_run``), by path, not read again.
     """
-    runs = load_runs(run_dirs)
-    final = out if out is not None else run_dirs[0] / "report"
-    check_destination(final)
+    runs = load_runs(run_dirs, loaded)
+    final = out if out is not None else default_destination(run_dirs)
+    if out is not None:
+        check_destination(final)
+    else:
+        check_destination(final, "report", DEFAULT_HINT)
     staging = final.parent / f".{final.name}.partial-{os.getpid()}"
     if staging.exists():
         shutil.rmtree(staging)
@@ -58,13 +63,24 @@ def build_report(run_dirs: list[Path], out: Path | None = None, *,
     return final / "report.html"
 
 
-def check_destination(final: Path) -> None:
-    """Refuse to replace anything that is not a report this module wrote."""
+#: What a message about the default destination (no ``--out``) ends with.
+DEFAULT_HINT = "; give --out DIR"
+
+
+def default_destination(run_dirs: Sequence[Path]) -> Path:
+    """Where a report goes without ``--out``: beside the first run's files."""
+    return run_dirs[0] / "report"
+
+
+def check_destination(final: Path, flag: str = "--out", hint: str = "") -> None:
+    """Refuse to replace anything that is not a report this module wrote: one line worded as
+    ``regionblock.common.check_out_dir`` words its own, ``FLAG: PATH: what is wrong`` (``flag``
+    ``report`` and ``hint`` "; give --out DIR" for the default destination)."""
     if final.exists() and not final.is_dir():
-        raise ReportInputError(f"--out {final}: exists and is not a directory")
+        raise ReportInputError(f"{flag}: {final}: exists and is not a directory{hint}")
     if final.is_dir() and any(final.iterdir()) and not (final / "charts.json").is_file():
-        raise ReportInputError(f"--out {final}: exists and is not a report directory "
-                               "(choose an empty or new directory)")
+        raise ReportInputError(f"{flag}: {final}: exists and is not a report directory"
+                               f"{hint or ' (choose an empty or new directory)'}")
 
 
 def replace(staging: Path, final: Path) -> None:

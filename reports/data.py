@@ -11,16 +11,18 @@ over the dimensions a chart does not show (a missing row is no data).
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from reports.errors import ReportInputError
+from scenarios.errors import RunDirError
 from scenarios.loader import load_text
 from scenarios.policy import denied_regions, first_denial
 from scenarios.rundir import Run, parse_time, read_run, read_typed_columns
@@ -219,28 +221,67 @@ class RunData:
 
 
 KIND_KEYS = {"simulate": "sim", "loadtest": "loadtest", "sweep": "sweep"}
+#: A load test's time to first token per provider, region and path (written by the load test).
+LOCUST_TTFT = "locust_ttft.csv"
 
 
-def load_runs(paths: Sequence[Path]) -> list[RunData]:
-    """Read every run directory (RunDirError on the first bad one: its files, a load test's
-    ledger too, are checked before any work), keys unique by kind."""
-    from scenarios.figures import check_ledger
-
+def load_runs(paths: Sequence[Path], loaded: Mapping[Path, RunData] | None = None) -> list[RunData]:
+    """Read every run directory (RunDirError on the first bad one), keys unique by kind;
+    ``loaded``: runs read already (:func:`load_run`), by path, not read again."""
     if not paths:
         raise ReportInputError("report: give at least one run directory")
+    return with_keys([(loaded or {}).get(p) or load_run(p) for p in paths])
+
+
+def load_run(path: Path) -> RunData:
+    """One run directory, read and checked: every file the report reads (meta.json,
+    summary.json, scenario.yaml, timeseries.csv, a load test's ledger.sqlite and
+    locust_ttft.csv), so a damaged one is one line before any work (its key is set by
+    :func:`with_keys`)."""
+    from scenarios.figures import check_ledger
+
+    run = read_run(path)
+    scenario = load_text(run.scenario_yaml, file=str(path / "scenario.yaml")).scenario
+    table = None if run.kind == "sweep" else read_table(path / "timeseries.csv")
+    if run.kind == "loadtest":
+        check_ledger(run)
+        check_locust_ttft(path / LOCUST_TTFT)
+    return RunData(key="", run=run, scenario=scenario, table=table)
+
+
+def with_keys(runs: Sequence[RunData]) -> list[RunData]:
+    """The runs with their short unique names: sim, loadtest, paired, sweep, then -2, -3..."""
     out: list[RunData] = []
     seen: dict[str, int] = {}
-    for path in paths:
-        run = read_run(path)
-        scenario = load_text(run.scenario_yaml, file=str(path / "scenario.yaml")).scenario
-        base = "paired" if is_paired_sim(run) else KIND_KEYS[run.kind]
+    for r in runs:
+        base = "paired" if is_paired_sim(r.run) else KIND_KEYS[r.kind]
         seen[base] = seen.get(base, 0) + 1
-        key = base if seen[base] == 1 else f"{base}-{seen[base]}"
-        table = None if run.kind == "sweep" else read_table(path / "timeseries.csv")
-        if run.kind == "loadtest":
-            check_ledger(run)
-        out.append(RunData(key=key, run=run, scenario=scenario, table=table))
+        out.append(replace(r, key=base if seen[base] == 1 else f"{base}-{seen[base]}"))
     return out
+
+
+def check_locust_ttft(path: Path) -> None:
+    """RunDirError naming the file and line unless ``path`` (if there) is a CSV whose TTFT rows
+    count their requests in numbers (the other figures of a row are shown as n/a when bad)."""
+    if not path.is_file():
+        return
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            for row in reader:
+                count = row.get("Count") if row.get("Type") == "TTFT" else None
+                if count:
+                    try:
+                        float(count)
+                    except ValueError:
+                        raise RunDirError(f"{path}: line {reader.line_num}: Count {count!r} is "
+                                          "not a number") from None
+    except UnicodeDecodeError as exc:
+        raise RunDirError(f"{path}: unreadable: not UTF-8 text ({exc.reason})") from None
+    except csv.Error as exc:
+        raise RunDirError(f"{path}: not a CSV file ({exc})") from None
+    except OSError as exc:
+        raise RunDirError(f"{path}: unreadable: {exc.strerror or exc}") from None
 
 
 def is_paired_sim(run: Run) -> bool:

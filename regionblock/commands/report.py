@@ -7,10 +7,12 @@ written beside it, so that its verdicts are judged like for like (``--no-paired`
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 
 from regionblock.common import check_out_dir, stderr_console
 from scenarios.errors import RunDirError, UsageError
+from scenarios.rundir import Run
 
 #: Replications of a paired simulation the report runs itself (each costs well under a second).
 PAIRED_REPLICATIONS = 20
@@ -36,10 +38,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reports.build import (
-        build_report,  # why: matplotlib loads only when a report is built
+    from reports.build import (  # why: matplotlib loads only when a report is built
+        DEFAULT_HINT,
+        build_report,
         check_destination,
+        default_destination,
     )
+    from reports.data import load_run
 
     if args.paired_replications < 1:
         raise UsageError(f"--paired-replications: must be at least 1 (got {args.paired_replications})")
@@ -47,42 +52,62 @@ def run(args: argparse.Namespace) -> int:
 
     run_dirs = expand_sets(list(args.run_dirs))   # a run set (loadtest --repeat): its members
     if args.out is not None:
-        check_destination(args.out)       # before any simulation runs
-        check_out_dir(args.out)
-    if not args.no_paired:
-        run_dirs += paired_runs(run_dirs, args.paired_replications)
-    with stderr_console().status("building the report…"):
-        page = build_report(run_dirs, args.out)
+        check_out_dir(args.out)           # before anything is read or simulated
+        check_destination(args.out)
+    # every run read and checked (each file the report reads) before any simulation runs
+    loaded = {p: load_run(p) for p in run_dirs}
+    if args.out is None:
+        try:
+            check_out_dir(default_destination(run_dirs), flag="report")
+        except UsageError as exc:
+            raise UsageError(f"{exc}{DEFAULT_HINT}") from None
+        check_destination(default_destination(run_dirs), "report", DEFAULT_HINT)
+    made: list[Path] = []
+    try:
+        if not args.no_paired:
+            paired_runs([loaded[p].run for p in run_dirs], args.paired_replications, made)
+        loaded |= {p: load_run(p) for p in made}
+        with stderr_console().status("building the report…"):
+            page = build_report(run_dirs + made, args.out, loaded=loaded)
+    except BaseException:
+        for path in made:   # a report that failed leaves no paired simulation of its own behind
+            shutil.rmtree(path, ignore_errors=True)
+        raise
     print(page)
     print(page.with_name("summary.md"))
     return 0
 
 
-def paired_runs(run_dirs: list[Path], replications: int) -> list[Path]:
-    """The paired simulation of every load test among ``run_dirs`` that has none among them,
-    simulated now (beside the load test); a load test that cannot be paired is said so and left."""
+def paired_runs(runs: list[Run], replications: int, made: list[Path]) -> None:
+    """The paired simulation of every load test among ``runs`` that has none among them,
+    simulated now (beside the load test), each appended to ``made`` once written. A load test
+    without a sample (sample.json: made before paired simulations existed) is said so and left;
+    one whose sample or market context cannot be read is bad input (RunDirError), found before
+    the first simulation runs."""
     from scenarios.loader import load_text
-    from scenarios.rundir import read_run
+    from scenarios.sample import SAMPLE_FILE
     from sim.run import Paired, simulate
 
-    runs = [read_run(p) for p in run_dirs]
     have = {str(r.sample_of.get("run")) for r in runs if r.sample_of is not None}
     console = stderr_console()
-    out = []
+    todo = []
     for lt in runs:
         if lt.kind != "loadtest" or lt.path.name in have:
             continue
         loaded = load_text(lt.scenario_yaml, file=str(lt.path / "scenario.yaml"))
         try:
-            paired = Paired.of_run(lt.path, loaded)
+            todo.append((lt, loaded, Paired.of_run(lt.path, loaded)))
         except RunDirError as exc:
+            if (lt.path / SAMPLE_FILE).is_file():
+                raise    # its sample or market context is damaged: bad input, not an older run
             console.print(f"report: no paired simulation for {lt.path.name}: {exc}", soft_wrap=True,
                           highlight=False, markup=False)
-            continue
+    for lt, _, _ in todo:    # where each goes, before the first one runs
+        check_out_dir(lt.path.parent, flag=f"report: paired simulation of {lt.path.name}")
+    for lt, loaded, paired in todo:
         with console.status(f"paired simulation of {lt.path.name} ({replications} replications)…"):
             path = simulate(loaded, replications=replications, seed=0, out=lt.path.parent,
                             paired=paired)
+        made.append(path)
         console.print(f"report: paired simulation of {lt.path.name}: {path}", soft_wrap=True,
                       highlight=False, markup=False)
-        out.append(path)
-    return out

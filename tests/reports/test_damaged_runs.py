@@ -251,7 +251,7 @@ def test_a_shard_with_a_value_of_the_wrong_kind_is_refused(tmp_path: Path) -> No
     assert str(info.value) == f"{shard}: requests row 2: org NULL is not text"
 
 
-# ---------------------------------------------------------------- 5: market.json
+# ---------------------------------------------------------------- 5: market.json, 7: report LOADTEST
 
 
 def with_sample(lt: Path) -> Path:
@@ -262,6 +262,10 @@ def with_sample(lt: Path) -> Path:
                                     "gpt-4o"),),
            scenario_sha256=sha, wall_s_per_scenario_hour=1.0).write(lt / SAMPLE_FILE)
     return lt
+
+
+def report_alone(capsys: pytest.CaptureFixture[str], lt: Path, *extra: str) -> Result:
+    return run_cli(capsys, "report", str(lt), "--paired-replications", "1", *extra)
 
 
 MARKETS = pytest.mark.parametrize(("market", "expected"), [
@@ -287,3 +291,93 @@ def test_a_market_context_of_the_wrong_shape_cannot_be_paired(runs: tuple[Path, 
     with pytest.raises(RunDirError) as info:
         Paired.of_run(lt, load_text((lt / "scenario.yaml").read_text(), file="scenario.yaml"))
     assert str(info.value) == f"{lt / MARKET_FILE}: unreadable market context: {expected}"
+
+
+@MARKETS
+def test_a_market_context_of_the_wrong_shape(capsys: pytest.CaptureFixture[str],
+                                             runs: tuple[Path, Path], market: str,
+                                             expected: str) -> None:
+    _, lt = runs
+    with_sample(lt)
+    (lt / MARKET_FILE).write_text(market)
+    before = tree(lt.parent)
+    assert_one_line(report_alone(capsys, lt),
+                    f"{lt / MARKET_FILE}: unreadable market context: {expected}")
+    assert tree(lt.parent) == before
+
+
+@pytest.mark.parametrize(("damage", "expected"), [
+    (lambda lt: _set_field(lt / "timeseries.csv", 7, 8, "abc"),
+     "{lt}/timeseries.csv: line 7: value 'abc' is not a number"),
+    (lambda lt: (lt / "ledger.sqlite").write_bytes(b"\0" * 4096),
+     "{lt}/ledger.sqlite: not a gateway ledger (file is not a database)"),
+    (lambda lt: edit_json(lt / "summary.json", lambda s: s["loadtest"].update(time_scale="x")),
+     "{lt}/summary.json: loadtest.time_scale: 'x' is not a number"),
+    (lambda lt: (lt / "locust_ttft.csv").write_text("Type,Name,Count\nTTFT,all,many\n"),
+     "{lt}/locust_ttft.csv: line 2: Count 'many' is not a number"),
+], ids=["timeseries", "ledger", "summary", "locust_ttft"])
+def test_a_load_test_alone_is_checked_before_its_paired_simulation(
+        capsys: pytest.CaptureFixture[str], runs: tuple[Path, Path],
+        damage: Callable[[Path], None], expected: str) -> None:
+    _, lt = runs
+    with_sample(lt)
+    damage(lt)
+    before = tree(lt.parent)
+    assert_one_line(report_alone(capsys, lt), expected.format(lt=lt))
+    assert tree(lt.parent) == before          # no paired simulation, no report
+
+
+def test_a_default_destination_that_is_not_a_report_is_found_before_the_paired_simulation(
+        capsys: pytest.CaptureFixture[str], runs: tuple[Path, Path]) -> None:
+    _, lt = runs
+    with_sample(lt)
+    (lt / "report").mkdir()
+    (lt / "report" / "notes.txt").write_text("keep me")
+    before = tree(lt.parent)
+    assert_one_line(report_alone(capsys, lt), f"report: {lt / 'report'}: exists and is not a "
+                                              "report directory; give --out DIR")
+    assert tree(lt.parent) == before
+
+
+def test_a_report_that_fails_leaves_no_paired_simulation(
+        capsys: pytest.CaptureFixture[str], runs: tuple[Path, Path],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import reports.build
+
+    _, lt = runs
+    with_sample(lt)
+    before = tree(lt.parent)
+
+    def full_disk(*args: object, **kwargs: object) -> Path:
+        assert len(list(lt.parent.glob("*-paired"))) == 1    # it ran, and is then removed
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(reports.build, "build_report", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        report_alone(capsys, lt)
+    assert tree(lt.parent) == before
+
+
+# ---------------------------------------------------------------- --out: one wording
+
+
+@pytest.mark.parametrize("given", [True, False], ids=["--out", "default"])
+def test_a_destination_that_is_a_file(capsys: pytest.CaptureFixture[str], runs: tuple[Path, Path],
+                                      given: bool) -> None:
+    sim, _ = runs
+    dest = sim.parent / "taken" if given else sim / "report"
+    dest.write_text("x")
+    res = run_cli(capsys, "report", str(sim), *(["--out", str(dest)] if given else []))
+    where = f"--out: {dest}" if given else f"report: {dest}"
+    assert_one_line(res, f"{where}: exists and is not a directory" + ("" if given else
+                                                                      "; give --out DIR"))
+
+
+def test_an_out_that_is_not_a_report(capsys: pytest.CaptureFixture[str],
+                                     runs: tuple[Path, Path]) -> None:
+    sim, _ = runs
+    (sim.parent / "mine").mkdir()
+    (sim.parent / "mine" / "notes.txt").write_text("keep me")
+    res = run_cli(capsys, "report", str(sim), "--out", str(sim.parent / "mine"))
+    assert_one_line(res, f"--out: {sim.parent / 'mine'}: exists and is not a report directory "
+                         "(choose an empty or new directory)")
