@@ -22,17 +22,22 @@ from scenarios.ledger import (
     LedgerFormatError,
     LedgerRow,
     check_finished,
+    open_finished,
 )
 
 COLUMNS = COLUMN_NAMES
 
 
 def read_ledger(path: Path) -> tuple[list[LedgerRow], dict[str, str]]:
-    """Every row (in arrival order) and the meta table; RunOutputError if unreadable."""
+    """Every row (in arrival order) and the meta table; RunOutputError if unreadable.
+
+    The ledger is finished (its gateway has exited, or it is a merge of shards): read as
+    ``scenarios.ledger.open_finished`` reads, it gets no ``-shm`` or ``-wal`` beside it in the
+    run directory."""
     if not path.is_file():
         raise RunOutputError(f"{path}: no ledger (the gateway wrote none)")
     try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        con = open_finished(path)
         try:
             rows = con.execute(SELECT_REQUESTS).fetchall()
             meta = dict(con.execute("SELECT key, value FROM meta").fetchall())

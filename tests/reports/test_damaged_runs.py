@@ -381,3 +381,13 @@ def test_an_out_that_is_not_a_report(capsys: pytest.CaptureFixture[str],
     res = run_cli(capsys, "report", str(sim), "--out", str(sim.parent / "mine"))
     assert_one_line(res, f"--out: {sim.parent / 'mine'}: exists and is not a report directory "
                          "(choose an empty or new directory)")
+
+
+def test_reading_a_finished_ledger_leaves_nothing_beside_it(tmp_path: Path) -> None:
+    """The load test reads its gateway's ledger once the gateway has exited (loadtests.run)."""
+    from loadtests.ledger import read_ledger
+
+    ledger = write_ledger(tmp_path / "ledger.sqlite", wal=True)
+    rows, _ = read_ledger(ledger)
+    assert len(rows) == 80
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ledger.sqlite"]
