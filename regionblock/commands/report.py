@@ -10,6 +10,7 @@ import argparse
 import shutil
 from pathlib import Path
 
+from regionblock.commands.simulate import REPLICATIONS
 from regionblock.common import check_out_dir, stderr_console
 from scenarios.errors import RunDirError, UsageError
 from scenarios.rundir import Run
@@ -32,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-paired", action="store_true",
                    help="do not run a paired simulation for a load test given without one (its "
                         "verdicts are then judged against a full-market simulation, if given)")
-    p.add_argument("--paired-replications", type=int, default=PAIRED_REPLICATIONS, metavar="N",
+    p.add_argument("--paired-replications", type=REPLICATIONS, default=PAIRED_REPLICATIONS, metavar="N",
                    help=f"replications of a paired simulation run here (default {PAIRED_REPLICATIONS})")
     p.set_defaults(func=run)
 
@@ -45,9 +46,6 @@ def run(args: argparse.Namespace) -> int:
         default_destination,
     )
     from reports.data import load_run
-
-    if args.paired_replications < 1:
-        raise UsageError(f"--paired-replications: must be at least 1 (got {args.paired_replications})")
     from scenarios.rundir import expand_sets
 
     run_dirs = expand_sets(list(args.run_dirs))   # a run set (loadtest --repeat): its members

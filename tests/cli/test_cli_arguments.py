@@ -117,6 +117,11 @@ CASES = [
     _bad("gateway", SCENARIO, "--insecure-org-keys", "--compress", f"{BIG}d",
          line=f"--compress: '{BIG}d' is too long (at most 999,999,999 days, the longest a timedelta "
               "holds)"),
+    _bad("report", "no-such-run", "--paired-replications", BIG,
+         line=f"--paired-replications: must be at most 10,000 (got {BIG}): the 5 %/95 % bands are "
+              "settled long before"),
+    _bad("report", "no-such-run", "--paired-replications", "0",
+         line="--paired-replications: must be at least 1 (got 0)"),
     _bad("gateway", SCENARIO, "--insecure-org-keys", "--max-inflight", "99999999999",
          line="--max-inflight: must be at most 1,000,000 (got 99999999999): each request in "
               "progress holds a client socket and an upstream one"),
