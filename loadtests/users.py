@@ -33,6 +33,7 @@ import gevent.event
 import numpy as np
 from gevent.pool import Pool
 from locust import FastHttpUser, constant, task
+from locust.contrib.fasthttp import FastHttpSession
 from locust.env import Environment
 from locust.exception import StopUser
 from locust.runners import WORKER_REPORT_INTERVAL, MasterRunner, WorkerRunner
@@ -40,7 +41,7 @@ from locust.stats import CSV_STATS_INTERVAL_SEC
 
 from loadtests.agent import OrgAgent, Route
 from loadtests.events import EventWriter, RequestRecord, StateRecord
-from loadtests.plan import LoadConfig, Plan, Schedule, UserSpec, build_plan
+from loadtests.plan import LoadConfig, Plan, Schedule, UserSpec, build_plan, in_flight_bound
 from loadtests.wire import (
     PROVIDER_HEADER,
     REQUEST_ID_HEADER,
@@ -331,6 +332,17 @@ class OrgUser(FastHttpUser):
         self.backoff_rng = np.random.default_rng([self.world.config.seed, 17, spec.index])
         self.schedule: Schedule = self.world.plan.schedule(spec)
         self.seq = itertools.count()
+        concurrency = in_flight_bound(self.schedule.offsets, self.concurrency)
+        if concurrency > self.concurrency:  # the connection pool too: FastHttpUser sized it at 32
+            self.concurrency = concurrency
+            self.client = FastHttpSession(
+                base_url=self.host, request_event=self.environment.events.request,
+                network_timeout=self.network_timeout, connection_timeout=self.connection_timeout,
+                max_redirects=self.max_redirects, max_retries=self.max_retries,
+                insecure=self.insecure, concurrency=concurrency, user=self,
+                client_pool=self.client_pool, ssl_context_factory=self.ssl_context_factory,
+                headers=self.default_headers, proxy_host=self.proxy_host,
+                proxy_port=self.proxy_port)
         self.inflight = Pool(self.concurrency)
         self.last_done = time.time()  # when this user's connections were last used
         self.world.events.user(spec.index, spec.org.id, time.time())

@@ -99,11 +99,29 @@ def _version() -> str:
         return "0+unknown"
 
 
+def raise_open_file_limit() -> None:
+    """Lift the soft limit on open files to the hard one, as Locust and servers do.
+
+    A load test's gateway, mock providers and WAN paths hold a few descriptors per request in
+    flight: a thousand users each with a few requests in flight pass a soft limit of 1,024 (a
+    common default) and fail with EMFILE mid-run. Where the platform has no such limit, nothing."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):  # forbidden (a container): keep the soft
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     first = next((a for a in argv if not a.startswith("-")), None)
     only = first if first in command_modules() else None
     args = build_parser(only).parse_args(argv)
+    raise_open_file_limit()
     try:
         with _sigterm_as_interrupt():
             return int(args.func(args) or 0)

@@ -98,8 +98,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     keys.add_argument("--hash-key", metavar="KEY", type=nonempty_text("the API key to hash"),
                       help="print the sha256 line of KEY for a --keys file, and exit")
     limits = p.add_argument_group("limits")
-    limits.add_argument("--max-inflight", type=whole_number(1, 1_000_000, why="each request in progress holds a client "
-                                          "socket and an upstream one"), default=1024, metavar="N",
+    limits.add_argument("--max-inflight", type=whole_number(
+                            1, 1_000_000, why="each request in progress holds a client socket and "
+                            "an upstream one"), default=1024, metavar="N",
                         help="requests in progress beyond N are answered 503 at once (default 1024)")
     limits.add_argument("--max-body", type=whole_number(1, 1 << 30, why="a body is held in memory whole "
                                           "(1 GiB)"), default=4 * 1024 * 1024, metavar="BYTES",
