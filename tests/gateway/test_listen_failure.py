@@ -18,7 +18,8 @@ def test_port_in_use_is_one_line_and_leaves_no_ledger(tmp_path: Path,
     port = taken.getsockname()[1]
     ledger = tmp_path / "ledger.sqlite"
     try:
-        code = main(["gateway", "openai-2024-cn-hk", "--port", str(port), "--ledger", str(ledger), "--insecure-org-keys"])
+        code = main(["gateway", "openai-2024-cn-hk", "--port", str(port), "--ledger", str(ledger),
+                     "--insecure-org-keys"])
     finally:
         taken.close()
     err = capsys.readouterr().err
