@@ -305,6 +305,12 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool)
 
 
+def _is_number_or_none(x: Any) -> bool:
+    """A number, or null where the run does not know it (a load test against another gateway
+    has no time scale of its own)."""
+    return x is None or _is_number(x)
+
+
 def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
@@ -321,6 +327,7 @@ def _is_instant(x: Any) -> bool:
 
 
 _KINDS_OF: dict[Any, str] = {_is_number: "a number", _is_int: "an integer",
+                              _is_number_or_none: "a number or null",
                               _is_instant: "an ISO-8601 instant"}
 
 
@@ -376,7 +383,7 @@ def check_meta(file: Path, m: Mapping[str, Any]) -> None:
         if isinstance(sc, dict):
             _fields(file, "scenario", sc, {"name": str, "sha256": str, "source": str})
     if "loadtest" in m:
-        _fields(file, "loadtest", m["loadtest"], {"timing": str, "time_scale": _is_number})
+        _fields(file, "loadtest", m["loadtest"], {"timing": str, "time_scale": _is_number_or_none})
     for key, values in m.get("parameters", {}).items():
         _want(file, f"parameters.{key}", values, list)
     if "sample_of" in m:
@@ -409,7 +416,7 @@ def check_summary(file: Path, s: Mapping[str, Any]) -> None:
                                             "requests_scale": _is_number,
                                             "orgs_per_user": _is_number})
     if "loadtest" in s:
-        _fields(file, "loadtest", s["loadtest"], {"timing": str, "time_scale": _is_number})
+        _fields(file, "loadtest", s["loadtest"], {"timing": str, "time_scale": _is_number_or_none})
 
 
 # ---------------------------------------------------------------- reading timeseries.csv
