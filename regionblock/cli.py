@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import importlib
+import os
 import pkgutil
 import re
 import signal
@@ -99,6 +101,10 @@ def _version() -> str:
         return "0+unknown"
 
 
+#: Errors of the machine, not of the program, met while writing a run: one line, not a traceback.
+_CANNOT_WRITE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
+
+
 def raise_open_file_limit() -> None:
     """Lift the soft limit on open files to the hard one, as Locust and servers do.
 
@@ -136,3 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # e.g. `regionblock scenario show X | head`
         return EXIT_OK
+    except OSError as exc:
+        if exc.errno not in _CANNOT_WRITE:
+            raise
+        # the disk filled (or went read-only) mid-run: what was staged is already removed
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"{args.command}: {where}cannot write: {os.strerror(exc.errno)}", file=sys.stderr)
+        return EXIT_USAGE

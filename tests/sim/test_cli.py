@@ -223,3 +223,24 @@ def test_ctrl_c_stops_the_pool_and_leaves_nothing_half_written(tmp_path: Path) -
     assert elapsed < 2.0, f"took {elapsed:.1f} s to stop"
     assert not any(Path(f"/proc/{w}").exists() for w in workers)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_mid_run_is_one_line_and_leaves_nothing(capsys: Capsys, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """ENOSPC while the run is written (after the work): one line, exit 2, no traceback, and the
+    staged run directory removed — as for Ctrl-C."""
+    import errno
+
+    import sim.run
+
+    def full(path: Path, _obj: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(sim.run, "write_json", full)
+    code, out, err = _cli(capsys, "simulate", "openai-2024-cn-hk", "--scale", "0.01",
+                          "--replications", "1", "--out", str(tmp_path))
+    assert code == 2 and out == ""
+    [line] = err.splitlines()
+    assert line.startswith("simulate: ") and line.endswith("summary.json: cannot write: "
+                                                           "No space left on device")
+    assert list(tmp_path.iterdir()) == []
