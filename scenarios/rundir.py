@@ -481,11 +481,16 @@ def read_typed_columns(path: Path) -> dict[str, Any]:
                                      "an integer")
     cols["value"] = _converted(path, "value", cols["value"], float, "a number")
     times = cols["time"]
+    canonical: dict[str, str] = {}
     for t in set(times):
         try:
-            parse_time(t)
+            canonical[t] = f"{np.datetime_as_string(parse_time(t), unit='s')}Z"
         except ValueError as exc:
             raise RunDirError(f"{path}: line {times.index(t) + 2}: {exc}") from None
+    if any(t != c for t, c in canonical.items()):
+        # `2024-07-09T08:00:00+08:00` is the instant we write `2024-07-09T00:00:00Z`: readers
+        # match times as text, so every time reads in the one form the run directory writes
+        cols["time"] = [canonical[t] for t in times]
     return cols
 
 

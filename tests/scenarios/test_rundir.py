@@ -207,3 +207,14 @@ def test_write_json_refuses_nan(tmp_path: Path) -> None:
     assert (tmp_path / "a.json").read_text() == '{\n  "a": [\n    1.5\n  ],\n  "b": 1\n}\n'
     with pytest.raises(ValueError):
         write_json(tmp_path / "b.json", {"x": float("nan")})
+
+
+def test_times_with_an_offset_read_in_the_one_form_we_write(tmp_path: Path) -> None:
+    """Readers match times as text: an instant written with an offset reads as our `Z` form."""
+    path = tmp_path / "timeseries.csv"
+    path.write_text(",".join(COLUMNS) + "\n"
+                    "2024-07-09T08:00:00+08:00,0,sim,requests,CN,,,,1\n"
+                    "2024-07-09T00:00:00Z,1,sim,requests,CN,,,,2\n"
+                    "2024-07-09T01:00:00+00:00,0,sim,requests,CN,,,,3\n", encoding="utf-8")
+    assert read_timeseries(path)["time"].tolist() == [
+        "2024-07-09T00:00:00Z", "2024-07-09T00:00:00Z", "2024-07-09T01:00:00Z"]
