@@ -111,12 +111,7 @@ def whole_number(minimum: int | None = None, maximum: int | None = None, *,
             value = -(10**41) if digits.startswith("-") else 10**41
         else:
             value = int(digits)
-        if minimum is not None and value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum:,} (got {_shown(text)})")
-        if maximum is not None and value > maximum:
-            because = f": {why}" if why else ""
-            raise argparse.ArgumentTypeError(f"must be at most {maximum:,} "
-                                             f"(got {_shown(text)}){because}")
+        _within(value, text, minimum, maximum, why, ",")
         try:
             return int(digits)
         except ValueError:  # over 4,300 digits with no bound given
@@ -126,6 +121,17 @@ def whole_number(minimum: int | None = None, maximum: int | None = None, *,
 
 
 _WHOLE = re.compile(r"[+-]?[0-9]+")
+
+
+def _within(value: float, text: str, minimum: float | None, maximum: float | None, why: str,
+            spec: str) -> None:
+    """ArgumentTypeError unless minimum <= value <= maximum (bounds shown with ``spec``)."""
+    if minimum is not None and value < minimum:
+        raise argparse.ArgumentTypeError(f"must be at least {minimum:{spec}} (got {_shown(text)})")
+    if maximum is not None and value > maximum:
+        because = f": {why}" if why else ""
+        raise argparse.ArgumentTypeError(f"must be at most {maximum:{spec}} "
+                                         f"(got {_shown(text)}){because}")
 
 
 def finite_number(minimum: float | None = None, maximum: float | None = None, *,
@@ -144,12 +150,7 @@ def finite_number(minimum: float | None = None, maximum: float | None = None, *,
             raise argparse.ArgumentTypeError(f"must be a finite number (got {_shown(text)})")
         if above is not None and not value > above:
             raise argparse.ArgumentTypeError(f"must be greater than {above:g} (got {_shown(text)})")
-        if minimum is not None and value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum:g} (got {_shown(text)})")
-        if maximum is not None and value > maximum:
-            because = f": {why}" if why else ""
-            raise argparse.ArgumentTypeError(f"must be at most {maximum:,g} "
-                                             f"(got {_shown(text)}){because}")
+        _within(value, text, minimum, maximum, why, ",g")
         return value
 
     return _named(parse, "number")

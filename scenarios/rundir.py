@@ -261,6 +261,16 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def _read_text(path: Path) -> str:
+    """A run directory's text file, or RunDirError naming it (not UTF-8, unreadable)."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise RunDirError(f"{path}: unreadable: {_not_text(exc)}") from None
+    except OSError as exc:
+        raise RunDirError(f"{path}: unreadable: {exc.strerror or exc}") from None
+
+
 def _not_text(exc: UnicodeDecodeError) -> str:
     return f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
 
@@ -289,13 +299,7 @@ def read_run(path: Path) -> Run:
         raise RunDirError(f"{path}: not a run directory (no scenario.yaml)")
     if m["kind"] != "sweep" and not (path / "timeseries.csv").is_file():
         raise RunDirError(f"{path}: not a run directory (no timeseries.csv)")
-    try:
-        text = scenario.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise RunDirError(f"{scenario}: unreadable: {_not_text(exc)}") from None
-    except OSError as exc:
-        raise RunDirError(f"{scenario}: unreadable: {exc.strerror or exc}") from None
-    return Run(path=path, meta=m, summary=summary, scenario_yaml=text)
+    return Run(path=path, meta=m, summary=summary, scenario_yaml=_read_text(scenario))
 
 
 # ---------------------------------------------------------------- checking meta.json and summary.json
@@ -440,12 +444,7 @@ def read_columns(path: Path) -> dict[str, list[str]]:
     of the whole text is several times faster than ``csv.reader`` on million-row simulations;
     a file with quotes (written by something else) goes through the csv module instead.
     """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise RunDirError(f"{path}: unreadable: {_not_text(exc)}") from None
-    except OSError as exc:
-        raise RunDirError(f"{path}: unreadable: {exc.strerror or exc}") from None
+    text = _read_text(path)
     header, _, body = text.partition("\n")
     if tuple(header.strip().split(",")) != COLUMNS:
         raise RunDirError(f"{path}: header must be {','.join(COLUMNS)}")
