@@ -612,8 +612,9 @@ def _latency_headline(plan: Plan, joined: Sequence[Joined],
             if provider and p == 99:
                 continue   # per provider: p50 and p95 (the compared figures)
             out[f"{name}.{path}.{at}p{p}.{when}"] = band(
-                [float(v)], unit="ms", label=f"{path} {what} p{p}{' at ' + provider if provider else ''} "
-                                            f"{when} the block (from the intended send instant)")
+                [float(v)], unit="ms", requests=len(values),
+                label=f"{path} {what} p{p}{' at ' + provider if provider else ''} "
+                      f"{when} the block (from the intended send instant)")
     return out
 
 

@@ -6,7 +6,8 @@
       meta.json        format, kind, scenario name + sha256, seed(s), versions, command, timings
       scenario.yaml    the resolved scenario exactly as run
       timeseries.csv   long format: time, replication, source, metric, region, provider, path, state, value
-      summary.json     headline figures, each {mean, p5, p95, unit, label}, plus waterfall and hot spots
+      summary.json     headline figures, each {mean, p5, p95, n, unit, label} (a load test's latency
+                       percentiles also {requests}), plus waterfall and hot spots
 
 A run is staged in a hidden sibling directory and renamed into place only when complete, so an
 interrupted or failed run never leaves a half-written run directory behind.
@@ -131,8 +132,10 @@ def write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n", encoding="utf-8")
 
 
-def band(values: Sequence[float] | np.ndarray, *, unit: str = "", label: str = "") -> dict[str, Any]:
-    """Mean and 5/95 % percentiles over replications (linear interpolation), rounded for output."""
+def band(values: Sequence[float] | np.ndarray, *, unit: str = "", label: str = "",
+         requests: int | None = None) -> dict[str, Any]:
+    """Mean and 5/95 % percentiles over replications (linear interpolation), rounded for output;
+    ``requests``: how many requests a load test's percentile rests on (:func:`thin_percentile`)."""
     arr = np.asarray(values, dtype=float)
     out: dict[str, Any] = {
         "mean": _round(float(arr.mean())) if arr.size else 0.0,
@@ -144,7 +147,19 @@ def band(values: Sequence[float] | np.ndarray, *, unit: str = "", label: str = "
         out["unit"] = unit
     if label:
         out["label"] = label
+    if requests is not None:
+        out["requests"] = int(requests)
     return out
+
+
+def thin_percentile(b: Mapping[str, Any], min_requests: int) -> str | None:
+    """Why a load test's latency percentile ``b`` (a headline band with ``requests``) is not a
+    figure to read, or None: it rests on fewer than the scenario's ``slos.min_requests``
+    requests (the rule its SLO check judges by — the p99 of so few is about their maximum)."""
+    n = b.get("requests")
+    if n is None or n >= min_requests:
+        return None
+    return f"{n} request{'' if n == 1 else 's'}, fewer than {min_requests}: too few to read"
 
 
 def _round(v: float) -> float:
@@ -356,7 +371,7 @@ def _fields(file: Path, where: str, record: Mapping[str, Any], spec: Mapping[str
 
 
 _BAND = {"mean": _is_number, "p5": _is_number, "p95": _is_number, "n": _is_int, "unit": str,
-         "label": str}
+         "label": str, "requests": _is_int}
 
 
 def _bands(file: Path, where: str, value: Any) -> None:

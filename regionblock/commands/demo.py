@@ -25,7 +25,7 @@ from regionblock.common import (
     stderr_console,
     whole_number,
 )
-from scenarios.rundir import stamp
+from scenarios.rundir import stamp, thin_percentile
 
 DEFAULT_SCENARIO = "openai-2024-cn-hk"
 #: Enough organisations that every region x segment stratum is played by several.
@@ -90,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
     report_dir = out / f"{stamp(dt.datetime.now(dt.UTC))}-{loaded.scenario.name}-report"
     html = build_report([sim_dir, lt_dir, paired_dir], report_dir)
 
-    print(headline_text(_summary(sim_dir), _summary(lt_dir), loaded.scenario.incumbent.name))
+    print(headline_text(_summary(sim_dir), _summary(lt_dir), loaded.scenario.incumbent.name,
+                        loaded.scenario.slos.min_requests))
     print("\n" + verdict_text(paired_dir, lt_dir))
     print(f"\nreport: {html}")
     if lt_code != 0:
@@ -135,8 +136,25 @@ def _timing(lt: dict[str, Any]) -> str:
     return "true time" if timing == "true" else f"{timing} time: not comparable"
 
 
-def headline_text(sim: dict[str, Any], lt: dict[str, Any], incumbent: str) -> str:
-    """The five numbers a decision maker asks for first (simulation means, 5–95 % bands)."""
+def _lt_latency(lt: dict[str, Any], key: str, min_requests: int) -> str:
+    """A load test's latency percentile with the requests it rests on — or, on fewer than the
+    scenario's ``slos.min_requests``, why it is no figure (its value would be about the
+    slowest of a handful)."""
+    b = lt.get("headline", {}).get(key)
+    if not b:
+        return "n/a (no served requests)"
+    thin = thin_percentile(b, min_requests)
+    if thin is not None:
+        return f"not read ({thin})"
+    n = b.get("requests")
+    return f"{b['mean']:,.0f} ms" + (f" ({n:,} requests)" if n is not None else "")
+
+
+def headline_text(sim: dict[str, Any], lt: dict[str, Any], incumbent: str,
+                  min_requests: int) -> str:
+    """The five numbers a decision maker asks for first (simulation means, 5–95 % bands);
+    ``min_requests``: the scenario's ``slos.min_requests``, the fewest requests a load test's
+    latency percentile is read on."""
     alt_keys = [k for k in sim.get("headline", {}) if k.startswith("alt_revenue_gained_usd.")]
     alt_total = sum(_mean(sim, k) for k in alt_keys)
     top = max(alt_keys, key=lambda k: _mean(sim, k), default="")
@@ -159,8 +177,8 @@ def headline_text(sim: dict[str, Any], lt: dict[str, Any], incumbent: str) -> st
         "the verdict table below)",
         f"5. latency p99 after the block: direct "
         f"{_mean(sim, 'latency_ms.direct.p99.after'):,.0f} ms, relay "
-        f"{_mean(sim, 'latency_ms.relay.p99.after'):,.0f} ms (simulated); load-test relay vs direct "
-        f"{_mean(lt, 'latency_ms.relay.p99.after'):,.0f} vs "
-        f"{_mean(lt, 'latency_ms.direct.p99.after'):,.0f} ms ({_timing(lt)})",
+        f"{_mean(sim, 'latency_ms.relay.p99.after'):,.0f} ms (simulated); load test ({_timing(lt)}): "
+        f"direct {_lt_latency(lt, 'latency_ms.direct.p99.after', min_requests)}, "
+        f"relay {_lt_latency(lt, 'latency_ms.relay.p99.after', min_requests)}",
     ]
     return "\n".join(lines)

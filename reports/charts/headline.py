@@ -5,6 +5,7 @@ from __future__ import annotations
 from reports import fmt
 from reports.charts.common import Context, Section, TextTable, run_tag
 from reports.data import RunData
+from scenarios.rundir import thin_percentile
 
 #: The order headline keys are listed in: these prefixes first, the rest alphabetically.
 ORDER = ("incumbent_revenue_usd", "incumbent_baseline_revenue_usd", "incumbent_revenue_lost_usd",
@@ -19,13 +20,24 @@ def rank(key: str) -> tuple[int, str]:
     return len(ORDER), key
 
 
+def value(run: RunData, band: dict[str, object], unit: str) -> str:
+    """The band as text; a load test's latency percentile with the requests it rests on, and
+    marked where they are fewer than the scenario's ``slos.min_requests`` (``thin_percentile``)."""
+    text = fmt.band(band, unit)
+    n = band.get("requests")
+    if not isinstance(n, int):
+        return text
+    thin = thin_percentile(band, run.scenario.slos.min_requests)
+    return f"{text} — {thin}" if thin else f"{text} ({n:,} requests)"
+
+
 def table(run: RunData) -> TextTable | None:
     rows = []
     for key in sorted(run.headline, key=rank):
         band = run.headline[key]
         if isinstance(band, dict) and "mean" in band:
             unit = str(band.get("unit", ""))
-            rows.append((key, str(band.get("label", "")), fmt.band(band, unit), unit))
+            rows.append((key, str(band.get("label", "")), value(run, band, unit), unit))
     if not rows:
         return None
     return TextTable(f"Headline figures — {run_tag(run)} ({run.name})",

@@ -13,6 +13,7 @@ from loadtests.events import RequestRecord, StateRecord
 from loadtests.plan import LoadConfig, Plan, build_plan
 from scenarios.ledger import LedgerRow, revenue_usd
 from scenarios.loader import load
+from scenarios.rundir import thin_percentile
 from tests.ledger_rows import ledger_row
 
 S = load("openai-2024-cn-hk").scenario
@@ -217,3 +218,26 @@ def test_the_credit_check_expects_the_grant_the_gateway_was_told_to_scale() -> N
     assert not unscaled["passed"] and unscaled["credits"]["scaled_to_plan"] is False
     assert unscaled["credits"]["examples"][0]["problem"] == (
         "cn-startup-000001-0 opened 25 free tokens, the scenario grants 50")
+
+
+def test_a_latency_percentile_carries_the_requests_it_rests_on() -> None:
+    # 15 relayed and 250 direct requests served after the block (one scenario day per wall
+    # second: the block starts on day 99), 3 relayed ones blocked, 20 direct ones before it
+    p = plan()
+    relay = [rec(i, "allow", path="relay", sent=110.0 + i / 100, intended=110.0 + i / 100,
+                 done=110.0 + i / 100 + 0.5 + i) for i in range(15)]
+    blocked = [rec(100 + i, "block", path="relay", sent=111.0, intended=111.0, done=111.001)
+               for i in range(3)]
+    direct = [rec(200 + i, "allow", sent=112.0, intended=112.0, done=112.0 + (i % 50) / 10)
+              for i in range(250)]
+    before = [rec(600 + i, "allow", sent=10.0, intended=10.0, done=10.2) for i in range(20)]
+    joined = analysis.join([*relay, *blocked, *direct, *before], None)
+    h = analysis._latency_headline(p, joined, analysis.first_block(S, "openai"))
+    r99 = h["latency_ms.relay.p99.after"]
+    assert r99["requests"] == 15
+    assert r99["mean"] == pytest.approx(500.0 + 1000.0 * (13 + 0.86), rel=1e-9)   # np.percentile
+    assert h["latency_ms.direct.p99.after"]["requests"] == 250
+    assert h["latency_ms.direct.openai.p50.after"]["requests"] == 250
+    assert h["latency_ms.direct.p50.before"]["requests"] == 20
+    assert thin_percentile(r99, S.slos.min_requests) == "15 requests, fewer than 200: too few to read"
+    assert thin_percentile(h["latency_ms.direct.p99.after"], S.slos.min_requests) is None

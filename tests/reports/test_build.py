@@ -58,6 +58,15 @@ def test_headline_waterfall_and_outcomes_equal_the_data(report: Path) -> None:
     assert row(md, "blocked", "Requests over the window by outcome — sim")[1:] == ["44,940", "23.0 %"]
 
 
+def test_a_load_tests_latency_percentile_shows_the_requests_it_rests_on(report: Path) -> None:
+    # the scenario's slos.min_requests is 200: the relay's p99 of 15 requests is not read
+    md = summary(report)
+    table = f"Headline figures — {LT_TAG} (20241002T130000Z-openai-2024-cn-hk-loadtest)"
+    assert row(md, "latency_ms.direct.p99.after", table)[2] == "27,887 ms (1,784 requests)"
+    assert row(md, "latency_ms.relay.p99.after", table)[2] == (
+        "49,163 ms — 15 requests, fewer than 200: too few to read")
+
+
 def test_orgs_hotspots_and_sweep_equal_the_data(report: Path) -> None:
     md = summary(report)
     orgs = "Organisations at the end of the window — sim"

@@ -115,6 +115,8 @@ def test_a_load_test_summary_with_a_wrong_type(capsys: pytest.CaptureFixture[str
     ("capacity_hotspots", [{"provider": "zhipu", "time": "yesterday"}],
      "capacity_hotspots[0].time: 'yesterday' is not an ISO-8601 instant"),
     ("headline", [], "headline: [] is not an object"),
+    ("headline", {"latency_ms.relay.p99.after": {"mean": 1.0, "p5": 1.0, "p95": 1.0, "requests": "15"}},
+     "headline.latency_ms.relay.p99.after.requests: '15' is not an integer"),
 ])
 def test_summary_fields_the_charts_read(capsys: pytest.CaptureFixture[str], runs: tuple[Path, Path],
                                         field: str, value: object, expected: str) -> None:

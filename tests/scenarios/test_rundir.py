@@ -21,6 +21,7 @@ from scenarios.rundir import (
     read_timeseries,
     run_dir_name,
     staged_run_dir,
+    thin_percentile,
     write_json,
     write_timeseries,
 )
@@ -122,10 +123,19 @@ def test_band() -> None:
     assert band(list(range(1, 101)), unit="usd", label="revenue") == {
         "mean": 50.5, "p5": 5.95, "p95": 95.05, "n": 100, "unit": "usd", "label": "revenue"}
     assert band([2.0]) == {"mean": 2.0, "p5": 2.0, "p95": 2.0, "n": 1}
+    assert band([2.0], unit="ms", requests=15) == {"mean": 2.0, "p5": 2.0, "p95": 2.0, "n": 1,
+                                                   "unit": "ms", "requests": 15}
     assert band([]) == {"mean": 0.0, "p5": 0.0, "p95": 0.0, "n": 0}
     assert band([1 / 3, 1 / 3])["mean"] == 0.3333333333
     with np.errstate(invalid="ignore"):  # numpy's percentile of inf warns; band still answers
         assert band([1.0, math.inf]) == {"mean": 0.0, "p5": 0.0, "p95": 0.0, "n": 2}  # never inf/nan
+
+
+def test_a_percentile_on_fewer_requests_than_the_slos_judge_on_is_not_read() -> None:
+    assert thin_percentile(band([9.0], requests=199), 200) == "199 requests, fewer than 200: too few to read"
+    assert thin_percentile(band([9.0], requests=1), 200) == "1 request, fewer than 200: too few to read"
+    assert thin_percentile(band([9.0], requests=200), 200) is None
+    assert thin_percentile(band([9.0]), 200) is None   # a simulation's band: no request count
 
 
 def test_meta() -> None:
