@@ -105,7 +105,8 @@ def write(runs: Sequence[RunData], out: Path, now: dt.datetime) -> None:
     (out / "report.html").write_text(html.render(runs, secs, out, stamp), encoding="utf-8")
     (out / "charts.json").write_text(json.dumps(manifest(secs), indent=2) + "\n", encoding="utf-8")
     data = {name: value for s in secs for name, value in s.data.items()}
-    (out / "summary.json").write_text(json.dumps({"verdicts": data}, indent=2) + "\n", encoding="utf-8")
+    (out / "summary.json").write_text(json.dumps({"verdicts": data}, indent=2, allow_nan=False) + "\n",
+                                      encoding="utf-8")
 
 
 def manifest(secs: Sequence[Section]) -> list[dict[str, object]]:

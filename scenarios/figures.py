@@ -43,22 +43,27 @@ from scenarios.rundir import ORG_STATES, Run
 from scenarios.schema import Scenario
 from scenarios.verdict import Z90, Verdict, cluster_ratio_se, judge, pooled
 
-#: (metric, path, percentile) of the compared latency figures (all providers of the path)
-LATENCY_FIGURES = (("latency_ms", "direct", 50), ("latency_ms", "direct", 95),
-                   ("ttft_ms", "direct", 50), ("ttft_ms", "direct", 95))
+#: (metric, percentile) of the compared latency figures, on each path of ``LATENCY_PATHS``
+LATENCY_FIGURES = (("latency_ms", 50), ("latency_ms", 95), ("ttft_ms", 50), ("ttft_ms", 95))
+#: the paths a request is served on (``scenarios.rundir.PATHS``): the direct one, the relay a
+#: circumventing organisation sends through, and the alternative a failover rule sends it to
+LATENCY_PATHS = ("direct", "relay", "failover")
 
 
 def latency_figures(s: Scenario) -> list[tuple[str, str, int, str]]:
-    """(metric, path, percentile, provider or "" for all) of every compared latency figure: the
-    path's, then each provider's on the direct path. Its key is ``metric.path[.provider].pQ``,
-    its headline band ``metric.path[.provider].pQ.after``."""
-    pooled = [(name, path, q, "") for name, path, q in LATENCY_FIGURES]
-    return pooled + [(name, path, q, p.name) for p in s.providers for name, path, q in LATENCY_FIGURES]
+    """(metric, path, percentile, provider or "" for all) of every compared latency figure: each
+    path's (all its providers), then each provider's on the direct path. Its key is
+    ``metric.path[.provider].pQ``, its headline band ``metric.path[.provider].pQ.after``."""
+    pooled = [(name, path, q, "") for path in LATENCY_PATHS for name, q in LATENCY_FIGURES]
+    return pooled + [(name, "direct", q, p.name) for p in s.providers for name, q in LATENCY_FIGURES]
 
 
 def _latency_key(name: str, path: str, q: int, provider: str) -> str:
     return f"{name}.{path}.{provider + '.' if provider else ''}p{q}"
 BLOCKED = ("block", "throttle")
+#: The fewest requests a latency percentile's order-statistic error is taken from; a figure on
+#: fewer is listed with no interval (and judged too few: ``scenarios.verdict.MIN_N`` is larger).
+MIN_RANKS = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,14 +175,16 @@ def loadtest_figures(s: Scenario, run: Run) -> dict[str, Observed]:
     out.update(_orgs_figures(s, run))
     timing = (run.summary.get("loadtest") or {}).get("timing")
     if timing == "true":
-        served = [r for r in rows if r[3] == "direct" and r[4] in ("allow", "warn")]
-        samples: dict[tuple[str, str], list[float]] = defaultdict(list)
-        for r in served:
-            for prov in ("", r[2]):
+        samples: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+        for r in rows:
+            if r[4] not in ("allow", "warn"):
+                continue
+            # the path's, and on the direct path each provider's too
+            for prov in ("", r[2]) if r[3] == "direct" else ("",):
                 if r[6] is not None:
-                    samples["latency_ms", prov].append(r[6])
+                    samples["latency_ms", r[3], prov].append(r[6])
                 if r[7] is not None:
-                    samples["ttft_ms", prov].append(r[7])
+                    samples["ttft_ms", r[3], prov].append(r[7])
         out.update(_latency_figures(s, run, samples))
     return out
 
@@ -211,19 +218,23 @@ def _orgs_figures(s: Scenario, run: Run) -> dict[str, Observed]:
 
 
 def _latency_figures(s: Scenario, run: Run,
-                     samples: Mapping[tuple[str, str], list[float]]) -> dict[str, Observed]:
+                     samples: Mapping[tuple[str, str, str], list[float]]) -> dict[str, Observed]:
     """The headline's percentiles, their standard error from the order statistics of the
     ledger's latencies on that path (distribution-free: ranks n·q ± z·sqrt(n·q·(1−q)))."""
     headline = run.summary.get("headline") or {}
     out = {}
     for name, p, q, prov in latency_figures(s):
-        xs = np.sort(np.asarray(samples.get((name, prov), []), dtype=float))
+        xs = np.sort(np.asarray(samples.get((name, p, prov), []), dtype=float))
         n = xs.size
         key = _latency_key(name, p, q, prov)
         band = headline.get(f"{key}.after")
-        if not isinstance(band, Mapping) or band.get("mean") is None or n < 20:
+        if not isinstance(band, Mapping) or band.get("mean") is None or n == 0:
             continue
         value = float(band["mean"])
+        if n < MIN_RANKS:
+            # listed, and judged too few (``scenarios.verdict.judge``): no error from so few ranks
+            out[key] = Observed(value, math.nan, n)
+            continue
         f = q / 100
         lo = int(max(0, math.floor(n * f - Z90 * math.sqrt(n * f * (1 - f)))))
         hi = int(min(n - 1, math.ceil(n * f + Z90 * math.sqrt(n * f * (1 - f)))))

@@ -59,11 +59,18 @@ class Verdict:
     why: str = ""           # for an inconclusive figure: what would settle it
 
     def as_dict(self) -> dict[str, object]:
-        return {"figure": self.figure, "simulation": self.sim_mean, "simulation_sd": self.sim_sd,
-                "replications": self.replications, "loadtest": self.loadtest,
-                "loadtest_se": self.loadtest_se, "n": self.n, "margin": self.margin,
-                "difference": self.diff, "ci90": list(self.ci90), "ci95": list(self.ci95),
+        """The verdict as JSON takes it: a number that is not finite (no standard error from
+        too few requests, so no interval) is null — JSON has no NaN."""
+        return {"figure": self.figure, "simulation": _finite(self.sim_mean),
+                "simulation_sd": _finite(self.sim_sd), "replications": self.replications,
+                "loadtest": _finite(self.loadtest), "loadtest_se": _finite(self.loadtest_se),
+                "n": self.n, "margin": _finite(self.margin), "difference": _finite(self.diff),
+                "ci90": [_finite(v) for v in self.ci90], "ci95": [_finite(v) for v in self.ci95],
                 "verdict": self.verdict, "why": self.why}
+
+
+def _finite(v: float) -> float | None:
+    return v if math.isfinite(v) else None
 
 
 def judge(figure: str, sim: Sequence[float], loadtest: float, loadtest_se: float, n: int, *,

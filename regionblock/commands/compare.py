@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
                           "simulation": [sim.path.name for sim, _ in pairs] if len(pairs) > 1
                           else sim0.path.name,
                           "loadtest": [lt.path.name for lt in lts] if len(lts) > 1 else lts[0].path.name,
-                          "verdicts": [v.as_dict() for v in table]}, indent=2))
+                          "verdicts": [v.as_dict() for v in table]}, indent=2, allow_nan=False))
     else:
         for sim, lt in pairs:
             print(reference_line(sim, lt))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -348,6 +349,11 @@ def window_requests(lt: RunData) -> dict[str, str]:
     return out
 
 
+def _bound(x: float) -> str:
+    """One end of a difference's interval; "—" where there is none (too few requests)."""
+    return f"{x:+.2f}" if math.isfinite(x) else "—"
+
+
 def verdict_table(sim: RunData, lt: RunData) -> tuple[TextTable, list[dict[str, object]]] | None:
     """The equivalence verdict per compared figure (``scenarios.figures``, as ``regionblock
     compare`` prints it), or None when the load test has no ledger to judge from."""
@@ -362,7 +368,7 @@ def verdict_table(sim: RunData, lt: RunData) -> tuple[TextTable, list[dict[str, 
         suffix = " ms" if unit == "ms" else " pp"
         k = 1 if unit == "ms" else 100   # shares are printed in percent
         rows.append((v.figure, fmt.value(k * v.sim_mean, unit), fmt.value(k * v.loadtest, unit),
-                     f"{diff:+.2f}{suffix} [{lo:+.2f}, {hi:+.2f}]", f"{v.n:,}",
+                     f"{diff:+.2f}{suffix} [{_bound(lo)}, {_bound(hi)}]", f"{v.n:,}",
                      v.verdict + (f" — {v.why}" if v.why else "")))
     against = ("its paired simulation, like for like" if is_paired(sim.run, lt.run)
                else "the whole market's simulation, the forecast")

@@ -151,3 +151,57 @@ def test_against_the_forecast_the_reference_line_says_how_to_pair(
     _ledger(lt / "ledger.sqlite", blocked_of_ten=9)
     first = run_cli(capsys, "compare", str(sim), str(lt)).out.splitlines()[0]
     assert "the forecast" in first and f"--sample-of {lt}" in first
+
+
+def _edit_headline(run: Path, bands: dict[str, dict[str, object]]) -> None:
+    summary = json.loads((run / "summary.json").read_text())
+    summary["headline"].update(bands)
+    (run / "summary.json").write_text(json.dumps(summary))
+
+
+def test_the_relay_and_failover_paths_latencies_are_judged_too(capsys: pytest.CaptureFixture[str],
+                                                              runs: tuple[Path, Path],
+                                                              tmp_path: Path) -> None:
+    """40 relayed requests (one organisation each) of 1,000 + 10·k ms, and 15 failed over: the
+    relay's p50 is judged on its order statistics, the failover path's listed as too few."""
+    from scenarios.figures import Z90
+    from scenarios.rundir import band
+
+    sim, lt = runs
+    _ledger(lt / "ledger.sqlite", blocked_of_ten=9)
+    relay = [dataclasses.replace(BASE, request_id=f"v{k}", org=f"cn-startup-{k:06d}", path="relay",
+                                 decision="allow", status=200, total_ms=1000.0 + 10 * k)
+             for k in range(40)]
+    failover = [dataclasses.replace(BASE, request_id=f"f{k}", org=f"cn-startup-{k:06d}",
+                                    provider="zhipu", path="failover", decision="allow", status=200,
+                                    total_ms=5000.0 + k) for k in range(15)]
+    db = sqlite3.connect(lt / "ledger.sqlite")
+    db.executemany(INSERT_REQUEST, [dataclasses.astuple(r) for r in relay + failover])
+    db.commit()
+    db.close()
+    _edit_headline(sim, {"latency_ms.relay.p50.after": band([1180.0, 1200.0, 1220.0], unit="ms"),
+                         "latency_ms.failover.p50.after": band([5000.0, 5010.0, 5020.0], unit="ms")})
+    _edit_headline(lt, {"latency_ms.relay.p50.after": band([1195.0], unit="ms", requests=40),
+                        "latency_ms.failover.p50.after": band([5007.0], unit="ms", requests=15)})
+    res = run_cli(capsys, "compare", str(sim), str(lt), "--json")
+    table = {v["figure"]: v for v in json.loads(res.out)["verdicts"]}
+    r = table["latency_ms.relay.p50"]
+    # ranks 40·0.5 ∓ 1.645·sqrt(40·0.25), floored and ceiled: 14 and 26, i.e. 1,140 and 1,260 ms
+    assert (r["loadtest"], r["n"]) == (1195.0, 40)
+    assert r["loadtest_se"] == pytest.approx((1260.0 - 1140.0) / (2 * Z90))
+    assert r["verdict"] == "agree"
+    f = table["latency_ms.failover.p50"]
+    assert (f["loadtest"], f["n"], f["loadtest_se"], f["ci90"]) == (5007.0, 15, None, [None, None])
+    assert (f["verdict"], f["why"]) == ("inconclusive", "15 load-test requests: fewer than 30, too few to judge")
+    text = run_cli(capsys, "compare", str(sim), str(lt)).out
+    line = next(x for x in text.splitlines() if x.startswith("latency_ms.failover.p50"))
+    assert "[—, —]" in line and "too few to judge" in line
+    # the report's table says the same; its summary.json holds nulls, not NaN (JSON has none)
+    from reports.build import build_report
+
+    page = build_report([sim, lt], tmp_path / "report")
+    md = page.with_name("summary.md").read_text()
+    assert ("| latency_ms.failover.p50 | 5,010 ms | 5,007 ms | -3.00 ms [—, —] | 15 | inconclusive — "
+            "15 load-test requests: fewer than 30, too few to judge |") in md
+    verdicts = json.loads(page.with_name("summary.json").read_text())["verdicts"]["sim-vs-loadtest"]
+    assert next(v for v in verdicts if v["figure"] == "latency_ms.failover.p50")["ci90"] == [None, None]
