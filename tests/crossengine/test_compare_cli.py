@@ -192,7 +192,8 @@ def test_the_relay_and_failover_paths_latencies_are_judged_too(capsys: pytest.Ca
     assert r["verdict"] == "agree"
     f = table["latency_ms.failover.p50"]
     assert (f["loadtest"], f["n"], f["loadtest_se"], f["ci90"]) == (5007.0, 15, None, [None, None])
-    assert (f["verdict"], f["why"]) == ("inconclusive", "15 load-test requests: fewer than 30, too few to judge")
+    assert (f["verdict"], f["why"]) == ("inconclusive",
+                                        "15 load-test requests: fewer than 30, too few to judge")
     text = run_cli(capsys, "compare", str(sim), str(lt)).out
     line = next(x for x in text.splitlines() if x.startswith("latency_ms.failover.p50"))
     assert "[—, —]" in line and "too few to judge" in line
