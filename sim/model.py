@@ -405,17 +405,27 @@ class World:
             return   # an alternative without a policy denies nothing (next_denied_at)
         after = self.hours(when)
         if path == "relay":
+            # Detection's clock starts where the incumbent first sees the organisation relaying:
+            # its first relayed request (the gateway's RelayMemory, its first sighting from a
+            # hosting network), not its decision — for an organisation of a few requests a month
+            # the two are days or weeks apart. No relayed request in the window: never seen.
+            seen = self.first_request(i, after)
+            if seen is None:
+                return
             # since as the timeline carries it (hours): what sim.pieces asks the policy with
-            caught = self.policy.detection_at(self.incumbent, self.pop.ids[i], self.at(after))
+            line = self.timelines[i]
+            if line[-1][0] == after and line[-1][1] == lc.CIRCUMVENTING:
+                line[-1] = (after, lc.CIRCUMVENTING, self.incumbent, "relay", seen)
+            caught = self.policy.detection_at(self.incumbent, self.pop.ids[i], self.at(seen))
             if caught is None:
                 return
-            caught_h = max(self.hours(caught), after)
+            caught_h = max(self.hours(caught), seen)
             if caught_h >= self.horizon:
                 return
             # from the catch its relayed requests are denied, before it notices: the timeline
             # carries the instant (a cut for sim.pieces), the state does not change there
             if caught_h > after:
-                self.timelines[i].append((caught_h, lc.CIRCUMVENTING, self.incumbent, "relay", after))
+                line.append((caught_h, lc.CIRCUMVENTING, self.incumbent, "relay", seen))
             t = self.first_request(i, caught_h)
         elif provider == self.incumbent:
             t = self.next_denied_request(i, after)

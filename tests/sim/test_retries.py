@@ -37,9 +37,17 @@ def test_a_429_throttle_is_retried_by_the_sdk_policy() -> None:
     retries = _flow(result, "retries")[:, :, inc]
     assert blocked.sum() > 0
     np.testing.assert_array_equal(3 * retries, 2 * blocked)
-    # the run-wide figure also counts the alternatives' own 429s (capacity scales with --scale,
-    # so their small server pools reject at peaks), whose retries often succeed
-    assert result.headline["retry_amplification"] > 2.8
+    # The run-wide figure, attempts per first denied attempt, also counts the alternatives' own
+    # 429s (capacity scales with --scale, so their small pools reject at peaks), whose retries
+    # often succeed. With F their first denied attempts, R_alt their retries and X their 429s:
+    # R_alt <= 2F (two retries at most) and F <= X (a first denied attempt is a 429), so
+    # 1 + (2·F_inc + R_alt) / (F_inc + F) lies between its value at F = X and 3 (F = R_alt / 2).
+    first_inc = float(blocked.sum()) / 3
+    r_alt = float(_flow(result, "retries")[:, :, 1:].sum())
+    x_alt = float(result.rejected[1:].sum())
+    assert r_alt > 0   # the alternatives' 429s are part of this run's figure
+    lo = 1 + (2 * first_inc + r_alt) / (first_inc + x_alt)
+    assert lo <= result.headline["retry_amplification"] <= 3.0
 
 
 def test_partial_throttle_lets_retries_through() -> None:
