@@ -268,7 +268,11 @@ class Policy:
         return tuple(sorted(points))
 
     def detection_at(self, provider: str, org: str, since: dt.datetime) -> dt.datetime | None:
-        """When an organisation relaying from ``since`` is caught (None: never)."""
+        """When an organisation relaying from ``since`` is caught (None: never).
+
+        ``since`` is its first relayed request, where the incumbent first sees it from a hosting
+        network: the gateway's first sighting (``gateway.enforcement.RelayMemory``), and in the
+        simulator the first request of its stream after it chose the relay (``sim.model``)."""
         pol = self._policies.get(provider)
         if pol is None or pol.detection is None or pol.detection_start is None:
             return None
