@@ -41,6 +41,7 @@ import numpy as np
 from loadtests import traffic
 from scenarios.distributions import sample
 from scenarios.errors import UsageError
+from scenarios.geo import Geo
 from scenarios.loader import Loaded, load
 from scenarios.policy import first_denial
 from scenarios.population import Org, build_population, main_model_names, segment_counts
@@ -348,6 +349,17 @@ class Plan:
         # every request asks for the organisation's main model, as in the simulator
         return Schedule(offsets, (user.model,) * n, tin.astype(np.int64),
                         tout.astype(np.int64), stream)
+
+    def source_ips(self, geo: Geo) -> dict[int, str]:
+        """One address of each user's region (by user index), on an ISP network: traffic from a
+        hosting network is what the incumbent's detection reads as a relay
+        (``gateway.enforcement.RelayMemory``), and in the model an organisation's own requests
+        are not relayed — a home address in a datacentre would start its detection clock at its
+        first direct request, long before it chose a relay."""
+        return {u.index: geo.sample_ips(u.org.region, 1,
+                                        np.random.default_rng([self.config.seed, 13, u.index]),
+                                        isp=True)[0]
+                for u in self.users}
 
     def base_url(self, region: str, path: str, host: str) -> str:
         """Where a request of ``region`` by ``path`` goes: its WAN path, else the relay or host."""

@@ -209,11 +209,8 @@ class World:
         return MarketContext.closed_form(s)
 
     def _source_ips(self) -> dict[int, str]:
-        """One address of the user's region per organisation (the shared geography)."""
-        geo = default_geo()
-        return {u.index: geo.sample_ips(u.org.region, 1,
-                                        np.random.default_rng([self.config.seed, 13, u.index]))[0]
-                for u in self.plan.users}
+        """One ISP address of the user's region per organisation (``Plan.source_ips``)."""
+        return self.plan.source_ips(default_geo())
 
     def claim(self) -> UserSpec | None:
         """The next organisation for a starting user of this process (None: none left).

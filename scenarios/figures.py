@@ -119,7 +119,7 @@ def sim_figures(s: Scenario, ts: Mapping[str, np.ndarray], summary: Mapping[str,
         out[f"revenue_share.{p.name}"] = ratios(per_rep(rev & (provider == p.name)), total)
     # organisations at each replication's last bin (times are ISO text of one form: they sort)
     orgs = (metric == "orgs") & np.isin(region, regions)
-    stamps, code_of = np.unique(ts["time"][orgs], return_inverse=True)
+    _, code_of = np.unique(ts["time"][orgs], return_inverse=True)
     last = np.full(nrep, -1)
     np.maximum.at(last, at[orgs], code_of.ravel())
     end = np.zeros(orgs.size, dtype=bool)

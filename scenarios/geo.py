@@ -162,10 +162,12 @@ class Geo:
         return IpInfo(text, country, asn, asn_name, hosting, private=False)
 
     def sample_ips(
-        self, country: str, n: int, rng: np.random.Generator, *, hosting: bool = False
+        self, country: str, n: int, rng: np.random.Generator, *, hosting: bool = False,
+        isp: bool = False,
     ) -> list[str]:
         """``n`` public IPv4 addresses that ``lookup`` maps to ``country`` (and to a hosting system
-        when ``hosting``), drawn uniformly over the country's address space from ``rng``.
+        when ``hosting``; to any other network when ``isp``), drawn uniformly over that part of the
+        country's address space from ``rng``.
 
         Deterministic for a given rng state and data source. Addresses ending in .0 or .255 are
         skipped, and every address is checked to round-trip through ``lookup``. GeoError when the
@@ -173,14 +175,17 @@ class Geo:
         """
         if n < 0:
             raise ValueError(f"n ({n}) must not be negative")
+        if hosting and isp:
+            raise ValueError("an address is of a hosting network or not: not both hosting and isp")
         table = self._tables.get((country, hosting))
         if table is None:
             kind = "hosting networks" if hosting else "networks"
             raise GeoError(f"{country!r}: no {kind} for this country in {self.source}")
-        return self._draw_verified(table, country, n, rng, hosting)
+        return self._draw_verified(table, country, n, rng, hosting, isp)
 
     def _draw_verified(
-        self, table: _RangeTable, country: str, n: int, rng: np.random.Generator, hosting: bool
+        self, table: _RangeTable, country: str, n: int, rng: np.random.Generator, hosting: bool,
+        isp: bool = False,
     ) -> list[str]:
         picked: list[str] = []
         for _ in range(_MAX_SAMPLING_ROUNDS):
@@ -190,7 +195,8 @@ class Geo:
             # Draw a little more than needed: some candidates are .0/.255 or fail the round trip.
             for ip in _as_texts(table.draw(rng, missing + missing // 8 + 8)):
                 info = self._lookup(ip)
-                if info.country == country and (info.hosting or not hosting):
+                if info.country == country and (info.hosting or not hosting) and not (
+                        isp and info.hosting):
                     picked.append(ip)
                     if len(picked) == n:
                         return picked

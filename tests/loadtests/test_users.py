@@ -41,3 +41,18 @@ def test_the_soft_open_file_limit_is_raised_to_the_hard_one() -> None:
             hard if hard != resource.RLIM_INFINITY else max(lowered, 1 << 20), hard)
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_every_organisation_sends_from_an_isp_address_of_its_region() -> None:
+    """A home address on a hosting network would start the incumbent's relay detection at the
+    organisation's first direct request (the gateway's RelayMemory), long before it relays —
+    where the model starts it at its first relayed request."""
+    from loadtests.plan import LoadConfig, build_plan
+    from scenarios.geo import default_geo
+
+    plan = build_plan(LoadConfig(scenario="openai-2024-cn-hk", duration_s=60.0, epoch=0.0, users=400))
+    geo = default_geo()
+    ips = plan.source_ips(geo)
+    seen = [(u.org.region, geo.lookup(ips[u.index])) for u in plan.users]
+    assert len(seen) == 400 and {r for r, _ in seen} >= {"CN", "HK", "US", "SG"}
+    assert all(info.country == region and not info.hosting for region, info in seen)

@@ -217,6 +217,19 @@ def test_sample_hosting_ips_round_trips(geo: Geo, country: str) -> None:
         assert (info.country, info.hosting, info.private) == (country, True, False), ip
 
 
+@pytest.mark.parametrize("country", ["CN", "HK", "RU", "SG"])
+def test_isp_samples_leave_out_the_hosting_networks(geo: Geo, country: str) -> None:
+    # uniform draws over HK's space fall on a hosting network about one time in five, SG's one in
+    # three: an organisation's home address must not (the detection reads hosting as a relay)
+    uniform = geo.sample_ips(country, 400, np.random.default_rng(5))
+    assert any(geo.lookup(ip).hosting for ip in uniform)
+    for ip in geo.sample_ips(country, 400, np.random.default_rng(5), isp=True):
+        info = geo.lookup(ip)
+        assert (info.country, info.hosting, info.private) == (country, False, False), ip
+    with pytest.raises(ValueError, match="not both hosting and isp"):
+        geo.sample_ips(country, 1, np.random.default_rng(5), hosting=True, isp=True)
+
+
 @pytest.mark.parametrize("country", ["US", "SG", "JP", "DE"])
 def test_hosting_samples_come_from_several_clouds(geo: Geo, country: str) -> None:
     names = {
