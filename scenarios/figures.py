@@ -90,7 +90,7 @@ def sim_figures(s: Scenario, ts: Mapping[str, np.ndarray], summary: Mapping[str,
 
     Each row's kind (metric, region, provider, path) is tested once and every figure summed per
     replication in one pass (``np.bincount`` by replication): linear in the rows, where a mask of
-    every row per replication grew with rows × replications (200 replications: ~10 minutes)."""
+    every row per replication grew with rows × replications (200 replications: over 15 minutes)."""
     after = _after(s)
     inc = s.incumbent.name
     reps, at = np.unique(ts["replication"], return_inverse=True)
