@@ -409,13 +409,15 @@ class World:
             # its first relayed request (the gateway's RelayMemory, its first sighting from a
             # hosting network), not its decision — for an organisation of a few requests a month
             # the two are days or weeks apart. No relayed request in the window: never seen.
+            line = self.timelines[i]
+            assert line[-1][:2] == (after, lc.CIRCUMVENTING), "the relay's entry comes last"
             seen = self.first_request(i, after)
+            # since as the timeline carries it (hours), what sim.pieces asks the policy with; never
+            # seen in the window: since its end, so none of its relayed traffic is caught either
+            line[-1] = (after, lc.CIRCUMVENTING, self.incumbent, "relay",
+                        self.horizon if seen is None else seen)
             if seen is None:
                 return
-            # since as the timeline carries it (hours): what sim.pieces asks the policy with
-            line = self.timelines[i]
-            if line[-1][0] == after and line[-1][1] == lc.CIRCUMVENTING:
-                line[-1] = (after, lc.CIRCUMVENTING, self.incumbent, "relay", seen)
             caught = self.policy.detection_at(self.incumbent, self.pop.ids[i], self.at(seen))
             if caught is None:
                 return

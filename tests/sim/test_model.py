@@ -78,7 +78,7 @@ def test_detection_counts_from_the_first_relayed_request(default: Loaded) -> Non
     """A relaying organisation's since is its first relayed request after it decided — where the
     gateway first sees it from a hosting network (``gateway.enforcement.RelayMemory``), not the
     decision: the organisation's integrated request intensity from the decision to it is Exp(1),
-    cut at the window's end (no relayed request in the window: since stays at the decision)."""
+    cut at the window's end (no relayed request in the window: since is the window's end)."""
     s = default.scenario
     setup = Setup.of(s, 0, 0.25)
     pop, profile = setup.pop, Profile.of(s)
@@ -96,7 +96,7 @@ def test_detection_counts_from_the_first_relayed_request(default: Loaded) -> Non
             if b[1] == "circumventing" and a[1] != "circumventing":
                 room = integral(i, s.window.hours) - integral(i, b[0])
                 p_unseen.append(math.exp(-room))
-                if b[4] == b[0]:
+                if b[4] == s.window.hours:
                     unseen += 1
                     continue
                 gone = integral(i, b[4]) - integral(i, b[0])
