@@ -182,7 +182,7 @@ class World:
         self.plan: Plan = build_plan(config)
         s = self.plan.scenario
         self.denials = DenialStatuses.of(s)
-        self.ips = self._source_ips()
+        self.ips = self.plan.source_ips(default_geo())
         self.agents: dict[int, OrgAgent] = {}
         self.context = lc.Context(s, Policy(s), self._market(s))
         self.logged: dict[int, int] = {}
@@ -207,10 +207,6 @@ class World:
         if self.config.market_file:
             return MarketContext.read(Path(self.config.market_file))
         return MarketContext.closed_form(s)
-
-    def _source_ips(self) -> dict[int, str]:
-        """One ISP address of the user's region per organisation (``Plan.source_ips``)."""
-        return self.plan.source_ips(default_geo())
 
     def claim(self) -> UserSpec | None:
         """The next organisation for a starting user of this process (None: none left).

@@ -185,7 +185,7 @@ class Geo:
 
     def _draw_verified(
         self, table: _RangeTable, country: str, n: int, rng: np.random.Generator, hosting: bool,
-        isp: bool = False,
+        isp: bool,
     ) -> list[str]:
         picked: list[str] = []
         for _ in range(_MAX_SAMPLING_ROUNDS):
@@ -195,8 +195,7 @@ class Geo:
             # Draw a little more than needed: some candidates are .0/.255 or fail the round trip.
             for ip in _as_texts(table.draw(rng, missing + missing // 8 + 8)):
                 info = self._lookup(ip)
-                if info.country == country and (info.hosting or not hosting) and not (
-                        isp and info.hosting):
+                if info.country == country and (info.hosting if hosting else not (isp and info.hosting)):
                     picked.append(ip)
                     if len(picked) == n:
                         return picked
