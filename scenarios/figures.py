@@ -40,6 +40,7 @@ from scenarios.errors import RunDirError
 from scenarios.ledger import LedgerFormatError, check_finished, open_finished
 from scenarios.policy import denied_regions, first_denial
 from scenarios.rundir import ORG_STATES, Run
+from scenarios.sample import SAMPLE_FILE, Sample
 from scenarios.schema import Scenario
 from scenarios.verdict import Z90, Verdict, cluster_ratio_se, judge, pooled
 
@@ -221,14 +222,28 @@ def _orgs_figures(s: Scenario, run: Run) -> dict[str, Observed]:
     orgs = (ts["metric"] == "orgs") & np.isin(ts["region"], regions)
     end = orgs & (ts["time"] == _last_bin(ts["time"][orgs]))
     total = float(ts["value"][end].sum())
-    users = int((run.summary.get("scale") or {}).get("users", 0)) or 1
+    users, effective = _users_of(run, regions)
     out = {}
     for state in ORG_STATES:
         p = float(ts["value"][end & (ts["state"] == state)].sum() / total) if total else math.nan
-        # users stand for organisations: the share is a proportion of the users of those regions
-        out[f"orgs_share.{state}"] = Observed(p, math.sqrt(p * (1 - p) / users) if total else math.nan,
-                                              users)
+        # users stand for organisations: the share is a weighted proportion of the users of those
+        # regions, its error that of so many users' worth of independent ones (Kish)
+        out[f"orgs_share.{state}"] = Observed(
+            p, math.sqrt(p * (1 - p) / effective) if total and effective else math.nan, users)
     return out
+
+
+def _users_of(run: Run, regions: list[str]) -> tuple[int, float]:
+    """(users, Kish's effective number of them: (Σw)²/Σw²) of the load test's organisations in
+    ``regions``, by its sample (each user's weight: the organisations it stands for); without
+    a sample, every user of the run, equally weighted."""
+    path = run.path / SAMPLE_FILE
+    if not path.is_file():
+        users = int((run.summary.get("scale") or {}).get("users", 0))
+        return users, float(users)
+    weights = [o.weight for o in Sample.read(path).orgs if o.region in regions]
+    square = math.fsum(w * w for w in weights)
+    return len(weights), (math.fsum(weights) ** 2 / square if square else 0.0)
 
 
 def _latency_figures(s: Scenario, run: Run,

@@ -12,6 +12,15 @@ difference ``d = load test − mean(simulation)`` has the standard error
   within ``PRACTICAL_FACTOR`` times the run (beyond, that no practical run can), and always when
   the figure rests on fewer than ``MIN_N`` load-test requests (or organisations).
 
+Against a *paired* simulation the interval's width is the spread of its replications, estimated
+from them; a disagreement also has to show in the load test's place among them, which needs no
+assumption about their law (:func:`rank_p`): beyond the margin, the load test must stand outside
+enough of the replications that its rank alone is below 5 %. Without that a handful of
+replications of a count that happened not to vary (sd 0, a zero-width interval) would make one
+organisation's difference a "disagree". A load test outside all R of them has rank p = 2/(R+1):
+``PAIRED_REPLICATIONS`` replications can show it, 10 or 20 cannot — the verdict then says how
+many would.
+
 What an inconclusive verdict says is in the figure's own units: points for a share, the unit the
 caller names (``value_unit``, " ms" for a latency) otherwise.
 
@@ -33,6 +42,14 @@ MIN_N = 30
 #: A run more than this many times the one judged is not offered as a way to settle a figure (a
 #: difference close to the margin needs a run that grows without bound as it nears it).
 PRACTICAL_FACTOR = 100
+#: The two-sided level of a disagreement (the 95 % interval's).
+ALPHA = 0.05
+#: The fewest replications of a paired simulation whose rank test can show a disagreement at
+#: ``ALPHA`` (a load test outside all R of them: 2/(R+1) <= ALPHA).
+MIN_PAIRED_REPLICATIONS = math.ceil(2 / ALPHA) - 1
+#: The replications a paired simulation runs unless told (``simulate --sample-of``, the demo and
+#: ``report``): one more than the fewest that can show a disagreement.
+PAIRED_REPLICATIONS = MIN_PAIRED_REPLICATIONS + 1
 
 
 def margin(sim_mean: float, *, share: bool) -> float:
@@ -57,6 +74,18 @@ class Verdict:
     ci95: tuple[float, float]
     verdict: str
     why: str = ""           # for an inconclusive figure: what would settle it
+    #: against a paired simulation, :func:`rank_p` (above, below) of the load test among its
+    #: replications; NaN otherwise
+    rank: tuple[float, float] = (math.nan, math.nan)
+    #: how many load tests' ranks ``rank`` combines (``pooled``: Fisher's method)
+    ranked: int = 1
+
+    @property
+    def rank_p(self) -> float:
+        """The two-sided rank p-value of a difference beyond the margin in the direction of
+        ``diff`` (NaN unless paired)."""
+        one = self.rank[0] if self.diff > 0 else self.rank[1]
+        return min(1.0, 2 * one) if math.isfinite(one) else math.nan
 
     def as_dict(self) -> dict[str, object]:
         """The verdict as JSON takes it: a number that is not finite (no standard error from
@@ -66,7 +95,7 @@ class Verdict:
                 "loadtest": _finite(self.loadtest), "loadtest_se": _finite(self.loadtest_se),
                 "n": self.n, "margin": _finite(self.margin), "difference": _finite(self.diff),
                 "ci90": [_finite(v) for v in self.ci90], "ci95": [_finite(v) for v in self.ci95],
-                "verdict": self.verdict, "why": self.why}
+                "rank_p": _finite(self.rank_p), "verdict": self.verdict, "why": self.why}
 
 
 def _finite(v: float) -> float | None:
@@ -81,13 +110,43 @@ def judge(figure: str, sim: Sequence[float], loadtest: float, loadtest_se: float
     mean = math.fsum(sim) / reps if reps else math.nan
     sd = math.sqrt(math.fsum((v - mean) ** 2 for v in sim) / (reps - 1)) if reps > 1 else 0.0
     se = math.sqrt(loadtest_se ** 2 + (sd ** 2 / reps if reps else 0.0))
+    rank = (rank_p(sim, loadtest, margin(mean, share=share)) if paired and reps
+            else (math.nan, math.nan))
     return _decide(figure, mean, sd, reps, loadtest, loadtest_se, n, se, share=share, unit=unit,
-                   paired=paired, value_unit=value_unit)
+                   paired=paired, value_unit=value_unit, rank=rank)
+
+
+def rank_p(sim: Sequence[float], loadtest: float, m: float) -> tuple[float, float]:
+    """One-sided rank p-values (above, below) of "the load test lies beyond the margin ``m`` of
+    the replications ``sim``": its value shifted back by the margin, ranked among them.
+
+    If the load test were one more draw of the replications' law moved by at most ``m``, its
+    shifted value would be exchangeable with them (or lie inside them), and the chance that at
+    most k of R replications reach it is at most (k + 1)/(R + 1) — whatever that law, ties
+    counted against the claim. No normal approximation and no estimated spread: a count that did
+    not vary over R replications gives no zero-width certainty here.
+    """
+    reps = len(sim)
+    above = sum(1 for v in sim if v >= loadtest - m)
+    below = sum(1 for v in sim if v <= loadtest + m)
+    return (above + 1) / (reps + 1), (below + 1) / (reps + 1)
+
+
+def fisher_p(ps: Sequence[float]) -> float:
+    """Fisher's combination of independent p-values: P(χ²(2k) ≥ −2 Σ ln p) in closed form (even
+    degrees of freedom). Valid — conservative — for discrete p-values like :func:`rank_p`'s."""
+    half = -math.fsum(math.log(p) for p in ps)
+    term, total = 1.0, 1.0
+    for j in range(1, len(ps)):
+        term *= half / j
+        total += term
+    return min(1.0, math.exp(-half) * total)
 
 
 def _decide(figure: str, mean: float, sd: float, reps: int, loadtest: float, loadtest_se: float,
             n: int, se: float, *, share: bool, unit: str, paired: bool = False,
-            value_unit: str = "") -> Verdict:
+            value_unit: str = "", rank: tuple[float, float] = (math.nan, math.nan),
+            ranked: int = 1) -> Verdict:
     """The verdict on ``d = loadtest − mean`` with standard error ``se`` (module docstring)."""
     m = margin(mean, share=share)
     d = loadtest - mean
@@ -97,15 +156,33 @@ def _decide(figure: str, mean: float, sd: float, reps: int, loadtest: float, loa
         why = (f"no load-test {unit} to judge" if n == 0 else
                f"{n} load-test {unit}: fewer than {MIN_N}, too few to judge")
         return Verdict(figure, mean, sd, reps, loadtest, loadtest_se, n, m, d, ci90, ci95,
-                       INCONCLUSIVE, why)
+                       INCONCLUSIVE, why, rank, ranked)
+    v = Verdict(figure, mean, sd, reps, loadtest, loadtest_se, n, m, d, ci90, ci95, INCONCLUSIVE,
+                "", rank, ranked)
     if -m <= ci90[0] and ci90[1] <= m:
         verdict, why = AGREE, ""
     elif (ci95[0] > 0 or ci95[1] < 0) and (ci95[0] > m or ci95[1] < -m):
-        verdict, why = DISAGREE, ""
+        p = v.rank_p
+        if math.isfinite(p) and p > ALPHA:
+            verdict, why = INCONCLUSIVE, _unranked(v, p, _amount(share, value_unit))
+        else:
+            verdict, why = DISAGREE, ""
     else:
         verdict, why = INCONCLUSIVE, _settle(d, se, loadtest_se, m, n, unit, paired,
                                              _amount(share, value_unit))
-    return Verdict(figure, mean, sd, reps, loadtest, loadtest_se, n, m, d, ci90, ci95, verdict, why)
+    return Verdict(figure, mean, sd, reps, loadtest, loadtest_se, n, m, d, ci90, ci95, verdict, why,
+                   rank, ranked)
+
+
+def _unranked(v: Verdict, p: float, amount: Callable[[float, bool], str]) -> str:
+    """Why a difference whose interval lies beyond the margin is not called a disagreement: its
+    rank among the paired replications is not below ``ALPHA`` — and how many would show it."""
+    where = (f"{v.replications} paired replications" if v.ranked == 1 else
+             f"the {v.replications} replications of {v.ranked} paired simulations (Fisher)")
+    return (f"the interval lies beyond the margin {amount(v.margin, False)}, but the load test's "
+            f"rank among {where} is p = {p:.2f}, above {ALPHA:g}: its spread rests on too few "
+            f"of them — simulate --sample-of with --replications {MIN_PAIRED_REPLICATIONS} or "
+            "more can tell")
 
 
 def pooled(parts: Sequence[Verdict], *, share: bool, unit: str = "requests",
@@ -123,8 +200,16 @@ def pooled(parts: Sequence[Verdict], *, share: bool, unit: str = "requests",
     lt = math.fsum(wi * v.loadtest for wi, v in zip(w, parts, strict=True))
     lt_se = math.sqrt(math.fsum((wi * v.loadtest_se) ** 2 for wi, v in zip(w, parts, strict=True)))
     sd = math.sqrt(math.fsum((wi * v.sim_sd) ** 2 for wi, v in zip(w, parts, strict=True)))
+    # the load tests' ranks among their own paired replications, combined side by side (each
+    # is independent of the others): a pooled disagreement must show in them too
+    ranks = [v.rank for v in parts]
+    if all(math.isfinite(r[0]) for r in ranks):
+        rank = (fisher_p([r[0] for r in ranks]), fisher_p([r[1] for r in ranks]))
+    else:
+        rank = (math.nan, math.nan)
     return _decide(parts[0].figure, mean, sd, sum(v.replications for v in parts), lt, lt_se,
-                   total, se, share=share, unit=unit, paired=True, value_unit=value_unit)
+                   total, se, share=share, unit=unit, paired=True, value_unit=value_unit,
+                   rank=rank, ranked=len(parts))
 
 
 def _amount(share: bool, value_unit: str) -> Callable[[float, bool], str]:

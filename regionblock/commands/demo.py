@@ -26,12 +26,11 @@ from regionblock.common import (
     whole_number,
 )
 from scenarios.rundir import stamp, thin_percentile
+from scenarios.verdict import PAIRED_REPLICATIONS
 
 DEFAULT_SCENARIO = "openai-2024-cn-hk"
 #: Enough organisations that every region x segment stratum is played by several.
 DEMO_USERS = 1000
-#: Replications of the paired simulation (the load test's own organisations: under a second each).
-PAIRED_REPLICATIONS = 20
 
 
 def register(sub: argparse._SubParsersAction) -> None:

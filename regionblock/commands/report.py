@@ -14,9 +14,7 @@ from regionblock.commands.simulate import REPLICATIONS
 from regionblock.common import check_out_dir, stderr_console
 from scenarios.errors import RunDirError, UsageError
 from scenarios.rundir import Run
-
-#: Replications of a paired simulation the report runs itself (each costs well under a second).
-PAIRED_REPLICATIONS = 20
+from scenarios.verdict import PAIRED_REPLICATIONS
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -28,6 +28,7 @@ from regionblock.common import (
 from scenarios.errors import UsageError
 from scenarios.loader import Loaded
 from scenarios.rundir import run_dir_name, set_members, staged_run_dir, write_set
+from scenarios.verdict import PAIRED_REPLICATIONS
 
 if TYPE_CHECKING:
     from sim.run import Paired
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 #: the run is written, and the 5 %/95 % bands they give are settled long before.
 MAX_REPLICATIONS = 10_000
 REPLICATIONS = whole_number(1, MAX_REPLICATIONS, why="the 5 %/95 % bands are settled long before")
+DEFAULT_REPLICATIONS = 10
 
 SHOWN = ("incumbent_baseline_revenue_usd", "incumbent_revenue_usd", "incumbent_revenue_lost_usd",
          "incumbent_revenue_lost_pct", "blocked_regions_share_of_revenue_pct",
@@ -60,8 +62,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--replications", default=10, metavar="N", type=REPLICATIONS,
-                   help=f"independent replications (default 10, at most {MAX_REPLICATIONS:,})")
+    p.add_argument("--replications", default=None, metavar="N", type=REPLICATIONS,
+                   help=f"independent replications (default {DEFAULT_REPLICATIONS}; "
+                        f"{PAIRED_REPLICATIONS} with --sample-of, the fewest whose ranks can show "
+                        f"a disagreement, plus one; at most {MAX_REPLICATIONS:,})")
     p.add_argument("--seed", type=seed_number, default=0, metavar="S", help="root seed (default 0)")
     p.add_argument("--jobs", type=process_count(1), default=1, metavar="K",
                    help="worker processes (default 1)")
@@ -74,6 +78,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 def check_run_options(args: argparse.Namespace) -> None:
     """What the options' ``type=`` functions cannot say alone (the counts, seeds and paths are
     parsed and bounded by them)."""
+    if args.replications is None:
+        args.replications = (PAIRED_REPLICATIONS if getattr(args, "sample_of", None) is not None
+                             else DEFAULT_REPLICATIONS)
     if not 0.0 < args.scale <= 1.0:
         raise UsageError(f"--scale: must be in (0, 1] (got {args.scale:g})")
     check_out_dir(args.out)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from scenarios.errors import RunDirError
 from scenarios.ledger import CREATE_STATEMENTS, INSERT_REQUEST, LedgerRow
 from tests.cli.cli_helpers import run_cli
 from tests.reports.builders import write_loadtest_run, write_sim_run
@@ -206,3 +207,28 @@ def test_the_relay_and_failover_paths_latencies_are_judged_too(capsys: pytest.Ca
             "15 load-test requests: fewer than 30, too few to judge |") in md
     verdicts = json.loads(page.with_name("summary.json").read_text())["verdicts"]["sim-vs-loadtest"]
     assert next(v for v in verdicts if v["figure"] == "latency_ms.failover.p50")["ci90"] == [None, None]
+
+
+def test_organisation_shares_rest_on_the_users_of_the_blocked_regions(tmp_path: Path) -> None:
+    """orgs_share.S is a share of the blocked regions' organisations: its n is the users standing
+    for them (not every user of the run), its error that of Kish's effective number of them
+    (weighted users: (Σw)²/Σw²)."""
+    from scenarios.figures import _users_of
+    from scenarios.rundir import read_run
+    from scenarios.sample import Sample, SampledOrg
+
+    lt = write_loadtest_run(tmp_path)
+    assert _users_of(read_run(lt), ["CN", "HK", "MO"]) == (40, 40.0)   # no sample: the run's users
+    orgs = ([SampledOrg(f"cn-startup-{k:06d}", "CN", "startup", 10.0, 1.0, 1.0, "gpt-4o") for k in range(30)]
+            + [SampledOrg(f"hk-enterprise-{k:06d}", "HK", "enterprise", 40.0, 1.0, 1.0, "gpt-4o")
+               for k in range(10)]
+            + [SampledOrg(f"us-startup-{k:06d}", "US", "startup", 5.0, 1.0, 1.0, "gpt-4o")
+               for k in range(20)])
+    Sample(seed=0, orgs=tuple(orgs), scenario_sha256="0" * 64,
+           wall_s_per_scenario_hour=0.02).write(lt / "sample.json")
+    users, effective = _users_of(read_run(lt), ["CN", "HK", "MO"])
+    assert users == 40
+    assert effective == pytest.approx((30 * 10 + 10 * 40) ** 2 / (30 * 10**2 + 10 * 40**2))   # 25.79
+    (lt / "sample.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(RunDirError, match=r"sample\.json: not a sample this version reads"):
+        _users_of(read_run(lt), ["CN"])

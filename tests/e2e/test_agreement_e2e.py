@@ -19,6 +19,7 @@ from e2e_support import UPSTREAMS_PORTS, free_port, free_run, spawn_regionblock,
 
 from regionblock.cli import main
 from scenarios.rundir import read_run
+from scenarios.verdict import PAIRED_REPLICATIONS
 
 pytestmark = pytest.mark.e2e
 
@@ -61,10 +62,13 @@ def test_a_gateway_blocking_half_the_organisations_disagrees_on_the_block_share(
     lt = _last_line(capsys.readouterr().out)
     assert json.loads((lt / "sample.json").read_text())["relay_available"] is False   # --host: none
 
-    assert main(["simulate", SCENARIO, *OVERRIDES, "--sample-of", str(lt), "--replications", "10",
+    # the paired simulation's default replications: enough that the load test's rank among them
+    # can show a disagreement (scenarios.verdict.rank_p)
+    assert main(["simulate", SCENARIO, *OVERRIDES, "--sample-of", str(lt),
                  "--out", str(tmp_path / "runs")]) == 0
     paired = Path(capsys.readouterr().out.splitlines()[0])      # the run directory, then its table
     assert read_run(paired).meta["sample_of"]["run"] == lt.name
+    assert read_run(paired).summary["replications"] == PAIRED_REPLICATIONS == 40
 
     code = main(["compare", str(paired), str(lt), "--json"])
     table = json.loads(capsys.readouterr().out)
@@ -75,4 +79,6 @@ def test_a_gateway_blocking_half_the_organisations_disagrees_on_the_block_share(
     # only half of them: the load test's share is about half the simulation's
     assert 0.3 < cn["loadtest"] / cn["simulation"] < 0.7, cn
     assert cn["verdict"] == "disagree", cn
+    # outside every one of the 40 paired replications by more than the margin: rank p = 2/41
+    assert cn["rank_p"] == pytest.approx(2 / 41), cn
     assert code == 1

@@ -127,3 +127,99 @@ def test_figures_name_the_unit_of_their_values() -> None:
 
     assert [_value_unit(k) for k in ("latency_ms.direct.p99", "ttft_ms.direct.openai.p50",
                                      "block_share.CN", "revenue_share.openai")] == [" ms", " ms", "", ""]
+
+
+# ---------------------------------------------------------------- the paired replications' ranks
+
+
+def test_rank_p_counts_the_replications_beyond_the_margin_ties_against_the_claim() -> None:
+    from scenarios.verdict import rank_p
+
+    sim = [0.10, 0.20, 0.30, 0.40]
+    # 0.36 - 0.05 = 0.31: one replication (0.40) at or above it; 0.36 + 0.05 = 0.41: all four below
+    assert rank_p(sim, 0.36, 0.05) == (2 / 5, 5 / 5)
+    # exactly at a replication once shifted: the tie counts against the claim
+    assert rank_p(sim, 0.45, 0.05) == (2 / 5, 5 / 5)
+    assert rank_p(sim, 0.4501, 0.05) == (1 / 5, 5 / 5)
+    assert rank_p(sim, 0.0, 0.05) == (5 / 5, 1 / 5)
+
+
+def test_the_rank_test_holds_its_level_whatever_the_law() -> None:
+    """Under "the load test is one more draw of the replications' law" the one-sided rank
+    p-value is uniform on {1/(R+1), ..., 1}: P(p <= j/(R+1)) = j/(R+1) exactly for a continuous
+    law, and at most that with ties (a count): checked at j = 1, 2 for R = 39 within 4 sd."""
+    from scenarios.verdict import rank_p
+
+    rng = np.random.default_rng(20261204)
+    trials, reps = 20_000, 39
+    for law in ("lognormal", "poisson"):
+        draws = (rng.lognormal(0.0, 1.0, (trials, reps + 1)) if law == "lognormal"
+                 else rng.poisson(3.0, (trials, reps + 1)).astype(float))
+        ps = np.array([rank_p(row[:reps].tolist(), float(row[reps]), 0.0)[0] for row in draws])
+        for j in (1, 2):
+            level = j / (reps + 1)
+            hit = float(np.mean(ps <= level + 1e-12))
+            sd = math.sqrt(level * (1 - level) / trials)
+            if law == "lognormal":
+                assert abs(hit - level) < 4 * sd, (law, j, hit)
+            else:   # ties with the replications count against the claim: never above the level
+                assert hit < level + 4 * sd, (law, j, hit)
+
+
+def test_a_count_that_did_not_vary_over_ten_replications_is_no_disagreement() -> None:
+    """The case a 200-user load test met: all 10 paired replications had the same share, so the
+    interval has zero width and any difference past the margin read "disagree"; by rank the load
+    test outside all 10 is p = 2/11 — inconclusive, saying how many replications could tell."""
+    from scenarios.verdict import MIN_PAIRED_REPLICATIONS, PAIRED_REPLICATIONS
+
+    ten = judge("orgs_share.migrating", [0.0021] * 10, 0.0233, 0.0, 200, share=True, paired=True)
+    assert ten.ci95 == (pytest.approx(0.0212), pytest.approx(0.0212))   # zero width
+    assert ten.verdict == INCONCLUSIVE and ten.rank_p == pytest.approx(2 / 11)
+    assert ten.why == ("the interval lies beyond the margin ±1.00 pt, but the load test's rank among "
+                       "10 paired replications is p = 0.18, above 0.05: its spread rests on too few "
+                       "of them — simulate --sample-of with --replications 39 or more can tell")
+    assert (MIN_PAIRED_REPLICATIONS, PAIRED_REPLICATIONS) == (39, 40)
+    # the fewest that can tell, and the default of a paired simulation: outside all, p = 2/(R+1)
+    for reps in (MIN_PAIRED_REPLICATIONS, PAIRED_REPLICATIONS):
+        v = judge("orgs_share.migrating", [0.0021] * reps, 0.0233, 0.0, 200, share=True, paired=True)
+        assert (v.verdict, v.rank_p) == (DISAGREE, pytest.approx(2 / (reps + 1)))
+    assert judge("x", [0.0021] * 38, 0.0233, 0.0, 200, share=True, paired=True).verdict == INCONCLUSIVE
+    # inside the margin of one replication of 40 that reached it: (1 + 1)/41 one-sided, 4/41 both
+    near = [0.0021] * 39 + [0.0140]
+    v = judge("orgs_share.migrating", near, 0.0233, 0.0025, 200, share=True, paired=True)
+    assert v.rank == (pytest.approx(2 / 41), pytest.approx(1.0)) and v.rank_p == pytest.approx(4 / 41)
+    assert v.verdict == INCONCLUSIVE
+    # the forecast (unpaired) has no ranks: its error is the load test's own
+    unpaired = judge("x", [0.0021] * 10, 0.0233, 0.0, 200, share=True)
+    assert unpaired.verdict == DISAGREE and math.isnan(unpaired.rank_p)
+    assert unpaired.as_dict()["rank_p"] is None and ten.as_dict()["rank_p"] == pytest.approx(2 / 11)
+
+
+def test_fisher_combines_independent_p_values_exactly() -> None:
+    from scenarios.verdict import fisher_p
+
+    assert fisher_p([0.2]) == pytest.approx(0.2)
+    a, b = 0.1, 0.03
+    assert fisher_p([a, b]) == pytest.approx(a * b * (1 - math.log(a * b)))   # chi² with 4 df
+    x = -2 * math.log(0.1 * 0.2 * 0.3)
+    assert fisher_p([0.1, 0.2, 0.3]) == pytest.approx(math.exp(-x / 2) * (1 + x / 2 + (x / 2) ** 2 / 2))
+    # uniform p-values: the combination is uniform too (level 5 % within 4 sd)
+    rng = np.random.default_rng(7)
+    ps = [fisher_p(rng.random(3).tolist()) for _ in range(20_000)]
+    hit = float(np.mean(np.array(ps) <= 0.05))
+    assert abs(hit - 0.05) < 4 * math.sqrt(0.05 * 0.95 / 20_000), hit
+
+
+def test_pooled_load_tests_combine_their_ranks() -> None:
+    from scenarios.verdict import pooled
+
+    # two load tests, each outside all 10 of its paired replications: 1/11 each, one-sided
+    parts = [judge("orgs_share.churned", [0.02] * 10, 0.06, 0.0, 200, share=True, paired=True)
+             for _ in range(2)]
+    p = pooled(parts, share=True, unit="organisations")
+    combined = (1 / 11) ** 2 * (1 - math.log((1 / 11) ** 2))
+    assert p.rank[0] == pytest.approx(combined) and p.rank_p == pytest.approx(2 * combined)
+    assert p.verdict == INCONCLUSIVE and "the 20 replications of 2 paired simulations (Fisher)" in p.why
+    # three of them: 2 × 0.0257 = 0.051, still not; four: past it
+    assert pooled(parts * 2, share=True).verdict == DISAGREE
+    assert pooled(parts + parts[:1], share=True).rank_p == pytest.approx(0.0514, abs=1e-3)
