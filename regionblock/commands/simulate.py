@@ -52,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "revenue, with its no-block baseline over common random numbers. "
                                    "Writes a run directory and prints its path.")
     add_scenario_arg(p)
-    add_run_options(p)
+    add_run_options(p, paired=True)
     p.add_argument("--sample-of", type=nonempty_path, default=None, metavar="LOADTEST_RUN",
                    help="the paired simulation of a load test: exactly its organisations (ids, "
                         "rates in its units, weights, generators) in the full market's context, "
@@ -61,11 +61,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def add_run_options(p: argparse.ArgumentParser) -> None:
+def add_run_options(p: argparse.ArgumentParser, *, paired: bool = False) -> None:
+    """The options a simulation and a sweep share; ``paired``: the parser also takes
+    ``--sample-of`` (whose simulations run ``PAIRED_REPLICATIONS`` unless told)."""
+    also = (f"; {PAIRED_REPLICATIONS} with --sample-of, the fewest whose ranks can show a "
+            "disagreement, plus one") if paired else ""
     p.add_argument("--replications", default=None, metavar="N", type=REPLICATIONS,
-                   help=f"independent replications (default {DEFAULT_REPLICATIONS}; "
-                        f"{PAIRED_REPLICATIONS} with --sample-of, the fewest whose ranks can show "
-                        f"a disagreement, plus one; at most {MAX_REPLICATIONS:,})")
+                   help=f"independent replications (default {DEFAULT_REPLICATIONS}{also}; "
+                        f"at most {MAX_REPLICATIONS:,})")
     p.add_argument("--seed", type=seed_number, default=0, metavar="S", help="root seed (default 0)")
     p.add_argument("--jobs", type=process_count(1), default=1, metavar="K",
                    help="worker processes (default 1)")

@@ -417,3 +417,22 @@ def test_sigterm_while_the_services_run_leaves_nothing(tmp_path: Path) -> None:
     assert _processes_mentioning(out) == [], "a child of the load test is still running"
     assert (proc.returncode, err.splitlines()[-1:]) == (143, ["terminated"]), err
     assert "Traceback" not in err
+
+
+def test_replications_default_to_10_and_to_40_for_a_paired_simulation(tmp_path: Path) -> None:
+    """A paired simulation runs the fewest replications whose ranks can show a disagreement, plus
+    one (``scenarios.verdict.PAIRED_REPLICATIONS``); any other simulation or sweep 10; an explicit
+    --replications wins."""
+    from regionblock.cli import build_parser
+    from regionblock.commands.simulate import check_run_options
+    from scenarios.verdict import PAIRED_REPLICATIONS
+
+    def resolved(*argv: str) -> int:
+        args = build_parser().parse_args([*argv, "--out", str(tmp_path)])
+        check_run_options(args)
+        return int(args.replications)
+
+    assert resolved("simulate", "openai-2024-cn-hk") == 10
+    assert resolved("simulate", "openai-2024-cn-hk", "--sample-of", "x") == PAIRED_REPLICATIONS == 40
+    assert resolved("simulate", "openai-2024-cn-hk", "--sample-of", "x", "--replications", "7") == 7
+    assert resolved("sweep", "openai-2024-cn-hk", "--set", "behaviour.relay.markup=0.1,0.2") == 10
