@@ -84,8 +84,7 @@ class Verdict:
     def rank_p(self) -> float:
         """The two-sided rank p-value of a difference beyond the margin in the direction of
         ``diff`` (NaN unless paired)."""
-        one = self.rank[0] if self.diff > 0 else self.rank[1]
-        return min(1.0, 2 * one) if math.isfinite(one) else math.nan
+        return _two_sided(self.rank, self.diff)
 
     def as_dict(self) -> dict[str, object]:
         """The verdict as JSON takes it: a number that is not finite (no standard error from
@@ -157,14 +156,12 @@ def _decide(figure: str, mean: float, sd: float, reps: int, loadtest: float, loa
                f"{n} load-test {unit}: fewer than {MIN_N}, too few to judge")
         return Verdict(figure, mean, sd, reps, loadtest, loadtest_se, n, m, d, ci90, ci95,
                        INCONCLUSIVE, why, rank, ranked)
-    v = Verdict(figure, mean, sd, reps, loadtest, loadtest_se, n, m, d, ci90, ci95, INCONCLUSIVE,
-                "", rank, ranked)
     if -m <= ci90[0] and ci90[1] <= m:
         verdict, why = AGREE, ""
     elif (ci95[0] > 0 or ci95[1] < 0) and (ci95[0] > m or ci95[1] < -m):
-        p = v.rank_p
+        p = _two_sided(rank, d)
         if math.isfinite(p) and p > ALPHA:
-            verdict, why = INCONCLUSIVE, _unranked(v, p, _amount(share, value_unit))
+            verdict, why = INCONCLUSIVE, _unranked(reps, ranked, m, p, _amount(share, value_unit))
         else:
             verdict, why = DISAGREE, ""
     else:
@@ -174,12 +171,20 @@ def _decide(figure: str, mean: float, sd: float, reps: int, loadtest: float, loa
                    rank, ranked)
 
 
-def _unranked(v: Verdict, p: float, amount: Callable[[float, bool], str]) -> str:
-    """Why a difference whose interval lies beyond the margin is not called a disagreement: its
-    rank among the paired replications is not below ``ALPHA`` — and how many would show it."""
-    where = (f"{v.replications} paired replications" if v.ranked == 1 else
-             f"the {v.replications} replications of {v.ranked} paired simulations (Fisher)")
-    return (f"the interval lies beyond the margin {amount(v.margin, False)}, but the load test's "
+def _two_sided(rank: tuple[float, float], d: float) -> float:
+    """The two-sided rank p-value of ``rank`` (above, below) in the direction of ``d``."""
+    one = rank[0] if d > 0 else rank[1]
+    return min(1.0, 2 * one) if math.isfinite(one) else math.nan
+
+
+def _unranked(reps: int, ranked: int, m: float, p: float,
+              amount: Callable[[float, bool], str]) -> str:
+    """Why a difference whose interval lies beyond the margin ``m`` is not called a disagreement:
+    its rank p among the ``reps`` paired replications (of ``ranked`` load tests) is above
+    ``ALPHA`` — and how many would show it."""
+    where = (f"{reps} paired replications" if ranked == 1 else
+             f"the {reps} replications of {ranked} paired simulations (Fisher)")
+    return (f"the interval lies beyond the margin {amount(m, False)}, but the load test's "
             f"rank among {where} is p = {p:.2f}, above {ALPHA:g}: its spread rests on too few "
             f"of them — simulate --sample-of with --replications {MIN_PAIRED_REPLICATIONS} or "
             "more can tell")
