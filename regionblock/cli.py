@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import importlib
 import os
 import pkgutil
@@ -101,10 +100,6 @@ def _version() -> str:
         return "0+unknown"
 
 
-#: Errors of the machine, not of the program, met while writing a run: one line, not a traceback.
-_CANNOT_WRITE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
-
-
 def raise_open_file_limit() -> None:
     """Lift the soft limit on open files to the hard one, as Locust and servers do.
 
@@ -143,7 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `regionblock scenario show X | head`
         return EXIT_OK
     except OSError as exc:
-        if exc.errno not in _CANNOT_WRITE:
+        from scenarios.rundir import WRITE_FAILURES  # (numpy: not at start-up)
+
+        # errors of the machine, not of the program, met while writing a run: one line
+        if exc.errno not in WRITE_FAILURES:
             raise
         # the disk filled (or went read-only) mid-run: what was staged is already removed
         where = f"{exc.filename}: " if exc.filename else ""

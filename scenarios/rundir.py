@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime as dt
+import errno
 import json
 import math
 import os
@@ -79,7 +80,9 @@ class Staging:
 
 @contextlib.contextmanager
 def staged_run_dir(root: Path, name: str) -> Iterator[Staging]:
-    """Stage a run in a hidden directory; on success rename it to ``root/name`` (made unique)."""
+    """Stage a run in a hidden directory; on success rename it to ``root/name`` (made unique).
+    On any failure the staged directory is removed, with the directories made for it."""
+    made = [p for p in (root, *root.parents) if not p.exists()]
     root.mkdir(parents=True, exist_ok=True)
     staging = Staging(root / f".{name}.partial-{os.getpid()}")
     if staging.path.exists():
@@ -87,11 +90,28 @@ def staged_run_dir(root: Path, name: str) -> Iterator[Staging]:
     staging.path.mkdir()
     try:
         yield staging
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(staging.path, ignore_errors=True)
+        for p in made:   # innermost first; one that something else filled meanwhile stays
+            with contextlib.suppress(OSError):
+                p.rmdir()
+        name_failed_write(exc, root / name)
         raise
     staging.final = unique_path(root / name)
     staging.path.rename(staging.final)
+
+
+#: The errors of a write the disk refused (full, over quota, read-only, past a file-size limit):
+#: what a user can act on is where the run was going, not a hidden staging file.
+WRITE_FAILURES = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
+
+
+def name_failed_write(exc: BaseException, run: Path) -> None:
+    """Make a refused write name the run it was for: ``run`` (the path the run would have had;
+    its staged files are gone), instead of a hidden staging file or nothing at all (a write on an
+    open file names none). The outermost run staged names it last: a sweep, not its point."""
+    if isinstance(exc, OSError) and exc.errno in WRITE_FAILURES:
+        exc.filename, exc.filename2 = str(run), None
 
 
 def unique_path(path: Path) -> Path:

@@ -28,7 +28,15 @@ import numpy as np
 from scenarios.errors import RunDirError
 from scenarios.loader import Loaded, resolved_yaml
 from scenarios.market import MarketContext
-from scenarios.rundir import COLUMNS, meta, read_run, run_dir_name, staged_run_dir, write_json
+from scenarios.rundir import (
+    COLUMNS,
+    meta,
+    name_failed_write,
+    read_run,
+    run_dir_name,
+    staged_run_dir,
+    write_json,
+)
 from scenarios.sample import MARKET_FILE, SAMPLE_FILE, Sample
 from scenarios.schema import Scenario
 from sim.metrics import bin_times, block
@@ -254,11 +262,12 @@ def streamed_timeseries(out: Path, name: str) -> Iterator[tuple[BinaryIO, Path]]
         with path.open("wb") as fh:
             fh.write(_HEADER)
             yield fh, path
-    except BaseException:
+    except BaseException as exc:
         path.unlink(missing_ok=True)
         for p in made:   # innermost first
             with suppress(OSError):
                 p.rmdir()
+        name_failed_write(exc, out / name)
         raise
 
 

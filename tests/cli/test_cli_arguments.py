@@ -389,7 +389,7 @@ def test_sigterm_while_the_plan_is_drawn_leaves_nothing(tmp_path: Path) -> None:
             proc.kill()
             proc.wait()
     assert "load test plan:" not in err, "the signal came after the services started"
-    assert list(out.iterdir()) == []
+    assert list(tmp_path.iterdir()) == [], "the run, or the --out directory it made, was left"
     assert (proc.returncode, err.splitlines()[-1:]) == (143, ["terminated"]), err
     assert "Traceback" not in err
 
@@ -413,7 +413,7 @@ def test_sigterm_while_the_services_run_leaves_nothing(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert list(out.iterdir()) == []
+    assert list(tmp_path.iterdir()) == [], "the run, or the --out directory it made, was left"
     assert _processes_mentioning(out) == [], "a child of the load test is still running"
     assert (proc.returncode, err.splitlines()[-1:]) == (143, ["terminated"]), err
     assert "Traceback" not in err

@@ -50,12 +50,35 @@ def test_staged_run_dir_renames_on_success(tmp_path: Path) -> None:
 
 
 def test_staged_run_dir_leaves_nothing_on_exception(tmp_path: Path) -> None:
-    root = tmp_path / "runs"
+    """Nothing of a failed run is left: its staged files, and the root directories made for it."""
+    root = tmp_path / "runs" / "deep"
     with pytest.raises(Boom), staged_run_dir(root, "r1") as staging:
         (staging.path / "half.csv").write_text("time\n")
         raise Boom
-    assert list(root.iterdir()) == []
+    assert list(tmp_path.iterdir()) == []
     assert staging.final is None
+
+
+def test_staged_run_dir_keeps_a_root_that_was_there_and_what_it_holds(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    (root / "earlier").mkdir(parents=True)
+    with pytest.raises(Boom), staged_run_dir(root / "new", "r1"):
+        raise Boom
+    assert sorted(p.name for p in root.iterdir()) == ["earlier"]
+
+
+def test_a_refused_write_names_the_run_it_was_for(tmp_path: Path) -> None:
+    """A write the disk refused names the run (where it would have been), not the hidden staging
+    file or nothing; other errors keep their own names."""
+    import errno
+
+    root = tmp_path / "runs"
+    with pytest.raises(OSError) as full, staged_run_dir(root, "r1") as staging:
+        raise OSError(errno.ENOSPC, "No space left on device", str(staging.path / "summary.json"))
+    assert (full.value.filename, full.value.filename2) == (str(root / "r1"), None)
+    with pytest.raises(OSError) as other, staged_run_dir(root, "r2") as staging:
+        raise OSError(errno.ENOENT, "No such file or directory", "elsewhere.yaml")
+    assert other.value.filename == "elsewhere.yaml"
 
 
 def test_staged_run_dir_clears_a_stale_partial(tmp_path: Path) -> None:

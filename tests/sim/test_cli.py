@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -241,6 +242,39 @@ def test_a_full_disk_mid_run_is_one_line_and_leaves_nothing(capsys: Capsys, tmp_
                           "--replications", "1", "--out", str(tmp_path))
     assert code == 2 and out == ""
     [line] = err.splitlines()
-    assert line.startswith("simulate: ") and line.endswith("summary.json: cannot write: "
-                                                           "No space left on device")
+    # it names the run it was writing (its staged files are gone), not a hidden staging file
+    assert re.fullmatch(f"simulate: {re.escape(str(tmp_path))}/\\d{{8}}T\\d{{6}}Z-openai-2024-cn-hk-"
+                        "simulate: cannot write: No space left on device", line), line
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("command", "limit"), [
+    # the disk refuses the timeseries.csv streamed while the replications run (7.6 MB here;
+    # a refusal after the work is the test above)
+    (("simulate", "openai-2024-cn-hk", "--replications", "2", "--scale", "0.02"), 20_000),
+    # a sweep's points are runs staged inside the sweep's: the sweep is named
+    (("sweep", "openai-2024-cn-hk", "--set", "behaviour.relay.markup=0.1,0.2",
+      "--replications", "1", "--scale", "0.02"), 20_000),
+])
+def test_a_file_size_limit_is_one_line_naming_the_run_and_leaves_nothing(
+        tmp_path: Path, command: tuple[str, ...], limit: int) -> None:
+    """A real refused write: the kernel's file-size limit (RLIMIT_FSIZE; Python ignores SIGXFSZ,
+    so write() fails with EFBIG, as it fails with ENOSPC on a full disk) on a real run. One
+    line naming the run being written, exit 2, no traceback; nothing is left, not even the
+    --out directories the run made."""
+    import resource
+    import subprocess
+
+    out = tmp_path / "runs" / "deep"
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    proc = subprocess.run([sys.executable, "-m", "regionblock", *command, "--out", str(out)],
+                          capture_output=True, text=True, preexec_fn=limited, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == ""
+    kind = "sweep" if command[0] == "sweep" else "simulate"
+    assert re.fullmatch(f"{command[0]}: {re.escape(str(out))}/\\d{{8}}T\\d{{6}}Z-openai-2024-cn-hk-"
+                        f"{kind}: cannot write: File too large\n", proc.stderr), proc.stderr
     assert list(tmp_path.iterdir()) == []
