@@ -29,6 +29,7 @@ from reports.charts import (
 from reports.charts.common import Context, Section
 from reports.data import RunData, load_runs
 from reports.errors import ReportInputError
+from scenarios.rundir import name_failed_write
 
 SECTIONS: tuple[ModuleType, ...] = (headline, revenue, waterfall, orgs, latency, outcomes,
                                     capacity, compare, sweep)
@@ -56,8 +57,9 @@ def build_report(run_dirs: list[Path], out: Path | None = None, *,
     staging.mkdir(parents=True)
     try:
         write(runs, staging, now or dt.datetime.now(dt.UTC))
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
+        name_failed_write(exc, final)
         raise
     replace(staging, final)
     return final / "report.html"

@@ -395,3 +395,28 @@ def test_reading_a_finished_ledger_leaves_nothing_beside_it(tmp_path: Path) -> N
     rows, _ = read_ledger(ledger)
     assert len(rows) == 80
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ledger.sqlite"]
+
+
+def test_a_report_the_disk_refuses_is_one_line_naming_it_and_leaves_nothing(
+        runs: tuple[Path, Path]) -> None:
+    """A real refused write (the kernel's file-size limit: write() fails with EFBIG, as with
+    ENOSPC on a full disk) while the charts are written: one line naming the report directory
+    it was writing, exit 2, no traceback, and no staged report left beside the destination."""
+    import re
+    import resource
+    import subprocess
+    import sys
+
+    sim, _ = runs
+    dest = sim.parent / "report-out"
+    before = tree(sim.parent)
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4_000, 4_000))
+
+    proc = subprocess.run([sys.executable, "-m", "regionblock", "report", str(sim), "--out", str(dest)],
+                          capture_output=True, text=True, preexec_fn=limited, timeout=300)
+    assert (proc.returncode, proc.stdout) == (2, ""), proc.stderr
+    assert re.fullmatch(f"report: {re.escape(str(dest))}: cannot write: File too large\n",
+                        proc.stderr), proc.stderr
+    assert tree(sim.parent) == before
