@@ -24,6 +24,7 @@ from reports.charts import (
     outcomes,
     revenue,
     sweep,
+    versus,
     waterfall,
 )
 from reports.charts.common import Context, Section
@@ -31,8 +32,8 @@ from reports.data import RunData, load_runs
 from reports.errors import ReportInputError
 from scenarios.rundir import name_failed_write
 
-SECTIONS: tuple[ModuleType, ...] = (headline, revenue, waterfall, orgs, latency, outcomes,
-                                    capacity, compare, sweep)
+SECTIONS: tuple[ModuleType, ...] = (headline, versus, revenue, waterfall, orgs, latency,
+                                    outcomes, capacity, compare, sweep)
 MARKERS = ("report.html", "summary.md", "charts.json")  # (summary.json: the verdicts)
 
 
@@ -97,7 +98,9 @@ def replace(staging: Path, final: Path) -> None:
 
 def sections(runs: Sequence[RunData], out: Path) -> list[Section]:
     ctx = Context(runs=list(runs), palette=style.palette([r.scenario for r in runs]), out=out)
-    return [module.section(ctx) for module in SECTIONS]
+    # a section with nothing to say of these runs at all (not even why) is left out
+    return [sec for module in SECTIONS
+            if (sec := module.section(ctx)).charts or sec.tables or sec.notes]
 
 
 def write(runs: Sequence[RunData], out: Path, now: dt.datetime) -> None:

@@ -25,7 +25,14 @@ from reports.errors import ReportInputError
 from scenarios.errors import RunDirError
 from scenarios.loader import load_text
 from scenarios.policy import denied_regions, first_denial
-from scenarios.rundir import Run, parse_time, read_run, read_typed_columns
+from scenarios.rundir import (
+    HEADLINE_FILE,
+    Run,
+    parse_time,
+    read_headline,
+    read_run,
+    read_typed_columns,
+)
 from scenarios.schema import Scenario
 
 DIMENSIONS = ("source", "metric", "region", "provider", "path", "state")
@@ -201,6 +208,8 @@ class RunData:
     run: Run
     scenario: Scenario
     table: Table | None = field(default=None, repr=False)
+    #: a simulation's headline figures per replication (headline.csv): figure → {replication: value}
+    per_replication: dict[str, dict[int, float]] = field(default_factory=dict, repr=False)
 
     @property
     def kind(self) -> str:
@@ -246,7 +255,8 @@ def load_run(path: Path) -> RunData:
     if run.kind == "loadtest":
         check_ledger(run)
         check_locust_ttft(path / LOCUST_TTFT)
-    return RunData(key="", run=run, scenario=scenario, table=table)
+    per_replication = read_headline(path / HEADLINE_FILE) if run.kind == "simulate" else {}
+    return RunData(key="", run=run, scenario=scenario, table=table, per_replication=per_replication)
 
 
 def with_keys(runs: Sequence[RunData]) -> list[RunData]:

@@ -148,13 +148,63 @@ def write_timeseries(path: Path, rows: Iterable[Sequence[Any]]) -> int:
     return n
 
 
+#: A simulation's headline figures per replication (``simulate``; what summary.json's bands are
+#: made of): the report compares two simulations replication by replication with them.
+HEADLINE_FILE = "headline.csv"
+HEADLINE_COLUMNS = ("replication", "figure", "value")
+
+
+def write_headline(path: Path, per_replication: Iterable[tuple[int, Mapping[str, float]]]) -> None:
+    """headline.csv: ``(replication, figures)`` in the order given, each replication's figures by
+    name, values as timeseries.csv writes them (:func:`fmt_value`)."""
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(HEADLINE_COLUMNS)
+        for index, figures in per_replication:
+            for name in sorted(figures):
+                w.writerow((index, name, fmt_value(figures[name])))
+
+
+def read_headline(path: Path) -> dict[str, dict[int, float]]:
+    """headline.csv as figure → {replication: value} ({} where the run has none: a load test, or
+    a simulation written before the file existed); RunDirError naming the file, the line and
+    what is wrong otherwise."""
+    if not path.is_file():
+        return {}
+    lines = _read_text(path).splitlines()
+    if not lines or tuple(lines[0].split(",")) != HEADLINE_COLUMNS:
+        raise RunDirError(f"{path}: header must be {','.join(HEADLINE_COLUMNS)}")
+    out: dict[str, dict[int, float]] = {}
+    for number, line in enumerate(lines[1:], start=2):
+        fields = line.split(",")
+        if len(fields) != len(HEADLINE_COLUMNS):
+            raise RunDirError(f"{path}: line {number}: {len(fields)} fields, every row must have "
+                              f"{len(HEADLINE_COLUMNS)}")
+        rep, name, value = fields
+        try:
+            index = int(rep)
+        except ValueError:
+            raise RunDirError(f"{path}: line {number}: replication {rep!r} is not an integer") from None
+        try:
+            number_value = float(value)
+        except ValueError:
+            raise RunDirError(f"{path}: line {number}: value {value!r} is not a number") from None
+        mine = out.setdefault(name, {})
+        if index in mine:
+            raise RunDirError(f"{path}: line {number}: {name} of replication {index} twice")
+        mine[index] = number_value
+    return out
+
+
 def write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n", encoding="utf-8")
 
 
 def band(values: Sequence[float] | np.ndarray, *, unit: str = "", label: str = "",
          requests: int | None = None) -> dict[str, Any]:
-    """Mean and 5/95 % percentiles over replications (linear interpolation), rounded for output;
+    """Mean and 5/95 % percentiles over replications (linear interpolation), rounded for output,
+    and from two replications on their standard deviation (``sd``, n − 1 in the denominator:
+    what a difference between two runs' means is judged by, ``reports.charts.versus``);
     ``requests``: how many requests a load test's percentile rests on (:func:`thin_percentile`)."""
     arr = np.asarray(values, dtype=float)
     out: dict[str, Any] = {
@@ -163,6 +213,9 @@ def band(values: Sequence[float] | np.ndarray, *, unit: str = "", label: str = "
         "p95": _round(float(np.percentile(arr, 95))) if arr.size else 0.0,
         "n": int(arr.size),
     }
+    sd = float(arr.std(ddof=1)) if arr.size > 1 and np.isfinite(arr).all() else math.nan
+    if math.isfinite(sd):
+        out["sd"] = _round(sd)
     if unit:
         out["unit"] = unit
     if label:

@@ -30,11 +30,13 @@ from scenarios.loader import Loaded, resolved_yaml
 from scenarios.market import MarketContext
 from scenarios.rundir import (
     COLUMNS,
+    HEADLINE_FILE,
     meta,
     name_failed_write,
     read_run,
     run_dir_name,
     staged_run_dir,
+    write_headline,
     write_json,
 )
 from scenarios.sample import MARKET_FILE, SAMPLE_FILE, Sample
@@ -193,6 +195,7 @@ def write_run(loaded: Loaded, rep: Replicated, *, seed: int, out: Path, jobs: in
             write_blocks(staging.path / "timeseries.csv", s, times, rep.results)
         else:
             timeseries.replace(staging.path / "timeseries.csv")
+        write_headline(staging.path / HEADLINE_FILE, ((r.index, r.headline) for r in rep.results))
         write_json(staging.path / "summary.json",
                    summary(s, rep.results, seed=seed, times=times, paired=rep.setup.sample is not None,
                            population=rep.setup.pop.size if rep.setup.pop.weight is None

@@ -144,7 +144,11 @@ def test_timeseries_header_checked(tmp_path: Path) -> None:
 
 def test_band() -> None:
     assert band(list(range(1, 101)), unit="usd", label="revenue") == {
-        "mean": 50.5, "p5": 5.95, "p95": 95.05, "n": 100, "unit": "usd", "label": "revenue"}
+        "mean": 50.5, "p5": 5.95, "p95": 95.05, "n": 100, "sd": 29.01149198, "unit": "usd",
+        "label": "revenue"}
+    # sd = sqrt(n(n+1)/12) for 1..n with n − 1 in the denominator: 29.0114919759
+    assert band([1.0, 3.0])["sd"] == 1.414213562   # sqrt(2)
+    assert band([1 / 3, 1 / 3])["sd"] == 0.0
     assert band([2.0]) == {"mean": 2.0, "p5": 2.0, "p95": 2.0, "n": 1}
     assert band([2.0], unit="ms", requests=15) == {"mean": 2.0, "p5": 2.0, "p95": 2.0, "n": 1,
                                                    "unit": "ms", "requests": 15}

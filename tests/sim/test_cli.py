@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from regionblock.cli import main
-from scenarios.rundir import COLUMNS, SHARED_METRICS, read_run
+from scenarios.rundir import COLUMNS, HEADLINE_FILE, SHARED_METRICS, read_headline, read_run
 from sim.sweep import split_top_level
 
 Capsys = pytest.CaptureFixture[str]
@@ -43,7 +43,13 @@ def test_simulate_writes_a_run_directory_and_prints_it(capsys: Capsys, tmp_path:
         "lost to churn", "actual"]
     assert run.summary["checks"]["requests_balance"] is True
     band = run.summary["headline"]["incumbent_revenue_lost_usd"]
-    assert set(band) == {"mean", "p5", "p95", "n", "unit", "label"} and band["unit"] == "usd"
+    assert set(band) == {"mean", "p5", "p95", "n", "sd", "unit", "label"} and band["unit"] == "usd"
+    # headline.csv holds what the band is made of: its mean and sd are the band's
+    per_rep = read_headline(path / HEADLINE_FILE)
+    assert set(per_rep) == set(run.summary["headline"])
+    values = [per_rep["incumbent_revenue_lost_usd"][i] for i in (0, 1)]
+    assert band["mean"] == pytest.approx(sum(values) / 2, rel=1e-9)
+    assert band["sd"] == pytest.approx(abs(values[0] - values[1]) / 2 ** 0.5, rel=1e-9)
     ts = run.timeseries()
     assert set(ts["source"]) == {"sim"}
     assert set(SHARED_METRICS) <= set(ts["metric"])

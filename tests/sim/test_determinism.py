@@ -1,4 +1,4 @@
-"""Same scenario and seed: byte-identical timeseries.csv and summary.json, with any --jobs."""
+"""Same scenario and seed: byte-identical timeseries.csv, summary.json and headline.csv, with any --jobs."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from sim.run import simulate
 def test_byte_identical_with_any_jobs(default: Loaded, tmp_path: Path) -> None:
     one = simulate(default, replications=3, seed=42, jobs=1, out=tmp_path / "a", scale=0.02)
     two = simulate(default, replications=3, seed=42, jobs=2, out=tmp_path / "b", scale=0.02)
-    for name in ("timeseries.csv", "summary.json", "scenario.yaml"):
+    for name in ("timeseries.csv", "summary.json", "scenario.yaml", "headline.csv"):
         assert (one / name).read_bytes() == (two / name).read_bytes(), name
     run = read_run(one)
     assert run.kind == "simulate" and run.summary["replications"] == 3
