@@ -82,23 +82,35 @@ class Staging:
 def staged_run_dir(root: Path, name: str) -> Iterator[Staging]:
     """Stage a run in a hidden directory; on success rename it to ``root/name`` (made unique).
     On any failure the staged directory is removed, with the directories made for it."""
+    with made_dirs(root):
+        staging = Staging(root / f".{name}.partial-{os.getpid()}")
+        if staging.path.exists():
+            shutil.rmtree(staging.path)
+        staging.path.mkdir()
+        try:
+            yield staging
+        except BaseException as exc:
+            shutil.rmtree(staging.path, ignore_errors=True)
+            name_failed_write(exc, root / name)
+            raise
+        staging.final = unique_path(root / name)
+        staging.path.rename(staging.final)
+
+
+@contextlib.contextmanager
+def made_dirs(root: Path) -> Iterator[None]:
+    """Make ``root`` and its missing parents; if the body fails, remove those made here again
+    (innermost first; one that something else filled meanwhile stays), so a failed run leaves
+    no empty ``--out`` behind."""
     made = [p for p in (root, *root.parents) if not p.exists()]
     root.mkdir(parents=True, exist_ok=True)
-    staging = Staging(root / f".{name}.partial-{os.getpid()}")
-    if staging.path.exists():
-        shutil.rmtree(staging.path)
-    staging.path.mkdir()
     try:
-        yield staging
-    except BaseException as exc:
-        shutil.rmtree(staging.path, ignore_errors=True)
-        for p in made:   # innermost first; one that something else filled meanwhile stays
+        yield
+    except BaseException:
+        for p in made:
             with contextlib.suppress(OSError):
                 p.rmdir()
-        name_failed_write(exc, root / name)
         raise
-    staging.final = unique_path(root / name)
-    staging.path.rename(staging.final)
 
 
 #: The errors of a write the disk refused (full, over quota, read-only, past a file-size limit):

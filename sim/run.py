@@ -18,7 +18,7 @@ import signal
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -31,6 +31,7 @@ from scenarios.market import MarketContext
 from scenarios.rundir import (
     COLUMNS,
     HEADLINE_FILE,
+    made_dirs,
     meta,
     name_failed_write,
     read_run,
@@ -258,20 +259,16 @@ def streamed_timeseries(out: Path, name: str) -> Iterator[tuple[BinaryIO, Path]]
     """A hidden file under ``out`` for the run's timeseries.csv, its header written, to be
     filled while the replications run and moved into the run directory; removed (with ``out``
     if it made it) if anything fails or is interrupted — nothing half-written is left."""
-    made = [p for p in (out, *out.parents) if not p.exists()]
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f".{name}.timeseries-{os.getpid()}.partial"
-    try:
-        with path.open("wb") as fh:
-            fh.write(_HEADER)
-            yield fh, path
-    except BaseException as exc:
-        path.unlink(missing_ok=True)
-        for p in made:   # innermost first
-            with suppress(OSError):
-                p.rmdir()
-        name_failed_write(exc, out / name)
-        raise
+    with made_dirs(out):
+        path = out / f".{name}.timeseries-{os.getpid()}.partial"
+        try:
+            with path.open("wb") as fh:
+                fh.write(_HEADER)
+                yield fh, path
+        except BaseException as exc:
+            path.unlink(missing_ok=True)
+            name_failed_write(exc, out / name)
+            raise
 
 
 @dataclass(frozen=True, slots=True)

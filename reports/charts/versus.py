@@ -162,7 +162,7 @@ def table(ref: RunData, other: RunData) -> tuple[TextTable, list[str]]:
                      f"({_scale(other):g} and {_scale(ref):g}): only their relative figures are "
                      "compared")
     rows = []
-    missing_sd = False
+    no_interval = False
     for key in sorted(set(ref.headline) & set(other.headline), key=rank):
         a, b = ref.headline[key], other.headline[key]
         if not (isinstance(a, dict) and isinstance(b, dict) and "mean" in a and "mean" in b):
@@ -176,11 +176,11 @@ def table(ref: RunData, other: RunData) -> tuple[TextTable, list[str]]:
         if diff is None:
             diff, how = welch(a, b), "Welch"
         if diff is None:
-            how, missing_sd = "—", True
+            how, no_interval = "—", True
         shown, excludes = _difference(diff, unit)
         rows.append((key, str(a.get("label", "")), fmt.value(float(a["mean"]), unit),
                      fmt.value(float(b["mean"]), unit), shown, excludes, how))
-    if missing_sd:
+    if no_interval:
         notes.append("a difference without an interval (—) is of a run with one replication, or "
                      "of one written before its headline.csv and its bands' standard deviations")
     title = (f"{run_tag(other)} ({other.scenario.name}) against {run_tag(ref)} "
